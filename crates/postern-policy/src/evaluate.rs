@@ -1,0 +1,196 @@
+//! Decisions (PRODUCT.md 2.2, 2.3): the connect-time decision from the client IP, the MAIL FROM
+//! decision where a sender-domain rule can only tighten it, and the outbound decision from the
+//! recipient domain; plus `evaluate`, which explains them for the REST API.
+
+use std::net::IpAddr;
+
+use crate::compiled::CompiledPolicy;
+use crate::domain::{domain_of_address, normalize_lookup_domain};
+use crate::level::{CipherStrength, Level};
+use crate::model::{Direction, Rule};
+use crate::warnings::{Warning, rule_warnings};
+
+/// Which entry produced a decision: a rule, or the list's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleRef<'a> {
+    Default(Direction),
+    Rule(&'a Rule),
+}
+
+/// A level and strength with the entries that produced them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision<'a> {
+    pub level: Level,
+    /// The strength enforced: always `Medium` below `encrypt`, where strength is not enforced.
+    pub cipher_strength: CipherStrength,
+    pub level_rule: RuleRef<'a>,
+    /// The entry that set the strength; `None` below `encrypt`.
+    pub strength_rule: Option<RuleRef<'a>>,
+}
+
+impl<'a> Decision<'a> {
+    fn from_entry(level: Level, strength: CipherStrength, entry: RuleRef<'a>) -> Self {
+        let enforced = level.requires_tls();
+        Decision {
+            level,
+            cipher_strength: if enforced {
+                strength
+            } else {
+                CipherStrength::Medium
+            },
+            level_rule: entry,
+            strength_rule: enforced.then_some(entry),
+        }
+    }
+
+    fn from_rule(rule: &'a Rule) -> Self {
+        Decision::from_entry(rule.level, rule.cipher_strength, RuleRef::Rule(rule))
+    }
+
+    /// `self` tightened by `other`: the stricter level, and the stronger of the strengths of the
+    /// entries that require TLS (on a tie, the entry that set the level).
+    fn tightened_by(self, other: Decision<'a>) -> Decision<'a> {
+        let (level, level_rule) = if other.level > self.level {
+            (other.level, other.level_rule)
+        } else {
+            (self.level, self.level_rule)
+        };
+        let strength = [self, other]
+            .into_iter()
+            .filter_map(|d| d.strength_rule.map(|r| (d.cipher_strength, r)))
+            .max_by_key(|(s, r)| (*s, *r == level_rule));
+        Decision {
+            level,
+            cipher_strength: strength.map_or(CipherStrength::Medium, |(s, _)| s),
+            level_rule,
+            strength_rule: strength.map(|(_, r)| r),
+        }
+    }
+}
+
+impl CompiledPolicy {
+    /// The connect-time decision for a client: its IP rule, else the inbound default.
+    pub fn inbound_connect(&self, ip: Option<IpAddr>) -> Decision<'_> {
+        match ip.and_then(|ip| self.rule_for_ip(Direction::Inbound, ip)) {
+            Some(rule) => Decision::from_rule(rule),
+            None => self.default_decision(Direction::Inbound),
+        }
+    }
+
+    /// The enabled inbound domain rule for a MAIL FROM address, if any.
+    pub fn sender_rule(&self, sender: &str) -> Option<&Rule> {
+        let domain = normalize_lookup_domain(domain_of_address(sender)?)?;
+        self.rule_for_domain(Direction::Inbound, &domain)
+    }
+
+    /// The MAIL FROM decision: the connect-time decision tightened by the sender's rule.
+    pub fn inbound_mail_from<'a>(&'a self, connect: Decision<'a>, sender: &str) -> Decision<'a> {
+        match self.sender_rule(sender) {
+            Some(rule) => connect.tightened_by(Decision::from_rule(rule)),
+            None => connect,
+        }
+    }
+
+    /// The outbound decision for one recipient: its domain's rule, else the outbound default.
+    pub fn outbound(&self, recipient: &str) -> Decision<'_> {
+        let rule = domain_of_address(recipient)
+            .and_then(normalize_lookup_domain)
+            .and_then(|d| self.rule_for_domain(Direction::Outbound, &d));
+        match rule {
+            Some(rule) => Decision::from_rule(rule),
+            None => self.default_decision(Direction::Outbound),
+        }
+    }
+
+    /// Whether a session with this connect-time decision asks for a client certificate.
+    pub fn requests_client_cert(&self, connect: &Decision<'_>) -> bool {
+        connect.level == Level::Verify || self.any_sender_verify
+    }
+
+    fn default_decision(&self, direction: Direction) -> Decision<'_> {
+        let d = self.policy.default_rule(direction);
+        Decision::from_entry(d.level, d.cipher_strength, RuleRef::Default(direction))
+    }
+
+    /// Explains what the policy decides for a hypothetical peer (`POST /v1/policy/evaluate`).
+    pub fn evaluate(&self, query: &Query<'_>) -> Evaluation<'_> {
+        match query.direction {
+            Direction::Inbound => {
+                let connect = self.inbound_connect(query.client_ip);
+                let sender_rule = query.sender.and_then(|s| self.sender_rule(s));
+                let decision = match sender_rule {
+                    Some(rule) => connect.tightened_by(Decision::from_rule(rule)),
+                    None => connect,
+                };
+                let mut warnings = match sender_rule {
+                    Some(rule) => {
+                        rule_warnings(rule, Direction::Inbound, self.policy.inbound_default)
+                    }
+                    None => Vec::new(),
+                };
+                if connect.level == Level::None && decision.level.requires_tls() {
+                    warnings.push(Warning::new(
+                        "tls_required_not_offered",
+                        format!(
+                            "the sender's rule requires TLS but STARTTLS is not offered to this \
+                             client (connect-time level 'none'): its mail gets \
+                             '530 5.7.0 <sender>: Sender address rejected: Must use TLS'"
+                        ),
+                    ));
+                }
+                Evaluation {
+                    starttls_offered: connect.level != Level::None,
+                    request_client_cert: self.requests_client_cert(&connect),
+                    decision,
+                    connect: Some(connect),
+                    sender_rule,
+                    warnings,
+                }
+            }
+            Direction::Outbound => {
+                let decision = query.recipient.map_or_else(
+                    || self.default_decision(Direction::Outbound),
+                    |r| self.outbound(r),
+                );
+                let warnings = match decision.level_rule {
+                    RuleRef::Rule(rule) => {
+                        rule_warnings(rule, Direction::Outbound, self.policy.outbound_default)
+                    }
+                    RuleRef::Default(_) => Vec::new(),
+                };
+                Evaluation {
+                    starttls_offered: decision.level != Level::None,
+                    request_client_cert: false,
+                    decision,
+                    connect: None,
+                    sender_rule: None,
+                    warnings,
+                }
+            }
+        }
+    }
+}
+
+/// A hypothetical peer to evaluate the policy for.
+#[derive(Debug, Clone, Copy)]
+pub struct Query<'a> {
+    pub direction: Direction,
+    pub client_ip: Option<IpAddr>,
+    pub sender: Option<&'a str>,
+    pub recipient: Option<&'a str>,
+}
+
+/// What the policy decides, and why.
+#[derive(Debug, Clone)]
+pub struct Evaluation<'a> {
+    /// The effective decision (inbound: at MAIL FROM when a sender was given).
+    pub decision: Decision<'a>,
+    /// Inbound: STARTTLS is offered in EHLO. Outbound: the worker will try STARTTLS.
+    pub starttls_offered: bool,
+    pub request_client_cert: bool,
+    /// Inbound: the connect-time decision, from the client IP alone.
+    pub connect: Option<Decision<'a>>,
+    /// Inbound: the sender-domain rule that matched, if any.
+    pub sender_rule: Option<&'a Rule>,
+    pub warnings: Vec<Warning>,
+}

@@ -1,0 +1,31 @@
+//! Postern's TLS policy domain, with no I/O: the rules operators write, their validation and
+//! normalisation (PRODUCT.md 2.1), relay control (3), settings (2.4, 4), and the compiled form the
+//! workers and the control plane's `evaluate` use to decide (2.2, 2.3).
+
+#![forbid(unsafe_code)]
+
+mod compiled;
+mod domain;
+mod error;
+mod evaluate;
+mod level;
+mod matching;
+mod model;
+mod relay;
+mod settings;
+mod trust;
+mod validate;
+mod warnings;
+
+pub use compiled::CompiledPolicy;
+pub use domain::{domain_of_address, normalize_domain, normalize_lookup_domain};
+pub use error::{FieldError, ValidationErrors};
+pub use evaluate::{Decision, Evaluation, Query, RuleRef};
+pub use level::{CipherStrength, Level};
+pub use matching::Match;
+pub use model::{DefaultRule, Direction, Policy, Rule, RuleInput};
+pub use relay::{NextHop, Relay, RelayDomain};
+pub use settings::{DeliverySettings, QueueSettings, Settings, SmtpLimits, TrackingSettings};
+pub use trust::Trust;
+pub use validate::{trust_conflict, validate_rule_input, validate_rules};
+pub use warnings::{Warning, rule_warnings};

@@ -1,0 +1,231 @@
+//! Settings the control plane distributes with the policy (PRODUCT.md 2.4 and 4), with their
+//! defaults. A PUT replaces the whole document; fields left out take their defaults.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::FieldError;
+use crate::relay::NextHop;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub smtp: SmtpLimits,
+    pub queue: QueueSettings,
+    pub delivery: DeliverySettings,
+    /// Where `RCPT TO:<postmaster>` goes; null means `postmaster@<the worker's hostname>`.
+    pub postmaster: Option<String>,
+    pub tracking: TrackingSettings,
+}
+
+/// SMTP server limits (PRODUCT.md 4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpLimits {
+    pub max_command_line: u32,
+    pub max_line: u32,
+    pub max_message_size: u64,
+    pub max_header_size: u64,
+    pub max_recipients: u32,
+    pub max_hard_errors: u32,
+    pub max_commands_before_mail: u32,
+    pub command_timeout_s: u32,
+    pub session_timeout_s: u32,
+    pub max_sessions: u32,
+    pub max_sessions_per_ip: u32,
+    pub max_received_headers: u32,
+    /// How long SIGTERM waits for sessions in flight.
+    pub shutdown_grace_s: u32,
+}
+
+impl Default for SmtpLimits {
+    fn default() -> Self {
+        SmtpLimits {
+            max_command_line: 512,
+            max_line: 1000,
+            max_message_size: 25 * 1024 * 1024,
+            max_header_size: 1024 * 1024,
+            max_recipients: 1000,
+            max_hard_errors: 20,
+            max_commands_before_mail: 100,
+            command_timeout_s: 300,
+            session_timeout_s: 30 * 60,
+            max_sessions: 1000,
+            max_sessions_per_ip: 50,
+            max_received_headers: 50,
+            shutdown_grace_s: 30,
+        }
+    }
+}
+
+/// Retry schedule and lifetime of deferred mail (PRODUCT.md 2.4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueSettings {
+    pub first_retry_s: u32,
+    pub max_retry_s: u32,
+    pub lifetime_s: u32,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            first_retry_s: 300,
+            max_retry_s: 3600,
+            lifetime_s: 5 * 24 * 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// `host:port` or `[ip]:port` for mail to non-relay domains; null means MX lookup.
+    pub smart_host: Option<String>,
+    /// DNS servers as `ip` or `ip:port`; empty means the system resolver.
+    pub nameservers: Vec<String>,
+    /// The port MX hosts are contacted on (25; tests point it elsewhere).
+    pub mx_port: u16,
+    pub concurrency: u32,
+    pub per_destination_concurrency: u32,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        DeliverySettings {
+            smart_host: None,
+            nameservers: Vec::new(),
+            mx_port: 25,
+            concurrency: 100,
+            per_destination_concurrency: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(default, deny_unknown_fields)]
+pub struct TrackingSettings {
+    pub retention_days: u32,
+    pub max_bytes: u64,
+}
+
+impl Default for TrackingSettings {
+    fn default() -> Self {
+        TrackingSettings {
+            retention_days: 30,
+            max_bytes: 10 * 1024 * 1024 * 1024,
+        }
+    }
+}
+
+impl Settings {
+    /// The settings in canonical form, or every problem with them.
+    pub fn normalized(&self) -> Result<Settings, Vec<FieldError>> {
+        let mut s = self.clone();
+        let mut errors = Vec::new();
+        let mut positive = |pointer: &str, value: u64| {
+            if value == 0 {
+                errors.push(FieldError::new(pointer, "must be greater than 0"));
+            }
+        };
+        let l = &s.smtp;
+        positive("/smtp/max_message_size", l.max_message_size);
+        positive("/smtp/max_header_size", l.max_header_size);
+        positive("/smtp/max_recipients", l.max_recipients.into());
+        positive("/smtp/max_hard_errors", l.max_hard_errors.into());
+        positive(
+            "/smtp/max_commands_before_mail",
+            l.max_commands_before_mail.into(),
+        );
+        positive("/smtp/command_timeout_s", l.command_timeout_s.into());
+        positive("/smtp/session_timeout_s", l.session_timeout_s.into());
+        positive("/smtp/max_sessions", l.max_sessions.into());
+        positive("/smtp/max_sessions_per_ip", l.max_sessions_per_ip.into());
+        positive("/smtp/max_received_headers", l.max_received_headers.into());
+        positive("/queue/first_retry_s", s.queue.first_retry_s.into());
+        positive("/queue/lifetime_s", s.queue.lifetime_s.into());
+        positive("/delivery/mx_port", s.delivery.mx_port.into());
+        positive("/delivery/concurrency", s.delivery.concurrency.into());
+        positive(
+            "/delivery/per_destination_concurrency",
+            s.delivery.per_destination_concurrency.into(),
+        );
+        positive("/tracking/retention_days", s.tracking.retention_days.into());
+        positive("/tracking/max_bytes", s.tracking.max_bytes);
+        // RFC 5321 4.5.3.1: a server must accept command lines of 512 and text lines of 1000.
+        if l.max_command_line < 512 {
+            errors.push(FieldError::new(
+                "/smtp/max_command_line",
+                "must be at least 512 (RFC 5321)",
+            ));
+        }
+        if l.max_line < 1000 {
+            errors.push(FieldError::new(
+                "/smtp/max_line",
+                "must be at least 1000 (RFC 5321)",
+            ));
+        }
+        if s.queue.max_retry_s < s.queue.first_retry_s {
+            errors.push(FieldError::new(
+                "/queue/max_retry_s",
+                "must be at least first_retry_s",
+            ));
+        }
+        if s.delivery.per_destination_concurrency > s.delivery.concurrency {
+            errors.push(FieldError::new(
+                "/delivery/per_destination_concurrency",
+                "must not exceed concurrency",
+            ));
+        }
+        if let Some(hop) = &s.delivery.smart_host {
+            match NextHop::parse(hop) {
+                Ok(NextHop::Mx) => errors.push(FieldError::new(
+                    "/delivery/smart_host",
+                    "a smart host is 'host:port' or '[ip]:port'",
+                )),
+                Ok(h) => s.delivery.smart_host = Some(h.to_string()),
+                Err(e) => errors.push(FieldError::new("/delivery/smart_host", e)),
+            }
+        }
+        for (i, ns) in s.delivery.nameservers.iter_mut().enumerate() {
+            match parse_nameserver(ns) {
+                Some(addr) => *ns = addr.to_string(),
+                None => errors.push(FieldError::new(
+                    format!("/delivery/nameservers/{i}"),
+                    format!("'{ns}' is not 'ip' or 'ip:port'"),
+                )),
+            }
+        }
+        if let Some(pm) = &s.postmaster {
+            match crate::domain::domain_of_address(pm) {
+                Some(d)
+                    if crate::domain::normalize_domain(d).is_ok()
+                        && !pm.contains(['<', '>', ' ']) => {}
+                _ => errors.push(FieldError::new(
+                    "/postmaster",
+                    "must be an address like postmaster@example.com",
+                )),
+            }
+        }
+        if errors.is_empty() {
+            Ok(s)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+fn parse_nameserver(s: &str) -> Option<SocketAddr> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Some(addr);
+    }
+    s.parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, 53))
+}
