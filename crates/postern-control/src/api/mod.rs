@@ -1,0 +1,176 @@
+//! The REST API (PRODUCT.md 6): routes, the OpenAPI document and the offline docs page.
+
+mod admin;
+mod config;
+mod error;
+mod extract;
+mod health;
+mod policy;
+mod rules;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde::Deserialize;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi};
+use utoipa_swagger_ui::SwaggerUi;
+
+pub use error::{ApiError, Problem, ProblemField};
+
+use crate::control::Control;
+
+/// Replace-all bodies with 100,000 rules run to about 10 MB.
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// Pagination parameters shared by every list.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct Page {
+    /// Page size.
+    pub limit: Option<usize>,
+    /// `next_cursor` from the previous page.
+    pub cursor: Option<String>,
+}
+
+impl Page {
+    fn limit(&self, default: usize, max: usize) -> Result<usize, ApiError> {
+        match self.limit {
+            None => Ok(default),
+            Some(l) if (1..=max).contains(&l) => Ok(l),
+            Some(_) => Err(ApiError::bad_request(
+                "limit",
+                format!("limit must be between 1 and {max}"),
+            )),
+        }
+    }
+
+    fn numeric_cursor(&self) -> Result<Option<u64>, ApiError> {
+        self.cursor
+            .as_deref()
+            .map(|c| {
+                c.parse()
+                    .map_err(|_| ApiError::bad_request("cursor", "not a cursor this list gave"))
+            })
+            .transpose()
+    }
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Postern control plane", description = "SMTP TLS policy gateway: rules, relay, trust, settings, versions, tokens."),
+    modifiers(&BearerAuth),
+    paths(
+        health::healthz, health::readyz, health::metrics,
+        policy::get_policy, policy::list_versions, policy::rollback, policy::evaluate,
+        rules::inbound::list_rules, rules::inbound::create_rule, rules::inbound::replace_rules,
+        rules::inbound::get_rule, rules::inbound::update_rule, rules::inbound::delete_rule,
+        rules::inbound::get_default_rule, rules::inbound::set_default_rule,
+        rules::outbound::list_rules, rules::outbound::create_rule, rules::outbound::replace_rules,
+        rules::outbound::get_rule, rules::outbound::update_rule, rules::outbound::delete_rule,
+        rules::outbound::get_default_rule, rules::outbound::set_default_rule,
+        config::get_relay, config::put_relay, config::get_trust, config::put_trust,
+        config::get_settings, config::put_settings,
+        admin::create_token, admin::list_tokens, admin::delete_token, admin::list_audit,
+    ),
+    components(schemas(Problem, ProblemField))
+)]
+pub struct ApiDoc;
+
+/// The OpenAPI document as committed in `openapi/postern.json`.
+pub fn openapi_json() -> String {
+    let mut json = ApiDoc::openapi()
+        .to_pretty_json()
+        .expect("the document serialises");
+    json.push('\n');
+    json
+}
+
+async fn count_responses(State(c): State<Arc<Control>>, req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    c.metrics.count_response(response.status().as_u16());
+    response
+}
+
+pub fn router(control: Arc<Control>) -> Router {
+    use rules::{inbound, outbound};
+    let api = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/v1/policy", get(policy::get_policy))
+        .route("/v1/policy/versions", get(policy::list_versions))
+        .route("/v1/policy/rollback", post(policy::rollback))
+        .route("/v1/policy/evaluate", post(policy::evaluate))
+        .route(
+            "/v1/policy/inbound/rules",
+            get(inbound::list_rules)
+                .post(inbound::create_rule)
+                .put(inbound::replace_rules),
+        )
+        .route(
+            "/v1/policy/inbound/rules/{id}",
+            get(inbound::get_rule)
+                .put(inbound::update_rule)
+                .delete(inbound::delete_rule),
+        )
+        .route(
+            "/v1/policy/inbound/default",
+            get(inbound::get_default_rule).put(inbound::set_default_rule),
+        )
+        .route(
+            "/v1/policy/outbound/rules",
+            get(outbound::list_rules)
+                .post(outbound::create_rule)
+                .put(outbound::replace_rules),
+        )
+        .route(
+            "/v1/policy/outbound/rules/{id}",
+            get(outbound::get_rule)
+                .put(outbound::update_rule)
+                .delete(outbound::delete_rule),
+        )
+        .route(
+            "/v1/policy/outbound/default",
+            get(outbound::get_default_rule).put(outbound::set_default_rule),
+        )
+        .route("/v1/relay", get(config::get_relay).put(config::put_relay))
+        .route("/v1/trust", get(config::get_trust).put(config::put_trust))
+        .route(
+            "/v1/settings",
+            get(config::get_settings).put(config::put_settings),
+        )
+        .route(
+            "/v1/tokens",
+            get(admin::list_tokens).post(admin::create_token),
+        )
+        .route(
+            "/v1/tokens/{id}",
+            axum::routing::delete(admin::delete_token),
+        )
+        .route("/v1/audit", get(admin::list_audit))
+        .fallback(|| async { ApiError::not_found("no such resource") })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(
+            control.clone(),
+            count_responses,
+        ))
+        .with_state(control);
+    api.merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+}
