@@ -1,5 +1,6 @@
 //! `/v1/policy/{inbound,outbound}/rules` and `/default`: the two rule lists and their defaults.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -7,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use postern_policy::{
     DefaultRule, Direction, FieldError, Level, Match, Rule, RuleInput, Warning, rule_warnings,
-    validate_rule_input, validate_rules,
+    validate_rule_input,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -184,26 +185,35 @@ async fn replace(
             if_match.check(&list_etag(state, direction))?;
             let mut errors: Vec<FieldError> = Vec::new();
             let mut rules = Vec::with_capacity(body.items.len());
+            let mut first_of: HashMap<Match, usize> = HashMap::with_capacity(body.items.len());
             for (i, (input, new_id)) in body.items.into_iter().zip(ids).enumerate() {
-                match validate_rule_input(&input, direction) {
-                    Ok(matches) => {
-                        // A rule whose match is unchanged keeps its id.
-                        let id = state
-                            .rule_with_match(direction, &matches)
-                            .map_or(new_id, str::to_string);
-                        rules.push(Rule {
-                            id,
-                            matches,
-                            level: input.level,
-                            cipher_strength: input.cipher_strength,
-                            enabled: input.enabled,
-                            comment: input.comment,
-                        });
+                let matches = match validate_rule_input(&input, direction) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        errors.extend(e.into_iter().map(|e| e.under(&format!("/items/{i}"))));
+                        continue;
                     }
-                    Err(e) => errors.extend(e.into_iter().map(|e| e.under(&format!("/items/{i}")))),
+                };
+                if let Some(first) = first_of.insert(matches.clone(), i) {
+                    errors.push(FieldError::new(
+                        format!("/items/{i}/match"),
+                        format!("duplicate match '{matches}' (also /items/{first})"),
+                    ));
+                    continue;
                 }
+                // A rule whose match is unchanged keeps its id.
+                let id = state
+                    .rule_with_match(direction, &matches)
+                    .map_or(new_id, str::to_string);
+                rules.push(Rule {
+                    id,
+                    matches,
+                    level: input.level,
+                    cipher_strength: input.cipher_strength,
+                    enabled: input.enabled,
+                    comment: input.comment,
+                });
             }
-            errors.extend(validate_rules(&rules));
             if !errors.is_empty() {
                 return Err(errors.into());
             }
