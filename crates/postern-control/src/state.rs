@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use postern_policy::{DefaultRule, Direction, Level, Match, Policy, Relay, Rule, Settings, Trust};
 
 use crate::change::Op;
-use crate::store::{Doc, Loaded};
+use crate::store::{Doc, DocWrite, Loaded, RuleWrite};
 
 #[derive(Debug, Clone, Default)]
 pub struct State {
@@ -122,7 +122,7 @@ impl State {
     pub fn delta(
         &self,
         ops: &[Op],
-    ) -> (Vec<(Direction, String, Option<Rule>)>, Vec<(Doc, Vec<u8>)>) {
+    ) -> (Vec<RuleWrite>, Vec<DocWrite>) {
         let mut rules = Vec::new();
         let mut docs = Vec::new();
         for op in ops {

@@ -245,7 +245,7 @@ impl<K: Bits> PrefixTable<K> {
     }
 
     fn finish(&mut self) {
-        self.by_len.sort_by(|a, b| b.0.cmp(&a.0));
+        self.by_len.sort_by_key(|(len, _)| std::cmp::Reverse(*len));
     }
 
     fn lookup(&self, addr: K) -> Option<usize> {

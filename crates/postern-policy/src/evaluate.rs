@@ -131,11 +131,10 @@ impl CompiledPolicy {
                 if connect.level == Level::None && decision.level.requires_tls() {
                     warnings.push(Warning::new(
                         "tls_required_not_offered",
-                        format!(
-                            "the sender's rule requires TLS but STARTTLS is not offered to this \
-                             client (connect-time level 'none'): its mail gets \
-                             '530 5.7.0 <sender>: Sender address rejected: Must use TLS'"
-                        ),
+                        "the sender's rule requires TLS but STARTTLS is not offered to this \
+                         client (connect-time level 'none'): its mail gets \
+                         '530 5.7.0 <sender>: Sender address rejected: Must use TLS'"
+                            .to_string(),
                     ));
                 }
                 Evaluation {

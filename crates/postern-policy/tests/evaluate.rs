@@ -215,13 +215,15 @@ fn outbound_uses_the_recipient_domain() {
 
 #[test]
 fn compile_refuses_duplicates_and_outbound_addresses() {
-    let mut policy = Policy::default();
-    policy.inbound = vec![
-        rule("a", "10.0.0.1", Level::May, CipherStrength::Medium),
-        rule("b", "10.0.0.1/32", Level::None, CipherStrength::Medium),
-    ];
+    let mut policy = Policy {
+        inbound: vec![
+            rule("a", "10.0.0.1", Level::May, CipherStrength::Medium),
+            rule("b", "10.0.0.1/32", Level::None, CipherStrength::Medium),
+        ],
+        outbound: vec![rule("c", "10.0.0.0/8", Level::May, CipherStrength::Medium)],
+        ..Policy::default()
+    };
     policy.inbound[1].enabled = false;
-    policy.outbound = vec![rule("c", "10.0.0.0/8", Level::May, CipherStrength::Medium)];
     let err = CompiledPolicy::compile(1, policy, Settings::default()).unwrap_err();
     let pointers: Vec<_> = err.0.iter().map(|e| e.pointer.as_str()).collect();
     assert_eq!(
@@ -232,8 +234,10 @@ fn compile_refuses_duplicates_and_outbound_addresses() {
 
 #[test]
 fn trusted_networks() {
-    let mut policy = Policy::default();
-    policy.relay.networks = vec!["127.0.0.0/8".into(), "::1/128".into()];
+    let policy = Policy {
+        relay: Relay { domains: vec![], networks: vec!["127.0.0.0/8".into(), "::1/128".into()] },
+        ..Policy::default()
+    };
     let p = CompiledPolicy::compile(1, policy, Settings::default()).unwrap();
     assert!(p.is_trusted_network("127.0.0.1".parse().unwrap()));
     assert!(p.is_trusted_network("::ffff:127.0.0.1".parse().unwrap()));

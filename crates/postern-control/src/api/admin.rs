@@ -67,7 +67,7 @@ pub struct TokenPath {
 
 #[utoipa::path(post, path = "/v1/tokens", tag = "tokens", operation_id = "create_token",
     request_body = TokenRequest, security(("bearer" = [])),
-    responses((status = 201, body = NewToken), (status = 403, body = Problem)))]
+    responses((status = 201, body = NewToken, description = "Created"), (status = 403, body = Problem, description = "A viewer token cannot do this")))]
 pub async fn create_token(
     State(c): State<Arc<Control>>,
     a: Actor,
@@ -93,7 +93,7 @@ pub async fn create_token(
 }
 
 #[utoipa::path(get, path = "/v1/tokens", tag = "tokens", operation_id = "list_tokens",
-    security(("bearer" = [])), responses((status = 200, body = TokenList), (status = 403, body = Problem)))]
+    security(("bearer" = [])), responses((status = 200, body = TokenList, description = "OK"), (status = 403, body = Problem, description = "A viewer token cannot do this")))]
 pub async fn list_tokens(
     State(c): State<Arc<Control>>,
     a: Actor,
@@ -108,7 +108,7 @@ pub async fn list_tokens(
 
 #[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens", operation_id = "delete_token",
     params(TokenPath), security(("bearer" = [])),
-    responses((status = 204, description = "Deleted"), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 204, description = "Deleted"), (status = 404, body = Problem, description = "No such id"), (status = 422, body = Problem, description = "Semantically invalid; nothing was stored")))]
 pub async fn delete_token(
     State(c): State<Arc<Control>>,
     a: Actor,
@@ -126,7 +126,7 @@ pub struct AuditList {
 }
 
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", operation_id = "list_audit",
-    params(Page), security(("bearer" = [])), responses((status = 200, body = AuditList)))]
+    params(Page), security(("bearer" = [])), responses((status = 200, body = AuditList, description = "OK")))]
 pub async fn list_audit(
     State(c): State<Arc<Control>>,
     _a: Actor,

@@ -15,7 +15,7 @@ use crate::change::Op;
 use crate::control::{Control, Planned};
 
 #[utoipa::path(get, path = "/v1/relay", tag = "relay", operation_id = "get_relay",
-    security(("bearer" = [])), responses((status = 200, body = Relay)))]
+    security(("bearer" = [])), responses((status = 200, body = Relay, description = "OK")))]
 pub async fn get_relay(State(c): State<Arc<Control>>, _a: Actor) -> Response {
     let relay = c.read().relay.clone();
     tagged(StatusCode::OK, &relay, &relay)
@@ -23,7 +23,7 @@ pub async fn get_relay(State(c): State<Arc<Control>>, _a: Actor) -> Response {
 
 #[utoipa::path(put, path = "/v1/relay", tag = "relay", operation_id = "set_relay",
     request_body = Relay, security(("bearer" = [])),
-    responses((status = 200, body = Relay), (status = 412, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = Relay, description = "OK"), (status = 412, body = Problem, description = "If-Match is stale"), (status = 422, body = Problem, description = "Semantically invalid; nothing was stored")))]
 pub async fn put_relay(
     State(c): State<Arc<Control>>,
     a: Actor,
@@ -51,7 +51,7 @@ pub async fn put_relay(
 }
 
 #[utoipa::path(get, path = "/v1/trust", tag = "trust", operation_id = "get_trust",
-    security(("bearer" = [])), responses((status = 200, body = Trust)))]
+    security(("bearer" = [])), responses((status = 200, body = Trust, description = "OK")))]
 pub async fn get_trust(State(c): State<Arc<Control>>, _a: Actor) -> Response {
     let trust = c.read().trust.clone();
     tagged(StatusCode::OK, &trust, &trust)
@@ -59,7 +59,7 @@ pub async fn get_trust(State(c): State<Arc<Control>>, _a: Actor) -> Response {
 
 #[utoipa::path(put, path = "/v1/trust", tag = "trust", operation_id = "set_trust",
     request_body = Trust, security(("bearer" = [])),
-    responses((status = 200, body = Trust), (status = 412, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = Trust, description = "OK"), (status = 412, body = Problem, description = "If-Match is stale"), (status = 422, body = Problem, description = "Semantically invalid; nothing was stored")))]
 pub async fn put_trust(
     State(c): State<Arc<Control>>,
     a: Actor,
@@ -86,7 +86,7 @@ pub async fn put_trust(
 }
 
 #[utoipa::path(get, path = "/v1/settings", tag = "settings", operation_id = "get_settings",
-    security(("bearer" = [])), responses((status = 200, body = Settings)))]
+    security(("bearer" = [])), responses((status = 200, body = Settings, description = "OK")))]
 pub async fn get_settings(State(c): State<Arc<Control>>, _a: Actor) -> Response {
     let settings = c.read().settings.clone();
     tagged(StatusCode::OK, &settings, &settings)
@@ -94,7 +94,7 @@ pub async fn get_settings(State(c): State<Arc<Control>>, _a: Actor) -> Response 
 
 #[utoipa::path(put, path = "/v1/settings", tag = "settings", operation_id = "set_settings",
     request_body = Settings, security(("bearer" = [])),
-    responses((status = 200, body = Settings), (status = 412, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = Settings, description = "OK"), (status = 412, body = Problem, description = "If-Match is stale"), (status = 422, body = Problem, description = "Semantically invalid; nothing was stored")))]
 pub async fn put_settings(
     State(c): State<Arc<Control>>,
     a: Actor,

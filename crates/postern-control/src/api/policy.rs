@@ -34,7 +34,7 @@ pub struct PolicyDocument {
 }
 
 #[utoipa::path(get, path = "/v1/policy", tag = "policy", operation_id = "get_policy",
-    security(("bearer" = [])), responses((status = 200, body = PolicyDocument)))]
+    security(("bearer" = [])), responses((status = 200, body = PolicyDocument, description = "OK")))]
 pub async fn get_policy(State(c): State<Arc<Control>>, _a: Actor) -> Json<PolicyDocument> {
     let state = c.read();
     let policy = state.policy();
@@ -63,7 +63,7 @@ pub struct VersionList {
 }
 
 #[utoipa::path(get, path = "/v1/policy/versions", tag = "policy", operation_id = "list_policy_versions",
-    params(Page), security(("bearer" = [])), responses((status = 200, body = VersionList)))]
+    params(Page), security(("bearer" = [])), responses((status = 200, body = VersionList, description = "OK")))]
 pub async fn list_versions(
     State(c): State<Arc<Control>>,
     _a: Actor,
@@ -108,7 +108,7 @@ pub struct RollbackResponse {
 
 #[utoipa::path(post, path = "/v1/policy/rollback", tag = "policy", operation_id = "rollback_policy",
     request_body = RollbackRequest, security(("bearer" = [])),
-    responses((status = 200, body = RollbackResponse), (status = 422, body = Problem)))]
+    responses((status = 200, body = RollbackResponse, description = "OK"), (status = 422, body = Problem, description = "Semantically invalid; nothing was stored")))]
 pub async fn rollback(
     State(c): State<Arc<Control>>,
     a: Actor,
@@ -193,7 +193,7 @@ pub struct EvaluateResponse {
 
 #[utoipa::path(post, path = "/v1/policy/evaluate", tag = "policy", operation_id = "evaluate_policy",
     request_body = EvaluateRequest, security(("bearer" = [])),
-    responses((status = 200, body = EvaluateResponse), (status = 422, body = Problem)))]
+    responses((status = 200, body = EvaluateResponse, description = "OK"), (status = 422, body = Problem, description = "Semantically invalid; nothing was stored")))]
 pub async fn evaluate(
     State(c): State<Arc<Control>>,
     _a: Actor,

@@ -415,7 +415,7 @@ macro_rules! direction_handlers {
             #[utoipa::path(post, path = $rules, tag = $tag, operation_id = concat!("create_", $tag, "_rule"),
                 request_body = RuleInput, security(("bearer" = [])),
                 responses((status = 201, body = RuleResponse, description = "Created"),
-                    (status = 400, body = super::super::Problem), (status = 422, body = super::super::Problem)))]
+                    (status = 400, body = super::super::Problem, description = "Not JSON, or not the schema"), (status = 422, body = super::super::Problem, description = "Semantically invalid; nothing was stored")))]
             pub async fn create_rule(State(c): State<Arc<Control>>, a: Actor, ApiJson(input): ApiJson<RuleInput>) -> Result<Response, ApiError> {
                 create(&c, &a, $dir, input).await
             }
@@ -423,44 +423,44 @@ macro_rules! direction_handlers {
             #[utoipa::path(put, path = $rules, tag = $tag, operation_id = concat!("replace_", $tag, "_rules"),
                 request_body = RuleListInput, security(("bearer" = [])),
                 responses((status = 200, body = RuleListResponse, description = "Replaced, as one version"),
-                    (status = 412, body = super::super::Problem), (status = 422, body = super::super::Problem)))]
+                    (status = 412, body = super::super::Problem, description = "If-Match is stale"), (status = 422, body = super::super::Problem, description = "Semantically invalid; nothing was stored")))]
             pub async fn replace_rules(State(c): State<Arc<Control>>, a: Actor, m: IfMatch, ApiJson(body): ApiJson<RuleListInput>) -> Result<Response, ApiError> {
                 replace(&c, &a, $dir, m, body).await
             }
 
             #[utoipa::path(get, path = $rule, tag = $tag, operation_id = concat!("get_", $tag, "_rule"),
                 params(RulePath), security(("bearer" = [])),
-                responses((status = 200, body = Rule), (status = 404, body = super::super::Problem)))]
+                responses((status = 200, body = Rule, description = "OK"), (status = 404, body = super::super::Problem, description = "No such id")))]
             pub async fn get_rule(State(c): State<Arc<Control>>, _a: Actor, Path(p): Path<RulePath>) -> Result<Response, ApiError> {
                 get(&c, $dir, &p.id)
             }
 
             #[utoipa::path(put, path = $rule, tag = $tag, operation_id = concat!("update_", $tag, "_rule"),
                 params(RulePath), request_body = RuleInput, security(("bearer" = [])),
-                responses((status = 200, body = RuleResponse), (status = 404, body = super::super::Problem),
-                    (status = 412, body = super::super::Problem), (status = 422, body = super::super::Problem)))]
+                responses((status = 200, body = RuleResponse, description = "OK"), (status = 404, body = super::super::Problem, description = "No such id"),
+                    (status = 412, body = super::super::Problem, description = "If-Match is stale"), (status = 422, body = super::super::Problem, description = "Semantically invalid; nothing was stored")))]
             pub async fn update_rule(State(c): State<Arc<Control>>, a: Actor, Path(p): Path<RulePath>, m: IfMatch, ApiJson(input): ApiJson<RuleInput>) -> Result<Response, ApiError> {
                 put(&c, &a, $dir, p.id, m, input).await
             }
 
             #[utoipa::path(delete, path = $rule, tag = $tag, operation_id = concat!("delete_", $tag, "_rule"),
                 params(RulePath), security(("bearer" = [])),
-                responses((status = 204, description = "Deleted"), (status = 404, body = super::super::Problem),
-                    (status = 412, body = super::super::Problem)))]
+                responses((status = 204, description = "Deleted"), (status = 404, body = super::super::Problem, description = "No such id"),
+                    (status = 412, body = super::super::Problem, description = "If-Match is stale")))]
             pub async fn delete_rule(State(c): State<Arc<Control>>, a: Actor, Path(p): Path<RulePath>, m: IfMatch) -> Result<Response, ApiError> {
                 delete(&c, &a, $dir, p.id, m).await
             }
 
             #[utoipa::path(get, path = $default, tag = $tag, operation_id = concat!("get_", $tag, "_default"),
-                security(("bearer" = [])), responses((status = 200, body = DefaultRule)))]
+                security(("bearer" = [])), responses((status = 200, body = DefaultRule, description = "OK")))]
             pub async fn get_default_rule(State(c): State<Arc<Control>>, _a: Actor) -> Response {
                 get_default(&c, $dir)
             }
 
             #[utoipa::path(put, path = $default, tag = $tag, operation_id = concat!("set_", $tag, "_default"),
                 request_body = DefaultRule, security(("bearer" = [])),
-                responses((status = 200, body = DefaultResponse), (status = 412, body = super::super::Problem),
-                    (status = 422, body = super::super::Problem)))]
+                responses((status = 200, body = DefaultResponse, description = "OK"), (status = 412, body = super::super::Problem, description = "If-Match is stale"),
+                    (status = 422, body = super::super::Problem, description = "Semantically invalid; nothing was stored")))]
             pub async fn set_default_rule(State(c): State<Arc<Control>>, a: Actor, m: IfMatch, ApiJson(d): ApiJson<DefaultRule>) -> Result<Response, ApiError> {
                 put_default(&c, &a, $dir, m, d).await
             }

@@ -51,14 +51,17 @@ impl Doc {
     }
 }
 
+/// A rule to write (`Some`) or remove (`None`), by direction and id.
+pub type RuleWrite = (Direction, String, Option<Rule>);
+/// A singleton document to replace, as JSON.
+pub type DocWrite = (Doc, Vec<u8>);
+
 /// Everything a new policy version changes in the current state, plus its history records.
 #[derive(Debug)]
 pub struct Commit {
     pub version: u64,
-    /// Rules to write (`Some`) or remove (`None`), by direction and id.
-    pub rules: Vec<(Direction, String, Option<Rule>)>,
-    /// Singleton documents to replace, as JSON.
-    pub docs: Vec<(Doc, Vec<u8>)>,
+    pub rules: Vec<RuleWrite>,
+    pub docs: Vec<DocWrite>,
     /// The change log entry for this version.
     pub change: Change,
     pub audit: AuditEntry,
