@@ -23,9 +23,13 @@ fn python_client_generated_from_the_committed_document_works() {
         .arg("--overwrite")
         .output()
         .expect("openapi-python-client is installed (.ci/run installs it: pip install openapi-python-client)");
-    let log = String::from_utf8_lossy(&generated.stdout).to_string() + &String::from_utf8_lossy(&generated.stderr);
+    let log = String::from_utf8_lossy(&generated.stdout).to_string()
+        + &String::from_utf8_lossy(&generated.stderr);
     assert!(generated.status.success(), "generation failed: {log}");
-    assert!(!log.contains("Warning"), "the generator warned about the document: {log}");
+    assert!(
+        !log.contains("Warning"),
+        "the generator warned about the document: {log}"
+    );
 
     let data = tempfile::tempdir().unwrap();
     let postern = Postern::control(data.path());

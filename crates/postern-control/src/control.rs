@@ -104,6 +104,7 @@ impl Control {
         plan: impl FnOnce(&State) -> Result<Planned<R>, ApiError>,
     ) -> Result<(u64, R), ApiError> {
         actor.require_admin()?;
+        let started = std::time::Instant::now();
         let guard = self.writer.lock().await;
         let (commit, out) = {
             let state = self.read();
@@ -137,11 +138,13 @@ impl Control {
             };
             (commit, planned.out)
         };
+        let planned_at = started.elapsed();
         let store = self.store.clone();
         let commit = tokio::task::spawn_blocking(move || store.commit(&commit).map(|()| commit))
             .await
             .map_err(|e| ApiError::internal(e.to_string()))??;
         let version = commit.version;
+        let committed_at = started.elapsed();
         {
             let mut state = self.state.write().expect("state lock");
             for op in &commit.change.ops {
@@ -151,7 +154,16 @@ impl Control {
         }
         self.metrics.policy_writes.fetch_add(1, Relaxed);
         drop(guard);
+        let applied_at = started.elapsed();
         self.flusher.flush().await.map_err(ApiError::internal)?;
+        tracing::debug!(
+            version,
+            ?planned_at,
+            ?committed_at,
+            ?applied_at,
+            durable_at = ?started.elapsed(),
+            "policy write"
+        );
         self.durable.send_if_modified(|v| {
             let newer = version > *v;
             if newer {

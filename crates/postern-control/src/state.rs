@@ -119,10 +119,7 @@ impl State {
 
     /// What the store must write for `ops` applied to this state: rules to put or remove, and
     /// singleton documents as JSON.
-    pub fn delta(
-        &self,
-        ops: &[Op],
-    ) -> (Vec<RuleWrite>, Vec<DocWrite>) {
+    pub fn delta(&self, ops: &[Op]) -> (Vec<RuleWrite>, Vec<DocWrite>) {
         let mut rules = Vec::new();
         let mut docs = Vec::new();
         for op in ops {
@@ -166,10 +163,26 @@ impl State {
     /// PRODUCT.md 2.2: after `ops`, would an enabled inbound `verify` rule (or default) stand
     /// while `/v1/trust` is empty? Returns what is wrong, if so.
     pub fn trust_conflict_after(&self, ops: &[Op]) -> Option<String> {
-        let mut trust_empty = self.trust.ca_pems.is_empty();
-        let mut default_verify = self.inbound_default.level == Level::Verify;
+        let trust_empty_after = ops
+            .iter()
+            .rev()
+            .find_map(|op| match op {
+                Op::SetTrust { trust } => Some(trust.ca_pems.is_empty()),
+                _ => None,
+            })
+            .unwrap_or(self.trust.ca_pems.is_empty());
+        if !trust_empty_after {
+            return None;
+        }
         let inbound = &self.rules[0];
-        let mut verify: isize = inbound.values().filter(|r| is_inbound_verify(r)).count() as isize;
+        // Every write keeps this invariant, so with no CA trusted now there is no enabled verify
+        // rule to count: the common case stays O(ops), not O(rules).
+        let mut verify: isize = if self.trust.ca_pems.is_empty() {
+            0
+        } else {
+            inbound.values().filter(|r| is_inbound_verify(r)).count() as isize
+        };
+        let mut default_verify = self.inbound_default.level == Level::Verify;
         let old_verify = |id: &str| inbound.get(id).is_some_and(is_inbound_verify) as isize;
         for op in ops {
             match op {
@@ -195,13 +208,10 @@ impl State {
                 } => {
                     default_verify = default.level == Level::Verify;
                 }
-                Op::SetTrust { trust } => trust_empty = trust.ca_pems.is_empty(),
                 _ => {}
             }
         }
-        if !trust_empty {
-            None
-        } else if default_verify {
+        if default_verify {
             Some("the inbound default would be 'verify' while /v1/trust holds no CA".into())
         } else if verify > 0 {
             Some(format!(

@@ -649,3 +649,70 @@ async fn health_metrics_docs_and_unknown_paths() {
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.headers["content-type"], "application/problem+json");
 }
+
+#[tokio::test]
+async fn verify_rules_need_trusted_cas() {
+    let api = Api::new().await;
+    let ca = include_str!("data/test-ca.pem");
+    let r = api
+        .put("/v1/policy/inbound/default", json!({"level": "verify"}))
+        .await;
+    assert_eq!(
+        (r.status, r.pointers()),
+        (StatusCode::UNPROCESSABLE_ENTITY, vec!["/level".to_string()])
+    );
+    let r = api
+        .put("/v1/trust", json!({"ca_pems": [ca, ca.to_string() + ca]}))
+        .await;
+    assert_eq!(
+        (r.status, r.pointers()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            vec!["/ca_pems/1".to_string()]
+        )
+    );
+    assert_eq!(
+        api.put("/v1/trust", json!({"ca_pems": [ca]})).await.status,
+        StatusCode::OK
+    );
+    let rule = api
+        .post(RULES, json!({"match": ".bank.example", "level": "verify"}))
+        .await;
+    assert_eq!(rule.status, StatusCode::CREATED);
+    // Trust cannot be emptied while an enabled verify rule stands...
+    let r = api.put("/v1/trust", json!({"ca_pems": []})).await;
+    assert_eq!(
+        (r.status, r.pointers()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            vec!["/ca_pems".to_string()]
+        )
+    );
+    // ...but can once it is disabled.
+    let path = format!("{RULES}/{}", rule.body["id"].as_str().unwrap());
+    let r = api
+        .put(
+            &path,
+            json!({"match": ".bank.example", "level": "verify", "enabled": false}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        api.put("/v1/trust", json!({"ca_pems": []})).await.status,
+        StatusCode::OK
+    );
+    // A sender-domain verify rule makes every session ask for a client certificate.
+    assert_eq!(
+        api.put("/v1/trust", json!({"ca_pems": [ca]})).await.status,
+        StatusCode::OK
+    );
+    api.put(&path, json!({"match": ".bank.example", "level": "verify"}))
+        .await;
+    let e = api
+        .post(
+            "/v1/policy/evaluate",
+            json!({"direction": "inbound", "client_ip": "192.0.2.1"}),
+        )
+        .await;
+    assert_eq!(e.body["request_client_cert"], true);
+}

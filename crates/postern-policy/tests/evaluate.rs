@@ -235,7 +235,10 @@ fn compile_refuses_duplicates_and_outbound_addresses() {
 #[test]
 fn trusted_networks() {
     let policy = Policy {
-        relay: Relay { domains: vec![], networks: vec!["127.0.0.0/8".into(), "::1/128".into()] },
+        relay: Relay {
+            domains: vec![],
+            networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
+        },
         ..Policy::default()
     };
     let p = CompiledPolicy::compile(1, policy, Settings::default()).unwrap();
