@@ -29,12 +29,12 @@ fn rule(i: usize, matches: Match) -> Rule {
         id: format!("{i:026}"),
         matches,
         level: [Level::None, Level::May, Level::Encrypt, Level::Verify][i % 4],
-        cipher_strength: if i % 3 == 0 {
+        cipher_strength: if i.is_multiple_of(3) {
             CipherStrength::High
         } else {
             CipherStrength::Medium
         },
-        enabled: i % 50 != 0,
+        enabled: !i.is_multiple_of(50),
         comment: String::new(),
     }
 }
@@ -46,7 +46,7 @@ fn policy() -> Policy {
     let mut seen = std::collections::HashSet::new();
     let mut inbound = Vec::with_capacity(2 * N);
     while inbound.len() < N {
-        let m = if rng.next() % 4 == 0 {
+        let m = if rng.next().is_multiple_of(4) {
             let len = 32 + (rng.next() % 97) as u8;
             let bits =
                 (u128::from(rng.next()) << 64 | u128::from(rng.next())) | (0x2001_0db8u128 << 96);
