@@ -1,0 +1,15 @@
+//! Compiles proto/ with protox (pure Rust), so building needs no protoc.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = ["postern/v1/policy.proto"];
+    let descriptors = protox::compile(files, [&root])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(descriptors)?;
+    for f in files {
+        println!("cargo:rerun-if-changed={}", root.join(f).display());
+    }
+    Ok(())
+}
