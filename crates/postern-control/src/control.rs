@@ -19,6 +19,7 @@ use crate::flusher::Flusher;
 use crate::metrics::{Gauges, Metrics};
 use crate::state::State;
 use crate::store::{AuditEntry, Commit, Store, StoreError, TokenRecord};
+use crate::workers::Workers;
 
 /// What a write decided to do.
 pub struct Planned<R> {
@@ -30,6 +31,13 @@ pub struct Planned<R> {
     pub out: R,
 }
 
+/// A durable version as workers receive it, built once per version.
+pub struct Snapshot {
+    pub version: u64,
+    pub policy: postern_proto::pb::Policy,
+    pub settings_json: String,
+}
+
 pub struct Control {
     store: Arc<dyn Store>,
     state: RwLock<State>,
@@ -39,6 +47,8 @@ pub struct Control {
     /// Token records by the SHA-256 of their secret.
     tokens: RwLock<HashMap<String, TokenRecord>>,
     compiled: Mutex<Option<Arc<CompiledPolicy>>>,
+    snapshot: Mutex<Option<Arc<Snapshot>>>,
+    pub workers: Workers,
     ids: Mutex<ulid::Generator>,
     /// The newest durable version; the gRPC side pushes each one to workers.
     durable: watch::Sender<u64>,
@@ -68,6 +78,8 @@ impl Control {
             writer: tokio::sync::Mutex::new(()),
             tokens: RwLock::new(tokens),
             compiled: Mutex::new(None),
+            snapshot: Mutex::new(None),
+            workers: Workers::default(),
             ids: Mutex::new(ulid::Generator::new()),
             metrics,
         }))
@@ -216,6 +228,58 @@ impl Control {
         let compiled = Arc::new(compiled);
         *cache = Some(compiled.clone());
         Ok(compiled)
+    }
+
+    /// The snapshot of the newest durable version; `None` while the newest version in memory is
+    /// not yet durable (a worker must never hold a version a crash could take back) or before
+    /// the first version.
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        let durable = *self.durable.borrow();
+        let state = self.read();
+        if state.version != durable || durable == 0 {
+            return None;
+        }
+        let mut cache = self.snapshot.lock().expect("snapshot lock");
+        if let Some(s) = cache.as_ref().filter(|s| s.version == durable) {
+            return Some(s.clone());
+        }
+        let snapshot = Arc::new(Snapshot {
+            version: durable,
+            policy: postern_proto::pb::Policy::from(&state.policy()),
+            settings_json: serde_json::to_string(&state.settings).expect("settings serialise"),
+        });
+        *cache = Some(snapshot.clone());
+        Some(snapshot)
+    }
+
+    /// On first start (version 0), writes version 1 with the defaults made explicit, so that
+    /// workers always receive a real version.
+    pub async fn initialise(&self) -> Result<(), ApiError> {
+        if self.read().version != 0 {
+            return Ok(());
+        }
+        self.write(&Actor::system(), "initialise", |state| {
+            Ok(Planned {
+                ops: vec![
+                    Op::SetDefault {
+                        direction: postern_policy::Direction::Inbound,
+                        default: state.inbound_default,
+                    },
+                    Op::SetDefault {
+                        direction: postern_policy::Direction::Outbound,
+                        default: state.outbound_default,
+                    },
+                    Op::SetSettings {
+                        settings: state.settings.clone(),
+                    },
+                ],
+                summary: "initial policy: defaults".into(),
+                field: "",
+                out: (),
+            })
+        })
+        .await
+        .map(|_| ())
     }
 
     pub fn gauges(&self) -> Gauges {

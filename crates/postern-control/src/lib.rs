@@ -8,9 +8,11 @@ pub mod auth;
 pub mod change;
 pub mod control;
 mod flusher;
+pub mod grpc;
 pub mod metrics;
 pub mod state;
 pub mod store;
+pub mod workers;
 
 use std::future::Future;
 use std::sync::Arc;

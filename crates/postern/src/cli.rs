@@ -18,10 +18,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Control plane and (once workers exist) one worker, with embedded state under --data-dir.
+    /// The control plane and one worker in one process, with state, certificates and the admin
+    /// token under --data-dir.
     Dev(DevArgs),
     /// The control plane: policy store, REST API, and the gRPC services workers connect to.
     Control(ControlArgs),
+    /// An SMTP worker: enforces what the control plane sends it.
+    Worker(WorkerArgs),
 }
 
 #[derive(Debug, Args)]
@@ -35,6 +38,16 @@ pub struct DevArgs {
     pub http_listen: SocketAddr,
     #[arg(long, env = "POSTERN_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
     pub grpc_listen: SocketAddr,
+    /// The dev worker's /healthz, /readyz and /metrics.
+    #[arg(
+        long,
+        env = "POSTERN_WORKER_HTTP_LISTEN",
+        default_value = "127.0.0.1:9090"
+    )]
+    pub worker_http_listen: SocketAddr,
+    /// The name in the SMTP banner; defaults to the machine's name.
+    #[arg(long, env = "POSTERN_HOSTNAME")]
+    pub hostname: Option<String>,
     /// Allow plain HTTP on a non-loopback address.
     #[arg(long, env = "POSTERN_INSECURE_HTTP")]
     pub insecure_http: bool,
@@ -50,14 +63,47 @@ pub struct ControlArgs {
     pub grpc_listen: SocketAddr,
     /// Server certificate (PEM) for gRPC.
     #[arg(long, env = "POSTERN_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
+    pub tls_cert: PathBuf,
     /// Private key (PEM) of --tls-cert.
     #[arg(long, env = "POSTERN_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
+    pub tls_key: PathBuf,
     /// CA (PEM) that signs worker client certificates.
     #[arg(long, env = "POSTERN_CLIENT_CA")]
-    pub client_ca: Option<PathBuf>,
+    pub client_ca: PathBuf,
     /// Allow plain HTTP on a non-loopback address.
     #[arg(long, env = "POSTERN_INSECURE_HTTP")]
     pub insecure_http: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The control plane's gRPC address, `https://host:port`.
+    #[arg(long, env = "POSTERN_CONTROL")]
+    pub control: String,
+    /// Must be a DNS name in --client-cert.
+    #[arg(long, env = "POSTERN_WORKER_ID")]
+    pub worker_id: String,
+    #[arg(long, env = "POSTERN_SMTP_LISTEN")]
+    pub smtp_listen: SocketAddr,
+    /// Spool, event outbox and last-known-good policy; locked by this process.
+    #[arg(long, env = "POSTERN_SPOOL_DIR")]
+    pub spool_dir: PathBuf,
+    /// SMTP server certificate (PEM) for STARTTLS.
+    #[arg(long, env = "POSTERN_TLS_CERT")]
+    pub tls_cert: PathBuf,
+    #[arg(long, env = "POSTERN_TLS_KEY")]
+    pub tls_key: PathBuf,
+    /// CA (PEM) that signs the control plane's certificate.
+    #[arg(long, env = "POSTERN_CONTROL_CA")]
+    pub control_ca: PathBuf,
+    /// This worker's client certificate (PEM, clientAuth).
+    #[arg(long, env = "POSTERN_CLIENT_CERT")]
+    pub client_cert: PathBuf,
+    #[arg(long, env = "POSTERN_CLIENT_KEY")]
+    pub client_key: PathBuf,
+    #[arg(long, env = "POSTERN_HTTP_LISTEN", default_value = "127.0.0.1:9090")]
+    pub http_listen: SocketAddr,
+    /// The name in the SMTP banner; defaults to the machine's name.
+    #[arg(long, env = "POSTERN_HOSTNAME")]
+    pub hostname: Option<String>,
 }

@@ -137,3 +137,18 @@ pub async fn list_audit(
     let next_cursor = page_cursor(&mut items, limit, |e| e.seq);
     Ok(Json(AuditList { items, next_cursor }))
 }
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkerList {
+    pub items: Vec<crate::workers::WorkerInfo>,
+    pub next_cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/workers", tag = "workers", operation_id = "list_workers",
+    security(("bearer" = [])), responses((status = 200, body = WorkerList, description = "OK")))]
+pub async fn list_workers(State(c): State<Arc<Control>>, _a: Actor) -> Json<WorkerList> {
+    Json(WorkerList {
+        items: c.workers.list(),
+        next_cursor: None,
+    })
+}

@@ -88,6 +88,7 @@ impl Modify for BearerAuth {
         config::get_relay, config::put_relay, config::get_trust, config::put_trust,
         config::get_settings, config::put_settings,
         admin::create_token, admin::list_tokens, admin::delete_token, admin::list_audit,
+        admin::list_workers,
     ),
     components(schemas(Problem, ProblemField))
 )]
@@ -165,6 +166,7 @@ pub fn router(control: Arc<Control>) -> Router {
             axum::routing::delete(admin::delete_token),
         )
         .route("/v1/audit", get(admin::list_audit))
+        .route("/v1/workers", get(admin::list_workers))
         .fallback(|| async { ApiError::not_found("no such resource") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(

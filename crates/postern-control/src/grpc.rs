@@ -1,0 +1,188 @@
+//! The policy distribution service (proto/postern/v1/policy.proto): each worker's stream gets
+//! the newest durable snapshot whenever it differs from what the worker enforces, with a fresh
+//! nonce; ACKs and NACKs with a stale nonce are ignored.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use postern_proto::pb::policy_distribution_server::{PolicyDistribution, PolicyDistributionServer};
+use postern_proto::pb::{self, control_message, worker_message};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::codec::CompressionEncoding;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::control::Control;
+
+/// Snapshots of 100,000 + 100,000 rules run to tens of MB before compression.
+pub const MAX_MESSAGE: usize = 512 * 1024 * 1024;
+
+/// HTTP/2 pings, so a partitioned worker is seen as gone within about this much twice.
+const KEEPALIVE: Duration = Duration::from_secs(10);
+
+/// The gRPC server's TLS material, PEM.
+pub struct GrpcTls {
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// The CA that signs worker client certificates.
+    pub client_ca_pem: String,
+}
+
+/// Serves the gRPC services on `listener` with mutual TLS until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    control: Arc<Control>,
+    tls: GrpcTls,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(tls.cert_pem, tls.key_pem))
+        .client_ca_root(Certificate::from_pem(tls.client_ca_pem));
+    let service = PolicyDistributionServer::new(PolicyService { control })
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
+        .send_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Gzip);
+    Server::builder()
+        .tls_config(tls)?
+        .http2_keepalive_interval(Some(KEEPALIVE))
+        .http2_keepalive_timeout(Some(KEEPALIVE))
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}
+
+pub struct PolicyService {
+    control: Arc<Control>,
+}
+
+type Outbound = Pin<Box<dyn Stream<Item = Result<pb::ControlMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl PolicyDistribution for PolicyService {
+    type StreamStream = Outbound;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<pb::WorkerMessage>>,
+    ) -> Result<Response<Outbound>, Status> {
+        let remote = request
+            .remote_addr()
+            .map_or_else(String::new, |a: SocketAddr| a.to_string());
+        let cert = request
+            .peer_certs()
+            .and_then(|certs| certs.first().cloned())
+            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+        let mut inbound = request.into_inner();
+        let hello = match inbound.message().await? {
+            Some(pb::WorkerMessage {
+                msg: Some(worker_message::Msg::Hello(h)),
+            }) => h,
+            _ => return Err(Status::invalid_argument("the first message must be Hello")),
+        };
+        if !postern_tls::names::certificate_has_name(&cert, &hello.worker_id) {
+            tracing::warn!(worker = %hello.worker_id, %remote, "worker id is not a name in its certificate");
+            return Err(Status::permission_denied(format!(
+                "worker id '{}' is not a name in the client certificate",
+                hello.worker_id
+            )));
+        }
+        let token = self.control.workers.connected(
+            &hello.worker_id,
+            remote.clone(),
+            hello.smtp_addr.clone(),
+            hello.version,
+        );
+        tracing::info!(worker = %hello.worker_id, %remote, version = hello.version, "worker connected");
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(session(self.control.clone(), hello, token, inbound, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// One worker's stream: send the newest snapshot it lacks, record its ACKs and NACKs.
+async fn session(
+    control: Arc<Control>,
+    hello: pb::Hello,
+    token: u64,
+    mut inbound: Streaming<pb::WorkerMessage>,
+    tx: mpsc::Sender<Result<pb::ControlMessage, Status>>,
+) {
+    let id = hello.worker_id;
+    let mut versions = control.subscribe();
+    let mut applied = hello.version;
+    // The nonce and version of the last snapshot sent; only a reply with this nonce counts.
+    let mut sent: Option<(String, u64)> = None;
+    loop {
+        versions.borrow_and_update();
+        if let Some(snapshot) = control.snapshot()
+            && snapshot.version != applied
+            && sent.as_ref().is_none_or(|(_, v)| *v != snapshot.version)
+        {
+            let nonce = control.new_id();
+            let message = pb::ControlMessage {
+                msg: Some(control_message::Msg::Snapshot(pb::Snapshot {
+                    version: snapshot.version,
+                    nonce: nonce.clone(),
+                    policy: Some(snapshot.policy.clone()),
+                    settings_json: snapshot.settings_json.clone(),
+                })),
+            };
+            if tx.send(Ok(message)).await.is_err() {
+                break;
+            }
+            sent = Some((nonce, snapshot.version));
+        }
+        tokio::select! {
+            changed = versions.changed() => if changed.is_err() { break },
+            message = inbound.message() => match message {
+                Ok(Some(pb::WorkerMessage { msg: Some(msg) })) => {
+                    handle_reply(&control, &id, token, &sent, &mut applied, msg);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::info!(worker = %id, error = %e, "worker stream failed");
+                    break;
+                }
+            },
+        }
+    }
+    control.workers.disconnected(&id, token);
+    tracing::info!(worker = %id, "worker disconnected");
+}
+
+fn handle_reply(
+    control: &Control,
+    id: &str,
+    token: u64,
+    sent: &Option<(String, u64)>,
+    applied: &mut u64,
+    msg: worker_message::Msg,
+) {
+    let current_nonce = sent.as_ref().map(|(n, _)| n.as_str());
+    match msg {
+        worker_message::Msg::Ack(ack) if Some(ack.nonce.as_str()) == current_nonce => {
+            *applied = ack.version;
+            control.workers.update(id, token, |w| {
+                w.applied_version = ack.version;
+                w.last_nack = None;
+            });
+        }
+        worker_message::Msg::Nack(nack) if Some(nack.nonce.as_str()) == current_nonce => {
+            tracing::warn!(worker = %id, version = nack.rejected_version, error = %nack.error, "worker refused a snapshot");
+            *applied = nack.version;
+            control.workers.update(id, token, |w| {
+                w.applied_version = nack.version;
+                w.last_nack = Some(format!("version {}: {}", nack.rejected_version, nack.error));
+            });
+        }
+        // A stale nonce, or a second Hello: nothing to record but the sign of life.
+        _ => control.workers.update(id, token, |_| {}),
+    }
+}

@@ -1,0 +1,183 @@
+//! A small certificate authority for `postern dev` and the tests (rcgen): server certificates
+//! with DNS and IP names (a certificate for `127.0.0.1` needs an IP SAN), and client
+//! certificates with the clientAuth usage workers need.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+
+/// A certificate and its private key, in PEM.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+pub struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    pub cert_pem: String,
+}
+
+fn named(common_name: &str, names: &[&str]) -> Result<CertificateParams, rcgen::Error> {
+    // rcgen turns names that parse as IP addresses into IP SANs, the rest into DNS SANs.
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    Ok(params)
+}
+
+impl Ca {
+    pub fn new(common_name: &str) -> Result<Ca, rcgen::Error> {
+        let mut params = named(common_name, &[])?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let key = KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        Ok(Ca {
+            cert_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    fn issue(
+        &self,
+        names: &[&str],
+        usage: ExtendedKeyUsagePurpose,
+    ) -> Result<Issued, rcgen::Error> {
+        let mut params = named(names.first().copied().unwrap_or("postern"), names)?;
+        params.extended_key_usages = vec![usage];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// A server certificate for these DNS names and IP addresses.
+    pub fn server(&self, names: &[&str]) -> Result<Issued, rcgen::Error> {
+        self.issue(names, ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
+    /// A client certificate (clientAuth) for these names; a worker's id must be one of them.
+    pub fn client(&self, names: &[&str]) -> Result<Issued, rcgen::Error> {
+        self.issue(names, ExtendedKeyUsagePurpose::ClientAuth)
+    }
+}
+
+/// The files `postern dev` uses, under `<data-dir>/tls`.
+#[derive(Debug, Clone)]
+pub struct DevPki {
+    pub ca: PathBuf,
+    pub control_cert: PathBuf,
+    pub control_key: PathBuf,
+    pub worker_cert: PathBuf,
+    pub worker_key: PathBuf,
+    pub smtp_cert: PathBuf,
+    pub smtp_key: PathBuf,
+}
+
+impl DevPki {
+    /// The worker id the dev worker certificate is issued for.
+    pub const WORKER_ID: &'static str = "dev-worker";
+
+    pub fn paths(dir: &Path) -> DevPki {
+        DevPki {
+            ca: dir.join("ca.pem"),
+            control_cert: dir.join("control.pem"),
+            control_key: dir.join("control.key"),
+            worker_cert: dir.join("worker.pem"),
+            worker_key: dir.join("worker.key"),
+            smtp_cert: dir.join("smtp.pem"),
+            smtp_key: dir.join("smtp.key"),
+        }
+    }
+
+    /// Creates the dev CA and certificates in `dir` unless they are already there.
+    pub fn ensure(dir: &Path, smtp_hostname: &str) -> std::io::Result<DevPki> {
+        let paths = DevPki::paths(dir);
+        if paths.ca.exists() {
+            return Ok(paths);
+        }
+        std::fs::create_dir_all(dir)?;
+        let err = |e: rcgen::Error| std::io::Error::other(e.to_string());
+        let ca = Ca::new("Postern dev CA").map_err(err)?;
+        let control = ca.server(&["localhost", "127.0.0.1", "::1"]).map_err(err)?;
+        let worker = ca.client(&[Self::WORKER_ID]).map_err(err)?;
+        let smtp = ca
+            .server(&[smtp_hostname, "localhost", "127.0.0.1", "::1"])
+            .map_err(err)?;
+        for (issued, cert, key) in [
+            (&control, &paths.control_cert, &paths.control_key),
+            (&worker, &paths.worker_cert, &paths.worker_key),
+            (&smtp, &paths.smtp_cert, &paths.smtp_key),
+        ] {
+            write_file(cert, issued.cert_pem.as_bytes(), 0o644)?;
+            write_file(key, issued.key_pem.as_bytes(), 0o600)?;
+        }
+        // The CA goes last: its presence means the set is complete.
+        write_file(&paths.ca, ca.cert_pem.as_bytes(), 0o644)?;
+        Ok(paths)
+    }
+}
+
+/// Writes a file durably with the given mode (keys: 0600).
+pub fn write_file(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::ders;
+    use crate::names::certificate_has_name;
+
+    #[test]
+    fn issued_certificates_carry_their_names() {
+        let ca = Ca::new("test").unwrap();
+        let server = ca.server(&["localhost", "127.0.0.1"]).unwrap();
+        let cert = &ders(&server.cert_pem)[0];
+        assert!(certificate_has_name(cert, "localhost"));
+        assert!(certificate_has_name(cert, "127.0.0.1"));
+        assert!(!certificate_has_name(cert, "other.example"));
+        let worker = ca.client(&["worker-7"]).unwrap();
+        assert!(certificate_has_name(&ders(&worker.cert_pem)[0], "worker-7"));
+        assert!(!certificate_has_name(
+            &ders(&worker.cert_pem)[0],
+            "worker-8"
+        ));
+    }
+
+    #[test]
+    fn dev_pki_is_made_once_with_private_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = DevPki::ensure(dir.path(), "mx.test").unwrap();
+        let ca = std::fs::read(&first.ca).unwrap();
+        DevPki::ensure(dir.path(), "mx.test").unwrap();
+        assert_eq!(std::fs::read(&first.ca).unwrap(), ca);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&first.worker_key)
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Postern's worker (data plane). It has no configuration authority: everything it enforces
+//! comes from the control plane over the policy stream; locally it has its identity, listeners,
+//! TLS files and hostname. Under `--spool-dir` it keeps its last accepted policy (and, with later
+//! issues, the mail it acknowledged and its event outbox), and it locks that directory.
+
+#![forbid(unsafe_code)]
+
+pub mod http;
+pub mod lkg;
+pub mod lock;
+pub mod metrics;
+pub mod policy;
+pub mod smtp;
+pub mod sync;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use policy::PolicyStore;
+pub use sync::{Backoff, ControlConnection};
+
+/// Everything a worker needs besides its listeners.
+pub struct WorkerConfig {
+    pub worker_id: String,
+    pub control: ControlConnection,
+    pub spool_dir: PathBuf,
+    pub hostname: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("--spool-dir {path}: {detail}")]
+    Spool { path: String, detail: String },
+}
+
+/// A worker that holds its spool lock and its last-known-good policy.
+pub struct Worker {
+    config: WorkerConfig,
+    policy: Arc<PolicyStore>,
+    _lock: lock::SpoolLock,
+}
+
+impl Worker {
+    /// Locks the spool directory and loads the last-known-good policy, if any.
+    pub fn start(config: WorkerConfig) -> Result<Worker, StartError> {
+        let spool = |detail: String| StartError::Spool {
+            path: config.spool_dir.display().to_string(),
+            detail,
+        };
+        let lock = lock::SpoolLock::acquire(&config.spool_dir).map_err(spool)?;
+        let metrics = Arc::new(metrics::Metrics::default());
+        let policy = PolicyStore::open(config.spool_dir.join("policy"), metrics)
+            .map_err(|e| spool(e.to_string()))?;
+        Ok(Worker {
+            config,
+            policy: Arc::new(policy),
+            _lock: lock,
+        })
+    }
+
+    pub fn policy(&self) -> Arc<PolicyStore> {
+        self.policy.clone()
+    }
+
+    /// Runs the policy sync, the SMTP listener and (if given) the HTTP listener until
+    /// `shutdown` turns true.
+    pub async fn run(
+        self,
+        smtp: TcpListener,
+        http: Option<TcpListener>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> std::io::Result<()> {
+        let smtp_addr = smtp.local_addr()?.to_string();
+        let sync = tokio::spawn(sync::run(
+            self.config.control.clone(),
+            self.config.worker_id.clone(),
+            smtp_addr,
+            self.policy.clone(),
+            shutdown.clone(),
+        ));
+        if let Some(http) = http {
+            let router = http::router(self.policy.clone(), self.config.spool_dir.clone());
+            let mut stop = shutdown.clone();
+            tokio::spawn(async move {
+                let _ = axum::serve(http, router)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await;
+            });
+        }
+        let smtp_task = tokio::spawn(smtp::serve(
+            smtp,
+            self.policy.clone(),
+            self.config.hostname.clone(),
+            shutdown.clone(),
+        ));
+        let _ = shutdown.wait_for(|s| *s).await;
+        let _ = smtp_task.await;
+        sync.abort();
+        Ok(())
+    }
+}

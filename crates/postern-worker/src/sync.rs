@@ -1,0 +1,166 @@
+//! The policy stream to the control plane (xDS-style): Hello with the version held, then for
+//! each snapshot an ACK (now enforced) or a NACK (kept, and why). Reconnects with exponential
+//! backoff and full jitter; HTTP/2 keepalives notice a partitioned control plane.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use postern_proto::pb::policy_distribution_client::PolicyDistributionClient;
+use postern_proto::pb::{self, control_message, worker_message};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+use crate::policy::PolicyStore;
+
+/// The same limit as the control plane's: snapshots of 100,000 + 100,000 rules.
+pub const MAX_MESSAGE: usize = 512 * 1024 * 1024;
+
+/// How to reach and authenticate to the control plane.
+#[derive(Clone)]
+pub struct ControlConnection {
+    /// `https://host:port`.
+    pub url: String,
+    pub ca_pem: String,
+    pub client_cert_pem: String,
+    pub client_key_pem: String,
+    pub backoff: Backoff,
+}
+
+/// Reconnect delays: doubling from `initial` to `max`, each drawn uniformly below the current
+/// ceiling (full jitter), so a fleet does not reconnect in step after an outage.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(250),
+            max: Duration::from_secs(10),
+        }
+    }
+}
+
+fn jittered(ceiling: Duration) -> Duration {
+    let mut bytes = [0u8; 8];
+    let _ = getrandom::fill(&mut bytes);
+    let fraction = (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64;
+    ceiling.mul_f64(fraction.max(0.1))
+}
+
+impl ControlConnection {
+    pub fn endpoint(&self) -> Result<Endpoint, tonic::transport::Error> {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca_pem))
+            .identity(Identity::from_pem(
+                &self.client_cert_pem,
+                &self.client_key_pem,
+            ));
+        Ok(Endpoint::from_shared(self.url.clone())?
+            .tls_config(tls)?
+            .connect_timeout(Duration::from_secs(5))
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true))
+    }
+}
+
+/// Keeps a policy stream open until `shutdown` turns true.
+pub async fn run(
+    control: ControlConnection,
+    worker_id: String,
+    smtp_addr: String,
+    policy: Arc<PolicyStore>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let endpoint = match control.endpoint() {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, url = %control.url, "invalid control plane address; the worker will not receive policy");
+            return;
+        }
+    };
+    let mut ceiling = control.backoff.initial;
+    loop {
+        let session = session(&endpoint, &worker_id, &smtp_addr, &policy);
+        let outcome = tokio::select! {
+            r = session => r,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        policy.metrics.control_connected.store(0, Relaxed);
+        match outcome {
+            // A stream that delivered something was healthy: start the backoff over.
+            Ok(true) => ceiling = control.backoff.initial,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "policy stream to the control plane failed"),
+        }
+        let delay = jittered(ceiling);
+        ceiling = (ceiling * 2).min(control.backoff.max);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// One stream; returns whether any snapshot arrived.
+async fn session(
+    endpoint: &Endpoint,
+    worker_id: &str,
+    smtp_addr: &str,
+    policy: &PolicyStore,
+) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+    let channel = endpoint.connect().await?;
+    let mut client = PolicyDistributionClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
+        .send_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Gzip);
+    let (tx, rx) = mpsc::channel(4);
+    let hello = pb::Hello {
+        worker_id: worker_id.to_string(),
+        smtp_addr: smtp_addr.to_string(),
+        version: policy.version(),
+    };
+    tx.send(pb::WorkerMessage {
+        msg: Some(worker_message::Msg::Hello(hello)),
+    })
+    .await?;
+    let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+    policy.metrics.control_connected.store(1, Relaxed);
+    policy.metrics.control_connects.fetch_add(1, Relaxed);
+    tracing::info!(url = ?endpoint.uri(), version = policy.version(), "policy stream open");
+    let mut received = false;
+    while let Some(message) = inbound.message().await? {
+        let Some(control_message::Msg::Snapshot(snapshot)) = message.msg else {
+            continue;
+        };
+        received = true;
+        let (nonce, version) = (snapshot.nonce.clone(), snapshot.version);
+        let reply = match policy.apply(snapshot).await {
+            Ok(applied) => {
+                tracing::info!(version = applied, "policy applied");
+                worker_message::Msg::Ack(pb::Ack {
+                    nonce,
+                    version: applied,
+                })
+            }
+            Err(e) => {
+                tracing::error!(version, error = %e, "policy refused; keeping version {}", policy.version());
+                worker_message::Msg::Nack(pb::Nack {
+                    nonce,
+                    version: policy.version(),
+                    rejected_version: version,
+                    error: e.to_string(),
+                })
+            }
+        };
+        tx.send(pb::WorkerMessage { msg: Some(reply) }).await?;
+    }
+    Ok(received)
+}

@@ -1,0 +1,52 @@
+//! `postern worker`: lock the spool, load the last-known-good policy, connect to the control
+//! plane and serve SMTP.
+
+use postern_tls::files;
+use postern_worker::{Backoff, ControlConnection, Worker, WorkerConfig};
+
+use crate::Fatal;
+use crate::cli::WorkerArgs;
+use crate::control::{bind, fatal};
+
+pub async fn run(args: WorkerArgs) -> Result<(), Fatal> {
+    if !args.control.starts_with("https://") {
+        return Err(Fatal(format!(
+            "--control {} must be an https:// URL (gRPC always uses mutual TLS)",
+            args.control
+        )));
+    }
+    files::certificates("--tls-cert", &args.tls_cert).map_err(fatal)?;
+    files::private_key("--tls-key", &args.tls_key).map_err(fatal)?;
+    let control = ControlConnection {
+        url: args.control,
+        ca_pem: files::certificates("--control-ca", &args.control_ca)
+            .map_err(fatal)?
+            .text,
+        client_cert_pem: files::certificates("--client-cert", &args.client_cert)
+            .map_err(fatal)?
+            .text,
+        client_key_pem: files::private_key("--client-key", &args.client_key)
+            .map_err(fatal)?
+            .text,
+        backoff: Backoff::default(),
+    };
+    let worker = Worker::start(WorkerConfig {
+        worker_id: args.worker_id,
+        control,
+        spool_dir: args.spool_dir,
+        hostname: args.hostname.unwrap_or_else(crate::machine_hostname),
+    })
+    .map_err(fatal)?;
+    let smtp = bind("--smtp-listen", args.smtp_listen).await?;
+    let http = bind("--http-listen", args.http_listen).await?;
+    tracing::info!(
+        smtp = %smtp.local_addr().map_err(fatal)?,
+        http = %http.local_addr().map_err(fatal)?,
+        version = worker.policy().version(),
+        "worker listening"
+    );
+    worker
+        .run(smtp, Some(http), crate::shutdown_on_signal())
+        .await
+        .map_err(fatal)
+}
