@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Postern, Rng, run_to_exit};
+use support::{Pki, Postern, Rng, run_to_exit};
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -22,10 +22,11 @@ fn client() -> reqwest::Client {
 async fn sigkill_right_after_201_loses_nothing() {
     let mut rng = Rng::from_env();
     let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("tls"));
     let acknowledged: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let mut next_name = 0u64;
     for round in 0..4 {
-        let postern = Postern::control(dir.path());
+        let postern = Postern::control(dir.path(), &pki);
         let token = postern.admin_token();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut writers = Vec::new();
@@ -78,7 +79,7 @@ async fn sigkill_right_after_201_loses_nothing() {
         "too few writes to mean anything: {}",
         acked.len()
     );
-    let postern = Postern::control(dir.path());
+    let postern = Postern::control(dir.path(), &pki);
     let http = client();
     let list: Value = http
         .get(format!(
@@ -115,7 +116,7 @@ async fn sigkill_right_after_201_loses_nothing() {
         acked.len(),
         stored.len()
     );
-    // The version history is intact and contiguous.
+    // The version history is intact and contiguous (version 1 is the initial policy).
     let versions: Value = http
         .get(format!("{}/v1/policy/versions?limit=1", postern.base))
         .bearer_auth(postern.admin_token())
@@ -125,14 +126,18 @@ async fn sigkill_right_after_201_loses_nothing() {
         .json()
         .await
         .unwrap();
-    assert_eq!(versions["current"].as_u64().unwrap() as usize, stored.len());
+    assert_eq!(
+        versions["current"].as_u64().unwrap() as usize,
+        stored.len() + 1
+    );
 }
 
 #[test]
 fn admin_token_file_is_private_and_made_once() {
     let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("tls"));
     let first = {
-        let p = Postern::control(dir.path());
+        let p = Postern::control(dir.path(), &pki);
         p.admin_token()
     };
     let meta = std::fs::metadata(dir.path().join("admin-token")).unwrap();
@@ -142,64 +147,99 @@ fn admin_token_file_is_private_and_made_once() {
         0o600
     );
     assert!(first.starts_with("pst_") && first.len() == 68);
-    let second = Postern::control(dir.path()).admin_token();
+    let second = Postern::control(dir.path(), &pki).admin_token();
     assert_eq!(first, second, "a restart made a new admin token");
 }
 
 #[test]
 fn startup_errors_are_one_line_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("tls"));
     let d = dir.path().to_str().unwrap();
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy_addr = busy.local_addr().unwrap().to_string();
     let missing = dir.path().join("missing.pem");
-    let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["control", "--bogus"], "--bogus"),
+    let missing = missing.to_str().unwrap();
+    let (cert, key, ca) = (
+        pki.path("control.pem"),
+        pki.path("control.key"),
+        pki.path("ca.pem"),
+    );
+    let control = |extra: &[&str], tls: bool| -> Vec<String> {
+        let mut args = vec!["control", "--data-dir", d];
+        args.extend_from_slice(extra);
+        if tls {
+            args.extend_from_slice(&["--tls-cert", &cert, "--tls-key", &key, "--client-ca", &ca]);
+        }
+        args.into_iter().map(String::from).collect()
+    };
+    let any = [
+        "--http-listen",
+        "127.0.0.1:0",
+        "--grpc-listen",
+        "127.0.0.1:0",
+    ];
+    let dev = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec!["dev", "--data-dir", d];
+        args.extend_from_slice(extra);
+        args.into_iter().map(String::from).collect()
+    };
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (control(&["--bogus"], true), "--bogus"),
         (
-            vec![
-                "control",
-                "--data-dir",
-                d,
-                "--http-listen",
-                "nope",
-                "--grpc-listen",
-                "127.0.0.1:0",
-            ],
+            control(
+                &["--http-listen", "nope", "--grpc-listen", "127.0.0.1:0"],
+                true,
+            ),
             "nope",
         ),
         (
-            vec![
-                "control",
-                "--data-dir",
-                d,
-                "--http-listen",
-                &busy_addr,
-                "--grpc-listen",
-                "127.0.0.1:0",
-            ],
+            control(
+                &["--http-listen", &busy_addr, "--grpc-listen", "127.0.0.1:0"],
+                true,
+            ),
             &busy_addr,
         ),
         (
-            vec![
-                "control",
-                "--data-dir",
-                d,
-                "--http-listen",
-                "127.0.0.1:0",
-                "--grpc-listen",
-                "127.0.0.1:0",
-                "--tls-cert",
-                missing.to_str().unwrap(),
-            ],
+            control(
+                &["--http-listen", "127.0.0.1:0", "--grpc-listen", &busy_addr],
+                true,
+            ),
+            &busy_addr,
+        ),
+        // gRPC always uses mutual TLS: without its flags there is no control plane.
+        (control(&any, false), "--tls-cert"),
+        (
+            control(
+                &[
+                    &any[..],
+                    &["--tls-cert", missing, "--tls-key", &key, "--client-ca", &ca],
+                ]
+                .concat(),
+                false,
+            ),
             "--tls-cert",
         ),
         (
-            vec!["dev", "--data-dir", d, "--http-listen", "0.0.0.0:0"],
-            "--insecure-http",
+            control(
+                &[
+                    &any[..],
+                    &["--tls-cert", &cert, "--tls-key", &ca, "--client-ca", &ca],
+                ]
+                .concat(),
+                false,
+            ),
+            "--tls-key",
         ),
-        (vec!["frobnicate"], "frobnicate"),
+        (dev(&["--http-listen", "0.0.0.0:0"]), "--insecure-http"),
+        (
+            dev(&["--http-listen", "127.0.0.1:0", "--smtp-listen", &busy_addr]),
+            &busy_addr,
+        ),
+        (vec!["frobnicate".into()], "frobnicate"),
     ];
     for (args, needle) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (code, stderr) = run_to_exit(&args, &[]);
         assert_eq!(code, 2, "{args:?}: {stderr}");
         assert_eq!(
@@ -212,7 +252,12 @@ fn startup_errors_are_one_line_and_exit_2() {
     // POSTERN_* variables stand in for flags.
     let (code, stderr) = run_to_exit(
         &["control", "--data-dir", d, "--grpc-listen", "127.0.0.1:0"],
-        &[("POSTERN_HTTP_LISTEN", &busy_addr)],
+        &[
+            ("POSTERN_HTTP_LISTEN", &busy_addr),
+            ("POSTERN_TLS_CERT", &cert),
+            ("POSTERN_TLS_KEY", &key),
+            ("POSTERN_CLIENT_CA", &ca),
+        ],
     );
     assert_eq!(code, 2);
     assert!(stderr.contains(&busy_addr), "{stderr}");
@@ -221,8 +266,14 @@ fn startup_errors_are_one_line_and_exit_2() {
 #[test]
 fn a_second_process_on_the_same_data_dir_exits_2() {
     let dir = tempfile::tempdir().unwrap();
-    let _first = Postern::control(dir.path());
+    let pki = Pki::new(&dir.path().join("tls"));
+    let _first = Postern::control(dir.path(), &pki);
     let d = dir.path().to_str().unwrap();
+    let (cert, key, ca) = (
+        pki.path("control.pem"),
+        pki.path("control.key"),
+        pki.path("ca.pem"),
+    );
     let (code, stderr) = run_to_exit(
         &[
             "control",
@@ -232,6 +283,12 @@ fn a_second_process_on_the_same_data_dir_exits_2() {
             "127.0.0.1:0",
             "--grpc-listen",
             "127.0.0.1:0",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--client-ca",
+            &ca,
         ],
         &[],
     );
@@ -240,28 +297,75 @@ fn a_second_process_on_the_same_data_dir_exits_2() {
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
 }
 
-#[tokio::test]
-async fn dev_seeds_loopback_trusted_networks() {
+/// `postern dev` runs the control plane and a worker with generated certificates; the worker
+/// gets the policy that trusts loopback, and SIGTERM stops both cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_runs_control_and_worker_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("postern-data");
-    let p = Postern::start(
-        &[
-            "dev",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--http-listen",
-            "127.0.0.1:0",
-        ],
-        &data,
+    let args = [
+        "dev",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--http-listen",
+        "127.0.0.1:0",
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--smtp-listen",
+        "127.0.0.1:0",
+        "--worker-http-listen",
+        "127.0.0.1:0",
+        "--hostname",
+        "dev.test",
+    ];
+    let p = Postern::start(&args, &data, "grpc=");
+    let get = |path: &str| {
+        let (base, token) = (p.base.clone(), p.admin_token());
+        let path = path.to_string();
+        async move {
+            let r = client()
+                .get(format!("{base}{path}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    assert_eq!(
+        get("/v1/relay").await["networks"],
+        json!(["127.0.0.0/8", "::1/128"])
     );
-    let relay: Value = client()
-        .get(format!("{}/v1/relay", p.base))
-        .bearer_auth(p.admin_token())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(relay["networks"], json!(["127.0.0.0/8", "::1/128"]));
+    let version = get("/v1/policy").await["version"].as_u64().unwrap();
+    let worker = support::eventually(
+        "the dev worker to apply the policy",
+        Duration::from_secs(30),
+        || async {
+            let workers = get("/v1/workers").await;
+            workers["items"]
+                .as_array()
+                .unwrap()
+                .first()
+                .filter(|w| w["applied_version"] == version)
+                .cloned()
+        },
+    )
+    .await;
+    assert_eq!(worker["id"], "dev-worker");
+    let smtp = worker["smtp_addr"].as_str().unwrap();
+    assert_eq!(
+        support::smtp_greeting(smtp).await,
+        "220 dev.test ESMTP Postern"
+    );
+    for f in [
+        "tls/ca.pem",
+        "tls/control.key",
+        "tls/worker.key",
+        "spool/policy/last-known-good.pb",
+        "admin-token",
+    ] {
+        assert!(data.join(f).exists(), "{f}");
+    }
+    let status = p.terminate();
+    assert!(status.success(), "{status:?}");
 }

@@ -7,7 +7,7 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
-use support::Postern;
+use support::{Pki, Postern};
 
 #[test]
 fn python_client_generated_from_the_committed_document_works() {
@@ -32,7 +32,8 @@ fn python_client_generated_from_the_committed_document_works() {
     );
 
     let data = tempfile::tempdir().unwrap();
-    let postern = Postern::control(data.path());
+    let pki = Pki::new(&data.path().join("tls"));
+    let postern = Postern::control(data.path(), &pki);
     let run = Command::new("python3")
         .arg(root.join("tests/python/client_roundtrip.py"))
         .arg(&postern.base)

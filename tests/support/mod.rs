@@ -10,16 +10,55 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_postern");
 
+/// Certificates for a control plane and its workers, written as PEM files.
+pub struct Pki {
+    pub dir: PathBuf,
+    ca: postern_tls::pki::Ca,
+}
+
+impl Pki {
+    pub fn new(dir: &Path) -> Pki {
+        std::fs::create_dir_all(dir).unwrap();
+        let ca = postern_tls::pki::Ca::new("test CA").unwrap();
+        std::fs::write(dir.join("ca.pem"), &ca.cert_pem).unwrap();
+        let control = ca.server(&["localhost", "127.0.0.1"]).unwrap();
+        std::fs::write(dir.join("control.pem"), &control.cert_pem).unwrap();
+        std::fs::write(dir.join("control.key"), &control.key_pem).unwrap();
+        Pki {
+            dir: dir.to_path_buf(),
+            ca,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_str().unwrap().to_string()
+    }
+
+    /// Issues `<name>.pem` and `<name>.key`: a client certificate for these names.
+    pub fn client(&self, file: &str, names: &[&str]) {
+        let c = self.ca.client(names).unwrap();
+        std::fs::write(self.dir.join(format!("{file}.pem")), c.cert_pem).unwrap();
+        std::fs::write(self.dir.join(format!("{file}.key")), c.key_pem).unwrap();
+    }
+}
+
 /// A running `postern` process; killed when dropped.
 pub struct Postern {
     pub child: Child,
+    /// `http://addr` of the REST API (control) or of /healthz etc. (worker).
     pub base: String,
+    /// The gRPC address (control) or the SMTP address (worker).
+    pub other: String,
     pub data_dir: PathBuf,
 }
 
 impl Postern {
-    /// Starts `postern control` on a free loopback port and waits until it listens.
-    pub fn control(data_dir: &Path) -> Postern {
+    /// Starts `postern control` on free loopback ports, with certificates from `pki`.
+    pub fn control(data_dir: &Path, pki: &Pki) -> Postern {
+        Postern::control_on(data_dir, pki, "127.0.0.1:0")
+    }
+
+    pub fn control_on(data_dir: &Path, pki: &Pki, grpc: &str) -> Postern {
         let args = [
             "control",
             "--data-dir",
@@ -27,12 +66,51 @@ impl Postern {
             "--http-listen",
             "127.0.0.1:0",
             "--grpc-listen",
-            "127.0.0.1:0",
+            grpc,
+            "--tls-cert",
+            &pki.path("control.pem"),
+            "--tls-key",
+            &pki.path("control.key"),
+            "--client-ca",
+            &pki.path("ca.pem"),
         ];
-        Postern::start(&args, data_dir)
+        Postern::start(&args, data_dir, "grpc=")
     }
 
-    pub fn start(args: &[&str], data_dir: &Path) -> Postern {
+    /// Starts `postern worker` with the client certificate `<cert>.pem` from `pki`.
+    pub fn worker(spool: &Path, pki: &Pki, control_grpc: &str, id: &str, cert: &str) -> Postern {
+        let url = format!("https://{control_grpc}");
+        let args = [
+            "worker",
+            "--control",
+            &url,
+            "--worker-id",
+            id,
+            "--smtp-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--spool-dir",
+            spool.to_str().unwrap(),
+            "--tls-cert",
+            &pki.path("control.pem"),
+            "--tls-key",
+            &pki.path("control.key"),
+            "--control-ca",
+            &pki.path("ca.pem"),
+            "--client-cert",
+            &pki.path(&format!("{cert}.pem")),
+            "--client-key",
+            &pki.path(&format!("{cert}.key")),
+            "--hostname",
+            "mx.test",
+        ];
+        Postern::start(&args, spool, "smtp=")
+    }
+
+    /// Starts `postern` and waits for the line reporting its addresses (`http=`/`addr=` and
+    /// the `other` key).
+    pub fn start(args: &[&str], data_dir: &Path, other: &str) -> Postern {
         let mut child = Command::new(BIN)
             .args(args)
             .env("RUST_LOG", "info")
@@ -42,19 +120,31 @@ impl Postern {
             .expect("postern starts");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let other_key = other.to_string();
+        let echo = std::env::var_os("POSTERN_TEST_LOG").is_some();
         std::thread::spawn(move || {
+            let field = |line: &str, key: &str| {
+                line.split(key)
+                    .nth(1)
+                    .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+            };
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("addr=").nth(1) {
-                    let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_string());
+                if echo {
+                    eprintln!("[postern] {line}");
+                }
+                let http = field(&line, " addr=").or_else(|| field(&line, " http="));
+                if let (Some(http), Some(other)) = (http, field(&line, &other_key)) {
+                    let _ = tx.send((http, other));
                 }
             }
         });
-        let addr = rx
+        let (http, other) = rx
             .recv_timeout(Duration::from_secs(30))
-            .expect("postern reports its REST address");
+            .expect("postern reports its addresses");
         Postern {
             child,
-            base: format!("http://{addr}"),
+            base: format!("http://{http}"),
+            other,
             data_dir: data_dir.to_path_buf(),
         }
     }
@@ -64,6 +154,15 @@ impl Postern {
             .unwrap()
             .trim()
             .to_string()
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child.wait().unwrap()
     }
 
     /// SIGKILL: no shutdown code runs.
@@ -126,4 +225,32 @@ impl Rng {
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
+}
+
+/// Polls `check` until it returns `Some` or `timeout` passes.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads the SMTP greeting (the first line) of a server.
+pub async fn smtp_greeting(addr: &str) -> String {
+    use tokio::io::AsyncBufReadExt;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut lines = tokio::io::BufReader::new(stream).lines();
+    tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_or_default()
 }

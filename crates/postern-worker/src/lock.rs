@@ -4,6 +4,7 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::Path;
 
+#[derive(Debug)]
 pub struct SpoolLock {
     _file: File,
 }
