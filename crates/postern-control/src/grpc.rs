@@ -118,9 +118,13 @@ async fn session(
     let mut applied = hello.version;
     // The nonce and version of the last snapshot sent; only a reply with this nonce counts.
     let mut sent: Option<(String, u64)> = None;
+    // Nothing new is sent while a snapshot awaits its answer, so a worker that falls behind
+    // (slow to compile, say) gets only the newest version once it answers.
+    let mut awaiting = false;
     loop {
         versions.borrow_and_update();
-        if let Some(snapshot) = control.snapshot()
+        if !awaiting
+            && let Some(snapshot) = control.snapshot()
             && snapshot.version != applied
             && sent.as_ref().is_none_or(|(_, v)| *v != snapshot.version)
         {
@@ -137,12 +141,15 @@ async fn session(
                 break;
             }
             sent = Some((nonce, snapshot.version));
+            awaiting = true;
         }
         tokio::select! {
             changed = versions.changed() => if changed.is_err() { break },
             message = inbound.message() => match message {
                 Ok(Some(pb::WorkerMessage { msg: Some(msg) })) => {
-                    handle_reply(&control, &id, token, &sent, &mut applied, msg);
+                    if handle_reply(&control, &id, token, &sent, &mut applied, msg) {
+                        awaiting = false;
+                    }
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => break,
@@ -157,6 +164,7 @@ async fn session(
     tracing::info!(worker = %id, "worker disconnected");
 }
 
+/// Records an ACK or NACK; returns whether it answered the snapshot awaiting an answer.
 fn handle_reply(
     control: &Control,
     id: &str,
@@ -164,7 +172,7 @@ fn handle_reply(
     sent: &Option<(String, u64)>,
     applied: &mut u64,
     msg: worker_message::Msg,
-) {
+) -> bool {
     let current_nonce = sent.as_ref().map(|(n, _)| n.as_str());
     match msg {
         worker_message::Msg::Ack(ack) if Some(ack.nonce.as_str()) == current_nonce => {
@@ -173,6 +181,7 @@ fn handle_reply(
                 w.applied_version = ack.version;
                 w.last_nack = None;
             });
+            true
         }
         worker_message::Msg::Nack(nack) if Some(nack.nonce.as_str()) == current_nonce => {
             tracing::warn!(worker = %id, version = nack.rejected_version, error = %nack.error, "worker refused a snapshot");
@@ -181,8 +190,12 @@ fn handle_reply(
                 w.applied_version = nack.version;
                 w.last_nack = Some(format!("version {}: {}", nack.rejected_version, nack.error));
             });
+            true
         }
         // A stale nonce, or a second Hello: nothing to record but the sign of life.
-        _ => control.workers.update(id, token, |_| {}),
+        _ => {
+            control.workers.update(id, token, |_| {});
+            false
+        }
     }
 }

@@ -24,10 +24,22 @@ pub struct WorkerInfo {
     pub last_nack: Option<String>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Workers {
     entries: Mutex<BTreeMap<String, (WorkerInfo, u64)>>,
     connections: std::sync::atomic::AtomicU64,
+    /// Counts changes, so tests and benchmarks can wait for them instead of polling.
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Workers {
+    fn default() -> Self {
+        Workers {
+            entries: Mutex::default(),
+            connections: Default::default(),
+            changes: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 impl Workers {
@@ -50,6 +62,7 @@ impl Workers {
             last_nack,
         };
         entries.insert(id.to_string(), (info, token));
+        self.changes.send_modify(|c| *c += 1);
         token
     }
 
@@ -61,7 +74,13 @@ impl Workers {
         {
             info.last_seen = now_rfc3339();
             f(info);
+            self.changes.send_modify(|c| *c += 1);
         }
+    }
+
+    /// Follows changes to the registry.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     pub fn disconnected(&self, id: &str, token: u64) {

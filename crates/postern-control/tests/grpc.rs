@@ -1,0 +1,211 @@
+//! The policy stream's protocol against the real gRPC server (mutual TLS on loopback), driven by
+//! a hand-written worker so each rule of the protocol can be observed: snapshots carry fresh
+//! nonces, stale nonces are ignored, a worker that falls behind gets only the newest version.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Api;
+use postern_control::grpc::{GrpcTls, serve};
+use postern_proto::pb::policy_distribution_client::PolicyDistributionClient;
+use postern_proto::pb::{self, control_message, worker_message};
+use postern_tls::pki::Ca;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+struct RawWorker {
+    tx: mpsc::Sender<pb::WorkerMessage>,
+    inbound: tonic::Streaming<pb::ControlMessage>,
+}
+
+impl RawWorker {
+    async fn connect(
+        addr: std::net::SocketAddr,
+        ca: &Ca,
+        id: &str,
+        version: u64,
+    ) -> Result<RawWorker, tonic::Status> {
+        let cert = ca.client(&[id]).unwrap();
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&ca.cert_pem))
+            .identity(Identity::from_pem(cert.cert_pem, cert.key_pem));
+        let channel = Endpoint::from_shared(format!("https://{addr}"))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        let hello = pb::Hello {
+            worker_id: id.into(),
+            smtp_addr: "127.0.0.1:25".into(),
+            version,
+        };
+        tx.send(pb::WorkerMessage {
+            msg: Some(worker_message::Msg::Hello(hello)),
+        })
+        .await
+        .unwrap();
+        let inbound = PolicyDistributionClient::new(channel)
+            .stream(ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        Ok(RawWorker { tx, inbound })
+    }
+
+    async fn snapshot(&mut self, wait: Duration) -> Option<pb::Snapshot> {
+        match tokio::time::timeout(wait, self.inbound.message()).await {
+            Ok(Ok(Some(pb::ControlMessage {
+                msg: Some(control_message::Msg::Snapshot(s)),
+            }))) => Some(s),
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(_) => None,
+        }
+    }
+
+    async fn ack(&self, nonce: &str, version: u64) {
+        let ack = pb::Ack {
+            nonce: nonce.into(),
+            version,
+        };
+        self.tx
+            .send(pb::WorkerMessage {
+                msg: Some(worker_message::Msg::Ack(ack)),
+            })
+            .await
+            .unwrap();
+    }
+}
+
+async fn start() -> (Api, Ca, std::net::SocketAddr) {
+    postern_tls::install_crypto_provider();
+    let api = Api::new().await;
+    api.control.initialise().await.unwrap();
+    let ca = Ca::new("test CA").unwrap();
+    let server = ca.server(&["127.0.0.1"]).unwrap();
+    let tls = GrpcTls {
+        cert_pem: server.cert_pem,
+        key_pem: server.key_pem,
+        client_ca_pem: ca.cert_pem.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve(
+        listener,
+        api.control.clone(),
+        tls,
+        std::future::pending(),
+    ));
+    (api, ca, addr)
+}
+
+async fn applied(api: &Api, id: &str) -> u64 {
+    let w = api.get("/v1/workers").await.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == id)
+        .cloned()
+        .unwrap();
+    w["applied_version"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_nonces_are_ignored_and_a_slow_worker_gets_only_the_newest_version() {
+    let (api, ca, addr) = start().await;
+    let mut w = RawWorker::connect(addr, &ca, "w1", 0).await.unwrap();
+    let first = w
+        .snapshot(Duration::from_secs(10))
+        .await
+        .expect("the initial snapshot");
+    assert_eq!(first.version, 1);
+    assert!(!first.nonce.is_empty());
+
+    // The worker is slow: five versions are written before it answers. None is sent meanwhile.
+    for i in 0..5 {
+        api.post(
+            "/v1/policy/inbound/rules",
+            json!({"match": format!("10.{i}.0.0/16"), "level": "encrypt"}),
+        )
+        .await;
+    }
+    assert!(
+        w.snapshot(Duration::from_millis(300)).await.is_none(),
+        "a snapshot was sent before the answer"
+    );
+
+    // An ACK with a stale nonce changes nothing and does not count as the answer.
+    w.ack("not-the-nonce", 1).await;
+    assert!(w.snapshot(Duration::from_millis(300)).await.is_none());
+    assert_eq!(applied(&api, "w1").await, 0);
+
+    // The real answer: the worker is sent the newest version only, with a new nonce.
+    w.ack(&first.nonce, 1).await;
+    let newest = w
+        .snapshot(Duration::from_secs(10))
+        .await
+        .expect("the newest snapshot");
+    assert_eq!(newest.version, 6);
+    assert_ne!(newest.nonce, first.nonce);
+    assert_eq!(newest.policy.unwrap().inbound.len(), 5);
+    assert_eq!(applied(&api, "w1").await, 1);
+    w.ack(&newest.nonce, 6).await;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while applied(&api, "w1").await != 6 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_holds_the_current_version_is_sent_nothing() {
+    let (api, ca, addr) = start().await;
+    let mut w = RawWorker::connect(addr, &ca, "w2", 1).await.unwrap();
+    assert!(w.snapshot(Duration::from_millis(300)).await.is_none());
+    assert_eq!(applied(&api, "w2").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_id_that_is_not_in_the_certificate_is_refused() {
+    let (api, ca, addr) = start().await;
+    // A valid certificate for "alice", used to claim the id "bob".
+    let cert = ca.client(&["alice"]).unwrap();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&ca.cert_pem))
+        .identity(Identity::from_pem(cert.cert_pem, cert.key_pem));
+    let channel = Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let (tx, rx) = mpsc::channel(1);
+    let hello = pb::Hello {
+        worker_id: "bob".into(),
+        smtp_addr: String::new(),
+        version: 0,
+    };
+    tx.send(pb::WorkerMessage {
+        msg: Some(worker_message::Msg::Hello(hello)),
+    })
+    .await
+    .unwrap();
+    let err = PolicyDistributionClient::new(channel)
+        .stream(ReceiverStream::new(rx))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    assert!(
+        api.get("/v1/workers").await.body["items"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
