@@ -155,7 +155,8 @@ async fn push_latency(n: usize, rounds: usize) {
     .await;
     let (stop, shutdown) = watch::channel(false);
     let _spools = workers(&plane, n, &shutdown);
-    all_applied(&plane.control, n, plane.control.read().version).await;
+    let version = plane.control.read().version;
+    all_applied(&plane.control, n, version).await;
     let mut samples = Vec::with_capacity(rounds);
     for i in 0..rounds {
         rest(
@@ -166,7 +167,8 @@ async fn push_latency(n: usize, rounds: usize) {
         )
         .await;
         let replied = Instant::now();
-        all_applied(&plane.control, n, plane.control.read().version).await;
+        let version = plane.control.read().version;
+        all_applied(&plane.control, n, version).await;
         samples.push(replied.elapsed());
     }
     samples.sort();
