@@ -121,6 +121,12 @@ async fn a_rule_change_reaches_every_worker() {
     for (id, _) in &workers {
         api.until_applied(id, v2).await;
     }
+    // SIGTERM stops the control plane although workers hold their streams open, and then the
+    // workers themselves.
+    assert!(control.terminate().success());
+    for (_, worker) in workers {
+        assert!(worker.terminate().success());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

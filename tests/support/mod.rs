@@ -156,13 +156,23 @@ impl Postern {
             .to_string()
     }
 
-    /// SIGTERM, then wait for the exit status.
+    /// SIGTERM, then the exit status; panics if the process has not exited within 30 s.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
-        self.child.wait().unwrap()
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "postern did not exit within 30 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGKILL: no shutdown code runs.

@@ -38,16 +38,25 @@ pub struct Snapshot {
     pub settings_json: String,
 }
 
+/// The snapshot workers may be sent now, and one built ahead of its flush.
+#[derive(Default)]
+struct Snapshots {
+    sendable: Option<Arc<Snapshot>>,
+    pending: Option<Arc<Snapshot>>,
+}
+
 pub struct Control {
     store: Arc<dyn Store>,
     state: RwLock<State>,
     /// Serialises writers; readers only take `state` briefly.
-    writer: tokio::sync::Mutex<()>,
+    writer: Arc<tokio::sync::Mutex<()>>,
+    /// Set when a flush failed: see `durable_flush`.
+    failed: std::sync::OnceLock<String>,
     flusher: Flusher,
     /// Token records by the SHA-256 of their secret.
     tokens: RwLock<HashMap<String, TokenRecord>>,
-    compiled: Mutex<Option<Arc<CompiledPolicy>>>,
-    snapshot: Mutex<Option<Arc<Snapshot>>>,
+    compiled: tokio::sync::Mutex<Option<Arc<CompiledPolicy>>>,
+    snapshots: tokio::sync::Mutex<Snapshots>,
     pub workers: Workers,
     ids: Mutex<ulid::Generator>,
     /// The newest durable version; the gRPC side pushes each one to workers.
@@ -75,10 +84,11 @@ impl Control {
             durable: watch::Sender::new(state.version),
             state: RwLock::new(state),
             store,
-            writer: tokio::sync::Mutex::new(()),
+            writer: Arc::default(),
+            failed: std::sync::OnceLock::new(),
             tokens: RwLock::new(tokens),
-            compiled: Mutex::new(None),
-            snapshot: Mutex::new(None),
+            compiled: tokio::sync::Mutex::new(None),
+            snapshots: tokio::sync::Mutex::default(),
             workers: Workers::default(),
             ids: Mutex::new(ulid::Generator::new()),
             metrics,
@@ -110,14 +120,14 @@ impl Control {
     /// under the writer lock, so its checks (If-Match, duplicates) cannot race another write.
     /// Returns after the version is durable.
     pub async fn write<R>(
-        &self,
+        self: &Arc<Self>,
         actor: &Actor,
         action: &str,
         plan: impl FnOnce(&State) -> Result<Planned<R>, ApiError>,
     ) -> Result<(u64, R), ApiError> {
         actor.require_admin()?;
-        let started = std::time::Instant::now();
-        let guard = self.writer.lock().await;
+        self.healthy()?;
+        let guard = self.writer.clone().lock_owned().await;
         let (commit, out) = {
             let state = self.read();
             let planned = plan(&state)?;
@@ -150,8 +160,25 @@ impl Control {
             };
             (commit, planned.out)
         };
-        let planned_at = started.elapsed();
+        // From here the write must complete even if the client goes away (axum drops the
+        // handler's future on disconnect): commit, apply, flush and publish run in a task.
+        let this = self.clone();
+        let version = tokio::spawn(async move { this.finish(commit, guard).await })
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))??;
+        Ok((version, out))
+    }
+
+    /// Commits a planned version, applies it in memory, releases the writer lock, waits for a
+    /// (shared) flush and publishes the version as durable.
+    async fn finish(
+        &self,
+        commit: Commit,
+        guard: tokio::sync::OwnedMutexGuard<()>,
+    ) -> Result<u64, ApiError> {
+        let started = std::time::Instant::now();
         let store = self.store.clone();
+        // A failed transaction changed nothing, in the store or in memory.
         let commit = tokio::task::spawn_blocking(move || store.commit(&commit).map(|()| commit))
             .await
             .map_err(|e| ApiError::internal(e.to_string()))??;
@@ -166,16 +193,8 @@ impl Control {
         }
         self.metrics.policy_writes.fetch_add(1, Relaxed);
         drop(guard);
-        let applied_at = started.elapsed();
-        self.flusher.flush().await.map_err(ApiError::internal)?;
-        tracing::debug!(
-            version,
-            ?planned_at,
-            ?committed_at,
-            ?applied_at,
-            durable_at = ?started.elapsed(),
-            "policy write"
-        );
+        self.durable_flush().await?;
+        tracing::debug!(version, ?committed_at, durable_at = ?started.elapsed(), "policy write");
         self.durable.send_if_modified(|v| {
             let newer = version > *v;
             if newer {
@@ -183,11 +202,33 @@ impl Control {
             }
             newer
         });
-        Ok((version, out))
+        Ok(version)
+    }
+
+    /// Waits for a shared flush. A failed flush leaves memory ahead of what is durable, so the
+    /// control plane stops taking writes and reports not ready until it is restarted (and
+    /// reloads what the store really holds): fail-stop, as databases do on a failed fsync.
+    async fn durable_flush(&self) -> Result<(), ApiError> {
+        if let Err(e) = self.flusher.flush().await {
+            tracing::error!(error = %e, "store flush failed: refusing further writes until restarted");
+            let _ = self.failed.set(e);
+        }
+        self.healthy()
+    }
+
+    /// 503 once a flush has failed.
+    pub fn healthy(&self) -> Result<(), ApiError> {
+        match self.failed.get() {
+            None => Ok(()),
+            Some(e) => Err(ApiError::unavailable(format!(
+                "the store could not make a write durable ({e}); restart the control plane"
+            ))),
+        }
     }
 
     /// Makes a new version whose content is that of `target` (PRODUCT.md 6: rollback).
-    pub async fn rollback(&self, actor: &Actor, target: u64) -> Result<u64, ApiError> {
+    pub async fn rollback(self: &Arc<Self>, actor: &Actor, target: u64) -> Result<u64, ApiError> {
+        actor.require_admin()?;
         let current = self.read().version;
         if target == 0 || target >= current {
             return Err(ApiError::unprocessable(
@@ -215,46 +256,75 @@ impl Control {
         Ok(version)
     }
 
-    /// The compiled form of the current version, built on first use after each change.
-    pub fn compiled(&self) -> Result<Arc<CompiledPolicy>, ApiError> {
-        let state = self.read();
-        let mut cache = self.compiled.lock().expect("compiled lock");
-        if let Some(c) = cache.as_ref().filter(|c| c.version == state.version) {
+    /// The compiled form of the current version, built (off the async threads) on first use
+    /// after each change.
+    pub async fn compiled(self: &Arc<Self>) -> Result<Arc<CompiledPolicy>, ApiError> {
+        let mut cache = self.compiled.lock().await;
+        let version = self.read().version;
+        if let Some(c) = cache.as_ref().filter(|c| c.version == version) {
             return Ok(c.clone());
         }
-        let compiled =
-            CompiledPolicy::compile(state.version, state.policy(), state.settings.clone())
-                .map_err(|e| ApiError::internal(format!("stored policy does not compile: {e}")))?;
+        let this = self.clone();
+        let compiled = tokio::task::spawn_blocking(move || {
+            let (version, policy, settings) = {
+                let state = this.read();
+                (state.version, state.policy(), state.settings.clone())
+            };
+            CompiledPolicy::compile(version, policy, settings)
+        })
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(format!("stored policy does not compile: {e}")))?;
         let compiled = Arc::new(compiled);
         *cache = Some(compiled.clone());
         Ok(compiled)
     }
 
-    /// The snapshot of the newest durable version; `None` while the newest version in memory is
-    /// not yet durable (a worker must never hold a version a crash could take back) or before
-    /// the first version.
-    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+    /// The newest snapshot workers may be sent: never a version a crash could still take back
+    /// (it must be durable), and under a stream of overlapping writes still a recent one. A
+    /// snapshot built while memory was ahead of the store waits in `pending` until the flush
+    /// that covers it; building happens off the async threads.
+    pub async fn snapshot(self: &Arc<Self>) -> Option<Arc<Snapshot>> {
+        let mut slots = self.snapshots.lock().await;
         let durable = *self.durable.borrow();
-        let state = self.read();
-        if state.version != durable || durable == 0 {
-            return None;
+        if slots.pending.as_ref().is_some_and(|p| p.version <= durable) {
+            slots.sendable = slots.pending.take();
         }
-        let mut cache = self.snapshot.lock().expect("snapshot lock");
-        if let Some(s) = cache.as_ref().filter(|s| s.version == durable) {
-            return Some(s.clone());
+        let built = slots
+            .pending
+            .as_ref()
+            .or(slots.sendable.as_ref())
+            .map_or(0, |s| s.version);
+        if self.read().version > built {
+            let this = self.clone();
+            let snapshot = tokio::task::spawn_blocking(move || this.build_snapshot())
+                .await
+                .ok()?;
+            if snapshot.version <= *self.durable.borrow() {
+                slots.sendable = Some(snapshot);
+                slots.pending = None;
+            } else {
+                slots.pending = Some(snapshot);
+            }
         }
-        let snapshot = Arc::new(Snapshot {
-            version: durable,
-            policy: postern_proto::pb::Policy::from(&state.policy()),
-            settings_json: serde_json::to_string(&state.settings).expect("settings serialise"),
-        });
-        *cache = Some(snapshot.clone());
-        Some(snapshot)
+        slots.sendable.clone()
+    }
+
+    fn build_snapshot(&self) -> Arc<Snapshot> {
+        let (version, policy, settings) = {
+            let state = self.read();
+            (state.version, state.policy(), state.settings.clone())
+        };
+        Arc::new(Snapshot {
+            version,
+            policy: postern_proto::pb::Policy::from(&policy),
+            settings_json: serde_json::to_string(&settings).expect("settings serialise"),
+        })
     }
 
     /// On first start (version 0), writes version 1 with the defaults made explicit, so that
     /// workers always receive a real version.
-    pub async fn initialise(&self) -> Result<(), ApiError> {
+    pub async fn initialise(self: &Arc<Self>) -> Result<(), ApiError> {
         if self.read().version != 0 {
             return Ok(());
         }
@@ -314,35 +384,50 @@ impl Control {
 
     /// Creates a token; returns its record and the secret (shown once, never stored).
     pub async fn create_token(
-        &self,
+        self: &Arc<Self>,
         actor: &Actor,
         role: Role,
         comment: String,
     ) -> Result<(TokenRecord, String), ApiError> {
-        actor.require_admin()?;
         let secret = new_secret();
+        let record = self.store_token(actor, role, comment, &secret).await?;
+        Ok((record, secret))
+    }
+
+    async fn store_token(
+        self: &Arc<Self>,
+        actor: &Actor,
+        role: Role,
+        comment: String,
+        secret: &str,
+    ) -> Result<TokenRecord, ApiError> {
+        actor.require_admin()?;
+        self.healthy()?;
         let record = TokenRecord {
             id: self.new_id(),
             role,
             comment,
             created_at: now_rfc3339(),
-            sha256: hash_secret(&secret),
+            sha256: hash_secret(secret),
         };
+        let guard = self.writer.clone().lock_owned().await;
         let summary = format!("create {} token {}", role.as_str(), record.id);
         self.token_change(
+            guard,
             actor,
-            "POST /v1/tokens",
-            &record.id.clone(),
+            "POST /v1/tokens".into(),
+            record.id.clone(),
             Some(record.clone()),
             summary,
         )
         .await?;
-        Ok((record, secret))
+        Ok(record)
     }
 
-    pub async fn delete_token(&self, actor: &Actor, id: &str) -> Result<(), ApiError> {
+    pub async fn delete_token(self: &Arc<Self>, actor: &Actor, id: &str) -> Result<(), ApiError> {
         actor.require_admin()?;
-        let _guard = self.writer.lock().await;
+        self.healthy()?;
+        let guard = self.writer.clone().lock_owned().await;
         let tokens = self.tokens();
         let record = tokens
             .iter()
@@ -355,34 +440,26 @@ impl Control {
                 "this is the last admin token; create another admin token first",
             ));
         }
-        self.token_change_locked(
+        let action = format!("DELETE /v1/tokens/{id}");
+        self.token_change(
+            guard,
             actor,
-            &format!("DELETE /v1/tokens/{id}"),
-            id,
+            action,
+            id.to_string(),
             None,
             format!("delete token {id}"),
         )
         .await
     }
 
+    /// Stores a token change with its audit entry, then updates memory and waits for a flush;
+    /// in a task of its own, so a client going away cannot leave memory and store apart.
     async fn token_change(
-        &self,
+        self: &Arc<Self>,
+        guard: tokio::sync::OwnedMutexGuard<()>,
         actor: &Actor,
-        action: &str,
-        id: &str,
-        record: Option<TokenRecord>,
-        summary: String,
-    ) -> Result<(), ApiError> {
-        let _guard = self.writer.lock().await;
-        self.token_change_locked(actor, action, id, record, summary)
-            .await
-    }
-
-    async fn token_change_locked(
-        &self,
-        actor: &Actor,
-        action: &str,
-        id: &str,
+        action: String,
+        id: String,
         record: Option<TokenRecord>,
         summary: String,
     ) -> Result<(), ApiError> {
@@ -391,40 +468,51 @@ impl Control {
             at: now_rfc3339(),
             actor: actor.id.clone(),
             role: actor.role.as_str().into(),
-            action: action.into(),
+            action,
             summary,
             version: None,
         };
-        let store = self.store.clone();
-        let (id_owned, rec) = (id.to_string(), record.clone());
-        tokio::task::spawn_blocking(move || store.put_token(&id_owned, rec.as_ref(), &audit))
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))??;
-        {
-            let mut tokens = self.tokens.write().expect("token lock");
-            tokens.retain(|_, t| t.id != id);
-            if let Some(r) = record {
-                tokens.insert(r.sha256.clone(), r);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let store = this.store.clone();
+            let (key, stored) = (id.clone(), record.clone());
+            tokio::task::spawn_blocking(move || store.put_token(&key, stored.as_ref(), &audit))
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))??;
+            {
+                let mut tokens = this.tokens.write().expect("token lock");
+                tokens.retain(|_, t| t.id != id);
+                if let Some(r) = record {
+                    tokens.insert(r.sha256.clone(), r);
+                }
             }
-        }
-        self.flusher.flush().await.map_err(ApiError::internal)
+            drop(guard);
+            this.durable_flush().await
+        })
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
     }
 
-    /// On first start (no token at all), creates an admin token and writes its secret to `path`
-    /// with mode 0600. Returns whether it did.
-    pub async fn bootstrap_admin_token(&self, path: &Path) -> Result<bool, std::io::Error> {
+    /// On first start (no token at all), makes an admin token and writes its secret to `path`
+    /// (mode 0600) before storing it, so a crash in between cannot leave a stored admin token
+    /// nobody knows: the next start simply makes a new one. Returns whether it did.
+    pub async fn bootstrap_admin_token(
+        self: &Arc<Self>,
+        path: &Path,
+    ) -> Result<bool, std::io::Error> {
         if !self.tokens.read().expect("token lock").is_empty() {
             return Ok(false);
         }
-        let (_, secret) = self
-            .create_token(
-                &Actor::system(),
-                Role::Admin,
-                "created on first start".into(),
-            )
-            .await
-            .map_err(|e| std::io::Error::other(e.detail))?;
+        let secret = new_secret();
         write_private(path, format!("{secret}\n").as_bytes())?;
+        self.store_token(
+            &Actor::system(),
+            Role::Admin,
+            "created on first start".into(),
+            &secret,
+        )
+        .await
+        .map_err(|e| std::io::Error::other(e.detail))?;
         Ok(true)
     }
 }
@@ -444,13 +532,22 @@ fn replay(store: &dyn Store, version: u64) -> Result<State, ApiError> {
     Ok(state)
 }
 
-/// Writes a secret file readable by its owner only, durably.
+/// Writes a secret file readable by its owner only, durably: a temporary file, fsync, rename,
+/// then the directory.
 fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
+    let mut file = options.open(&tmp)?;
     file.write_all(contents)?;
-    file.sync_all()
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::File::open(dir)?.sync_all()
 }

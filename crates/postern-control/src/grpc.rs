@@ -10,7 +10,7 @@ use std::time::Duration;
 use postern_proto::pb::policy_distribution_server::{PolicyDistribution, PolicyDistributionServer};
 use postern_proto::pb::{self, control_message, worker_message};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::codec::CompressionEncoding;
@@ -43,7 +43,13 @@ pub async fn serve(
     let tls = ServerTlsConfig::new()
         .identity(Identity::from_pem(tls.cert_pem, tls.key_pem))
         .client_ca_root(Certificate::from_pem(tls.client_ca_pem));
-    let service = PolicyDistributionServer::new(PolicyService { control })
+    // Open worker streams never end by themselves; they must end for the server to stop.
+    let (stop, stopping) = watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    let service = PolicyDistributionServer::new(PolicyService { control, stopping })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE)
         .send_compressed(CompressionEncoding::Gzip)
@@ -59,6 +65,7 @@ pub async fn serve(
 
 pub struct PolicyService {
     control: Arc<Control>,
+    stopping: watch::Receiver<bool>,
 }
 
 type Outbound = Pin<Box<dyn Stream<Item = Result<pb::ControlMessage, Status>> + Send>>;
@@ -100,7 +107,14 @@ impl PolicyDistribution for PolicyService {
         );
         tracing::info!(worker = %hello.worker_id, %remote, version = hello.version, "worker connected");
         let (tx, rx) = mpsc::channel(1);
-        tokio::spawn(session(self.control.clone(), hello, token, inbound, tx));
+        tokio::spawn(session(
+            self.control.clone(),
+            hello,
+            token,
+            inbound,
+            tx,
+            self.stopping.clone(),
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -112,6 +126,7 @@ async fn session(
     token: u64,
     mut inbound: Streaming<pb::WorkerMessage>,
     tx: mpsc::Sender<Result<pb::ControlMessage, Status>>,
+    mut stopping: watch::Receiver<bool>,
 ) {
     let id = hello.worker_id;
     let mut versions = control.subscribe();
@@ -124,7 +139,7 @@ async fn session(
     loop {
         versions.borrow_and_update();
         if !awaiting
-            && let Some(snapshot) = control.snapshot()
+            && let Some(snapshot) = control.snapshot().await
             && snapshot.version != applied
             && sent.as_ref().is_none_or(|(_, v)| *v != snapshot.version)
         {
@@ -144,6 +159,7 @@ async fn session(
             awaiting = true;
         }
         tokio::select! {
+            _ = stopping.wait_for(|s| *s) => break,
             changed = versions.changed() => if changed.is_err() { break },
             message = inbound.message() => match message {
                 Ok(Some(pb::WorkerMessage { msg: Some(msg) })) => {

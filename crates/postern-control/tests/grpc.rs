@@ -209,3 +209,50 @@ async fn a_worker_id_that_is_not_in_the_certificate_is_refused() {
             .is_empty()
     );
 }
+
+/// Under a stream of overlapping writes a worker keeps receiving recent durable versions; it
+/// is not starved until the writes pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_keep_up_while_writes_overlap() {
+    let (api, ca, addr) = start().await;
+    let api = std::sync::Arc::new(api);
+    let mut w = RawWorker::connect(addr, &ca, "w3", 0).await.unwrap();
+    let first = w.snapshot(Duration::from_secs(10)).await.unwrap();
+    w.ack(&first.nonce, first.version).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|t| {
+            let (api, stop) = (api.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = api
+                        .post(
+                            "/v1/policy/outbound/rules",
+                            json!({"match": format!("w{t}-{n}.example"), "level": "may"}),
+                        )
+                        .await;
+                    assert_eq!(r.status, axum::http::StatusCode::CREATED);
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    let mut received = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < deadline {
+        if let Some(s) = w.snapshot(Duration::from_millis(200)).await {
+            received.push(s.version);
+            w.ack(&s.nonce, s.version).await;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in writers {
+        t.await.unwrap();
+    }
+    assert!(
+        received.len() >= 3,
+        "only {received:?} arrived during two seconds of writes"
+    );
+    assert!(received.windows(2).all(|p| p[0] < p[1]), "{received:?}");
+}

@@ -25,7 +25,8 @@ pub struct CompiledPolicy {
     pub(crate) inbound: RuleIndex,
     pub(crate) outbound: RuleIndex,
     trusted: RuleIndex,
-    /// Some enabled rule asks for 256-bit suites: the server then prefers them.
+    /// Some enabled inbound rule (or the inbound default) asks for 256-bit suites: the server
+    /// then prefers them.
     pub any_high: bool,
     /// Some enabled inbound sender-domain rule is `verify`: every session requests a certificate.
     pub any_sender_verify: bool,
@@ -90,15 +91,14 @@ impl CompiledPolicy {
             inbound: RuleIndex::build(&policy.inbound),
             outbound: RuleIndex::build(&policy.outbound),
             trusted: RuleIndex::build(&trusted_rules),
+            // PRODUCT.md 2.1: any enabled `high` rule, whatever its level, makes the server
+            // (inbound) prefer 256-bit suites.
             any_high: policy
                 .inbound
                 .iter()
-                .chain(&policy.outbound)
                 .filter(enabled)
-                .any(|r| r.cipher_strength == CipherStrength::High && r.level.requires_tls())
-                || [policy.inbound_default, policy.outbound_default]
-                    .iter()
-                    .any(|d| d.cipher_strength == CipherStrength::High && d.level.requires_tls()),
+                .any(|r| r.cipher_strength == CipherStrength::High)
+                || policy.inbound_default.cipher_strength == CipherStrength::High,
             any_sender_verify: policy
                 .inbound
                 .iter()

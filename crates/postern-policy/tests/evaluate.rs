@@ -268,3 +268,31 @@ fn settings_defaults_and_validation() {
         ]
     );
 }
+
+#[test]
+fn any_enabled_inbound_high_rule_makes_the_server_prefer_256_bit_suites() {
+    let mut may_high = rule("a", "192.0.2.0/24", Level::May, CipherStrength::High);
+    let compile = |inbound: Vec<Rule>| {
+        CompiledPolicy::compile(
+            1,
+            Policy {
+                inbound,
+                ..Policy::default()
+            },
+            Settings::default(),
+        )
+        .unwrap()
+    };
+    assert!(compile(vec![may_high.clone()]).any_high);
+    may_high.enabled = false;
+    assert!(!compile(vec![may_high]).any_high);
+    assert!(
+        !compile(vec![rule(
+            "b",
+            "192.0.2.0/24",
+            Level::Verify,
+            CipherStrength::Medium
+        )])
+        .any_high
+    );
+}

@@ -33,7 +33,10 @@ async fn readyz(State(ctx): State<Ctx>) -> impl IntoResponse {
             "not ready: no policy yet\n".to_string(),
         );
     }
-    let probe = ctx.spool.join(".ready-probe");
+    // A name of its own per probe: concurrent probes must not remove each other's file.
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = ctx.spool.join(format!(".ready-probe-{n}"));
     let writable = tokio::task::spawn_blocking(move || {
         std::fs::write(&probe, b"ok")?;
         std::fs::remove_file(&probe)

@@ -83,7 +83,7 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
 
 /// On first start, trust the loopback networks so that mail can be sent at once. Later starts
 /// leave relay alone: the operator may have changed it.
-async fn seed_relay(control: &Control) -> Result<(), Fatal> {
+async fn seed_relay(control: &std::sync::Arc<Control>) -> Result<(), Fatal> {
     if control.read().version != 1 {
         return Ok(());
     }

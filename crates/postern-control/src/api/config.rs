@@ -30,6 +30,7 @@ pub async fn put_relay(
     m: IfMatch,
     ApiJson(relay): ApiJson<Relay>,
 ) -> Result<Response, ApiError> {
+    a.require_admin()?;
     let relay = relay.normalized()?;
     c.write(&a, "PUT /v1/relay", |state| {
         m.check(&etag(&state.relay))?;
@@ -66,6 +67,7 @@ pub async fn put_trust(
     m: IfMatch,
     ApiJson(trust): ApiJson<Trust>,
 ) -> Result<Response, ApiError> {
+    a.require_admin()?;
     let errors = trust.validate();
     if !errors.is_empty() {
         return Err(errors.into());
@@ -101,6 +103,7 @@ pub async fn put_settings(
     m: IfMatch,
     ApiJson(settings): ApiJson<Settings>,
 ) -> Result<Response, ApiError> {
+    a.require_admin()?;
     let settings = settings.normalized()?;
     c.write(&a, "PUT /v1/settings", |state| {
         m.check(&etag(&state.settings))?;

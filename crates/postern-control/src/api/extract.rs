@@ -20,9 +20,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::bad_request("", e.body_text()))?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            // Keep the status (413 for a body over the limit), in problem+json.
+            let mut error = ApiError::bad_request("", e.body_text());
+            error.status = e.status();
+            error
+        })?;
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
         serde_path_to_error::deserialize(de)
             .map(ApiJson)

@@ -18,6 +18,9 @@ pub async fn healthz() -> &'static str {
     responses((status = 200, description = "The store is open and answering", body = String),
         (status = 503, description = "Not ready", body = String)))]
 pub async fn readyz(State(c): State<Arc<Control>>) -> impl IntoResponse {
+    if let Err(e) = c.healthy() {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", e.detail));
+    }
     match c.store().versions(None, 1) {
         Ok(_) => (StatusCode::OK, "ready\n".to_string()),
         Err(e) => (

@@ -230,7 +230,7 @@ pub async fn evaluate(
     if !errors.is_empty() {
         return Err(errors.into());
     }
-    let compiled = c.compiled()?;
+    let compiled = c.compiled().await?;
     let e = compiled.evaluate(&Query {
         direction: req.direction,
         client_ip,

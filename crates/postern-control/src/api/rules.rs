@@ -128,7 +128,7 @@ fn describe(rule: &Rule) -> String {
 }
 
 async fn create(
-    control: &Control,
+    control: &Arc<Control>,
     actor: &Actor,
     direction: Direction,
     input: RuleInput,
@@ -172,7 +172,7 @@ async fn create(
 }
 
 async fn replace(
-    control: &Control,
+    control: &Arc<Control>,
     actor: &Actor,
     direction: Direction,
     if_match: IfMatch,
@@ -273,7 +273,7 @@ fn existing<'a>(
 }
 
 async fn put(
-    control: &Control,
+    control: &Arc<Control>,
     actor: &Actor,
     direction: Direction,
     id: String,
@@ -312,7 +312,7 @@ async fn put(
 }
 
 async fn delete(
-    control: &Control,
+    control: &Arc<Control>,
     actor: &Actor,
     direction: Direction,
     id: String,
@@ -364,7 +364,7 @@ fn below_default(state: &PolicyState, default: DefaultRule) -> Vec<Warning> {
 }
 
 async fn put_default(
-    control: &Control,
+    control: &Arc<Control>,
     actor: &Actor,
     direction: Direction,
     if_match: IfMatch,
