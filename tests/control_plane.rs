@@ -9,13 +9,6 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::{Pki, Postern, Rng, run_to_exit};
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
 /// Every rule acknowledged with 201 is still there after SIGKILL, over several kill rounds
 /// at random points under 16 concurrent writers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,18 +21,19 @@ async fn sigkill_right_after_201_loses_nothing() {
     for round in 0..4 {
         let postern = Postern::control(dir.path(), &pki);
         let token = postern.admin_token();
+        let http = postern.client();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut writers = Vec::new();
         for w in 0..16 {
-            let (base, token, acked, stop) = (
+            let (base, token, acked, stop, http) = (
                 postern.base.clone(),
                 token.clone(),
                 acknowledged.clone(),
                 stop.clone(),
+                http.clone(),
             );
             let first = next_name + w * 1_000_000;
             writers.push(tokio::spawn(async move {
-                let http = client();
                 let mut n = first;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let m = format!("r{round}-{n}.example");
@@ -80,7 +74,7 @@ async fn sigkill_right_after_201_loses_nothing() {
         acked.len()
     );
     let postern = Postern::control(dir.path(), &pki);
-    let http = client();
+    let http = postern.client();
     let list: Value = http
         .get(format!(
             "{}/v1/policy/inbound/rules?limit=100000",
@@ -320,10 +314,10 @@ async fn dev_runs_control_and_worker_and_stops_cleanly() {
     ];
     let p = Postern::start(&args, &data, "grpc=");
     let get = |path: &str| {
-        let (base, token) = (p.base.clone(), p.admin_token());
+        let (base, token, http) = (p.base.clone(), p.admin_token(), p.client());
         let path = path.to_string();
         async move {
-            let r = client()
+            let r = http
                 .get(format!("{base}{path}"))
                 .bearer_auth(token)
                 .send()
@@ -368,4 +362,37 @@ async fn dev_runs_control_and_worker_and_stops_cleanly() {
     }
     let status = p.terminate();
     assert!(status.success(), "{status:?}");
+}
+
+/// `postern control` serves its REST API over HTTPS with its certificate (PRODUCT.md 6).
+#[tokio::test]
+async fn control_serves_rest_over_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("tls"));
+    let p = Postern::control(dir.path(), &pki);
+    assert!(p.base.starts_with("https://"));
+    let r = p
+        .client()
+        .get(format!("{}/healthz", p.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let plain = p.base.replacen("https://", "http://", 1);
+    let r = reqwest::Client::new()
+        .get(format!("{plain}/healthz"))
+        .send()
+        .await;
+    assert!(
+        r.is_err() || r.unwrap().status() != 200,
+        "plain HTTP was served"
+    );
+    // A client that does not trust the CA is refused by the handshake.
+    assert!(
+        reqwest::Client::new()
+            .get(format!("{}/healthz", p.base))
+            .send()
+            .await
+            .is_err()
+    );
 }

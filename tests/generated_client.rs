@@ -38,6 +38,7 @@ fn python_client_generated_from_the_committed_document_works() {
         .arg(root.join("tests/python/client_roundtrip.py"))
         .arg(&postern.base)
         .arg(postern.admin_token())
+        .arg(pki.dir.join("ca.pem"))
         .env("PYTHONPATH", &package)
         .output()
         .unwrap();

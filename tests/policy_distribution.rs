@@ -22,7 +22,7 @@ impl Api {
         Api {
             base: control.base.clone(),
             token: control.admin_token(),
-            http: reqwest::Client::new(),
+            http: control.client(),
         }
     }
 
@@ -355,11 +355,8 @@ async fn a_snapshot_of_100k_plus_100k_rules_goes_through() {
         .map(|i| json!({"match": format!("{}/28", std::net::Ipv4Addr::from(0x0a00_0000 | (i << 4))), "level": "encrypt"}))
         .chain((0..100_000).map(|i| json!({"match": format!(".d{i}.example"), "level": "may"})))
         .collect();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(300))
-        .build()
-        .unwrap();
-    let r = http
+    let r = api
+        .http
         .put(format!("{}/v1/policy/inbound/rules", api.base))
         .bearer_auth(&api.token)
         .json(&json!({"items": items}))

@@ -1,7 +1,7 @@
 """Uses a client generated from openapi/postern.json (openapi-python-client) against a running
-control plane: create a rule, list it, delete it, and check a refused write comes back as a
-parsed problem. Usage: client_roundtrip.py <base-url> <admin-token>; the generated package must
-be importable (PYTHONPATH)."""
+control plane (over HTTPS): create a rule, list it, delete it, and check a refused write comes
+back as a parsed problem. Usage: client_roundtrip.py <base-url> <admin-token> <ca.pem>; the
+generated package must be importable (PYTHONPATH)."""
 
 import sys
 
@@ -14,8 +14,8 @@ from postern_control_plane_client.api.inbound import (
 from postern_control_plane_client.models import Level, Problem, RuleInput, RuleResponse
 
 
-def main(base: str, token: str) -> None:
-    client = AuthenticatedClient(base_url=base, token=token, raise_on_unexpected_status=True)
+def main(base: str, token: str, ca: str) -> None:
+    client = AuthenticatedClient(base_url=base, token=token, verify_ssl=ca, raise_on_unexpected_status=True)
 
     created = create_inbound_rule.sync_detailed(
         client=client, body=RuleInput(match="Generated.Example.", level=Level.ENCRYPT, comment="from python")
@@ -44,4 +44,4 @@ def main(base: str, token: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], sys.argv[3])

@@ -50,6 +50,8 @@ pub struct Postern {
     /// The gRPC address (control) or the SMTP address (worker).
     pub other: String,
     pub data_dir: PathBuf,
+    /// The CA of the REST API's certificate, when it serves HTTPS.
+    pub ca_pem: Option<String>,
 }
 
 impl Postern {
@@ -74,7 +76,22 @@ impl Postern {
             "--client-ca",
             &pki.path("ca.pem"),
         ];
-        Postern::start(&args, data_dir, "grpc=")
+        let mut p = Postern::start(&args, data_dir, "grpc=");
+        // `postern control` serves its REST API over HTTPS with the gRPC certificate.
+        p.base = p.base.replacen("http://", "https://", 1);
+        p.ca_pem = Some(std::fs::read_to_string(pki.dir.join("ca.pem")).unwrap());
+        p
+    }
+
+    /// A client for the REST API (trusting its CA when it serves HTTPS).
+    pub fn client(&self) -> reqwest::Client {
+        postern_tls::install_crypto_provider();
+        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(300));
+        if let Some(pem) = &self.ca_pem {
+            builder = builder
+                .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap());
+        }
+        builder.build().unwrap()
     }
 
     /// Starts `postern worker` with the client certificate `<cert>.pem` from `pki`.
@@ -111,6 +128,8 @@ impl Postern {
     /// Starts `postern` and waits for the line reporting its addresses (`http=`/`addr=` and
     /// the `other` key).
     pub fn start(args: &[&str], data_dir: &Path, other: &str) -> Postern {
+        // The tests' own HTTPS clients need the process's rustls provider too.
+        postern_tls::install_crypto_provider();
         let mut child = Command::new(BIN)
             .args(args)
             .env("RUST_LOG", "info")
@@ -146,6 +165,7 @@ impl Postern {
             base: format!("http://{http}"),
             other,
             data_dir: data_dir.to_path_buf(),
+            ca_pem: None,
         }
     }
 

@@ -12,6 +12,7 @@ struct Server {
     child: std::process::Child,
     base: String,
     token: String,
+    http: reqwest::Client,
 }
 
 impl Drop for Server {
@@ -22,6 +23,19 @@ impl Drop for Server {
 }
 
 fn start(bin: &str, dir: &std::path::Path) -> Server {
+    // postern control needs its TLS files; its REST API then serves HTTPS.
+    let ca = postern_tls::pki::Ca::new("bench CA").unwrap();
+    let server = ca.server(&["127.0.0.1"]).unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let (cert, key, ca_file) = (
+        file("control.pem", &server.cert_pem),
+        file("control.key", &server.key_pem),
+        file("ca.pem", &ca.cert_pem),
+    );
     let mut child = Command::new(bin)
         .args([
             "control",
@@ -31,6 +45,14 @@ fn start(bin: &str, dir: &std::path::Path) -> Server {
             "127.0.0.1:0",
             "--grpc-listen",
             "127.0.0.1:0",
+        ])
+        .args([
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--client-ca",
+            &ca_file,
         ])
         .env("RUST_LOG", "warn,postern=info")
         .stderr(Stdio::piped())
@@ -50,10 +72,16 @@ fn start(bin: &str, dir: &std::path::Path) -> Server {
         .unwrap()
         .trim()
         .to_string();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.cert_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
     Server {
         child,
-        base: format!("http://{addr}"),
+        base: format!("https://{addr}"),
         token,
+        http,
     }
 }
 
@@ -77,7 +105,7 @@ async fn metric(http: &reqwest::Client, base: &str, name: &str) -> f64 {
 
 /// `clients` clients creating rules for `secs` seconds; prints rate, latency and flush sharing.
 async fn creates(s: &Server, label: &str, clients: usize, secs: u64, prefix: &str) {
-    let http = reqwest::Client::new();
+    let http = s.http.clone();
     let flushes = metric(&http, &s.base, "postern_store_flushes_total").await;
     let waiters = metric(&http, &s.base, "postern_store_flush_waiters_total").await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -133,10 +161,7 @@ async fn creates(s: &Server, label: &str, clients: usize, secs: u64, prefix: &st
 }
 
 async fn replace(s: &Server, direction: &str, items: Vec<Value>) {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(600))
-        .build()
-        .unwrap();
+    let http = &s.http;
     let n = items.len();
     let body = serde_json::to_vec(&json!({"items": items})).unwrap();
     let size = body.len();
@@ -161,6 +186,7 @@ async fn replace(s: &Server, direction: &str, items: Vec<Value>) {
 
 #[tokio::main]
 async fn main() {
+    postern_tls::install_crypto_provider();
     let secs: u64 = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())

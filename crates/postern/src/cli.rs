@@ -61,7 +61,7 @@ pub struct ControlArgs {
     pub http_listen: SocketAddr,
     #[arg(long, env = "POSTERN_GRPC_LISTEN")]
     pub grpc_listen: SocketAddr,
-    /// Server certificate (PEM) for gRPC.
+    /// Server certificate (PEM) for gRPC and the REST API (which then serves HTTPS).
     #[arg(long, env = "POSTERN_TLS_CERT")]
     pub tls_cert: PathBuf,
     /// Private key (PEM) of --tls-cert.
@@ -70,9 +70,6 @@ pub struct ControlArgs {
     /// CA (PEM) that signs worker client certificates.
     #[arg(long, env = "POSTERN_CLIENT_CA")]
     pub client_ca: PathBuf,
-    /// Allow plain HTTP on a non-loopback address.
-    #[arg(long, env = "POSTERN_INSECURE_HTTP")]
-    pub insecure_http: bool,
 }
 
 #[derive(Debug, Args)]

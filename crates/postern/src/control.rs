@@ -27,11 +27,14 @@ pub async fn run(args: ControlArgs) -> Result<(), Fatal> {
             .map_err(fatal)?
             .text,
     };
-    let http = bind_http(args.http_listen, args.insecure_http).await?;
+    // PRODUCT.md 6: the REST listener serves HTTPS when given --tls-cert/--tls-key.
+    let https = postern_tls::server_config(&tls.cert_pem, &tls.key_pem)
+        .map_err(|e| Fatal(format!("--tls-cert/--tls-key: {e}")))?;
+    let http = bind("--http-listen", args.http_listen).await?;
     let grpc = bind("--grpc-listen", args.grpc_listen).await?;
     let control = open(&args.data_dir).await?;
     let shutdown = crate::shutdown_on_signal();
-    serve(http, grpc, tls, control, shutdown).await
+    serve(http, Some(Arc::new(https)), grpc, tls, control, shutdown).await
 }
 
 pub fn fatal(e: impl std::fmt::Display) -> Fatal {
@@ -86,9 +89,11 @@ pub async fn open(data_dir: &Path) -> Result<Arc<Control>, Fatal> {
     Ok(control)
 }
 
-/// Serves REST and gRPC until `shutdown` turns true, then flushes the store.
+/// Serves REST (HTTPS when `https` is given) and gRPC until `shutdown` turns true, then flushes
+/// the store.
 pub async fn serve(
     http: TcpListener,
+    https: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     grpc: TcpListener,
     tls: GrpcTls,
     control: Arc<Control>,
@@ -96,7 +101,8 @@ pub async fn serve(
 ) -> Result<(), Fatal> {
     let addr = http.local_addr().map_err(fatal)?;
     let grpc_addr = grpc.local_addr().map_err(fatal)?;
-    tracing::info!(%addr, grpc = %grpc_addr, version = control.read().version, "control plane listening");
+    let scheme = if https.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, %scheme, grpc = %grpc_addr, version = control.read().version, "control plane listening");
     let until = |mut s: watch::Receiver<bool>| async move {
         let _ = s.wait_for(|s| *s).await;
     };
@@ -106,9 +112,13 @@ pub async fn serve(
         tls,
         until(shutdown.clone()),
     ));
-    postern_control::run(http, control.clone(), until(shutdown))
-        .await
-        .map_err(fatal)?;
+    match https {
+        Some(config) => {
+            postern_control::run_https(http, control.clone(), config, until(shutdown)).await
+        }
+        None => postern_control::run(http, control.clone(), until(shutdown)).await,
+    }
+    .map_err(fatal)?;
     grpc_task
         .await
         .map_err(fatal)?

@@ -63,7 +63,7 @@ pub async fn run(args: DevArgs) -> Result<(), Fatal> {
     let shutdown = crate::shutdown_on_signal();
     tracing::info!(smtp = %smtp.local_addr().map_err(fatal)?, worker_http = %worker_http.local_addr().map_err(fatal)?, "dev worker listening");
     let worker_task = tokio::spawn(worker.run(smtp, Some(worker_http), shutdown.clone()));
-    serve(http, grpc, tls, control, shutdown).await?;
+    serve(http, None, grpc, tls, control, shutdown).await?;
     worker_task.await.map_err(fatal)?.map_err(fatal)
 }
 
