@@ -28,7 +28,18 @@ impl RawWorker {
         id: &str,
         version: u64,
     ) -> Result<RawWorker, tonic::Status> {
-        let cert = ca.client(&[id]).unwrap();
+        RawWorker::connect_as(addr, ca, id, id, version).await
+    }
+
+    /// Connects with a certificate for `cert_name`, claiming the id `id`.
+    async fn connect_as(
+        addr: std::net::SocketAddr,
+        ca: &Ca,
+        cert_name: &str,
+        id: &str,
+        version: u64,
+    ) -> Result<RawWorker, tonic::Status> {
+        let cert = ca.client(&[cert_name]).unwrap();
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&ca.cert_pem))
             .identity(Identity::from_pem(cert.cert_pem, cert.key_pem));
@@ -175,32 +186,10 @@ async fn a_worker_that_holds_the_current_version_is_sent_nothing() {
 async fn a_worker_id_that_is_not_in_the_certificate_is_refused() {
     let (api, ca, addr) = start().await;
     // A valid certificate for "alice", used to claim the id "bob".
-    let cert = ca.client(&["alice"]).unwrap();
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(&ca.cert_pem))
-        .identity(Identity::from_pem(cert.cert_pem, cert.key_pem));
-    let channel = Endpoint::from_shared(format!("https://{addr}"))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
+    let err = RawWorker::connect_as(addr, &ca, "alice", "bob", 0)
         .await
-        .unwrap();
-    let (tx, rx) = mpsc::channel(1);
-    let hello = pb::Hello {
-        worker_id: "bob".into(),
-        smtp_addr: String::new(),
-        version: 0,
-    };
-    tx.send(pb::WorkerMessage {
-        msg: Some(worker_message::Msg::Hello(hello)),
-    })
-    .await
-    .unwrap();
-    let err = PolicyDistributionClient::new(channel)
-        .stream(ReceiverStream::new(rx))
-        .await
-        .unwrap_err();
+        .err()
+        .expect("refused");
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
     assert!(
         api.get("/v1/workers").await.body["items"]
