@@ -1,0 +1,173 @@
+//! SMTP commands and their arguments, parsed from one framed line.
+
+use crate::address::{Address, parse_path};
+use crate::reply::Reply;
+
+/// MAIL FROM parameters we support (PRODUCT.md 4: SIZE, BODY=8BITMIME, SMTPUTF8; no DSN).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailParams {
+    /// The size the client announced.
+    pub size: Option<u64>,
+    pub eight_bit: bool,
+    pub smtputf8: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Ehlo(String),
+    Helo(String),
+    Mail(Address, MailParams),
+    Rcpt(Address),
+    Data,
+    Rset,
+    Noop,
+    Quit,
+    StartTls,
+    Vrfy(String),
+    Help,
+}
+
+fn syntax(text: &str) -> Reply {
+    Reply::new(501, text)
+}
+
+/// Parses one command line. The error is the reply to send.
+pub fn parse_command(line: &[u8]) -> Result<Command, Reply> {
+    let line =
+        std::str::from_utf8(line).map_err(|_| Reply::new(500, "5.5.2 Error: bad UTF-8 syntax"))?;
+    let (verb, arg) = match line.split_once(' ') {
+        Some((v, a)) => (v, a.trim()),
+        None => (line, ""),
+    };
+    let verb = verb.to_ascii_uppercase();
+    let no_arg = |cmd: Command, usage: &str| {
+        if arg.is_empty() {
+            Ok(cmd)
+        } else {
+            Err(syntax(usage))
+        }
+    };
+    match verb.as_str() {
+        "EHLO" | "HELO" if arg.is_empty() || arg.contains(' ') => {
+            Err(syntax(&format!("Syntax: {verb} hostname")))
+        }
+        "EHLO" => Ok(Command::Ehlo(arg.to_string())),
+        "HELO" => Ok(Command::Helo(arg.to_string())),
+        "MAIL" => parse_mail(arg),
+        "RCPT" => parse_rcpt(arg),
+        "DATA" => no_arg(Command::Data, "5.5.4 Syntax: DATA"),
+        "RSET" => no_arg(Command::Rset, "5.5.4 Syntax: RSET"),
+        "NOOP" => Ok(Command::Noop),
+        "QUIT" => Ok(Command::Quit),
+        "STARTTLS" => no_arg(Command::StartTls, "5.5.4 Syntax: STARTTLS"),
+        "VRFY" if arg.is_empty() => Err(syntax("5.5.4 Syntax: VRFY address")),
+        "VRFY" => Ok(Command::Vrfy(arg.to_string())),
+        "HELP" => Ok(Command::Help),
+        _ => Err(Reply::not_recognized()),
+    }
+}
+
+/// `FROM:` or `TO:`, case-insensitively, with what follows.
+fn after_keyword<'a>(arg: &'a str, keyword: &str) -> Option<&'a str> {
+    let head = arg.get(..keyword.len())?;
+    head.eq_ignore_ascii_case(keyword)
+        .then(|| &arg[keyword.len()..])
+}
+
+fn parse_mail(arg: &str) -> Result<Command, Reply> {
+    let usage = || syntax("5.5.4 Syntax: MAIL FROM:<address>");
+    let rest = after_keyword(arg, "FROM:").ok_or_else(usage)?;
+    let (from, params) =
+        parse_path(rest).ok_or_else(|| Reply::new(501, "5.1.7 Bad sender address syntax"))?;
+    let mut p = MailParams::default();
+    for param in params.split_ascii_whitespace() {
+        let (key, value) = param.split_once('=').unwrap_or((param, ""));
+        match (
+            key.to_ascii_uppercase().as_str(),
+            value.to_ascii_uppercase().as_str(),
+        ) {
+            ("SIZE", v) => {
+                p.size = Some(
+                    v.parse()
+                        .map_err(|_| Reply::new(501, "5.5.4 Bad message size syntax"))?,
+                )
+            }
+            ("BODY", "8BITMIME") => p.eight_bit = true,
+            ("BODY", "7BIT") => {}
+            ("SMTPUTF8", "") => p.smtputf8 = true,
+            _ => return Err(Reply::unsupported_option()),
+        }
+    }
+    Ok(Command::Mail(from, p))
+}
+
+fn parse_rcpt(arg: &str) -> Result<Command, Reply> {
+    let usage = || syntax("5.5.4 Syntax: RCPT TO:<address>");
+    let rest = after_keyword(arg, "TO:").ok_or_else(usage)?;
+    let (to, params) =
+        parse_path(rest).ok_or_else(|| Reply::new(501, "5.1.3 Bad recipient address syntax"))?;
+    if to.is_null() {
+        return Err(Reply::new(501, "5.1.3 Bad recipient address syntax"));
+    }
+    // No RCPT parameters are supported (NOTIFY= and ORCPT= belong to the DSN extension).
+    if !params.is_empty() {
+        return Err(Reply::unsupported_option());
+    }
+    Ok(Command::Rcpt(to))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(s: &str) -> Result<Command, Reply> {
+        parse_command(s.as_bytes())
+    }
+
+    #[test]
+    fn commands() {
+        assert_eq!(
+            cmd("ehlo client.example"),
+            Ok(Command::Ehlo("client.example".into()))
+        );
+        assert_eq!(
+            cmd("EHLO").unwrap_err().to_string(),
+            "501 Syntax: EHLO hostname\r\n"
+        );
+        assert_eq!(
+            cmd("MAIL FROM:<a@b> SIZE=100 BODY=8BITMIME SMTPUTF8"),
+            Ok(Command::Mail(
+                Address("a@b".into()),
+                MailParams {
+                    size: Some(100),
+                    eight_bit: true,
+                    smtputf8: true
+                }
+            ))
+        );
+        assert_eq!(
+            cmd("mail from: <>"),
+            Ok(Command::Mail(Address(String::new()), MailParams::default()))
+        );
+        assert_eq!(
+            cmd("MAIL FROM:<a@b> RET=HDRS").unwrap_err(),
+            Reply::unsupported_option()
+        );
+        assert_eq!(
+            cmd("RCPT TO:<a@b> NOTIFY=NEVER").unwrap_err(),
+            Reply::unsupported_option()
+        );
+        assert_eq!(cmd("RCPT TO:<>").unwrap_err().code, 501);
+        assert_eq!(
+            cmd("MAIL TO:<a@b>").unwrap_err().to_string(),
+            "501 5.5.4 Syntax: MAIL FROM:<address>\r\n"
+        );
+        assert_eq!(cmd("DATA x").unwrap_err().code, 501);
+        assert_eq!(cmd("STARTTLS now").unwrap_err().code, 501);
+        assert_eq!(cmd("FROB").unwrap_err(), Reply::not_recognized());
+        assert_eq!(
+            cmd("VRFY postmaster"),
+            Ok(Command::Vrfy("postmaster".into()))
+        );
+    }
+}
