@@ -4,9 +4,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod clientcert;
 pub mod files;
 pub mod names;
 pub mod pki;
+pub mod suites;
 
 /// Installs aws-lc-rs as the process's rustls provider. Call it first in `main` and in tests;
 /// calling it again is harmless.

@@ -1,0 +1,152 @@
+//! Client certificates for inbound `verify` (DESIGN.md "Traps"): rustls's stock verifier fails
+//! the whole handshake on an untrusted certificate, but a certificate is requested at connect and
+//! judged only at MAIL FROM. So the handshake accepts any chain (signatures are still checked
+//! by webpki, so the client proves it holds the key), and `check_chain` runs the real webpki
+//! check on the peer's chain afterwards.
+
+use std::sync::Arc;
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+
+/// Requests a client certificate, accepts any chain, checks the handshake signatures.
+#[derive(Debug)]
+pub struct RequestClientCert {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl RequestClientCert {
+    pub fn new() -> Self {
+        RequestClientCert {
+            algorithms: rustls::crypto::aws_lc_rs::default_provider()
+                .signature_verification_algorithms,
+        }
+    }
+}
+
+impl Default for RequestClientCert {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ClientCertVerifier for RequestClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// What a session's client certificate amounts to (PRODUCT.md 6: `client_certificate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertStatus {
+    Verified,
+    Unverified,
+    None,
+}
+
+impl CertStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertStatus::Verified => "verified",
+            CertStatus::Unverified => "unverified",
+            CertStatus::None => "none",
+        }
+    }
+}
+
+/// Checks a client's chain (end entity first) against trusted CAs. No CA at all means nothing
+/// verifies (rustls refuses to build a verifier without roots; that is not an error here).
+pub fn check_chain(
+    chain: Option<&[CertificateDer<'_>]>,
+    roots: &[CertificateDer<'_>],
+) -> CertStatus {
+    let Some((end_entity, intermediates)) = chain.and_then(|c| c.split_first()) else {
+        return CertStatus::None;
+    };
+    let mut store = RootCertStore::empty();
+    for root in roots {
+        let _ = store.add(root.clone());
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let Ok(verifier) =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider).build()
+    else {
+        return CertStatus::Unverified;
+    };
+    match verifier.verify_client_cert(end_entity, intermediates, UnixTime::now()) {
+        Ok(_) => CertStatus::Verified,
+        Err(_) => CertStatus::Unverified,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::ders;
+    use crate::pki::Ca;
+
+    #[test]
+    fn chains_are_judged_after_the_fact() {
+        let ca = Ca::new("client CA").unwrap();
+        let other = Ca::new("other CA").unwrap();
+        let client = ca.client(&["client.example"]).unwrap();
+        let chain = ders(&client.cert_pem);
+        let roots = ders(&ca.cert_pem);
+        assert_eq!(check_chain(Some(&chain), &roots), CertStatus::Verified);
+        assert_eq!(
+            check_chain(Some(&chain), &ders(&other.cert_pem)),
+            CertStatus::Unverified
+        );
+        assert_eq!(check_chain(Some(&chain), &[]), CertStatus::Unverified);
+        assert_eq!(check_chain(None, &roots), CertStatus::None);
+        // A server certificate (serverAuth only) is not a client certificate.
+        let server = ca.server(&["mx.example"]).unwrap();
+        assert_eq!(
+            check_chain(Some(&ders(&server.cert_pem)), &roots),
+            CertStatus::Unverified
+        );
+    }
+}
