@@ -11,6 +11,7 @@ pub mod lock;
 pub mod metrics;
 pub mod policy;
 pub mod smtp;
+pub mod spool;
 pub mod sync;
 
 use std::path::PathBuf;

@@ -1,0 +1,260 @@
+//! The crash-safe spool (PRODUCT.md 4). A message is one file: its envelope as one JSON line,
+//! then the message as received (with our Received header first). It is written under
+//! `incoming/`, fsynced, renamed into `queue/`, and `queue/` is fsynced, all before the 250.
+//! On start, whatever is left in `incoming/` was never acknowledged and is removed; every file
+//! in `queue/` is complete. Writes use std::fs on blocking threads, because tokio::fs can hide
+//! ENOSPC (DESIGN.md "Traps"); a full disk is `452 4.3.1`, any other failure `451 4.3.0`.
+//! Directory fsyncs are shared by the messages that finish together (group commit).
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+/// Who sent what to whom, and how (what tracking and delivery need later).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub id: String,
+    pub sender: String,
+    pub recipients: Vec<String>,
+    /// RFC 3339.
+    pub received_at: String,
+    pub client_ip: String,
+    pub helo: String,
+    /// e.g. `TLSv1.3 TLS_AES_256_GCM_SHA384`, or null in plaintext.
+    pub tls: Option<String>,
+    pub policy_version: u64,
+    pub smtputf8: bool,
+    pub eight_bit: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("the spool's disk is full")]
+    Full,
+    #[error("spool write failed: {0}")]
+    Io(io::Error),
+}
+
+impl From<io::Error> for SpoolError {
+    fn from(e: io::Error) -> Self {
+        if e.kind() == io::ErrorKind::StorageFull {
+            SpoolError::Full
+        } else {
+            SpoolError::Io(e)
+        }
+    }
+}
+
+/// A message being received: a file under `incoming/`.
+pub struct Incoming {
+    file: Option<File>,
+    tmp: PathBuf,
+    done: PathBuf,
+    /// The first error; later writes are skipped and `commit` reports it.
+    error: Option<SpoolError>,
+}
+
+impl Incoming {
+    /// Appends message bytes; errors are kept for `commit` so the session can read on to the
+    /// end of DATA before replying.
+    pub fn write(&mut self, bytes: &[u8]) {
+        if self.error.is_some() {
+            return;
+        }
+        if let Some(file) = self.file.as_mut()
+            && let Err(e) = file.write_all(bytes)
+        {
+            self.error = Some(e.into());
+        }
+    }
+
+    /// Removes the partial file (a refused message).
+    pub fn discard(mut self) {
+        self.file = None;
+        let _ = fs::remove_file(&self.tmp);
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        // Neither committed nor discarded (the session died): the file must not linger.
+        if self.file.is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Spool {
+    incoming: PathBuf,
+    queue: PathBuf,
+    syncer: mpsc::UnboundedSender<oneshot::Sender<Result<(), String>>>,
+}
+
+impl Spool {
+    /// Opens the spool under `dir`, removing what was never acknowledged, and returns the ids
+    /// of the messages in the queue. Must run inside a tokio runtime.
+    pub fn open(dir: &Path) -> io::Result<(Spool, Vec<String>)> {
+        let incoming = dir.join("incoming");
+        let queue = dir.join("queue");
+        fs::create_dir_all(&incoming)?;
+        fs::create_dir_all(&queue)?;
+        for entry in fs::read_dir(&incoming)? {
+            fs::remove_file(entry?.path())?;
+        }
+        File::open(&incoming)?.sync_all()?;
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&queue)? {
+            let path = entry?.path();
+            if let Some(id) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".msg"))
+            {
+                ids.push(id.to_string());
+            }
+        }
+        ids.sort();
+        let syncer = start_dir_syncer(queue.clone());
+        Ok((
+            Spool {
+                incoming,
+                queue,
+                syncer,
+            },
+            ids,
+        ))
+    }
+
+    /// Starts a message: its envelope line and `prefix` (the Received header) are written now.
+    pub fn begin(&self, envelope: &Envelope, prefix: &[u8]) -> Incoming {
+        let tmp = self.incoming.join(format!("{}.tmp", envelope.id));
+        let done = self.queue.join(format!("{}.msg", envelope.id));
+        let mut incoming = Incoming {
+            file: None,
+            tmp,
+            done,
+            error: None,
+        };
+        match File::create(&incoming.tmp) {
+            Ok(file) => incoming.file = Some(file),
+            Err(e) => incoming.error = Some(e.into()),
+        }
+        let mut line = serde_json::to_vec(envelope).expect("envelopes serialise");
+        line.extend_from_slice(b"\n");
+        incoming.write(&line);
+        incoming.write(prefix);
+        incoming
+    }
+
+    /// Makes the message durable: fsync, rename into the queue, fsync the queue directory.
+    /// Only after this may the session answer 250.
+    pub async fn commit(&self, mut incoming: Incoming) -> Result<(), SpoolError> {
+        if let Some(e) = incoming.error.take() {
+            incoming.discard();
+            return Err(e);
+        }
+        let file = incoming.file.take().expect("an open file without an error");
+        let (tmp, done) = (incoming.tmp.clone(), incoming.done.clone());
+        let synced = tokio::task::spawn_blocking(move || -> io::Result<()> {
+            file.sync_all()?;
+            drop(file);
+            fs::rename(&tmp, &done)
+        })
+        .await
+        .map_err(|e| SpoolError::Io(io::Error::other(e.to_string())))?;
+        if let Err(e) = synced {
+            let _ = fs::remove_file(&incoming.tmp);
+            return Err(e.into());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.syncer
+            .send(tx)
+            .map_err(|_| SpoolError::Io(io::Error::other("the spool syncer stopped")))?;
+        rx.await
+            .map_err(|_| SpoolError::Io(io::Error::other("the spool syncer stopped")))?
+            .map_err(|e| SpoolError::Io(io::Error::other(e)))
+    }
+
+    /// The stored envelope and message of `id`.
+    pub fn read(&self, id: &str) -> io::Result<(Envelope, Vec<u8>)> {
+        let bytes = fs::read(self.queue.join(format!("{id}.msg")))?;
+        let split = bytes
+            .iter()
+            .position(|b| *b == b'\n')
+            .ok_or_else(|| io::Error::other("no envelope line"))?;
+        let envelope = serde_json::from_slice(&bytes[..split]).map_err(io::Error::other)?;
+        Ok((envelope, bytes[split + 1..].to_vec()))
+    }
+}
+
+/// One task fsyncs the queue directory for every rename that finished before it started.
+fn start_dir_syncer(dir: PathBuf) -> mpsc::UnboundedSender<oneshot::Sender<Result<(), String>>> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<oneshot::Sender<Result<(), String>>>();
+    let dir = Arc::new(dir);
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut waiters = vec![first];
+            while let Ok(w) = rx.try_recv() {
+                waiters.push(w);
+            }
+            let dir = dir.clone();
+            let result = tokio::task::spawn_blocking(move || File::open(dir.as_path())?.sync_all())
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            for w in waiters {
+                let _ = w.send(result.clone());
+            }
+        }
+    });
+    tx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(id: &str) -> Envelope {
+        Envelope {
+            id: id.into(),
+            sender: "a@b".into(),
+            recipients: vec!["c@d".into()],
+            received_at: "2026-11-29T00:00:00Z".into(),
+            client_ip: "192.0.2.1".into(),
+            helo: "client".into(),
+            tls: None,
+            policy_version: 3,
+            smtputf8: false,
+            eight_bit: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn committed_messages_survive_and_partial_ones_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, ids) = Spool::open(dir.path()).unwrap();
+        assert!(ids.is_empty());
+        let mut m = spool.begin(&envelope("A"), b"Received: x\r\n");
+        m.write(b"Subject: hi\r\n\r\nbody\r\n");
+        spool.commit(m).await.unwrap();
+        let mut partial = spool.begin(&envelope("B"), b"");
+        partial.write(b"half");
+        std::mem::forget(partial); // as if the process died here
+        let refused = spool.begin(&envelope("C"), b"");
+        refused.discard();
+        let (spool, ids) = Spool::open(dir.path()).unwrap();
+        assert_eq!(ids, ["A"]);
+        let (env, message) = spool.read("A").unwrap();
+        assert_eq!(env, envelope("A"));
+        assert_eq!(message, b"Received: x\r\nSubject: hi\r\n\r\nbody\r\n");
+        assert_eq!(
+            fs::read_dir(dir.path().join("incoming")).unwrap().count(),
+            0
+        );
+    }
+}
