@@ -25,6 +25,8 @@ pub struct CompiledPolicy {
     pub(crate) inbound: RuleIndex,
     pub(crate) outbound: RuleIndex,
     trusted: RuleIndex,
+    /// Relay domains, as rules whose index points into `policy.relay.domains`.
+    relay: RuleIndex,
     /// Some enabled inbound rule (or the inbound default) asks for 256-bit suites: the server
     /// then prefers them.
     pub any_high: bool,
@@ -85,12 +87,27 @@ impl CompiledPolicy {
                 comment: String::new(),
             })
             .collect();
+        let relay_rules: Vec<Rule> = policy
+            .relay
+            .domains
+            .iter()
+            .filter_map(|d| Match::parse(&d.domain).ok())
+            .map(|matches| Rule {
+                id: String::new(),
+                matches,
+                level: Level::None,
+                cipher_strength: CipherStrength::Medium,
+                enabled: true,
+                comment: String::new(),
+            })
+            .collect();
         let enabled = |r: &&Rule| r.enabled;
         Ok(CompiledPolicy {
             version,
             inbound: RuleIndex::build(&policy.inbound),
             outbound: RuleIndex::build(&policy.outbound),
             trusted: RuleIndex::build(&trusted_rules),
+            relay: RuleIndex::build(&relay_rules),
             // PRODUCT.md 2.1: any enabled `high` rule, whatever its level, makes the server
             // (inbound) prefer 256-bit suites.
             any_high: policy
@@ -125,6 +142,13 @@ impl CompiledPolicy {
     /// Whether `ip` is in the relay's trusted networks.
     pub fn is_trusted_network(&self, ip: IpAddr) -> bool {
         self.trusted.lookup_ip(ip).is_some()
+    }
+
+    /// The relay domain an already-normalised recipient domain belongs to (exact, else the
+    /// `.parent` entry with the most labels).
+    pub fn relay_domain(&self, domain: &str) -> Option<&crate::relay::RelayDomain> {
+        let i = self.relay.lookup_domain(domain)?;
+        self.policy.relay.domains.get(i)
     }
 
     fn index(&self, direction: Direction) -> &RuleIndex {

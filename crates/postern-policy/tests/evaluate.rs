@@ -296,3 +296,31 @@ fn any_enabled_inbound_high_rule_makes_the_server_prefer_256_bit_suites() {
         .any_high
     );
 }
+
+#[test]
+fn relay_domains_match_exactly_or_by_parent() {
+    let policy = Policy {
+        relay: Relay {
+            domains: vec![
+                RelayDomain {
+                    domain: "example.com".into(),
+                    next_hop: "mx".into(),
+                },
+                RelayDomain {
+                    domain: ".example.net".into(),
+                    next_hop: "[192.0.2.1]:25".into(),
+                },
+            ],
+            networks: vec![],
+        },
+        ..Policy::default()
+    };
+    let p = CompiledPolicy::compile(1, policy, Settings::default()).unwrap();
+    assert_eq!(p.relay_domain("example.com").unwrap().next_hop, "mx");
+    assert!(p.relay_domain("sub.example.com").is_none());
+    assert_eq!(
+        p.relay_domain("mx.example.net").unwrap().next_hop,
+        "[192.0.2.1]:25"
+    );
+    assert!(p.relay_domain("example.net").is_none());
+}

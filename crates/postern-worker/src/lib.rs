@@ -6,11 +6,11 @@
 #![forbid(unsafe_code)]
 
 pub mod http;
+pub mod inbound;
 pub mod lkg;
 pub mod lock;
 pub mod metrics;
 pub mod policy;
-pub mod smtp;
 pub mod spool;
 pub mod sync;
 
@@ -29,23 +29,30 @@ pub struct WorkerConfig {
     pub control: ControlConnection,
     pub spool_dir: PathBuf,
     pub hostname: String,
+    /// The SMTP server certificate chain and key (PEM) for STARTTLS.
+    pub smtp_cert_pem: String,
+    pub smtp_key_pem: String,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("--spool-dir {path}: {detail}")]
     Spool { path: String, detail: String },
+    #[error("--tls-cert/--tls-key: {0}")]
+    Tls(String),
 }
 
 /// A worker that holds its spool lock and its last-known-good policy.
 pub struct Worker {
     config: WorkerConfig,
     policy: Arc<PolicyStore>,
+    inbound: Arc<inbound::Inbound>,
     _lock: lock::SpoolLock,
 }
 
 impl Worker {
-    /// Locks the spool directory and loads the last-known-good policy, if any.
+    /// Locks the spool directory, recovers the spool and loads the last-known-good policy, if
+    /// any. Must run inside a tokio runtime.
     pub fn start(config: WorkerConfig) -> Result<Worker, StartError> {
         let spool = |detail: String| StartError::Spool {
             path: config.spool_dir.display().to_string(),
@@ -53,11 +60,26 @@ impl Worker {
         };
         let lock = lock::SpoolLock::acquire(&config.spool_dir).map_err(spool)?;
         let metrics = Arc::new(metrics::Metrics::default());
-        let policy = PolicyStore::open(config.spool_dir.join("policy"), metrics)
-            .map_err(|e| spool(e.to_string()))?;
+        let policy = Arc::new(
+            PolicyStore::open(config.spool_dir.join("policy"), metrics)
+                .map_err(|e| spool(e.to_string()))?,
+        );
+        let tls = inbound::TlsConfigs::new(&config.smtp_cert_pem, &config.smtp_key_pem)
+            .map_err(StartError::Tls)?;
+        let (spool_store, queued) =
+            spool::Spool::open(&config.spool_dir).map_err(|e| spool(e.to_string()))?;
+        if !queued.is_empty() {
+            tracing::info!(
+                messages = queued.len(),
+                "recovered queued messages from the spool"
+            );
+        }
+        let inbound =
+            inbound::Inbound::new(policy.clone(), spool_store, config.hostname.clone(), tls);
         Ok(Worker {
             config,
-            policy: Arc::new(policy),
+            policy,
+            inbound,
             _lock: lock,
         })
     }
@@ -93,12 +115,7 @@ impl Worker {
                     .await;
             });
         }
-        let smtp_task = tokio::spawn(smtp::serve(
-            smtp,
-            self.policy.clone(),
-            self.config.hostname.clone(),
-            shutdown.clone(),
-        ));
+        let smtp_task = tokio::spawn(inbound::serve(smtp, self.inbound.clone(), shutdown.clone()));
         let _ = shutdown.wait_for(|s| *s).await;
         let _ = smtp_task.await;
         sync.abort();

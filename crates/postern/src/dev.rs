@@ -51,6 +51,8 @@ pub async fn run(args: DevArgs) -> Result<(), Fatal> {
         },
         spool_dir: args.data_dir.join("spool"),
         hostname,
+        smtp_cert_pem: read(&pki.smtp_cert)?,
+        smtp_key_pem: read(&pki.smtp_key)?,
     })
     .map_err(fatal)?;
     let control = open(&args.data_dir).await?;

@@ -15,8 +15,12 @@ pub async fn run(args: WorkerArgs) -> Result<(), Fatal> {
             args.control
         )));
     }
-    files::certificates("--tls-cert", &args.tls_cert).map_err(fatal)?;
-    files::private_key("--tls-key", &args.tls_key).map_err(fatal)?;
+    let smtp_cert_pem = files::certificates("--tls-cert", &args.tls_cert)
+        .map_err(fatal)?
+        .text;
+    let smtp_key_pem = files::private_key("--tls-key", &args.tls_key)
+        .map_err(fatal)?
+        .text;
     let control = ControlConnection {
         url: args.control,
         ca_pem: files::certificates("--control-ca", &args.control_ca)
@@ -35,6 +39,8 @@ pub async fn run(args: WorkerArgs) -> Result<(), Fatal> {
         control,
         spool_dir: args.spool_dir,
         hostname: args.hostname.unwrap_or_else(crate::machine_hostname),
+        smtp_cert_pem,
+        smtp_key_pem,
     })
     .map_err(fatal)?;
     let smtp = bind("--smtp-listen", args.smtp_listen).await?;

@@ -1,0 +1,148 @@
+//! The inbound SMTP listener (PRODUCT.md 2.2, 3, 4): accepts connections within the session
+//! limits, runs each session on the policy version current when it connected, and on shutdown
+//! stops accepting and gives sessions in flight a grace period.
+
+mod received;
+mod session;
+mod tls;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+pub use received::rfc5322_date;
+pub use tls::TlsConfigs;
+
+use crate::policy::PolicyStore;
+use crate::spool::Spool;
+
+pub const NO_POLICY: &str = "421 4.3.2 Service not available: no policy\r\n";
+
+/// What every session shares.
+pub struct Inbound {
+    pub policy: Arc<PolicyStore>,
+    pub spool: Spool,
+    pub hostname: String,
+    pub tls: TlsConfigs,
+    sessions: Mutex<HashMap<IpAddr, u32>>,
+}
+
+impl Inbound {
+    pub fn new(
+        policy: Arc<PolicyStore>,
+        spool: Spool,
+        hostname: String,
+        tls: TlsConfigs,
+    ) -> Arc<Inbound> {
+        Arc::new(Inbound {
+            policy,
+            spool,
+            hostname,
+            tls,
+            sessions: Mutex::default(),
+        })
+    }
+}
+
+/// Releases a session's place in the concurrency counts when it ends.
+struct Place<'a> {
+    inbound: &'a Inbound,
+    ip: IpAddr,
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        let mut sessions = self.inbound.sessions.lock().expect("sessions lock");
+        if let Some(n) = sessions.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                sessions.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Inbound {
+    /// Takes a place for a session from `ip`, within the overall and per-IP limits.
+    fn place(&self, ip: IpAddr, max: u32, max_per_ip: u32) -> Option<Place<'_>> {
+        let mut sessions = self.sessions.lock().expect("sessions lock");
+        let total: u32 = sessions.values().sum();
+        let mine = sessions.get(&ip).copied().unwrap_or(0);
+        if total >= max || mine >= max_per_ip {
+            return None;
+        }
+        *sessions.entry(ip).or_insert(0) += 1;
+        Some(Place { inbound: self, ip })
+    }
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    inbound: Arc<Inbound>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut sessions = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.wait_for(|s| *s) => break,
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                inbound
+                    .policy
+                    .metrics
+                    .smtp_connections
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                sessions.spawn(connection(stream, peer, inbound.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "SMTP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    // SIGTERM: no new sessions; those in flight get the grace period, then are abandoned (a
+    // message without its 250 is simply not kept).
+    let grace = inbound
+        .policy
+        .current()
+        .map_or(30, |p| p.settings.smtp.shutdown_grace_s);
+    let _ = tokio::time::timeout(Duration::from_secs(grace.into()), async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await;
+    sessions.shutdown().await;
+}
+
+async fn connection(mut stream: TcpStream, peer: SocketAddr, inbound: Arc<Inbound>) {
+    // A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d; rules and limits want IPv4.
+    let ip = peer.ip().to_canonical();
+    let Some(policy) = inbound.policy.current() else {
+        inbound
+            .policy
+            .metrics
+            .smtp_refused_no_policy
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _ = stream.write_all(NO_POLICY.as_bytes()).await;
+        let _ = stream.shutdown().await;
+        return;
+    };
+    let limits = &policy.settings.smtp;
+    let Some(_place) = inbound.place(ip, limits.max_sessions, limits.max_sessions_per_ip) else {
+        let reply = postern_smtp::Reply::too_many_connections(&inbound.hostname);
+        let _ = stream.write_all(&reply.to_bytes()).await;
+        let _ = stream.shutdown().await;
+        return;
+    };
+    if let Err(e) = session::run(stream, ip, &inbound, policy).await {
+        tracing::debug!(%ip, error = %e, "SMTP session ended with an error");
+    }
+}

@@ -1,0 +1,318 @@
+//! One SMTP session: the shell around `postern_smtp::Server`. It owns the socket, the timeouts,
+//! the TLS handshake, the policy decisions at MAIL FROM (PRODUCT.md 2.2) and RCPT TO (3), and
+//! the spool. The session keeps the policy version it connected under to its end.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use postern_policy::{CipherStrength, CompiledPolicy, Decision, Level, normalize_lookup_domain};
+use postern_smtp::{Address, Answer, DataOutcome, Event, Limits, Reply, Server, ServerConfig};
+use postern_tls::clientcert::{CertStatus, check_chain};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+
+use super::Inbound;
+use super::received::{Trace, header};
+use crate::spool::{Envelope, Incoming, SpoolError};
+
+/// What the handshake established.
+struct TlsFacts {
+    suite: &'static str,
+    version: &'static str,
+    high: bool,
+    cert: CertStatus,
+}
+
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// Only while the handshake has the stream.
+    Gone,
+}
+
+impl Conn {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf).await,
+            Conn::Tls(s) => s.read(buf).await,
+            Conn::Gone => Ok(0),
+        }
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => write(s, bytes).await,
+            Conn::Tls(s) => write(s.as_mut(), bytes).await,
+            Conn::Gone => Ok(()),
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        let _ = match self {
+            Conn::Plain(s) => s.shutdown().await,
+            Conn::Tls(s) => s.shutdown().await,
+            Conn::Gone => Ok(()),
+        };
+    }
+}
+
+async fn write<S: AsyncWrite + Unpin>(s: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    s.write_all(bytes).await?;
+    s.flush().await
+}
+
+#[allow(dead_code)]
+fn _assert_read<S: AsyncRead>() {}
+
+fn limits(policy: &CompiledPolicy) -> Limits {
+    let s = &policy.settings.smtp;
+    Limits {
+        max_command_line: s.max_command_line as usize,
+        max_line: s.max_line as usize,
+        max_message_size: s.max_message_size,
+        max_header_size: s.max_header_size,
+        max_recipients: s.max_recipients,
+        max_hard_errors: s.max_hard_errors,
+        max_commands_before_mail: s.max_commands_before_mail,
+        max_received_headers: s.max_received_headers,
+    }
+}
+
+/// The MAIL FROM decision (PRODUCT.md 2.2).
+fn mail_verdict(
+    policy: &CompiledPolicy,
+    connect: Decision<'_>,
+    from: &Address,
+    tls: Option<&TlsFacts>,
+) -> Answer {
+    let sender = from.bracketed();
+    let sender_rule = policy.sender_rule(&from.0);
+    let decision = policy.inbound_mail_from(connect, &from.0);
+    let Some(tls) = tls else {
+        if decision.level.requires_tls() {
+            return Answer::Reply(Reply::new(
+                530,
+                format!("5.7.0 {sender}: Sender address rejected: Must use TLS"),
+            ));
+        }
+        return Answer::Accept;
+    };
+    if sender_rule.is_some_and(|r| r.level == Level::None) && connect.level == Level::May {
+        return Answer::Close(Reply::new(
+            421,
+            format!("4.7.0 {sender}: Sender address rejected: Must not use TLS"),
+        ));
+    }
+    if decision.level.requires_tls()
+        && decision.cipher_strength == CipherStrength::High
+        && !tls.high
+    {
+        return Answer::Close(Reply::new(
+            421,
+            format!("4.7.0 {sender}: Sender address rejected: Cipher strength too low"),
+        ));
+    }
+    if decision.level == Level::Verify && tls.cert != CertStatus::Verified {
+        return Answer::Close(Reply::new(
+            421,
+            format!("4.7.1 {sender}: Sender address rejected: Unverified client certificate"),
+        ));
+    }
+    Answer::Accept
+}
+
+/// The RCPT TO decision (PRODUCT.md 3): never an open relay.
+fn rcpt_verdict(policy: &CompiledPolicy, ip: IpAddr, to: &Address) -> Answer {
+    if to.0.eq_ignore_ascii_case("postmaster") || policy.is_trusted_network(ip) {
+        return Answer::Accept;
+    }
+    let relayed = to
+        .domain()
+        .and_then(normalize_lookup_domain)
+        .is_some_and(|d| policy.relay_domain(&d).is_some());
+    if relayed {
+        Answer::Accept
+    } else {
+        Answer::Reply(Reply::new(
+            554,
+            format!("5.7.1 {}: Relay access denied", to.bracketed()),
+        ))
+    }
+}
+
+pub async fn run(
+    stream: TcpStream,
+    ip: IpAddr,
+    inbound: &Arc<Inbound>,
+    policy: Arc<CompiledPolicy>,
+) -> std::io::Result<()> {
+    let connect = policy.inbound_connect(Some(ip));
+    let offer_starttls = connect.level != Level::None;
+    let mut server = Server::new(ServerConfig {
+        hostname: inbound.hostname.clone(),
+        limits: limits(&policy),
+        offer_starttls,
+    });
+    server.greeting();
+    let settings = &policy.settings.smtp;
+    let command_timeout = Duration::from_secs(settings.command_timeout_s.into());
+    let deadline = Instant::now() + Duration::from_secs(settings.session_timeout_s.into());
+    let mut conn = Conn::Plain(stream);
+    let mut tls: Option<TlsFacts> = None;
+    let mut transaction_id: Option<String> = None;
+    let mut incoming: Option<Incoming> = None;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match server.poll() {
+            Event::NeedInput => {
+                conn.write_all(&server.take_output()).await?;
+                let wait = command_timeout.min(deadline.saturating_duration_since(Instant::now()));
+                match tokio::time::timeout(wait, conn.read(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => break,
+                    Ok(Ok(n)) => server.receive(&buf[..n]),
+                    Err(_) => server.close_with(Reply::timeout(&inbound.hostname)),
+                }
+            }
+            Event::Mail { from, .. } => {
+                let answer = mail_verdict(&policy, connect, &from, tls.as_ref());
+                if answer == Answer::Accept {
+                    // The tracking id is made at MAIL FROM (PRODUCT.md 5).
+                    transaction_id = Some(ulid::Ulid::new().to_string());
+                }
+                server.answer(answer);
+            }
+            Event::Rcpt { to } => server.answer(rcpt_verdict(&policy, ip, &to)),
+            Event::Data(bytes) => {
+                let message = incoming.get_or_insert_with(|| {
+                    begin(inbound, &server, &policy, ip, tls.as_ref(), &transaction_id)
+                });
+                message.write(&bytes);
+            }
+            Event::DataEnd(DataOutcome::Complete) => {
+                let message = incoming.take().unwrap_or_else(|| {
+                    begin(inbound, &server, &policy, ip, tls.as_ref(), &transaction_id)
+                });
+                let id = transaction_id.take().unwrap_or_default();
+                let reply = match inbound.spool.commit(message).await {
+                    Ok(()) => Reply::queued(&id),
+                    Err(SpoolError::Full) => Reply::storage_full(),
+                    Err(e) => {
+                        tracing::error!(error = %e, "spool write failed");
+                        Reply::local_error()
+                    }
+                };
+                server.answer(Answer::Reply(reply));
+            }
+            Event::DataEnd(_) => {
+                if let Some(message) = incoming.take() {
+                    message.discard();
+                }
+                transaction_id = None;
+            }
+            Event::StartTls { discarded } => {
+                conn.write_all(&server.take_output()).await?;
+                if discarded > 0 {
+                    tracing::info!(%ip, discarded, "discarded plaintext sent after STARTTLS");
+                }
+                let config = inbound
+                    .tls
+                    .for_session(&policy, &connect)
+                    .map_err(std::io::Error::other)?;
+                let Conn::Plain(tcp) = std::mem::replace(&mut conn, Conn::Gone) else {
+                    break;
+                };
+                let handshake =
+                    tokio::time::timeout(command_timeout, TlsAcceptor::from(config).accept(tcp))
+                        .await;
+                let Ok(Ok(stream)) = handshake else {
+                    tracing::info!(%ip, "TLS handshake failed");
+                    return Ok(());
+                };
+                let (_, session) = stream.get_ref();
+                let suite = session.negotiated_cipher_suite().map(|s| s.suite());
+                tls = Some(TlsFacts {
+                    suite: suite.map_or("unknown", postern_tls::suites::iana_suite),
+                    version: session
+                        .protocol_version()
+                        .map_or("unknown", postern_tls::suites::iana_version),
+                    high: suite.is_some_and(postern_tls::suites::is_256_bit),
+                    cert: check_chain(
+                        session.peer_certificates(),
+                        &policy.policy.trust.certificates(),
+                    ),
+                });
+                conn = Conn::Tls(Box::new(stream));
+                server.tls_started();
+                transaction_id = None;
+            }
+            Event::Close => {
+                conn.write_all(&server.take_output()).await?;
+                break;
+            }
+        }
+    }
+    if let Some(message) = incoming.take() {
+        message.discard();
+    }
+    conn.shutdown().await;
+    Ok(())
+}
+
+/// Starts the spool file of the current transaction, with its Received header.
+fn begin(
+    inbound: &Inbound,
+    server: &Server,
+    policy: &CompiledPolicy,
+    ip: IpAddr,
+    tls: Option<&TlsFacts>,
+    id: &Option<String>,
+) -> Incoming {
+    let id = id.clone().unwrap_or_else(|| ulid::Ulid::new().to_string());
+    let params = server.mail_params().cloned().unwrap_or_default();
+    let postmaster = policy
+        .settings
+        .postmaster
+        .clone()
+        .unwrap_or_else(|| format!("postmaster@{}", inbound.hostname));
+    let recipients: Vec<String> = server
+        .recipients()
+        .iter()
+        .map(|r| {
+            if r.0.eq_ignore_ascii_case("postmaster") {
+                postmaster.clone()
+            } else {
+                r.0.clone()
+            }
+        })
+        .collect();
+    let now = SystemTime::now();
+    let helo = server.helo().unwrap_or("unknown").to_string();
+    let trace = Trace {
+        helo: &helo,
+        ip,
+        hostname: &inbound.hostname,
+        id: &id,
+        recipients: &recipients,
+        esmtp: true,
+        smtputf8: params.smtputf8,
+        tls: tls.map(|t| (t.suite, t.version, t.cert.as_str())),
+    };
+    let envelope = Envelope {
+        id: id.clone(),
+        sender: server.sender().map(|s| s.0.clone()).unwrap_or_default(),
+        recipients: recipients.clone(),
+        received_at: crate::inbound::received::rfc3339(now),
+        client_ip: ip.to_string(),
+        helo: helo.clone(),
+        tls: tls.map(|t| format!("{} {}", t.version, t.suite)),
+        policy_version: policy.version,
+        smtputf8: params.smtputf8,
+        eight_bit: params.eight_bit,
+    };
+    inbound
+        .spool
+        .begin(&envelope, header(&trace, now).as_bytes())
+}

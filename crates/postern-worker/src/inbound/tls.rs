@@ -1,0 +1,80 @@
+//! TLS server configurations for STARTTLS, one per (strength, client certificate request) and
+//! per policy version, picked by the client's connect-time decision before `accept`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use postern_policy::{CipherStrength, CompiledPolicy, Decision};
+use postern_tls::clientcert::RequestClientCert;
+use rustls::ServerConfig;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+pub struct TlsConfigs {
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    cache: Mutex<(u64, HashMap<(bool, bool), Arc<ServerConfig>>)>,
+}
+
+impl TlsConfigs {
+    /// From the worker's `--tls-cert`/`--tls-key` PEM text.
+    pub fn new(cert_pem: &str, key_pem: &str) -> Result<TlsConfigs, String> {
+        use rustls::pki_types::pem::PemObject;
+        let certs = postern_tls::files::ders(cert_pem);
+        if certs.is_empty() {
+            return Err("no certificate".into());
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| e.to_string())?;
+        // Build once to find a bad certificate/key pair now rather than at the first STARTTLS.
+        let this = TlsConfigs {
+            certs,
+            key,
+            cache: Mutex::new((0, HashMap::new())),
+        };
+        this.build(false, false, false)?;
+        Ok(this)
+    }
+
+    fn build(
+        &self,
+        high_only: bool,
+        prefer_256: bool,
+        request_cert: bool,
+    ) -> Result<Arc<ServerConfig>, String> {
+        let provider = Arc::new(postern_tls::suites::provider(high_only, prefer_256));
+        let builder = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| e.to_string())?;
+        let builder = if request_cert {
+            builder.with_client_cert_verifier(Arc::new(RequestClientCert::new()))
+        } else {
+            builder.with_no_client_auth()
+        };
+        let mut config = builder
+            .with_single_cert(self.certs.clone(), self.key.clone_key())
+            .map_err(|e| e.to_string())?;
+        // PRODUCT.md 2.1: with any enabled high rule the server prefers 256-bit suites.
+        config.ignore_client_order = prefer_256;
+        Ok(Arc::new(config))
+    }
+
+    /// The configuration for a session with this connect-time decision.
+    pub fn for_session(
+        &self,
+        policy: &CompiledPolicy,
+        connect: &Decision<'_>,
+    ) -> Result<Arc<ServerConfig>, String> {
+        let high_only =
+            connect.level.requires_tls() && connect.cipher_strength == CipherStrength::High;
+        let request_cert = policy.requests_client_cert(connect);
+        let mut cache = self.cache.lock().expect("tls cache lock");
+        if cache.0 != policy.version {
+            *cache = (policy.version, HashMap::new());
+        }
+        if let Some(c) = cache.1.get(&(high_only, request_cert)) {
+            return Ok(c.clone());
+        }
+        let config = self.build(high_only, policy.any_high, request_cert)?;
+        cache.1.insert((high_only, request_cert), config.clone());
+        Ok(config)
+    }
+}
