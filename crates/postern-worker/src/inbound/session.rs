@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use postern_policy::{CipherStrength, CompiledPolicy, Decision, Level, normalize_lookup_domain};
 use postern_smtp::{Address, Answer, DataOutcome, Event, Limits, Reply, Server, ServerConfig};
 use postern_tls::clientcert::{CertStatus, check_chain};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
@@ -63,9 +63,6 @@ async fn write<S: AsyncWrite + Unpin>(s: &mut S, bytes: &[u8]) -> std::io::Resul
     s.write_all(bytes).await?;
     s.flush().await
 }
-
-#[allow(dead_code)]
-fn _assert_read<S: AsyncRead>() {}
 
 fn limits(policy: &CompiledPolicy) -> Limits {
     let s = &policy.settings.smtp;

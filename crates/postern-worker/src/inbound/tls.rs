@@ -9,10 +9,14 @@ use postern_tls::clientcert::RequestClientCert;
 use rustls::ServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+/// Configurations by (256-bit suites only, client certificate requested).
+type ByKind = HashMap<(bool, bool), Arc<ServerConfig>>;
+
 pub struct TlsConfigs {
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
-    cache: Mutex<(u64, HashMap<(bool, bool), Arc<ServerConfig>>)>,
+    /// For one policy version at a time.
+    cache: Mutex<(u64, ByKind)>,
 }
 
 impl TlsConfigs {
