@@ -1,0 +1,368 @@
+//! The worker's inbound SMTP end to end (issue 4): real control plane and worker processes, real
+//! TLS, real clients (lettre, openssl s_client, a raw socket for what clients will not do).
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Pki, Postern, eventually};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+
+struct Gateway {
+    control: Postern,
+    worker: Postern,
+    pki: Pki,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    async fn start() -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(&dir.path().join("tls"));
+        pki.client("w", &["w"]);
+        let control = Postern::control(&dir.path().join("control"), &pki);
+        let worker = Postern::worker(&dir.path().join("spool"), &pki, &control.other, "w", "w");
+        let g = Gateway {
+            control,
+            worker,
+            pki,
+            _dir: dir,
+        };
+        g.wait_applied().await;
+        g
+    }
+
+    async fn rest(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let r = self
+            .control
+            .client()
+            .request(method, format!("{}{path}", self.control.base))
+            .bearer_auth(self.control.admin_token())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().await.unwrap_or(Value::Null)
+    }
+
+    /// Writes a policy change and waits until the worker enforces it.
+    async fn set(&self, method: reqwest::Method, path: &str, body: Value) {
+        self.rest(method, path, body).await;
+        self.wait_applied().await;
+    }
+
+    async fn wait_applied(&self) {
+        let version = self
+            .rest(reqwest::Method::GET, "/v1/policy", Value::Null)
+            .await["version"]
+            .clone();
+        eventually(
+            "the worker to apply the policy",
+            Duration::from_secs(30),
+            || async {
+                let workers = self
+                    .rest(reqwest::Method::GET, "/v1/workers", Value::Null)
+                    .await;
+                workers["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|w| w["applied_version"] == version)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
+    fn queued(&self) -> Vec<String> {
+        let dir = self.worker.data_dir.join("queue");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files
+    }
+}
+
+/// A raw SMTP client for what real clients will not do (pipelining into STARTTLS, plaintext
+/// after a 530).
+struct Raw<S> {
+    io: BufReader<S>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
+    async fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            tokio::time::timeout(Duration::from_secs(10), self.io.read_line(&mut line))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(!line.is_empty(), "connection closed; so far: {all:?}");
+            let last = line.as_bytes().get(3) == Some(&b' ');
+            all.push_str(line.trim_end());
+            if last {
+                return all;
+            }
+            all.push('\n');
+        }
+    }
+
+    async fn send(&mut self, bytes: &str) {
+        self.io.get_mut().write_all(bytes.as_bytes()).await.unwrap();
+    }
+
+    async fn cmd(&mut self, line: &str) -> String {
+        self.send(&format!("{line}\r\n")).await;
+        self.reply().await
+    }
+}
+
+async fn raw(addr: &str) -> Raw<tokio::net::TcpStream> {
+    let mut r = Raw {
+        io: BufReader::new(tokio::net::TcpStream::connect(addr).await.unwrap()),
+    };
+    assert_eq!(r.reply().await, "220 mx.test ESMTP Postern");
+    r
+}
+
+fn tls_connector(pki: &Pki) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in postern_tls::files::ders(&std::fs::read_to_string(pki.dir.join("ca.pem")).unwrap()) {
+        roots.add(c).unwrap();
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lettre_delivers_over_starttls_and_the_message_is_spooled_with_its_received_header() {
+    let g = Gateway::start().await;
+    g.set(
+        reqwest::Method::PUT,
+        "/v1/relay",
+        json!({"domains": [{"domain": "partner.example", "next_hop": "mx"}], "networks": []}),
+    )
+    .await;
+    use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+    let ca = std::fs::read(g.pki.dir.join("ca.pem")).unwrap();
+    let tls = TlsParameters::builder("localhost".into())
+        .add_root_certificate(Certificate::from_pem(&ca).unwrap())
+        .build_rustls()
+        .unwrap();
+    let port: u16 = g.worker.other.rsplit(':').next().unwrap().parse().unwrap();
+    let mailer = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+        .port(port)
+        .tls(Tls::Required(tls))
+        .build();
+    let email = Message::builder()
+        .from("Alice <alice@sender.example>".parse().unwrap())
+        .to("bob@partner.example".parse().unwrap())
+        .subject("over TLS")
+        .body(String::from("hello\r\n.leading dot\r\n"))
+        .unwrap();
+    let response = mailer.send(email).await.unwrap();
+    let text = response.message().collect::<Vec<_>>().join(" ");
+    assert!(text.starts_with("2.0.0 Ok: queued as "), "{text}");
+    let id = text.rsplit(' ').next().unwrap().to_string();
+    let queued = g.queued();
+    assert_eq!(queued.len(), 1);
+    let (envelope, message) = queued[0].split_once('\n').unwrap();
+    let envelope: Value = serde_json::from_str(envelope).unwrap();
+    assert_eq!(envelope["id"], id.as_str());
+    assert_eq!(envelope["recipients"], json!(["bob@partner.example"]));
+    assert!(message.starts_with("Received: from "), "{message}");
+    assert!(
+        message.contains(&format!("(Postern) with ESMTPS id {id}")),
+        "{message}"
+    );
+    assert!(
+        message.contains("tls TLS_AES_256_GCM_SHA384 (TLSv1.3, client certificate: none);"),
+        "{message}"
+    );
+    assert!(
+        message.contains("\r\n.leading dot\r\n"),
+        "dot-stuffing must be undone: {message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_control_and_the_must_use_tls_rule() {
+    let g = Gateway::start().await;
+    g.set(
+        reqwest::Method::PUT,
+        "/v1/relay",
+        json!({"domains": [{"domain": ".partner.example", "next_hop": "mx"}], "networks": []}),
+    )
+    .await;
+    let mut c = raw(&g.worker.other).await;
+    c.cmd("EHLO client.example").await;
+    assert_eq!(c.cmd("MAIL FROM:<a@sender.example>").await, "250 2.1.0 Ok");
+    assert_eq!(
+        c.cmd("RCPT TO:<x@elsewhere.example>").await,
+        "554 5.7.1 <x@elsewhere.example>: Relay access denied"
+    );
+    assert_eq!(
+        c.cmd("RCPT TO:<x@mx.partner.example>").await,
+        "250 2.1.5 Ok"
+    );
+    assert_eq!(c.cmd("RCPT TO:<Postmaster>").await, "250 2.1.5 Ok");
+    assert_eq!(c.cmd("QUIT").await, "221 2.0.0 Bye");
+
+    // The sender's domain requires TLS: plaintext MAIL FROM gets the 530 and the session stays.
+    g.set(
+        reqwest::Method::POST,
+        "/v1/policy/inbound/rules",
+        json!({"match": "bank.example", "level": "encrypt"}),
+    )
+    .await;
+    let mut c = raw(&g.worker.other).await;
+    c.cmd("EHLO client.example").await;
+    assert_eq!(
+        c.cmd("MAIL FROM:<a@bank.example>").await,
+        "530 5.7.0 <a@bank.example>: Sender address rejected: Must use TLS"
+    );
+    assert_eq!(c.cmd("NOOP").await, "250 2.0.0 Ok");
+    assert_eq!(c.cmd("MAIL FROM:<a@other.example>").await, "250 2.1.0 Ok");
+
+    // A client IP at `none` is not offered STARTTLS, and STARTTLS gets 502.
+    g.set(
+        reqwest::Method::POST,
+        "/v1/policy/inbound/rules",
+        json!({"match": "127.0.0.0/8", "level": "none"}),
+    )
+    .await;
+    let mut c = raw(&g.worker.other).await;
+    let ehlo = c.cmd("EHLO client.example").await;
+    assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
+    assert_eq!(
+        c.cmd("STARTTLS").await,
+        "502 5.5.1 Error: command not implemented"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_pipelined_after_starttls_never_runs_inside_tls() {
+    let g = Gateway::start().await;
+    g.set(
+        reqwest::Method::PUT,
+        "/v1/relay",
+        json!({"domains": [], "networks": ["127.0.0.0/8"]}),
+    )
+    .await;
+    let mut c = raw(&g.worker.other).await;
+    c.cmd("EHLO client.example").await;
+    c.send("STARTTLS\r\nMAIL FROM:<evil@x.example>\r\nRCPT TO:<victim@y.example>\r\n")
+        .await;
+    assert_eq!(c.reply().await, "220 2.0.0 Ready to start TLS");
+    let tcp = c.io.into_inner();
+    let tls = tls_connector(&g.pki)
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let mut t = Raw {
+        io: BufReader::new(tls),
+    };
+    // Everything was forgotten: no HELO, no MAIL; and STARTTLS is not offered again.
+    assert_eq!(
+        t.cmd("RCPT TO:<victim@y.example>").await,
+        "503 5.5.1 Error: need MAIL command"
+    );
+    assert_eq!(
+        t.cmd("MAIL FROM:<a@b.example>").await,
+        "503 5.5.1 Error: send HELO/EHLO first"
+    );
+    let ehlo = t.cmd("EHLO client.example").await;
+    assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
+    assert_eq!(
+        t.cmd("STARTTLS").await,
+        "554 5.5.1 Error: TLS already active"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_s_client_and_cipher_strength() {
+    let g = Gateway::start().await;
+    g.set(
+        reqwest::Method::PUT,
+        "/v1/relay",
+        json!({"domains": [], "networks": ["127.0.0.0/8"]}),
+    )
+    .await;
+    g.set(
+        reqwest::Method::POST,
+        "/v1/policy/inbound/rules",
+        json!({"match": "bank.example", "level": "encrypt", "cipher_strength": "high"}),
+    )
+    .await;
+    let run = |suites: &'static str, sender: &'static str| {
+        let addr = g.worker.other.clone();
+        async move {
+            let mut child = tokio::process::Command::new("openssl")
+                .args([
+                    "s_client",
+                    "-connect",
+                    &addr,
+                    "-starttls",
+                    "smtp",
+                    "-quiet",
+                    "-tls1_3",
+                    "-ciphersuites",
+                    suites,
+                ])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("openssl is installed (.ci/run installs it)");
+            let mut stdin = child.stdin.take().unwrap();
+            let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+            // s_client has already done EHLO and STARTTLS; it prints nothing of that with -quiet.
+            stdin
+                .write_all(format!("EHLO c\r\nMAIL FROM:<{sender}>\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut lines = Vec::new();
+            while let Ok(Ok(Some(line))) =
+                tokio::time::timeout(Duration::from_secs(10), out.next_line()).await
+            {
+                let done = line.starts_with("250 ")
+                    && lines.iter().any(|l: &String| l.starts_with("250-"))
+                    || line.starts_with("421")
+                    || line.starts_with("5");
+                lines.push(line);
+                if done
+                    && lines
+                        .iter()
+                        .filter(|l| {
+                            l.starts_with("250 ") || l.starts_with("4") || l.starts_with("5")
+                        })
+                        .count()
+                        >= 2
+                {
+                    break;
+                }
+            }
+            let _ = child.kill().await;
+            lines
+        }
+    };
+    let weak = run("TLS_AES_128_GCM_SHA256", "a@bank.example").await;
+    assert_eq!(
+        weak.last().unwrap(),
+        "421 4.7.0 <a@bank.example>: Sender address rejected: Cipher strength too low",
+        "{weak:?}"
+    );
+    let strong = run("TLS_AES_256_GCM_SHA384", "a@bank.example").await;
+    assert_eq!(strong.last().unwrap(), "250 2.1.0 Ok", "{strong:?}");
+}
