@@ -438,3 +438,36 @@ async fn a_session_keeps_its_policy_version_and_new_sessions_get_the_new_one() {
     new.cmd("EHLO client.example").await;
     assert_eq!(new.cmd("MAIL FROM:<a@bank.example>").await, "530 5.7.0 <a@bank.example>: Sender address rejected: Must use TLS");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_limits_timeouts_and_a_dual_stack_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("tls"));
+    pki.client("w", &["w"]);
+    let control = Postern::control(&dir.path().join("control"), &pki);
+    // A dual-stack listener: IPv4 clients arrive as ::ffff:127.0.0.1 and must match IPv4 rules.
+    let worker = Postern::worker_on(&dir.path().join("spool"), &pki, &control.other, "w", "w", "[::]:0");
+    let g = Gateway { control, worker, pki, _dir: dir };
+    g.set(reqwest::Method::PUT, "/v1/relay", json!({"domains": [], "networks": ["127.0.0.0/8"]})).await;
+    g.set(reqwest::Method::PUT, "/v1/settings", json!({"smtp": {"command_timeout_s": 1, "max_sessions_per_ip": 1, "shutdown_grace_s": 1}})).await;
+    let port = g.worker.other.rsplit(':').next().unwrap().to_string();
+    let v4 = format!("127.0.0.1:{port}");
+    let mut c = raw(&v4).await;
+    c.cmd("EHLO client.example").await;
+    c.cmd("MAIL FROM:<a@b.example>").await;
+    assert_eq!(c.cmd("RCPT TO:<anyone@anywhere.example>").await, "250 2.1.5 Ok", "the trusted IPv4 network did not match");
+    // One session per IP: a second one is turned away.
+    let mut second = Raw { io: BufReader::new(tokio::net::TcpStream::connect(&v4).await.unwrap()) };
+    assert_eq!(second.reply().await, "421 4.7.0 mx.test Error: too many connections");
+    // A silent client is cut off at its deadline.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(c.reply().await, "421 4.4.2 mx.test Error: timeout exceeded");
+    // With the first session gone, a new one is accepted; SIGTERM then ends the worker within
+    // its grace period even though that session stays open.
+    let mut third = raw(&v4).await;
+    third.cmd("EHLO client.example").await;
+    let started = std::time::Instant::now();
+    let status = g.worker.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+}

@@ -96,6 +96,11 @@ impl Postern {
 
     /// Starts `postern worker` with the client certificate `<cert>.pem` from `pki`.
     pub fn worker(spool: &Path, pki: &Pki, control_grpc: &str, id: &str, cert: &str) -> Postern {
+        Postern::worker_on(spool, pki, control_grpc, id, cert, "127.0.0.1:0")
+    }
+
+    /// `worker` with its SMTP listener on `smtp_listen`.
+    pub fn worker_on(spool: &Path, pki: &Pki, control_grpc: &str, id: &str, cert: &str, smtp_listen: &str) -> Postern {
         let url = format!("https://{control_grpc}");
         let args = [
             "worker",
@@ -104,7 +109,7 @@ impl Postern {
             "--worker-id",
             id,
             "--smtp-listen",
-            "127.0.0.1:0",
+            smtp_listen,
             "--http-listen",
             "127.0.0.1:0",
             "--spool-dir",
