@@ -369,20 +369,30 @@ async fn openssl_s_client_and_cipher_strength() {
 
 /// Opens a session, STARTTLS, optionally with a client certificate (`<name>.pem`/`.key` in
 /// `pki`), and says EHLO inside TLS.
-async fn tls_session(g: &Gateway, client_cert: Option<(&Pki, &str)>) -> Raw<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+async fn tls_session(
+    g: &Gateway,
+    client_cert: Option<(&Pki, &str)>,
+) -> Raw<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let mut c = raw(&g.worker.other).await;
     c.cmd("EHLO client.example").await;
     assert_eq!(c.cmd("STARTTLS").await, "220 2.0.0 Ready to start TLS");
     let mut roots = rustls::RootCertStore::empty();
-    for cert in postern_tls::files::ders(&std::fs::read_to_string(g.pki.dir.join("ca.pem")).unwrap()) {
+    for cert in
+        postern_tls::files::ders(&std::fs::read_to_string(g.pki.dir.join("ca.pem")).unwrap())
+    {
         roots.add(cert).unwrap();
     }
     let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
     let config = match client_cert {
         Some((pki, name)) => {
             use rustls::pki_types::pem::PemObject;
-            let certs = postern_tls::files::ders(&std::fs::read_to_string(pki.dir.join(format!("{name}.pem"))).unwrap());
-            let key = rustls::pki_types::PrivateKeyDer::from_pem_file(pki.dir.join(format!("{name}.key"))).unwrap();
+            let certs = postern_tls::files::ders(
+                &std::fs::read_to_string(pki.dir.join(format!("{name}.pem"))).unwrap(),
+            );
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_file(
+                pki.dir.join(format!("{name}.key")),
+            )
+            .unwrap();
             builder.with_client_auth_cert(certs, key).unwrap()
         }
         None => builder.with_no_client_auth(),
@@ -391,7 +401,9 @@ async fn tls_session(g: &Gateway, client_cert: Option<(&Pki, &str)>) -> Raw<toki
         .connect("localhost".try_into().unwrap(), c.io.into_inner())
         .await
         .unwrap();
-    let mut t = Raw { io: BufReader::new(tls) };
+    let mut t = Raw {
+        io: BufReader::new(tls),
+    };
     t.cmd("EHLO client.example").await;
     t
 }
@@ -403,10 +415,26 @@ async fn verify_rules_check_client_certificates_after_the_handshake() {
     g.pki.client("alice", &["alice.example"]);
     other.client("mallory", &["mallory.example"]);
     let ca = std::fs::read_to_string(g.pki.dir.join("ca.pem")).unwrap();
-    g.set(reqwest::Method::PUT, "/v1/trust", json!({"ca_pems": [ca]})).await;
-    g.set(reqwest::Method::PUT, "/v1/relay", json!({"domains": [], "networks": ["127.0.0.0/8"]})).await;
-    g.set(reqwest::Method::POST, "/v1/policy/inbound/rules", json!({"match": "bank.example", "level": "verify"})).await;
-    g.set(reqwest::Method::POST, "/v1/policy/inbound/rules", json!({"match": "legacy.example", "level": "none"})).await;
+    g.set(reqwest::Method::PUT, "/v1/trust", json!({"ca_pems": [ca]}))
+        .await;
+    g.set(
+        reqwest::Method::PUT,
+        "/v1/relay",
+        json!({"domains": [], "networks": ["127.0.0.0/8"]}),
+    )
+    .await;
+    g.set(
+        reqwest::Method::POST,
+        "/v1/policy/inbound/rules",
+        json!({"match": "bank.example", "level": "verify"}),
+    )
+    .await;
+    g.set(
+        reqwest::Method::POST,
+        "/v1/policy/inbound/rules",
+        json!({"match": "legacy.example", "level": "none"}),
+    )
+    .await;
 
     let mut t = tls_session(&g, Some((&g.pki, "alice"))).await;
     assert_eq!(t.cmd("MAIL FROM:<a@bank.example>").await, "250 2.1.0 Ok");
@@ -414,29 +442,54 @@ async fn verify_rules_check_client_certificates_after_the_handshake() {
     // A certificate the trust list does not vouch for, or none at all: the handshake succeeds
     // (a certificate is only requested), the sender is refused at MAIL FROM.
     let mut t = tls_session(&g, Some((&other, "mallory"))).await;
-    assert_eq!(t.cmd("MAIL FROM:<a@bank.example>").await, "421 4.7.1 <a@bank.example>: Sender address rejected: Unverified client certificate");
+    assert_eq!(
+        t.cmd("MAIL FROM:<a@bank.example>").await,
+        "421 4.7.1 <a@bank.example>: Sender address rejected: Unverified client certificate"
+    );
     let mut t = tls_session(&g, None).await;
-    assert_eq!(t.cmd("MAIL FROM:<a@bank.example>").await, "421 4.7.1 <a@bank.example>: Sender address rejected: Unverified client certificate");
+    assert_eq!(
+        t.cmd("MAIL FROM:<a@bank.example>").await,
+        "421 4.7.1 <a@bank.example>: Sender address rejected: Unverified client certificate"
+    );
     // Other senders are unaffected by the certificate.
     let mut t = tls_session(&g, Some((&other, "mallory"))).await;
-    assert_eq!(t.cmd("MAIL FROM:<a@elsewhere.example>").await, "250 2.1.0 Ok");
+    assert_eq!(
+        t.cmd("MAIL FROM:<a@elsewhere.example>").await,
+        "250 2.1.0 Ok"
+    );
     // The compatibility rule: a sender-domain `none` on an encrypted session whose connect-time
     // level is `may`.
     let mut t = tls_session(&g, None).await;
-    assert_eq!(t.cmd("MAIL FROM:<x@legacy.example>").await, "421 4.7.0 <x@legacy.example>: Sender address rejected: Must not use TLS");
+    assert_eq!(
+        t.cmd("MAIL FROM:<x@legacy.example>").await,
+        "421 4.7.0 <x@legacy.example>: Sender address rejected: Must not use TLS"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_keeps_its_policy_version_and_new_sessions_get_the_new_one() {
     let g = Gateway::start().await;
-    g.set(reqwest::Method::PUT, "/v1/relay", json!({"domains": [], "networks": ["127.0.0.0/8"]})).await;
+    g.set(
+        reqwest::Method::PUT,
+        "/v1/relay",
+        json!({"domains": [], "networks": ["127.0.0.0/8"]}),
+    )
+    .await;
     let mut old = raw(&g.worker.other).await;
     old.cmd("EHLO client.example").await;
-    g.set(reqwest::Method::POST, "/v1/policy/inbound/rules", json!({"match": "bank.example", "level": "encrypt"})).await;
+    g.set(
+        reqwest::Method::POST,
+        "/v1/policy/inbound/rules",
+        json!({"match": "bank.example", "level": "encrypt"}),
+    )
+    .await;
     assert_eq!(old.cmd("MAIL FROM:<a@bank.example>").await, "250 2.1.0 Ok");
     let mut new = raw(&g.worker.other).await;
     new.cmd("EHLO client.example").await;
-    assert_eq!(new.cmd("MAIL FROM:<a@bank.example>").await, "530 5.7.0 <a@bank.example>: Sender address rejected: Must use TLS");
+    assert_eq!(
+        new.cmd("MAIL FROM:<a@bank.example>").await,
+        "530 5.7.0 <a@bank.example>: Sender address rejected: Must use TLS"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -446,19 +499,50 @@ async fn session_limits_timeouts_and_a_dual_stack_listener() {
     pki.client("w", &["w"]);
     let control = Postern::control(&dir.path().join("control"), &pki);
     // A dual-stack listener: IPv4 clients arrive as ::ffff:127.0.0.1 and must match IPv4 rules.
-    let worker = Postern::worker_on(&dir.path().join("spool"), &pki, &control.other, "w", "w", "[::]:0");
-    let g = Gateway { control, worker, pki, _dir: dir };
-    g.set(reqwest::Method::PUT, "/v1/relay", json!({"domains": [], "networks": ["127.0.0.0/8"]})).await;
-    g.set(reqwest::Method::PUT, "/v1/settings", json!({"smtp": {"command_timeout_s": 1, "max_sessions_per_ip": 1, "shutdown_grace_s": 1}})).await;
+    let worker = Postern::worker_on(
+        &dir.path().join("spool"),
+        &pki,
+        &control.other,
+        "w",
+        "w",
+        "[::]:0",
+    );
+    let g = Gateway {
+        control,
+        worker,
+        pki,
+        _dir: dir,
+    };
+    g.set(
+        reqwest::Method::PUT,
+        "/v1/relay",
+        json!({"domains": [], "networks": ["127.0.0.0/8"]}),
+    )
+    .await;
+    g.set(
+        reqwest::Method::PUT,
+        "/v1/settings",
+        json!({"smtp": {"command_timeout_s": 1, "max_sessions_per_ip": 1, "shutdown_grace_s": 1}}),
+    )
+    .await;
     let port = g.worker.other.rsplit(':').next().unwrap().to_string();
     let v4 = format!("127.0.0.1:{port}");
     let mut c = raw(&v4).await;
     c.cmd("EHLO client.example").await;
     c.cmd("MAIL FROM:<a@b.example>").await;
-    assert_eq!(c.cmd("RCPT TO:<anyone@anywhere.example>").await, "250 2.1.5 Ok", "the trusted IPv4 network did not match");
+    assert_eq!(
+        c.cmd("RCPT TO:<anyone@anywhere.example>").await,
+        "250 2.1.5 Ok",
+        "the trusted IPv4 network did not match"
+    );
     // One session per IP: a second one is turned away.
-    let mut second = Raw { io: BufReader::new(tokio::net::TcpStream::connect(&v4).await.unwrap()) };
-    assert_eq!(second.reply().await, "421 4.7.0 mx.test Error: too many connections");
+    let mut second = Raw {
+        io: BufReader::new(tokio::net::TcpStream::connect(&v4).await.unwrap()),
+    };
+    assert_eq!(
+        second.reply().await,
+        "421 4.7.0 mx.test Error: too many connections"
+    );
     // A silent client is cut off at its deadline.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(c.reply().await, "421 4.4.2 mx.test Error: timeout exceeded");
@@ -469,5 +553,9 @@ async fn session_limits_timeouts_and_a_dual_stack_listener() {
     let started = std::time::Instant::now();
     let status = g.worker.terminate();
     assert!(status.success(), "{status:?}");
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -100,7 +100,14 @@ impl Postern {
     }
 
     /// `worker` with its SMTP listener on `smtp_listen`.
-    pub fn worker_on(spool: &Path, pki: &Pki, control_grpc: &str, id: &str, cert: &str, smtp_listen: &str) -> Postern {
+    pub fn worker_on(
+        spool: &Path,
+        pki: &Pki,
+        control_grpc: &str,
+        id: &str,
+        cert: &str,
+        smtp_listen: &str,
+    ) -> Postern {
         let url = format!("https://{control_grpc}");
         let args = [
             "worker",
