@@ -58,6 +58,8 @@ impl TlsConfigs {
             .map_err(|e| e.to_string())?;
         // PRODUCT.md 2.1: with any enabled high rule the server prefers 256-bit suites.
         config.ignore_client_order = prefer_256;
+        // SMTP clients do not resume sessions; tickets would cost a write after every handshake.
+        config.send_tls13_tickets = 0;
         Ok(Arc::new(config))
     }
 

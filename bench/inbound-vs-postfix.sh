@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Inbound acceptance, Postern against Postfix, on this machine in one run (issue 4).
+# 4 KiB messages, 20 concurrent sessions, a new connection per message, plaintext and with
+# STARTTLS on every session; both servers make each message durable before the 250 (Postern:
+# fsync, rename, directory fsync; Postfix: its queue file, fsynced by cleanup). Postfix runs
+# Debian's package with smtpd_tls_security_level=may and holds the mail (defer_transports=smtp)
+# so that only intake is measured; Postern has no delivery yet.
+# Usage (as root): bench/inbound-vs-postfix.sh [seconds]   (needs cargo build --release -p postern -p postern-bench)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+BIN=target/release/postern
+LOAD=target/release/smtp-load
+[ -x "$BIN" ] && [ -x "$LOAD" ] || { echo "cargo build --release -p postern -p postern-bench first" >&2; exit 2; }
+if ! command -v postfix >/dev/null; then
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null
+fi
+work=$(mktemp -d)
+pid=""
+trap 'postfix stop >/dev/null 2>&1 || true; [ -n "$pid" ] && kill $pid 2>/dev/null; rm -rf "$work"' EXIT
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/key.pem" \
+  -out "$work/cert.pem" -days 2 -subj "/CN=localhost" >/dev/null 2>&1
+chmod 644 "$work/key.pem" "$work/cert.pem"; chmod 755 "$work"
+postfix stop >/dev/null 2>&1 || true
+# "No configuration" installs leave main.cf out; start from Debian's shipped one.
+[ -f /etc/postfix/main.cf ] || cp /usr/share/postfix/main.cf.debian /etc/postfix/main.cf
+postconf -e "myhostname = postfix.bench.test" "mydestination =" "inet_interfaces = 127.0.0.1" \
+  "inet_protocols = ipv4" "mynetworks = 127.0.0.0/8" "relay_domains = rcpt.example" \
+  "smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination" \
+  "smtpd_tls_security_level = may" "smtpd_tls_cert_file = $work/cert.pem" \
+  "smtpd_tls_key_file = $work/key.pem" "defer_transports = smtp" \
+  "default_process_limit = 200" "smtpd_client_connection_rate_limit = 0" \
+  "smtpd_client_connection_count_limit = 0" "maillog_file = /var/log/postfix-bench.log" \
+  "compatibility_level = 3.6"
+postsuper -d ALL >/dev/null 2>&1 || true
+postfix start >/dev/null 2>&1 || { cat /var/log/postfix-bench.log | tail -5; exit 1; }
+sleep 1
+
+"$BIN" dev --data-dir "$work/postern" --http-listen 127.0.0.1:18180 --grpc-listen 127.0.0.1:15151 \
+  --smtp-listen 127.0.0.1:12625 --worker-http-listen 127.0.0.1:19190 --hostname postern.bench.test 2> "$work/postern.log" &
+pid=$!
+for _ in $(seq 100); do grep -q "policy applied" "$work/postern.log" 2>/dev/null && break; sleep 0.1; done
+token=$(cat "$work/postern/admin-token")
+curl -s -X PUT -H "Authorization: Bearer $token" http://127.0.0.1:18180/v1/settings \
+  -d '{"smtp": {"max_sessions": 2000, "max_sessions_per_ip": 2000}}' >/dev/null
+sleep 1
+
+echo "machine: $(nproc) cores; $secs s per run; 20 sessions; 4 KiB messages"
+for mode in plain tls; do
+  arg=""; [ "$mode" = tls ] && arg=tls
+  postfix_line=$("$LOAD" 127.0.0.1:25 20 "$secs" $arg)
+  postern_line=$("$LOAD" 127.0.0.1:12625 20 "$secs" $arg)
+  echo "postfix $postfix_line"
+  echo "postern $postern_line"
+  p=$(echo "$postfix_line" | sed -E 's/.*: ([0-9]+) msgs\/s.*/\1/')
+  q=$(echo "$postern_line" | sed -E 's/.*: ([0-9]+) msgs\/s.*/\1/')
+  echo "$mode: Postern / Postfix = $(python3 -c "print(round($q / max($p, 1), 2))")"
+done
+"$LOAD" 127.0.0.1:12625 idle 1000 "$pid"
