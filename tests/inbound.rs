@@ -305,21 +305,12 @@ async fn openssl_s_client_and_cipher_strength() {
         json!({"match": "bank.example", "level": "encrypt", "cipher_strength": "high"}),
     )
     .await;
-    let run = |suites: &'static str, sender: &'static str| {
+    let run = |tls_args: &'static [&'static str], sender: &'static str| {
         let addr = g.worker.other.clone();
         async move {
             let mut child = tokio::process::Command::new("openssl")
-                .args([
-                    "s_client",
-                    "-connect",
-                    &addr,
-                    "-starttls",
-                    "smtp",
-                    "-quiet",
-                    "-tls1_3",
-                    "-ciphersuites",
-                    suites,
-                ])
+                .args(["s_client", "-connect", &addr, "-starttls", "smtp", "-quiet"])
+                .args(tls_args)
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::null())
@@ -336,19 +327,15 @@ async fn openssl_s_client_and_cipher_strength() {
             while let Ok(Ok(Some(line))) =
                 tokio::time::timeout(Duration::from_secs(10), out.next_line()).await
             {
-                let done = line.starts_with("250 ")
-                    && lines.iter().any(|l: &String| l.starts_with("250-"))
-                    || line.starts_with("421")
-                    || line.starts_with("5");
+                let last_of_reply = line.as_bytes().get(3) == Some(&b' ');
                 lines.push(line);
-                if done
+                // The EHLO reply, then the MAIL FROM reply.
+                if last_of_reply
                     && lines
                         .iter()
-                        .filter(|l| {
-                            l.starts_with("250 ") || l.starts_with("4") || l.starts_with("5")
-                        })
+                        .filter(|l| l.as_bytes().get(3) == Some(&b' '))
                         .count()
-                        >= 2
+                        == 2
                 {
                     break;
                 }
@@ -357,14 +344,31 @@ async fn openssl_s_client_and_cipher_strength() {
             lines
         }
     };
-    let weak = run("TLS_AES_128_GCM_SHA256", "a@bank.example").await;
-    assert_eq!(
-        weak.last().unwrap(),
-        "421 4.7.0 <a@bank.example>: Sender address rejected: Cipher strength too low",
-        "{weak:?}"
-    );
-    let strong = run("TLS_AES_256_GCM_SHA384", "a@bank.example").await;
-    assert_eq!(strong.last().unwrap(), "250 2.1.0 Ok", "{strong:?}");
+    let too_low = "421 4.7.0 <a@bank.example>: Sender address rejected: Cipher strength too low";
+    let weak13 = run(
+        &["-tls1_3", "-ciphersuites", "TLS_AES_128_GCM_SHA256"],
+        "a@bank.example",
+    )
+    .await;
+    assert_eq!(weak13.last().unwrap(), too_low, "{weak13:?}");
+    let strong13 = run(
+        &["-tls1_3", "-ciphersuites", "TLS_AES_256_GCM_SHA384"],
+        "a@bank.example",
+    )
+    .await;
+    assert_eq!(strong13.last().unwrap(), "250 2.1.0 Ok", "{strong13:?}");
+    let weak12 = run(
+        &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"],
+        "a@bank.example",
+    )
+    .await;
+    assert_eq!(weak12.last().unwrap(), too_low, "{weak12:?}");
+    let strong12 = run(
+        &["-tls1_2", "-cipher", "ECDHE-ECDSA-CHACHA20-POLY1305"],
+        "a@bank.example",
+    )
+    .await;
+    assert_eq!(strong12.last().unwrap(), "250 2.1.0 Ok", "{strong12:?}");
 }
 
 /// Opens a session, STARTTLS, optionally with a client certificate (`<name>.pem`/`.key` in
@@ -557,5 +561,42 @@ async fn session_limits_timeouts_and_a_dual_stack_listener() {
         started.elapsed() < Duration::from_secs(10),
         "{:?}",
         started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_smuggled_over_a_real_socket() {
+    let g = Gateway::start().await;
+    g.set(
+        reqwest::Method::PUT,
+        "/v1/relay",
+        json!({"domains": [], "networks": ["127.0.0.0/8"]}),
+    )
+    .await;
+    for end in [
+        "\n.\n",
+        "\r.\r",
+        "\r.\n",
+        "\n.\r\n",
+        "\r\n.\n",
+        "\r\n\u{0}.\r\n",
+    ] {
+        let mut c = raw(&g.worker.other).await;
+        c.cmd("EHLO client.example").await;
+        c.cmd("MAIL FROM:<a@sender.example>").await;
+        c.cmd("RCPT TO:<b@rcpt.example>").await;
+        assert_eq!(c.cmd("DATA").await, "354 End data with <CR><LF>.<CR><LF>");
+        c.send(&format!("Subject: x\r\n\r\nhello{end}MAIL FROM:<evil@x.example>\r\nRCPT TO:<victim@y.example>\r\nDATA\r\nsmuggled\r\n.\r\n")).await;
+        assert_eq!(
+            c.reply().await,
+            "550 5.6.0 Error: bare <CR>, <LF> or <NUL> received",
+            "{end:?}"
+        );
+        assert_eq!(c.cmd("NOOP").await, "250 2.0.0 Ok", "{end:?}");
+    }
+    assert!(
+        g.queued().is_empty(),
+        "a message was queued: {:?}",
+        g.queued()
     );
 }
