@@ -71,23 +71,37 @@ impl DataReader {
     /// Consumes complete lines from the front of `buf`, appending the message to `out` while it
     /// is good. Returns the outcome once the final `.` line has been consumed.
     pub fn feed(&mut self, buf: &mut Vec<u8>, out: &mut Vec<u8>) -> Option<DataOutcome> {
+        // Consumed bytes are removed once at the end, not per line (linear in the input).
+        let mut pos = 0;
+        let outcome = self.feed_at(buf, &mut pos, out);
+        buf.drain(..pos);
+        outcome
+    }
+
+    fn feed_at(
+        &mut self,
+        buf: &mut Vec<u8>,
+        pos: &mut usize,
+        out: &mut Vec<u8>,
+    ) -> Option<DataOutcome> {
         loop {
-            let Some(end) = find_crlf(buf) else {
-                if buf.len() >= self.max_line {
+            let rest = &buf[*pos..];
+            let Some(end) = find_crlf(rest) else {
+                if rest.len() >= self.max_line {
                     self.fail(DataOutcome::LineTooLong);
                     self.discarding = true;
-                    let keep = usize::from(buf.last() == Some(&b'\r'));
-                    buf.drain(..buf.len() - keep);
+                    let keep = usize::from(rest.last() == Some(&b'\r'));
+                    buf.drain(*pos..buf.len() - keep);
                 }
                 return None;
             };
+            let start = *pos;
+            *pos += end + 2;
             if std::mem::take(&mut self.discarding) {
-                buf.drain(..end + 2);
                 continue;
             }
-            let line = &buf[..end];
+            let line = &buf[start..start + end];
             if line == b"." {
-                buf.drain(..end + 2);
                 return Some(self.failure.unwrap_or(DataOutcome::Complete));
             }
             if end + 2 > self.max_line {
@@ -102,27 +116,30 @@ impl DataReader {
             if self.size > self.max_size {
                 self.fail(DataOutcome::TooBig);
             }
+            let mut received = false;
             if self.in_headers {
                 if line.is_empty() {
                     self.in_headers = false;
                 } else {
                     self.header_bytes += bytes;
-                    if self.header_bytes > self.max_header {
-                        self.fail(DataOutcome::HeaderTooBig);
-                    }
-                    if line.len() >= 9 && line[..9].eq_ignore_ascii_case(b"received:") {
-                        self.received += 1;
-                        if self.received > self.max_received {
-                            self.fail(DataOutcome::TooManyHops);
-                        }
-                    }
+                    received = line.len() >= 9 && line[..9].eq_ignore_ascii_case(b"received:");
+                }
+            }
+            if self.header_bytes > self.max_header {
+                self.fail(DataOutcome::HeaderTooBig);
+            }
+            if received {
+                self.received += 1;
+                if self.received > self.max_received {
+                    self.fail(DataOutcome::TooManyHops);
                 }
             }
             if self.failure.is_none() {
+                let line = &buf[start..start + end];
+                let line = line.strip_prefix(b".").unwrap_or(line);
                 out.extend_from_slice(line);
                 out.extend_from_slice(b"\r\n");
             }
-            buf.drain(..end + 2);
         }
     }
 }

@@ -33,11 +33,15 @@ impl LineReader {
         }
     }
 
-    /// Takes the next complete line off the front of `buf`; `None` until one is complete.
-    pub fn next(&mut self, buf: &mut Vec<u8>) -> Option<Line> {
-        match find_crlf(buf) {
+    /// Takes the next complete line from `buf[*pos..]`, advancing `pos` past it; `None` until
+    /// one is complete. The caller removes consumed bytes in one go (per read, not per line),
+    /// so many short lines in one read cost linear time.
+    pub fn next_at(&mut self, buf: &mut Vec<u8>, pos: &mut usize) -> Option<Line> {
+        let rest = &buf[*pos..];
+        match find_crlf(rest) {
             Some(end) => {
-                let line: Vec<u8> = buf.drain(..end + 2).take(end).collect();
+                let line = rest[..end].to_vec();
+                *pos += end + 2;
                 if std::mem::take(&mut self.discarding) || end + 2 > self.max {
                     return Some(Line::TooLong);
                 }
@@ -47,15 +51,23 @@ impl LineReader {
                 Some(Line::Ok(line))
             }
             None => {
-                if buf.len() >= self.max {
+                if rest.len() >= self.max {
                     // Keep a final CR: it may be the first half of the CRLF.
-                    let keep = usize::from(buf.last() == Some(&b'\r'));
-                    buf.drain(..buf.len() - keep);
+                    let keep = usize::from(rest.last() == Some(&b'\r'));
+                    buf.drain(*pos..buf.len() - keep);
                     self.discarding = true;
                 }
                 None
             }
         }
+    }
+
+    /// `next_at` from the front of `buf`, removing the line.
+    pub fn next(&mut self, buf: &mut Vec<u8>) -> Option<Line> {
+        let mut pos = 0;
+        let line = self.next_at(buf, &mut pos);
+        buf.drain(..pos);
+        line
     }
 }
 

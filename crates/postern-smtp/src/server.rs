@@ -91,6 +91,8 @@ enum Waiting {
 pub struct Server {
     config: ServerConfig,
     input: Vec<u8>,
+    /// How much of `input` has been parsed.
+    input_pos: usize,
     output: Vec<u8>,
     lines: LineReader,
     data: Option<DataReader>,
@@ -118,6 +120,7 @@ impl Server {
             lines: LineReader::new(config.limits.max_command_line),
             config,
             input: Vec::new(),
+            input_pos: 0,
             output: Vec::new(),
             data: None,
             chunk: Vec::new(),
@@ -143,6 +146,8 @@ impl Server {
 
     pub fn receive(&mut self, bytes: &[u8]) {
         if !self.closed {
+            // Lines already parsed are removed here, once per read rather than once per line.
+            self.input.drain(..std::mem::take(&mut self.input_pos));
             self.input.extend_from_slice(bytes);
         }
     }
@@ -185,6 +190,7 @@ impl Server {
         self.waiting = None;
         self.tls = true;
         self.input.clear();
+        self.input_pos = 0;
         self.lines = LineReader::new(self.config.limits.max_command_line);
         self.reset_transaction();
         self.helo = None;
@@ -281,7 +287,7 @@ impl Server {
                 }
                 continue;
             }
-            let Some(line) = self.lines.next(&mut self.input) else {
+            let Some(line) = self.lines.next_at(&mut self.input, &mut self.input_pos) else {
                 return Event::NeedInput;
             };
             let command = match line {
@@ -404,8 +410,9 @@ impl Server {
                 } else {
                     self.reply(Reply::ready_to_start_tls());
                     // Whatever the client sent after STARTTLS must never run inside TLS.
-                    let discarded = self.input.len();
+                    let discarded = self.input.len() - self.input_pos;
                     self.input.clear();
+                    self.input_pos = 0;
                     self.waiting = Some(Waiting::Tls);
                     return Some(Event::StartTls { discarded });
                 }
@@ -418,6 +425,7 @@ impl Server {
         if let Some(outcome) = self.data_end.take() {
             return Some(self.finish_data(outcome));
         }
+        self.input.drain(..std::mem::take(&mut self.input_pos));
         let reader = self.data.as_mut().expect("in DATA");
         if let Some(outcome) = reader.feed(&mut self.input, &mut self.chunk) {
             self.data_end = Some(outcome);

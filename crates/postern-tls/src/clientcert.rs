@@ -17,20 +17,22 @@ use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureS
 #[derive(Debug)]
 pub struct RequestClientCert {
     algorithms: WebPkiSupportedAlgorithms,
+    /// The trusted CAs' subjects, sent with the request: clients that pick their certificate
+    /// by the server's CA list (Schannel, Java) send none without them.
+    hints: Vec<DistinguishedName>,
 }
 
 impl RequestClientCert {
-    pub fn new() -> Self {
+    pub fn new(roots: &[CertificateDer<'_>]) -> Self {
         RequestClientCert {
             algorithms: rustls::crypto::aws_lc_rs::default_provider()
                 .signature_verification_algorithms,
+            hints: roots
+                .iter()
+                .filter_map(|r| webpki::anchor_from_trusted_cert(r).ok())
+                .map(|a| DistinguishedName::from(a.subject.as_ref().to_vec()))
+                .collect(),
         }
-    }
-}
-
-impl Default for RequestClientCert {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -44,7 +46,7 @@ impl ClientCertVerifier for RequestClientCert {
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
+        &self.hints
     }
 
     fn verify_client_cert(

@@ -72,6 +72,16 @@ impl Incoming {
         }
     }
 
+    /// A message that could not even be started; `commit` reports `error`.
+    pub fn failed(error: io::Error) -> Incoming {
+        Incoming {
+            file: None,
+            tmp: PathBuf::new(),
+            done: PathBuf::new(),
+            error: Some(error.into()),
+        }
+    }
+
     /// Removes the partial file (a refused message).
     pub fn discard(mut self) {
         self.file = None;

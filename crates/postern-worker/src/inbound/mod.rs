@@ -109,8 +109,10 @@ pub async fn serve(
             }
         }
     }
-    // SIGTERM: no new sessions; those in flight get the grace period, then are abandoned (a
+    // SIGTERM: no new sessions (the listener closes, so connections are refused rather than
+    // left in the backlog); those in flight get the grace period, then are abandoned (a
     // message without its 250 is simply not kept).
+    drop(listener);
     let grace = inbound
         .policy
         .current()

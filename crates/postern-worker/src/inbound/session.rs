@@ -42,20 +42,29 @@ impl Conn {
         }
     }
 
-    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        match self {
-            Conn::Plain(s) => write(s, bytes).await,
-            Conn::Tls(s) => write(s.as_mut(), bytes).await,
-            Conn::Gone => Ok(()),
-        }
+    /// Writes and flushes; a client that stops reading is cut off after `limit`.
+    async fn write_all(&mut self, bytes: &[u8], limit: Duration) -> std::io::Result<()> {
+        let write = async {
+            match self {
+                Conn::Plain(s) => write(s, bytes).await,
+                Conn::Tls(s) => write(s.as_mut(), bytes).await,
+                Conn::Gone => Ok(()),
+            }
+        };
+        tokio::time::timeout(limit, write).await.map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "the client stopped reading")
+        })?
     }
 
-    async fn shutdown(&mut self) {
-        let _ = match self {
-            Conn::Plain(s) => s.shutdown().await,
-            Conn::Tls(s) => s.shutdown().await,
-            Conn::Gone => Ok(()),
+    async fn shutdown(&mut self, limit: Duration) {
+        let shutdown = async {
+            match self {
+                Conn::Plain(s) => s.shutdown().await,
+                Conn::Tls(s) => s.shutdown().await,
+                Conn::Gone => Ok(()),
+            }
         };
+        let _ = tokio::time::timeout(limit, shutdown).await;
     }
 }
 
@@ -165,7 +174,14 @@ pub async fn run(
     loop {
         match server.poll() {
             Event::NeedInput => {
-                conn.write_all(&server.take_output()).await?;
+                conn.write_all(&server.take_output(), command_timeout)
+                    .await?;
+                // Checked before reading: a client that always has data waiting would otherwise
+                // never meet the timer.
+                if Instant::now() >= deadline {
+                    server.close_with(Reply::timeout(&inbound.hostname));
+                    continue;
+                }
                 let wait = command_timeout.min(deadline.saturating_duration_since(Instant::now()));
                 match tokio::time::timeout(wait, conn.read(&mut buf)).await {
                     Ok(Ok(0)) | Ok(Err(_)) => break,
@@ -205,12 +221,13 @@ pub async fn run(
             }
             Event::DataEnd(_) => {
                 if let Some(message) = incoming.take() {
-                    message.discard();
+                    tokio::task::spawn_blocking(move || message.discard());
                 }
                 transaction_id = None;
             }
             Event::StartTls { discarded } => {
-                conn.write_all(&server.take_output()).await?;
+                conn.write_all(&server.take_output(), command_timeout)
+                    .await?;
                 if discarded > 0 {
                     tracing::info!(%ip, discarded, "discarded plaintext sent after STARTTLS");
                 }
@@ -246,15 +263,16 @@ pub async fn run(
                 transaction_id = None;
             }
             Event::Close => {
-                conn.write_all(&server.take_output()).await?;
+                conn.write_all(&server.take_output(), command_timeout)
+                    .await?;
                 break;
             }
         }
     }
     if let Some(message) = incoming.take() {
-        message.discard();
+        tokio::task::spawn_blocking(move || message.discard());
     }
-    conn.shutdown().await;
+    conn.shutdown(command_timeout).await;
     Ok(())
 }
 

@@ -34,22 +34,24 @@ impl TlsConfigs {
             key,
             cache: Mutex::new((0, HashMap::new())),
         };
-        this.build(false, false, false)?;
+        this.build(false, false, false, &[])?;
         Ok(this)
     }
 
+    /// A configuration; `roots` are the trusted CAs whose names go with a certificate request.
     fn build(
         &self,
         high_only: bool,
         prefer_256: bool,
         request_cert: bool,
+        roots: &[CertificateDer<'_>],
     ) -> Result<Arc<ServerConfig>, String> {
         let provider = Arc::new(postern_tls::suites::provider(high_only, prefer_256));
         let builder = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| e.to_string())?;
         let builder = if request_cert {
-            builder.with_client_cert_verifier(Arc::new(RequestClientCert::new()))
+            builder.with_client_cert_verifier(Arc::new(RequestClientCert::new(roots)))
         } else {
             builder.with_no_client_auth()
         };
@@ -79,7 +81,12 @@ impl TlsConfigs {
         if let Some(c) = cache.1.get(&(high_only, request_cert)) {
             return Ok(c.clone());
         }
-        let config = self.build(high_only, policy.any_high, request_cert)?;
+        let config = self.build(
+            high_only,
+            policy.any_high,
+            request_cert,
+            &policy.policy.trust.certificates(),
+        )?;
         cache.1.insert((high_only, request_cert), config.clone());
         Ok(config)
     }
