@@ -151,4 +151,13 @@ mod tests {
             CertStatus::Unverified
         );
     }
+
+    #[test]
+    fn a_certificate_request_names_the_trusted_cas() {
+        let ca = Ca::new("client CA").unwrap();
+        let request = RequestClientCert::new(&ders(&ca.cert_pem));
+        assert_eq!(request.root_hint_subjects().len(), 1);
+        assert!(RequestClientCert::new(&[]).root_hint_subjects().is_empty());
+        assert!(request.offer_client_auth() && !request.client_auth_mandatory());
+    }
 }
