@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod address;
+mod client;
 mod command;
 mod data;
 mod line;
@@ -18,6 +19,7 @@ mod reply;
 mod server;
 
 pub use address::{Address, parse_path};
+pub use client::{Client, ClientEvent, Envelope, Extensions, Outcome, dot_stuff};
 pub use command::{Command, MailParams, parse_command};
 pub use data::{DataOutcome, DataReader};
 pub use line::{Line, LineReader};
