@@ -8,6 +8,7 @@ pub mod clientcert;
 pub mod files;
 pub mod names;
 pub mod pki;
+pub mod servercert;
 pub mod suites;
 
 /// Installs aws-lc-rs as the process's rustls provider. Call it first in `main` and in tests;

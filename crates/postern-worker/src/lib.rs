@@ -10,6 +10,7 @@ pub mod inbound;
 pub mod lkg;
 pub mod lock;
 pub mod metrics;
+pub mod outbound;
 pub mod policy;
 pub mod spool;
 pub mod sync;

@@ -1,0 +1,165 @@
+//! Server certificates for outbound delivery (PRODUCT.md 2.3). The handshake accepts any
+//! certificate whose key signed the handshake, and the chain is judged afterwards, so the
+//! shell can tell the three outcomes apart: `verify` defers with "not trusted" or "not
+//! verified" (trusted chain, wrong name) texts, `encrypt` and `may` record the result only.
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{verify_server_cert_signed_by_trust_anchor, verify_server_name};
+use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::ParsedCertificate;
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+/// Accepts any server certificate; the handshake signature is still verified.
+#[derive(Debug)]
+pub struct AcceptAnyServerCert {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl AcceptAnyServerCert {
+    pub fn new() -> Self {
+        AcceptAnyServerCert {
+            algorithms: rustls::crypto::aws_lc_rs::default_provider()
+                .signature_verification_algorithms,
+        }
+    }
+}
+
+impl Default for AcceptAnyServerCert {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServerCertVerifier for AcceptAnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// What a next hop's certificate amounts to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerCertStatus {
+    /// Chains to a trusted root and names the reference identity.
+    Verified,
+    /// Chains to a trusted root but does not name it: `4.7.5 Server certificate not verified`.
+    NameMismatch,
+    /// Does not chain to a trusted root (or has expired): `4.7.5 Server certificate not trusted`.
+    Untrusted,
+    /// No certificate at all.
+    None,
+}
+
+impl ServerCertStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerCertStatus::Verified => "verified",
+            ServerCertStatus::NameMismatch | ServerCertStatus::Untrusted => "unverified",
+            ServerCertStatus::None => "none",
+        }
+    }
+}
+
+/// Judges a server's chain (end entity first) against webpki-roots plus `extra_roots`
+/// (`/v1/trust`), then against the reference name (the MX host, the next-hop host, or the IP).
+pub fn check_server_chain(
+    chain: Option<&[CertificateDer<'_>]>,
+    extra_roots: &[CertificateDer<'_>],
+    reference: &ServerName<'_>,
+) -> ServerCertStatus {
+    let Some((end_entity, intermediates)) = chain.and_then(|c| c.split_first()) else {
+        return ServerCertStatus::None;
+    };
+    let mut roots = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for root in extra_roots {
+        let _ = roots.add(root.clone());
+    }
+    let Ok(cert) = ParsedCertificate::try_from(end_entity) else {
+        return ServerCertStatus::Untrusted;
+    };
+    let algorithms =
+        rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms;
+    if verify_server_cert_signed_by_trust_anchor(
+        &cert,
+        &roots,
+        intermediates,
+        UnixTime::now(),
+        algorithms.all,
+    )
+    .is_err()
+    {
+        return ServerCertStatus::Untrusted;
+    }
+    match verify_server_name(&cert, reference) {
+        Ok(()) => ServerCertStatus::Verified,
+        Err(_) => ServerCertStatus::NameMismatch,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::ders;
+    use crate::pki::Ca;
+
+    #[test]
+    fn trust_then_name() {
+        let ca = Ca::new("partner CA").unwrap();
+        let mx = ca.server(&["mx.partner.example", "192.0.2.25"]).unwrap();
+        let chain = ders(&mx.cert_pem);
+        let roots = ders(&ca.cert_pem);
+        let name = |n: &'static str| ServerName::try_from(n).unwrap();
+        assert_eq!(
+            check_server_chain(Some(&chain), &roots, &name("mx.partner.example")),
+            ServerCertStatus::Verified
+        );
+        assert_eq!(
+            check_server_chain(Some(&chain), &roots, &name("192.0.2.25")),
+            ServerCertStatus::Verified
+        );
+        assert_eq!(
+            check_server_chain(Some(&chain), &roots, &name("mx.other.example")),
+            ServerCertStatus::NameMismatch
+        );
+        // Not under webpki-roots and not in the trust list: untrusted, whatever the name.
+        assert_eq!(
+            check_server_chain(Some(&chain), &[], &name("mx.partner.example")),
+            ServerCertStatus::Untrusted
+        );
+        assert_eq!(
+            check_server_chain(None, &roots, &name("mx.partner.example")),
+            ServerCertStatus::None
+        );
+    }
+}
