@@ -1,0 +1,294 @@
+//! Delivery attempts against real next hops on loopback (our sans-IO server behind real sockets
+//! and real TLS, or a scripted one): the outbound levels of PRODUCT.md 2.3 and their texts.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use postern_policy::{CipherStrength, Level};
+use postern_smtp::{Answer, Envelope, Event, Limits, Reply, Server, ServerConfig};
+use postern_tls::pki::{Ca, Issued};
+use postern_tls::servercert::ServerCertStatus;
+use postern_worker::outbound::deliver::{Target, attempt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+type Inbox = Arc<Mutex<Vec<Vec<u8>>>>;
+
+/// A next hop: our SMTP server behind a real socket, with STARTTLS when it has a certificate.
+async fn next_hop(cert: Option<Issued>) -> (SocketAddr, Inbox) {
+    postern_tls::install_crypto_provider();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let inbox: Inbox = Arc::default();
+    let acceptor = cert.map(|c| {
+        let config = postern_tls::server_config(&c.cert_pem, &c.key_pem).unwrap();
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    });
+    let received = inbox.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, inbox) = (acceptor.clone(), received.clone());
+            tokio::spawn(async move {
+                let mut server = Server::new(ServerConfig {
+                    hostname: "hop.test".into(),
+                    limits: Limits::default(),
+                    offer_starttls: acceptor.is_some(),
+                });
+                server.greeting();
+                let mut plain = Some(tcp);
+                let mut tls: Option<tokio_rustls::server::TlsStream<TcpStream>> = None;
+                let mut buf = vec![0u8; 8192];
+                let mut message = Vec::new();
+                loop {
+                    match server.poll() {
+                        Event::NeedInput => {
+                            let out = server.take_output();
+                            let n = match (&mut plain, &mut tls) {
+                                (Some(s), _) => {
+                                    s.write_all(&out).await.ok();
+                                    s.read(&mut buf).await.unwrap_or(0)
+                                }
+                                (_, Some(s)) => {
+                                    s.write_all(&out).await.ok();
+                                    s.flush().await.ok();
+                                    s.read(&mut buf).await.unwrap_or(0)
+                                }
+                                _ => 0,
+                            };
+                            if n == 0 {
+                                return;
+                            }
+                            server.receive(&buf[..n]);
+                        }
+                        Event::Mail { .. } | Event::Rcpt { .. } => server.answer(Answer::Accept),
+                        Event::Data(b) => message.extend(b),
+                        Event::DataEnd(_) => {
+                            inbox.lock().unwrap().push(std::mem::take(&mut message));
+                            server.answer(Answer::Reply(Reply::queued("HOP1")));
+                        }
+                        Event::StartTls { .. } => {
+                            let mut tcp = plain.take().unwrap();
+                            tcp.write_all(&server.take_output()).await.ok();
+                            match acceptor.as_ref().unwrap().accept(tcp).await {
+                                Ok(s) => tls = Some(s),
+                                Err(_) => return,
+                            }
+                            server.tls_started();
+                        }
+                        Event::Close => {
+                            let out = server.take_output();
+                            if let Some(s) = plain.as_mut() {
+                                s.write_all(&out).await.ok();
+                            }
+                            if let Some(s) = tls.as_mut() {
+                                s.write_all(&out).await.ok();
+                                s.flush().await.ok();
+                            }
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, inbox)
+}
+
+/// A next hop that offers STARTTLS and refuses it with 454 on its first connection, and takes
+/// mail in plaintext on the next ones.
+async fn refusing_hop() -> (SocketAddr, Inbox) {
+    let (plain_addr, inbox) = next_hop(None).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            if !first {
+                // Later connections go to the plaintext hop.
+                let mut upstream = TcpStream::connect(plain_addr).await.unwrap();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut upstream).await;
+                });
+                continue;
+            }
+            first = false;
+            tokio::spawn(async move {
+                let (read, mut write) = tcp.split();
+                let mut lines = BufReader::new(read).lines();
+                write.write_all(b"220 hop.test ESMTP\r\n").await.unwrap();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let reply: &[u8] = match line.to_ascii_uppercase().split(' ').next().unwrap() {
+                        "EHLO" => b"250-hop.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n",
+                        "STARTTLS" => b"454 4.7.0 TLS not available due to local problem\r\n",
+                        "QUIT" => b"221 2.0.0 Bye\r\n",
+                        _ => b"503 5.5.1 Error: no\r\n",
+                    };
+                    write.write_all(reply).await.unwrap();
+                }
+            });
+        }
+    });
+    (addr, inbox)
+}
+
+fn envelope() -> Envelope {
+    Envelope {
+        from: "a@sender.example".into(),
+        recipients: vec!["b@partner.example".into()],
+        size: 20,
+        eight_bit: false,
+        smtputf8: false,
+    }
+}
+
+const MESSAGE: &[u8] = b"Subject: out\r\n\r\n.dot\r\n";
+
+/// An attempt with no CA trusted beyond webpki-roots.
+async fn deliver(
+    addr: SocketAddr,
+    host: &str,
+    level: Level,
+) -> postern_worker::outbound::deliver::Attempt {
+    let target = Target {
+        host: host.into(),
+        addr,
+        level,
+        strength: CipherStrength::Medium,
+    };
+    attempt(
+        &target,
+        "relay.test",
+        &envelope(),
+        MESSAGE,
+        &[],
+        Duration::from_secs(10),
+    )
+    .await
+}
+
+fn reason(a: &postern_worker::outbound::deliver::Attempt) -> String {
+    a.outcome.recipients[0].1.lines[0].clone()
+}
+
+#[tokio::test]
+async fn plaintext_and_tls_deliveries() {
+    let ca = Ca::new("partner CA").unwrap();
+    let trust = postern_tls::files::ders(&ca.cert_pem);
+    let (plain, plain_inbox) = next_hop(None).await;
+    let (tls_hop, tls_inbox) = next_hop(Some(ca.server(&["mx.partner.example"]).unwrap())).await;
+
+    let a = deliver(plain, "mx.partner.example", Level::May).await;
+    assert_eq!(a.outcome.recipients[0].1.code, 250, "{a:?}");
+    assert_eq!((a.tls.is_none(), a.tls_fallback), (true, false));
+    assert_eq!(plain_inbox.lock().unwrap().as_slice(), [MESSAGE.to_vec()]);
+
+    let target = Target {
+        host: "mx.partner.example".into(),
+        addr: tls_hop,
+        level: Level::Verify,
+        strength: CipherStrength::High,
+    };
+    let a = attempt(
+        &target,
+        "relay.test",
+        &envelope(),
+        MESSAGE,
+        &trust,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(a.outcome.recipients[0].1.code, 250, "{a:?}");
+    let tls = a.tls.unwrap();
+    assert_eq!(tls.certificate, ServerCertStatus::Verified);
+    assert_eq!(
+        (tls.version, tls.cipher),
+        ("TLSv1.3", "TLS_AES_256_GCM_SHA384")
+    );
+    assert_eq!(tls_inbox.lock().unwrap().len(), 1);
+
+    // encrypt records an untrusted certificate but delivers.
+    let a = deliver(tls_hop, "mx.partner.example", Level::Encrypt).await;
+    assert_eq!(a.outcome.recipients[0].1.code, 250);
+    assert_eq!(a.tls.unwrap().certificate, ServerCertStatus::Untrusted);
+}
+
+#[tokio::test]
+async fn verify_and_encrypt_defer_with_the_contract_texts() {
+    let ca = Ca::new("partner CA").unwrap();
+    let trust = postern_tls::files::ders(&ca.cert_pem);
+    let (plain, _) = next_hop(None).await;
+    let (tls_hop, inbox) = next_hop(Some(ca.server(&["mx.partner.example"]).unwrap())).await;
+    let verify = |host: &str, trust: Vec<_>| {
+        let target = Target {
+            host: host.into(),
+            addr: tls_hop,
+            level: Level::Verify,
+            strength: CipherStrength::Medium,
+        };
+        async move {
+            attempt(
+                &target,
+                "relay.test",
+                &envelope(),
+                MESSAGE,
+                &trust,
+                Duration::from_secs(10),
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        reason(&verify("mx.other.example", trust.clone()).await),
+        "4.7.5 Server certificate not verified"
+    );
+    assert_eq!(
+        reason(&verify("mx.partner.example", vec![]).await),
+        "4.7.5 Server certificate not trusted"
+    );
+    assert!(
+        inbox.lock().unwrap().is_empty(),
+        "a verify failure delivered anyway"
+    );
+    let a = deliver(plain, "mx.partner.example", Level::Encrypt).await;
+    assert_eq!(
+        reason(&a),
+        "4.7.4 TLS is required, but was not offered by host mx.partner.example[127.0.0.1]"
+    );
+    assert_eq!(
+        a.outcome.recipients[0].1.code / 100,
+        4,
+        "TLS failures defer, never bounce"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_starttls_falls_back_under_may_and_defers_under_encrypt() {
+    let (hop, inbox) = refusing_hop().await;
+    let a = deliver(hop, "mx.partner.example", Level::Encrypt).await;
+    assert_eq!(
+        reason(&a),
+        "4.7.5 TLS is required, but host mx.partner.example[127.0.0.1] refused to start TLS: 454 4.7.0 TLS not available due to local problem"
+    );
+    assert!(inbox.lock().unwrap().is_empty());
+    let (hop, inbox) = refusing_hop().await;
+    let a = deliver(hop, "mx.partner.example", Level::May).await;
+    assert_eq!(a.outcome.recipients[0].1.code, 250, "{a:?}");
+    assert!(a.tls_fallback && a.tls.is_none());
+    assert_eq!(inbox.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_dead_next_hop_defers() {
+    let unused = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let a = deliver(unused, "mx.partner.example", Level::May).await;
+    assert!(
+        reason(&a).starts_with("4.4.1 connect to mx.partner.example[127.0.0.1]:"),
+        "{}",
+        reason(&a)
+    );
+}
