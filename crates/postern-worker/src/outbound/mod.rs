@@ -2,4 +2,5 @@
 //! the delivery queue, next-hop resolution, retries and bounces are to come.
 
 pub mod deliver;
+pub mod route;
 pub mod tls_steps;

@@ -1,0 +1,125 @@
+//! Next-hop resolution against a DNS server this test runs on loopback (never the system's).
+
+use std::net::{IpAddr, SocketAddr};
+
+use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
+use hickory_resolver::proto::rr::rdata::{A, AAAA, MX};
+use hickory_resolver::proto::rr::{Name, RData, Record};
+use postern_policy::NextHop;
+use postern_worker::outbound::route::{Hop, Router};
+
+/// A tiny authoritative DNS server over UDP answering from `zone`.
+async fn dns(zone: Vec<(&'static str, RData)>) -> SocketAddr {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
+                return;
+            };
+            let Ok(query) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let mut response = Message::new();
+            response
+                .set_id(query.id())
+                .set_message_type(MessageType::Response)
+                .set_authoritative(true);
+            response.set_recursion_desired(query.recursion_desired());
+            let mut known = false;
+            for q in query.queries() {
+                response.add_query(q.clone());
+                for (name, rdata) in &zone {
+                    let owner = Name::from_ascii(name).unwrap();
+                    if owner.eq_case(q.name()) || owner.to_lowercase() == q.name().to_lowercase() {
+                        known = true;
+                        if rdata.record_type() == q.query_type() {
+                            response.add_answer(Record::from_rdata(owner, 60, rdata.clone()));
+                        }
+                    }
+                }
+            }
+            if !known {
+                response.set_response_code(ResponseCode::NXDomain);
+            }
+            let _ = socket.send_to(&response.to_vec().unwrap(), peer).await;
+        }
+    });
+    addr
+}
+
+fn a(ip: &str) -> RData {
+    RData::A(A(ip.parse().unwrap()))
+}
+
+fn mx(preference: u16, exchange: &str) -> RData {
+    RData::MX(MX::new(preference, Name::from_ascii(exchange).unwrap()))
+}
+
+fn hop(host: &str, ip: &str, port: u16) -> Hop {
+    Hop {
+        host: host.into(),
+        addr: SocketAddr::new(ip.parse::<IpAddr>().unwrap(), port),
+    }
+}
+
+#[tokio::test]
+async fn mx_preference_addresses_and_fallbacks() {
+    let ns = dns(vec![
+        ("partner.example.", mx(20, "mx2.partner.example.")),
+        ("partner.example.", mx(10, "mx1.partner.example.")),
+        ("mx1.partner.example.", a("127.0.0.11")),
+        (
+            "mx1.partner.example.",
+            RData::AAAA(AAAA("::1".parse().unwrap())),
+        ),
+        ("mx2.partner.example.", a("127.0.0.12")),
+        ("nomx.example.", a("127.0.0.13")),
+        ("relay.example.", a("127.0.0.14")),
+    ])
+    .await;
+    let router = Router::new(&[ns.to_string()], 2525).unwrap();
+    let hops = router.hops(&NextHop::Mx, "partner.example").await.unwrap();
+    assert_eq!(
+        hops[0].host, "mx1.partner.example",
+        "the lowest preference first: {hops:?}"
+    );
+    assert!(hops.contains(&hop("mx1.partner.example", "127.0.0.11", 2525)));
+    assert!(hops.contains(&hop("mx1.partner.example", "::1", 2525)));
+    assert_eq!(
+        hops.last().unwrap(),
+        &hop("mx2.partner.example", "127.0.0.12", 2525)
+    );
+    // No MX: the domain's own address.
+    assert_eq!(
+        router.hops(&NextHop::Mx, "nomx.example").await.unwrap(),
+        [hop("nomx.example", "127.0.0.13", 2525)]
+    );
+    // A configured host and an address literal.
+    let host = NextHop::Host {
+        host: "relay.example".into(),
+        port: 587,
+    };
+    assert_eq!(
+        router.hops(&host, "ignored.example").await.unwrap(),
+        [hop("relay.example", "127.0.0.14", 587)]
+    );
+    let ip = NextHop::Ip {
+        ip: "192.0.2.25".parse().unwrap(),
+        port: 25,
+    };
+    assert_eq!(
+        router.hops(&ip, "ignored.example").await.unwrap(),
+        [hop("192.0.2.25", "192.0.2.25", 25)]
+    );
+    // An unknown domain defers with a name service error.
+    let err = router
+        .hops(&NextHop::Mx, "unknown.example")
+        .await
+        .unwrap_err();
+    assert!(
+        err.starts_with("4.4.3 Host or domain name not found"),
+        "{err}"
+    );
+}
