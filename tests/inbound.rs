@@ -48,6 +48,16 @@ impl Gateway {
         r.json().await.unwrap_or(Value::Null)
     }
 
+    /// Lets loopback clients relay anywhere.
+    async fn relay_loopback(&self) {
+        self.set(
+            reqwest::Method::PUT,
+            "/v1/relay",
+            json!({"domains": [], "networks": ["127.0.0.0/8"]}),
+        )
+        .await;
+    }
+
     /// Writes a policy change and waits until the worker enforces it.
     async fn set(&self, method: reqwest::Method, path: &str, body: Value) {
         self.rest(method, path, body).await;
@@ -133,13 +143,18 @@ async fn raw(addr: &str) -> Raw<tokio::net::TcpStream> {
     r
 }
 
-fn tls_connector(pki: &Pki) -> tokio_rustls::TlsConnector {
+/// The test CA as the only root.
+fn roots(pki: &Pki) -> rustls::RootCertStore {
     let mut roots = rustls::RootCertStore::empty();
     for c in postern_tls::files::ders(&std::fs::read_to_string(pki.dir.join("ca.pem")).unwrap()) {
         roots.add(c).unwrap();
     }
+    roots
+}
+
+fn tls_connector(pki: &Pki) -> tokio_rustls::TlsConnector {
     let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
+        .with_root_certificates(roots(pki))
         .with_no_client_auth();
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
@@ -254,12 +269,7 @@ async fn relay_control_and_the_must_use_tls_rule() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plaintext_pipelined_after_starttls_never_runs_inside_tls() {
     let g = Gateway::start().await;
-    g.set(
-        reqwest::Method::PUT,
-        "/v1/relay",
-        json!({"domains": [], "networks": ["127.0.0.0/8"]}),
-    )
-    .await;
+    g.relay_loopback().await;
     let mut c = raw(&g.worker.other).await;
     c.cmd("EHLO client.example").await;
     c.send("STARTTLS\r\nMAIL FROM:<evil@x.example>\r\nRCPT TO:<victim@y.example>\r\n")
@@ -293,12 +303,7 @@ async fn plaintext_pipelined_after_starttls_never_runs_inside_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openssl_s_client_and_cipher_strength() {
     let g = Gateway::start().await;
-    g.set(
-        reqwest::Method::PUT,
-        "/v1/relay",
-        json!({"domains": [], "networks": ["127.0.0.0/8"]}),
-    )
-    .await;
+    g.relay_loopback().await;
     g.set(
         reqwest::Method::POST,
         "/v1/policy/inbound/rules",
@@ -380,13 +385,7 @@ async fn tls_session(
     let mut c = raw(&g.worker.other).await;
     c.cmd("EHLO client.example").await;
     assert_eq!(c.cmd("STARTTLS").await, "220 2.0.0 Ready to start TLS");
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in
-        postern_tls::files::ders(&std::fs::read_to_string(g.pki.dir.join("ca.pem")).unwrap())
-    {
-        roots.add(cert).unwrap();
-    }
-    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots(&g.pki));
     let config = match client_cert {
         Some((pki, name)) => {
             use rustls::pki_types::pem::PemObject;
@@ -421,12 +420,7 @@ async fn verify_rules_check_client_certificates_after_the_handshake() {
     let ca = std::fs::read_to_string(g.pki.dir.join("ca.pem")).unwrap();
     g.set(reqwest::Method::PUT, "/v1/trust", json!({"ca_pems": [ca]}))
         .await;
-    g.set(
-        reqwest::Method::PUT,
-        "/v1/relay",
-        json!({"domains": [], "networks": ["127.0.0.0/8"]}),
-    )
-    .await;
+    g.relay_loopback().await;
     g.set(
         reqwest::Method::POST,
         "/v1/policy/inbound/rules",
@@ -473,12 +467,7 @@ async fn verify_rules_check_client_certificates_after_the_handshake() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_keeps_its_policy_version_and_new_sessions_get_the_new_one() {
     let g = Gateway::start().await;
-    g.set(
-        reqwest::Method::PUT,
-        "/v1/relay",
-        json!({"domains": [], "networks": ["127.0.0.0/8"]}),
-    )
-    .await;
+    g.relay_loopback().await;
     let mut old = raw(&g.worker.other).await;
     old.cmd("EHLO client.example").await;
     g.set(
@@ -517,12 +506,7 @@ async fn session_limits_timeouts_and_a_dual_stack_listener() {
         pki,
         _dir: dir,
     };
-    g.set(
-        reqwest::Method::PUT,
-        "/v1/relay",
-        json!({"domains": [], "networks": ["127.0.0.0/8"]}),
-    )
-    .await;
+    g.relay_loopback().await;
     g.set(
         reqwest::Method::PUT,
         "/v1/settings",
@@ -567,12 +551,7 @@ async fn session_limits_timeouts_and_a_dual_stack_listener() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_smuggled_over_a_real_socket() {
     let g = Gateway::start().await;
-    g.set(
-        reqwest::Method::PUT,
-        "/v1/relay",
-        json!({"domains": [], "networks": ["127.0.0.0/8"]}),
-    )
-    .await;
+    g.relay_loopback().await;
     for end in [
         "\n.\n",
         "\r.\r",
