@@ -30,7 +30,7 @@ impl Gateway {
             pki,
             _dir: dir,
         };
-        g.wait_applied().await;
+        g.no_dns().await;
         g
     }
 
@@ -46,6 +46,17 @@ impl Gateway {
             .unwrap();
         assert!(r.status().is_success(), "{path}: {}", r.status());
         r.json().await.unwrap_or(Value::Null)
+    }
+
+    /// Points delivery at a nameserver that does not exist (tests never use the system's
+    /// resolver): queued mail simply stays deferred.
+    async fn no_dns(&self) {
+        self.set(
+            reqwest::Method::PUT,
+            "/v1/settings",
+            json!({"delivery": {"nameservers": ["127.0.0.1:9"]}}),
+        )
+        .await;
     }
 
     /// Lets loopback clients relay anywhere.
@@ -91,7 +102,9 @@ impl Gateway {
         let dir = self.worker.data_dir.join("queue");
         let mut files: Vec<String> = std::fs::read_dir(dir)
             .map(|d| {
-                d.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+                d.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "msg"))
+                    .filter_map(|p| std::fs::read_to_string(p).ok())
                     .collect()
             })
             .unwrap_or_default();

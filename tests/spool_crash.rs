@@ -110,6 +110,14 @@ async fn sigkill_under_load_loses_no_acknowledged_message() {
         json!({"domains": [], "networks": ["127.0.0.0/8"]}),
     )
     .await;
+    // No resolver: queued mail stays deferred (tests never use the system's).
+    set(
+        &control,
+        reqwest::Method::PUT,
+        "/v1/settings",
+        json!({"delivery": {"nameservers": ["127.0.0.1:9"]}}),
+    )
+    .await;
     let spool = dir.path().join("spool");
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
     for round in 0..4 {
@@ -213,6 +221,14 @@ async fn a_full_disk_gives_452_and_never_a_250() {
         reqwest::Method::PUT,
         "/v1/relay",
         json!({"domains": [], "networks": ["127.0.0.0/8"]}),
+    )
+    .await;
+    // No resolver: queued mail stays deferred (tests never use the system's).
+    set(
+        &control,
+        reqwest::Method::PUT,
+        "/v1/settings",
+        json!({"delivery": {"nameservers": ["127.0.0.1:9"]}}),
     )
     .await;
     let worker = Postern::worker(&spool, &pki, &control.other, "w", "w");

@@ -48,6 +48,7 @@ pub struct Worker {
     config: WorkerConfig,
     policy: Arc<PolicyStore>,
     inbound: Arc<inbound::Inbound>,
+    spool: spool::Spool,
     _lock: lock::SpoolLock,
 }
 
@@ -75,12 +76,19 @@ impl Worker {
                 "recovered queued messages from the spool"
             );
         }
-        let inbound =
-            inbound::Inbound::new(policy.clone(), spool_store, config.hostname.clone(), tls);
+        let queued = Arc::new(tokio::sync::Notify::new());
+        let inbound = inbound::Inbound::new(
+            policy.clone(),
+            spool_store.clone(),
+            config.hostname.clone(),
+            tls,
+            queued,
+        );
         Ok(Worker {
             config,
             policy,
             inbound,
+            spool: spool_store,
             _lock: lock,
         })
     }
@@ -116,9 +124,18 @@ impl Worker {
                     .await;
             });
         }
+        let queue = outbound::queue::Queue::new(
+            self.spool.clone(),
+            self.policy.clone(),
+            self.config.hostname.clone(),
+            smtp.local_addr()?,
+            self.inbound.queued.clone(),
+        );
+        let queue_task = tokio::spawn(queue.run(shutdown.clone()));
         let smtp_task = tokio::spawn(inbound::serve(smtp, self.inbound.clone(), shutdown.clone()));
         let _ = shutdown.wait_for(|s| *s).await;
         let _ = smtp_task.await;
+        let _ = queue_task.await;
         sync.abort();
         Ok(())
     }

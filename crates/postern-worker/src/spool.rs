@@ -117,27 +117,21 @@ impl Spool {
             fs::remove_file(entry?.path())?;
         }
         File::open(&incoming)?.sync_all()?;
-        let mut ids = Vec::new();
         for entry in fs::read_dir(&queue)? {
             let path = entry?.path();
-            if let Some(id) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".msg"))
-            {
-                ids.push(id.to_string());
+            // A delivery state that was being replaced when the process died.
+            if path.extension().is_some_and(|e| e == "tmp") {
+                fs::remove_file(&path)?;
             }
         }
-        ids.sort();
         let syncer = start_dir_syncer(queue.clone());
-        Ok((
-            Spool {
-                incoming,
-                queue,
-                syncer,
-            },
-            ids,
-        ))
+        let spool = Spool {
+            incoming,
+            queue,
+            syncer,
+        };
+        let ids = spool.list()?;
+        Ok((spool, ids))
     }
 
     /// Starts a message: its envelope line and `prefix` (the Received header) are written now.
@@ -187,6 +181,81 @@ impl Spool {
             .map_err(|_| SpoolError::Io(io::Error::other("the spool syncer stopped")))?;
         rx.await
             .map_err(|_| SpoolError::Io(io::Error::other("the spool syncer stopped")))?
+            .map_err(|e| SpoolError::Io(io::Error::other(e)))
+    }
+
+    /// The ids of every queued message.
+    pub fn list(&self) -> io::Result<Vec<String>> {
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&self.queue)? {
+            let path = entry?.path();
+            if let Some(id) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".msg"))
+            {
+                ids.push(id.to_string());
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// The delivery state kept beside message `id` (`<id>.state`), if any.
+    pub fn read_state<T: serde::de::DeserializeOwned>(&self, id: &str) -> io::Result<Option<T>> {
+        match fs::read(self.queue.join(format!("{id}.state"))) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(io::Error::other),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replaces the delivery state of `id` durably (temporary file, fsync, rename, directory).
+    pub async fn write_state<T: Serialize>(&self, id: &str, state: &T) -> Result<(), SpoolError> {
+        let bytes = serde_json::to_vec(state).expect("states serialise");
+        let (tmp, done) = (
+            self.queue.join(format!("{id}.state.tmp")),
+            self.queue.join(format!("{id}.state")),
+        );
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            let mut file = File::create(&tmp)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+            fs::rename(&tmp, &done)
+        })
+        .await
+        .map_err(|e| SpoolError::Io(io::Error::other(e.to_string())))??;
+        self.sync_queue().await
+    }
+
+    /// Removes a message that needs nothing more (delivered, or bounced and reported).
+    pub async fn remove(&self, id: &str) -> Result<(), SpoolError> {
+        let (msg, state) = (
+            self.queue.join(format!("{id}.msg")),
+            self.queue.join(format!("{id}.state")),
+        );
+        tokio::task::spawn_blocking(move || {
+            // The message first: a state file without its message is ignored and cleaned up.
+            fs::remove_file(&msg)?;
+            match fs::remove_file(&state) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        })
+        .await
+        .map_err(|e| SpoolError::Io(io::Error::other(e.to_string())))??;
+        self.sync_queue().await
+    }
+
+    async fn sync_queue(&self) -> Result<(), SpoolError> {
+        let (tx, rx) = oneshot::channel();
+        self.syncer
+            .send(tx)
+            .map_err(|_| SpoolError::Io(io::Error::other("the spool syncer stopped")))?;
+        rx.await
+            .unwrap_or_else(|_| Err("the spool syncer stopped".into()))
             .map_err(|e| SpoolError::Io(io::Error::other(e)))
     }
 

@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-pub use received::rfc5322_date;
+pub use received::{rfc3339, rfc5322_date};
 pub use tls::TlsConfigs;
 
 use crate::policy::PolicyStore;
@@ -30,6 +30,8 @@ pub struct Inbound {
     pub spool: Spool,
     pub hostname: String,
     pub tls: TlsConfigs,
+    /// Wakes the delivery queue when a message is queued.
+    pub queued: Arc<tokio::sync::Notify>,
     sessions: Mutex<HashMap<IpAddr, u32>>,
 }
 
@@ -39,12 +41,14 @@ impl Inbound {
         spool: Spool,
         hostname: String,
         tls: TlsConfigs,
+        queued: Arc<tokio::sync::Notify>,
     ) -> Arc<Inbound> {
         Arc::new(Inbound {
             policy,
             spool,
             hostname,
             tls,
+            queued,
             sessions: Mutex::default(),
         })
     }

@@ -210,7 +210,10 @@ pub async fn run(
                 });
                 let id = transaction_id.take().unwrap_or_default();
                 let reply = match inbound.spool.commit(message).await {
-                    Ok(()) => Reply::queued(&id),
+                    Ok(()) => {
+                        inbound.queued.notify_one();
+                        Reply::queued(&id)
+                    }
                     Err(SpoolError::Full) => Reply::storage_full(),
                     Err(e) => {
                         tracing::error!(error = %e, "spool write failed");

@@ -1,6 +1,8 @@
-//! Outbound delivery (issue 5). So far: the TLS decisions of PRODUCT.md 2.3 as pure functions;
-//! the delivery queue, next-hop resolution, retries and bounces are to come.
+//! Outbound delivery (PRODUCT.md 2.3, 2.4): next-hop resolution, delivery attempts under the
+//! outbound levels, the queue with retries and bounces.
 
 pub mod deliver;
+pub mod dsn;
+pub mod queue;
 pub mod route;
 pub mod tls_steps;

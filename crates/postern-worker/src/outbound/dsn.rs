@@ -1,0 +1,139 @@
+//! Delivery status notifications (PRODUCT.md 2.4, RFC 3464): one per message per delivery
+//! round, from `MAILER-DAEMON@<hostname>` with the null envelope sender, a human-readable part,
+//! the delivery-status part and the original headers only.
+
+use std::time::SystemTime;
+
+use crate::inbound::rfc5322_date;
+
+/// A recipient that failed, for the report.
+pub struct Failed<'a> {
+    pub recipient: &'a str,
+    /// e.g. `5.1.1`.
+    pub status: String,
+    pub remote_mta: Option<&'a str>,
+    /// The server's reply, or our own reason.
+    pub diagnostic: &'a str,
+}
+
+/// The enhanced status code at the start of a reply text, else `default`.
+pub fn status_of(text: &str, default: &str) -> String {
+    let code = text.split_whitespace().find(|w| {
+        let parts: Vec<&str> = w.split('.').collect();
+        parts.len() == 3
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    });
+    match code {
+        Some(c) if c.starts_with('5') || c.starts_with('4') => c.to_string(),
+        _ => default.to_string(),
+    }
+}
+
+/// The original message's header block (up to the first empty line).
+fn headers(message: &[u8]) -> &[u8] {
+    message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(message, |end| &message[..end + 2])
+}
+
+pub fn build(
+    hostname: &str,
+    id: &str,
+    original_sender: &str,
+    failed: &[Failed<'_>],
+    original: &[u8],
+    now: SystemTime,
+) -> Vec<u8> {
+    let boundary = format!("{id}.{hostname}/postern");
+    let date = rfc5322_date(now);
+    let mut m = String::new();
+    m.push_str(&format!(
+        "From: MAILER-DAEMON@{hostname} (Mail Delivery System)\r\n"
+    ));
+    m.push_str(&format!("To: <{original_sender}>\r\n"));
+    m.push_str("Subject: Undelivered Mail Returned to Sender\r\n");
+    m.push_str(&format!("Date: {date}\r\n"));
+    m.push_str(&format!("Message-ID: <{id}.dsn@{hostname}>\r\n"));
+    m.push_str("Auto-Submitted: auto-replied\r\n");
+    m.push_str("MIME-Version: 1.0\r\n");
+    m.push_str(&format!("Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n\r\n"));
+    m.push_str("This is a MIME-encapsulated message.\r\n\r\n");
+    m.push_str(&format!("--{boundary}\r\nContent-Description: Notification\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"));
+    m.push_str(&format!(
+        "This is the mail system at host {hostname}.\r\n\r\n"
+    ));
+    m.push_str("I'm sorry to have to inform you that your message could not\r\nbe delivered to one or more recipients. It's attached below.\r\n\r\n");
+    for f in failed {
+        m.push_str(&format!("<{}>: {}\r\n", f.recipient, f.diagnostic));
+    }
+    m.push_str(&format!("\r\n--{boundary}\r\nContent-Description: Delivery report\r\nContent-Type: message/delivery-status\r\n\r\n"));
+    m.push_str(&format!(
+        "Reporting-MTA: dns; {hostname}\r\nX-Postern-Queue-ID: {id}\r\n"
+    ));
+    for f in failed {
+        m.push_str(&format!(
+            "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {}\r\n",
+            f.recipient, f.status
+        ));
+        if let Some(mta) = f.remote_mta {
+            m.push_str(&format!("Remote-MTA: dns; {mta}\r\n"));
+        }
+        m.push_str(&format!("Diagnostic-Code: smtp; {}\r\n", f.diagnostic));
+    }
+    m.push_str(&format!("\r\n--{boundary}\r\nContent-Description: Undelivered Message Headers\r\nContent-Type: text/rfc822-headers\r\n\r\n"));
+    let mut bytes = m.into_bytes();
+    bytes.extend_from_slice(headers(original));
+    bytes.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_with_the_original_headers_only() {
+        let original = b"Received: x\r\nSubject: hello\r\n\r\nsecret body\r\n";
+        let failed = [Failed {
+            recipient: "b@x.example",
+            status: status_of("550 5.1.1 <b@x.example>: unknown", "5.0.0"),
+            remote_mta: Some("mx.x.example"),
+            diagnostic: "550 5.1.1 <b@x.example>: unknown",
+        }];
+        let dsn = String::from_utf8(build(
+            "relay.test",
+            "ID1",
+            "a@y.example",
+            &failed,
+            original,
+            SystemTime::UNIX_EPOCH,
+        ))
+        .unwrap();
+        for needle in [
+            "From: MAILER-DAEMON@relay.test",
+            "Auto-Submitted: auto-replied",
+            "multipart/report; report-type=delivery-status",
+            "Reporting-MTA: dns; relay.test",
+            "Final-Recipient: rfc822; b@x.example",
+            "Action: failed",
+            "Status: 5.1.1",
+            "Remote-MTA: dns; mx.x.example",
+            "Diagnostic-Code: smtp; 550 5.1.1 <b@x.example>: unknown",
+            "Subject: hello",
+        ] {
+            assert!(dsn.contains(needle), "{needle} missing:\n{dsn}");
+        }
+        assert!(
+            !dsn.contains("secret body"),
+            "the body must not be returned"
+        );
+        assert_eq!(
+            status_of("4.7.5 Server certificate not trusted", "4.0.0"),
+            "4.7.5"
+        );
+        assert_eq!(status_of("no code here", "5.0.0"), "5.0.0");
+    }
+}

@@ -1,0 +1,431 @@
+//! The delivery queue (PRODUCT.md 2.3, 2.4): every spooled message is delivered from the spool,
+//! recipients grouped by (next hop, level, strength), each group on its own connection, the
+//! next address tried before deferring. Each recipient succeeds, defers or fails on its own;
+//! deferred ones are retried from `queue.first_retry_s`, doubling to `queue.max_retry_s`, until
+//! `queue.lifetime_s`; failures get one DSN per message per round (never to `<>`). A message
+//! leaves the spool once every recipient is final. Progress is kept in `<id>.state` beside the
+//! message, so a worker killed mid-delivery retries what was not recorded (a duplicate at
+//! worst, never a loss).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use postern_policy::{CipherStrength, CompiledPolicy, Level, NextHop, normalize_lookup_domain};
+use postern_smtp::{Envelope, Reply};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, Semaphore, watch};
+
+use super::deliver::{Target, attempt};
+use super::dsn;
+use super::route::Router;
+use crate::policy::PolicyStore;
+use crate::spool::{self, Spool};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RcptStatus {
+    Pending,
+    Deferred,
+    Delivered,
+    Bounced,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RcptState {
+    pub address: String,
+    pub status: RcptStatus,
+    pub attempts: u32,
+    /// Unix seconds.
+    pub next_attempt: u64,
+    /// The last reply or reason.
+    pub last: Option<String>,
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageState {
+    /// Unix seconds of the first delivery round (the lifetime counts from here).
+    pub created: u64,
+    pub recipients: Vec<RcptState>,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+type RouterKey = (Vec<String>, u16);
+
+pub struct Queue {
+    spool: Spool,
+    policy: Arc<PolicyStore>,
+    hostname: String,
+    /// This worker's SMTP address: a next hop that is this worker loops.
+    own_smtp: SocketAddr,
+    wake: Arc<Notify>,
+    /// Message id -> unix second it is next due.
+    due: Mutex<HashMap<String, u64>>,
+    busy: Mutex<HashSet<String>>,
+    /// The resolver for the current (nameservers, MX port) settings.
+    router: Mutex<Option<(RouterKey, Arc<Router>)>>,
+    /// Connect and reply timeout of each attempt.
+    pub attempt_timeout: Duration,
+}
+
+impl Queue {
+    pub fn new(
+        spool: Spool,
+        policy: Arc<PolicyStore>,
+        hostname: String,
+        own_smtp: SocketAddr,
+        wake: Arc<Notify>,
+    ) -> Arc<Queue> {
+        Arc::new(Queue {
+            spool,
+            policy,
+            hostname,
+            own_smtp,
+            wake,
+            due: Mutex::default(),
+            busy: Mutex::default(),
+            router: Mutex::new(None),
+            attempt_timeout: Duration::from_secs(60),
+        })
+    }
+
+    /// Runs delivery rounds until `shutdown` turns true.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if let Some(policy) = self.policy.current() {
+                let limit = policy.settings.delivery.concurrency as usize;
+                let slots = Arc::new(Semaphore::new(limit.max(1)));
+                for id in self.spool.list().unwrap_or_default() {
+                    let due = self
+                        .due
+                        .lock()
+                        .expect("due lock")
+                        .get(&id)
+                        .copied()
+                        .unwrap_or(0);
+                    if due > now() || !self.busy.lock().expect("busy lock").insert(id.clone()) {
+                        continue;
+                    }
+                    let Ok(permit) = slots.clone().try_acquire_owned() else {
+                        self.busy.lock().expect("busy lock").remove(&id);
+                        break;
+                    };
+                    let this = self.clone();
+                    let policy = policy.clone();
+                    tokio::spawn(async move {
+                        let next = this.round(&id, &policy).await;
+                        match next {
+                            Ok(Some(at)) => {
+                                this.due.lock().expect("due lock").insert(id.clone(), at);
+                            }
+                            Ok(None) => {
+                                this.due.lock().expect("due lock").remove(&id);
+                            }
+                            Err(e) => {
+                                tracing::error!(%id, error = %e, "delivery round failed");
+                                this.due
+                                    .lock()
+                                    .expect("due lock")
+                                    .insert(id.clone(), now() + 5);
+                            }
+                        }
+                        this.busy.lock().expect("busy lock").remove(&id);
+                        drop(permit);
+                        this.wake.notify_one();
+                    });
+                }
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    fn router(&self, policy: &CompiledPolicy) -> Result<Arc<Router>, String> {
+        let key = (
+            policy.settings.delivery.nameservers.clone(),
+            policy.settings.delivery.mx_port,
+        );
+        let mut cache = self.router.lock().expect("router lock");
+        if let Some((k, r)) = cache.as_ref()
+            && *k == key
+        {
+            return Ok(r.clone());
+        }
+        let router = Arc::new(Router::new(&key.0, key.1)?);
+        *cache = Some((key, router.clone()));
+        Ok(router)
+    }
+
+    fn is_self(&self, addr: SocketAddr) -> bool {
+        addr.port() == self.own_smtp.port()
+            && (addr.ip() == self.own_smtp.ip()
+                || (self.own_smtp.ip().is_unspecified() && addr.ip().is_loopback()))
+    }
+
+    /// One delivery round for message `id`; returns when it is next due (`None`: done).
+    async fn round(&self, id: &str, policy: &CompiledPolicy) -> Result<Option<u64>, String> {
+        let (envelope, message) = self.spool.read(id).map_err(|e| e.to_string())?;
+        let mut state: MessageState = match self.spool.read_state(id).map_err(|e| e.to_string())? {
+            Some(s) => s,
+            None => MessageState {
+                created: now(),
+                recipients: envelope
+                    .recipients
+                    .iter()
+                    .map(|r| RcptState {
+                        address: r.clone(),
+                        status: RcptStatus::Pending,
+                        attempts: 0,
+                        next_attempt: 0,
+                        last: None,
+                        host: None,
+                    })
+                    .collect(),
+            },
+        };
+        let settings = &policy.settings;
+        let round_start = now();
+        // Group the due recipients by (next hop, level, strength, domain for MX).
+        let mut groups: BTreeMap<(String, String, Level, CipherStrength), Vec<usize>> =
+            BTreeMap::new();
+        let mut bounced_now = Vec::new();
+        for (i, r) in state.recipients.iter().enumerate() {
+            if !matches!(r.status, RcptStatus::Pending | RcptStatus::Deferred)
+                || r.next_attempt > round_start
+            {
+                continue;
+            }
+            let domain = r
+                .address
+                .rsplit_once('@')
+                .and_then(|(_, d)| normalize_lookup_domain(d));
+            let Some(domain) = domain else {
+                bounced_now.push((i, "5.1.3 bad recipient address syntax".to_string(), None));
+                continue;
+            };
+            let hop = match policy.relay_domain(&domain) {
+                Some(relay) => relay.next_hop.clone(),
+                None => settings
+                    .delivery
+                    .smart_host
+                    .clone()
+                    .unwrap_or_else(|| "mx".into()),
+            };
+            let decision = policy.outbound(&r.address);
+            groups
+                .entry((hop, domain, decision.level, decision.cipher_strength))
+                .or_default()
+                .push(i);
+        }
+        let router = self.router(policy)?;
+        let trust = policy.policy.trust.certificates();
+        for ((hop, domain, level, strength), members) in groups {
+            let recipients: Vec<String> = members
+                .iter()
+                .map(|i| state.recipients[*i].address.clone())
+                .collect();
+            let results = self
+                .deliver_group(
+                    &router,
+                    &hop,
+                    &domain,
+                    level,
+                    strength,
+                    &envelope,
+                    &recipients,
+                    &message,
+                    &trust,
+                )
+                .await;
+            for (i, (reply, host)) in members.iter().zip(results) {
+                let r = &mut state.recipients[*i];
+                r.attempts += 1;
+                r.host = host;
+                let text = reply.to_string().trim_end().replace("\r\n", " ");
+                r.last = Some(text.clone());
+                if reply.code < 300 {
+                    r.status = RcptStatus::Delivered;
+                } else if reply.code >= 500 {
+                    bounced_now.push((*i, text, r.host.clone()));
+                } else {
+                    r.status = RcptStatus::Deferred;
+                    let backoff = u64::from(settings.queue.first_retry_s)
+                        .saturating_mul(1 << (r.attempts - 1).min(20));
+                    r.next_attempt = now() + backoff.min(u64::from(settings.queue.max_retry_s));
+                }
+            }
+        }
+        // Deferred past the lifetime: final.
+        let expired = now() >= state.created + u64::from(settings.queue.lifetime_s);
+        if expired {
+            for (i, r) in state.recipients.iter().enumerate() {
+                if r.status == RcptStatus::Deferred {
+                    let last = r.last.clone().unwrap_or_default();
+                    bounced_now.push((
+                        i,
+                        format!("4.4.7 delivery time expired; last: {last}"),
+                        r.host.clone(),
+                    ));
+                }
+            }
+        }
+        for (i, text, _) in &bounced_now {
+            state.recipients[*i].status = RcptStatus::Bounced;
+            state.recipients[*i].last = Some(text.clone());
+        }
+        if !bounced_now.is_empty() && !envelope.sender.is_empty() {
+            let failed: Vec<dsn::Failed<'_>> = bounced_now
+                .iter()
+                .map(|(i, text, host)| dsn::Failed {
+                    recipient: &state.recipients[*i].address,
+                    status: dsn::status_of(text, "5.0.0"),
+                    remote_mta: host.as_deref(),
+                    diagnostic: text,
+                })
+                .collect();
+            let report = dsn::build(
+                &self.hostname,
+                id,
+                &envelope.sender,
+                &failed,
+                &message,
+                SystemTime::now(),
+            );
+            self.spool_dsn(&envelope, report).await?;
+        }
+        if state
+            .recipients
+            .iter()
+            .all(|r| matches!(r.status, RcptStatus::Delivered | RcptStatus::Bounced))
+        {
+            self.spool.remove(id).await.map_err(|e| e.to_string())?;
+            return Ok(None);
+        }
+        self.spool
+            .write_state(id, &state)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(state
+            .recipients
+            .iter()
+            .filter(|r| r.status == RcptStatus::Deferred)
+            .map(|r| r.next_attempt)
+            .min())
+    }
+
+    /// Delivers to one group; a reply (and the host that gave it) per recipient.
+    #[allow(clippy::too_many_arguments)]
+    async fn deliver_group(
+        &self,
+        router: &Router,
+        hop: &str,
+        domain: &str,
+        level: Level,
+        strength: CipherStrength,
+        envelope: &spool::Envelope,
+        recipients: &[String],
+        message: &[u8],
+        trust: &[rustls::pki_types::CertificateDer<'static>],
+    ) -> Vec<(Reply, Option<String>)> {
+        let all = |reply: Reply| recipients.iter().map(|_| (reply.clone(), None)).collect();
+        let next_hop = match NextHop::parse(hop) {
+            Ok(h) => h,
+            Err(e) => return all(Reply::new(451, format!("4.3.5 bad next hop {hop}: {e}"))),
+        };
+        let hops = match router.hops(&next_hop, domain).await {
+            Ok(h) if !h.is_empty() => h,
+            Ok(_) => return all(Reply::new(451, format!("4.4.3 no address for {domain}"))),
+            Err(reason) => return all(Reply::new(451, reason)),
+        };
+        if hops.iter().any(|h| self.is_self(h.addr)) {
+            return all(Reply::new(
+                554,
+                format!("5.4.6 mail for {domain} loops back to myself"),
+            ));
+        }
+        let smtp_envelope = Envelope {
+            from: envelope.sender.clone(),
+            recipients: recipients.to_vec(),
+            size: message.len() as u64,
+            eight_bit: envelope.eight_bit,
+            smtputf8: envelope.smtputf8,
+        };
+        let mut last = None;
+        for h in &hops {
+            let target = Target {
+                host: h.host.clone(),
+                addr: h.addr,
+                level,
+                strength,
+            };
+            let a = attempt(
+                &target,
+                &self.hostname,
+                &smtp_envelope,
+                message,
+                trust,
+                self.attempt_timeout,
+            )
+            .await;
+            let deferred_all = a
+                .outcome
+                .recipients
+                .iter()
+                .all(|(_, r)| (400..500).contains(&r.code));
+            let host = format!("{}[{}]", a.host, a.ip);
+            let results: Vec<(Reply, Option<String>)> = a
+                .outcome
+                .recipients
+                .into_iter()
+                .map(|(_, r)| (r, Some(host.clone())))
+                .collect();
+            // The next address is tried before deferring (PRODUCT.md 2.3).
+            if !deferred_all {
+                return results;
+            }
+            last = Some(results);
+        }
+        last.unwrap_or_else(|| all(Reply::new(451, "4.4.0 no delivery attempt")))
+    }
+
+    /// Queues a bounce to the original sender, with the null envelope sender.
+    async fn spool_dsn(&self, original: &spool::Envelope, report: Vec<u8>) -> Result<(), String> {
+        let id = ulid::Ulid::new().to_string();
+        let envelope = spool::Envelope {
+            id: id.clone(),
+            sender: String::new(),
+            recipients: vec![original.sender.clone()],
+            received_at: crate::inbound::rfc3339(SystemTime::now()),
+            client_ip: "127.0.0.1".into(),
+            helo: self.hostname.clone(),
+            tls: None,
+            policy_version: original.policy_version,
+            smtputf8: false,
+            eight_bit: false,
+        };
+        let spool = self.spool.clone();
+        let incoming = tokio::task::spawn_blocking(move || {
+            let mut incoming = spool.begin(&envelope, b"");
+            incoming.write(&report);
+            incoming
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        self.spool
+            .commit(incoming)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(%id, original = %original.id, "queued a delivery status notification");
+        Ok(())
+    }
+}

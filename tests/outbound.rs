@@ -1,0 +1,297 @@
+//! The worker relaying what it spooled (issue 5, in progress): delivery to a relay domain's
+//! next hop, a 5xx recipient bounced with a DSN to the sender, a 4xx retried on the schedule.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Pki, Postern, eventually};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+/// What the sink saw: (recipients, message) per accepted message.
+type Seen = Arc<Mutex<Vec<(Vec<String>, String)>>>;
+
+/// A plaintext SMTP sink: refuses recipients whose local part starts with `bad` (550), answers
+/// the first `tempfail` messages' final dot with 451, accepts the rest.
+async fn sink(tempfail: usize) -> (String, Seen) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen: Seen = Arc::default();
+    let failures = Arc::new(Mutex::new(tempfail));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (seen, failures) = (record.clone(), failures.clone());
+            tokio::spawn(async move {
+                let (read, mut write) = tcp.into_split();
+                let mut lines = BufReader::new(read);
+                write.write_all(b"220 sink.test ESMTP\r\n").await.unwrap();
+                let mut rcpts = Vec::new();
+                loop {
+                    let mut line = String::new();
+                    if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let upper = line.to_ascii_uppercase();
+                    let reply = if upper.starts_with("EHLO") {
+                        "250-sink.test\r\n250 8BITMIME\r\n".to_string()
+                    } else if upper.starts_with("MAIL") {
+                        rcpts.clear();
+                        "250 2.1.0 Ok\r\n".into()
+                    } else if upper.starts_with("RCPT") {
+                        let to = line
+                            .split('<')
+                            .nth(1)
+                            .unwrap_or("")
+                            .split('>')
+                            .next()
+                            .unwrap_or("")
+                            .to_string();
+                        if to.starts_with("bad") {
+                            format!(
+                                "550 5.1.1 <{to}>: Recipient address rejected: User unknown\r\n"
+                            )
+                        } else {
+                            rcpts.push(to);
+                            "250 2.1.5 Ok\r\n".into()
+                        }
+                    } else if upper.starts_with("DATA") {
+                        write.write_all(b"354 go ahead\r\n").await.unwrap();
+                        let mut data = Vec::new();
+                        while !data.ends_with(b"\r\n.\r\n") {
+                            let mut b = [0u8; 1];
+                            if lines.read(&mut b).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            data.push(b[0]);
+                        }
+                        let mut f = failures.lock().unwrap();
+                        if *f > 0 {
+                            *f -= 1;
+                            "451 4.3.0 try again later\r\n".into()
+                        } else {
+                            seen.lock()
+                                .unwrap()
+                                .push((rcpts.clone(), String::from_utf8_lossy(&data).into_owned()));
+                            "250 2.0.0 Ok: queued as SINK\r\n".into()
+                        }
+                    } else if upper.starts_with("QUIT") {
+                        let _ = write.write_all(b"221 2.0.0 Bye\r\n").await;
+                        return;
+                    } else {
+                        "250 2.0.0 Ok\r\n".into()
+                    };
+                    write.write_all(reply.as_bytes()).await.unwrap();
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+struct Relay {
+    control: Postern,
+    worker: Postern,
+    _dir: tempfile::TempDir,
+}
+
+impl Relay {
+    async fn start(sink: &str, settings: Value) -> Relay {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(&dir.path().join("tls"));
+        pki.client("w", &["w"]);
+        let control = Postern::control(&dir.path().join("control"), &pki);
+        let worker = Postern::worker(&dir.path().join("spool"), &pki, &control.other, "w", "w");
+        let r = Relay {
+            control,
+            worker,
+            _dir: dir,
+        };
+        let relay = json!({"domains": [{"domain": "partner.example", "next_hop": format!("[{}]:{}", "127.0.0.1", sink.rsplit(':').next().unwrap())}], "networks": ["127.0.0.0/8"]});
+        r.rest(reqwest::Method::PUT, "/v1/relay", relay).await;
+        r.rest(reqwest::Method::PUT, "/v1/settings", settings).await;
+        let version = r
+            .rest(reqwest::Method::GET, "/v1/policy", Value::Null)
+            .await["version"]
+            .clone();
+        eventually(
+            "the worker to apply the policy",
+            Duration::from_secs(30),
+            || async {
+                let w = r
+                    .rest(reqwest::Method::GET, "/v1/workers", Value::Null)
+                    .await;
+                w["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|w| w["applied_version"] == version)
+                    .then_some(())
+            },
+        )
+        .await;
+        r
+    }
+
+    async fn rest(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let r = self
+            .control
+            .client()
+            .request(method, format!("{}{path}", self.control.base))
+            .bearer_auth(self.control.admin_token())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().await.unwrap_or(Value::Null)
+    }
+
+    async fn send(&self, rcpts: &[&str]) {
+        let mut io = BufReader::new(
+            tokio::net::TcpStream::connect(&self.worker.other)
+                .await
+                .unwrap(),
+        );
+        let mut line = String::new();
+        io.read_line(&mut line).await.unwrap();
+        let mut cmds = vec![
+            "EHLO client.example".to_string(),
+            "MAIL FROM:<alice@sender.example>".into(),
+        ];
+        cmds.extend(rcpts.iter().map(|r| format!("RCPT TO:<{r}>")));
+        cmds.push("DATA".into());
+        for c in cmds {
+            io.get_mut()
+                .write_all(format!("{c}\r\n").as_bytes())
+                .await
+                .unwrap();
+            loop {
+                line.clear();
+                io.read_line(&mut line).await.unwrap();
+                if line.as_bytes().get(3) == Some(&b' ') {
+                    break;
+                }
+            }
+        }
+        io.get_mut()
+            .write_all(
+                b"Subject: relayed\r\nMessage-ID: <m1@sender.example>\r\n\r\n..dotted\r\n.\r\n",
+            )
+            .await
+            .unwrap();
+        line.clear();
+        io.read_line(&mut line).await.unwrap();
+        assert!(line.starts_with("250 2.0.0 Ok: queued as"), "{line}");
+    }
+
+    /// The queued messages: (envelope, message).
+    fn queue(&self) -> Vec<(Value, String)> {
+        std::fs::read_dir(self.worker.data_dir.join("queue"))
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "msg"))
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .map(|f| {
+                let (env, msg) = f.split_once('\n').unwrap();
+                (serde_json::from_str(env).unwrap(), msg.to_string())
+            })
+            .collect()
+    }
+}
+
+const NO_DNS: &str = "127.0.0.1:9";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relayed_mail_reaches_the_next_hop_and_leaves_the_queue() {
+    let (addr, seen) = sink(0).await;
+    let r = Relay::start(&addr, json!({"delivery": {"nameservers": [NO_DNS]}})).await;
+    r.send(&["bob@partner.example", "carol@partner.example"])
+        .await;
+    let (rcpts, message) = eventually(
+        "the sink to receive the message",
+        Duration::from_secs(30),
+        || async { seen.lock().unwrap().first().cloned() },
+    )
+    .await;
+    assert_eq!(
+        rcpts,
+        ["bob@partner.example", "carol@partner.example"],
+        "one connection for the group"
+    );
+    assert!(
+        message.starts_with("Received: from client.example"),
+        "{message}"
+    );
+    assert!(
+        message.contains("\r\n..dotted\r\n"),
+        "dot-stuffing on send: {message}"
+    );
+    eventually("the queue to empty", Duration::from_secs(30), || async {
+        r.queue().is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_recipient_bounces_with_a_dsn_and_the_others_are_delivered() {
+    let (addr, seen) = sink(0).await;
+    let r = Relay::start(&addr, json!({"delivery": {"nameservers": [NO_DNS]}})).await;
+    r.send(&["bob@partner.example", "bad@partner.example"])
+        .await;
+    eventually(
+        "the good recipient's delivery",
+        Duration::from_secs(30),
+        || async { seen.lock().unwrap().first().cloned() },
+    )
+    .await;
+    let dsn = eventually("a DSN in the queue", Duration::from_secs(30), || async {
+        r.queue().into_iter().find(|(env, _)| env["sender"] == "")
+    })
+    .await;
+    assert_eq!(dsn.0["recipients"], json!(["alice@sender.example"]));
+    for needle in [
+        "Final-Recipient: rfc822; bad@partner.example",
+        "Action: failed",
+        "Status: 5.1.1",
+        "Remote-MTA: dns; 127.0.0.1[127.0.0.1]",
+        "Subject: relayed",
+        "Auto-Submitted: auto-replied",
+    ] {
+        assert!(dsn.1.contains(needle), "{needle} missing:\n{}", dsn.1);
+    }
+    assert_eq!(seen.lock().unwrap()[0].0, ["bob@partner.example"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_temporary_failure_is_retried_on_the_schedule() {
+    let (addr, seen) = sink(1).await;
+    let r = Relay::start(&addr, json!({"delivery": {"nameservers": [NO_DNS]}, "queue": {"first_retry_s": 1, "max_retry_s": 2}})).await;
+    r.send(&["bob@partner.example"]).await;
+    // The first attempt gets 451; the state records the deferral.
+    eventually("a deferral", Duration::from_secs(30), || async {
+        let dir = r.worker.data_dir.join("queue");
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .find_map(|e| {
+                let text = std::fs::read_to_string(e.path()).ok()?;
+                (e.path().extension().is_some_and(|x| x == "state")
+                    && text.contains("\"deferred\"")
+                    && text.contains("451 4.3.0"))
+                .then_some(())
+            })
+    })
+    .await;
+    eventually("the retry to deliver", Duration::from_secs(30), || async {
+        seen.lock().unwrap().first().cloned()
+    })
+    .await;
+    eventually("the queue to empty", Duration::from_secs(30), || async {
+        r.queue().is_empty().then_some(())
+    })
+    .await;
+}
