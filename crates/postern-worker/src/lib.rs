@@ -49,6 +49,7 @@ pub struct Worker {
     policy: Arc<PolicyStore>,
     inbound: Arc<inbound::Inbound>,
     spool: spool::Spool,
+    new_ids: tokio::sync::mpsc::UnboundedReceiver<String>,
     _lock: lock::SpoolLock,
 }
 
@@ -76,7 +77,7 @@ impl Worker {
                 "recovered queued messages from the spool"
             );
         }
-        let queued = Arc::new(tokio::sync::Notify::new());
+        let (queued, new_ids) = tokio::sync::mpsc::unbounded_channel();
         let inbound = inbound::Inbound::new(
             policy.clone(),
             spool_store.clone(),
@@ -89,6 +90,7 @@ impl Worker {
             policy,
             inbound,
             spool: spool_store,
+            new_ids,
             _lock: lock,
         })
     }
@@ -131,7 +133,7 @@ impl Worker {
             smtp.local_addr()?,
             self.inbound.queued.clone(),
         );
-        let queue_task = tokio::spawn(queue.run(shutdown.clone()));
+        let queue_task = tokio::spawn(queue.run(self.new_ids, shutdown.clone()));
         let smtp_task = tokio::spawn(inbound::serve(smtp, self.inbound.clone(), shutdown.clone()));
         let _ = shutdown.wait_for(|s| *s).await;
         let _ = smtp_task.await;

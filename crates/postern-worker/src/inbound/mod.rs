@@ -30,8 +30,8 @@ pub struct Inbound {
     pub spool: Spool,
     pub hostname: String,
     pub tls: TlsConfigs,
-    /// Wakes the delivery queue when a message is queued.
-    pub queued: Arc<tokio::sync::Notify>,
+    /// Tells the delivery queue about each message queued.
+    pub queued: tokio::sync::mpsc::UnboundedSender<String>,
     sessions: Mutex<HashMap<IpAddr, u32>>,
 }
 
@@ -41,7 +41,7 @@ impl Inbound {
         spool: Spool,
         hostname: String,
         tls: TlsConfigs,
-        queued: Arc<tokio::sync::Notify>,
+        queued: tokio::sync::mpsc::UnboundedSender<String>,
     ) -> Arc<Inbound> {
         Arc::new(Inbound {
             policy,

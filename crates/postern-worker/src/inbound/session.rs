@@ -211,7 +211,7 @@ pub async fn run(
                 let id = transaction_id.take().unwrap_or_default();
                 let reply = match inbound.spool.commit(message).await {
                     Ok(()) => {
-                        inbound.queued.notify_one();
+                        let _ = inbound.queued.send(id.clone());
                         Reply::queued(&id)
                     }
                     Err(SpoolError::Full) => Reply::storage_full(),

@@ -7,7 +7,7 @@
 //! message, so a worker killed mid-delivery retries what was not recorded (a duplicate at
 //! worst, never a loss).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use postern_policy::{CipherStrength, CompiledPolicy, Level, NextHop, normalize_lookup_domain};
 use postern_smtp::{Envelope, Reply};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{mpsc, watch};
 
 use super::deliver::{Target, attempt};
 use super::dsn;
@@ -65,10 +65,8 @@ pub struct Queue {
     hostname: String,
     /// This worker's SMTP address: a next hop that is this worker loops.
     own_smtp: SocketAddr,
-    wake: Arc<Notify>,
-    /// Message id -> unix second it is next due.
-    due: Mutex<HashMap<String, u64>>,
-    busy: Mutex<HashSet<String>>,
+    /// Ids of newly queued messages (from the SMTP sessions, and our own DSNs).
+    queued: mpsc::UnboundedSender<String>,
     /// The resolver for the current (nameservers, MX port) settings.
     router: Mutex<Option<(RouterKey, Arc<Router>)>>,
     /// Connect and reply timeout of each attempt.
@@ -81,70 +79,76 @@ impl Queue {
         policy: Arc<PolicyStore>,
         hostname: String,
         own_smtp: SocketAddr,
-        wake: Arc<Notify>,
+        queued: mpsc::UnboundedSender<String>,
     ) -> Arc<Queue> {
         Arc::new(Queue {
             spool,
             policy,
             hostname,
             own_smtp,
-            wake,
-            due: Mutex::default(),
-            busy: Mutex::default(),
+            queued,
             router: Mutex::new(None),
             attempt_timeout: Duration::from_secs(60),
         })
     }
 
-    /// Runs delivery rounds until `shutdown` turns true.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    /// Runs delivery rounds until `shutdown` turns true. The schedule lives in memory: the
+    /// spool is listed once at start, new messages arrive on `new_ids`, and each round says
+    /// when its message is next due.
+    pub async fn run(
+        self: Arc<Self>,
+        mut new_ids: mpsc::UnboundedReceiver<String>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut schedule: BTreeSet<(u64, String)> = self
+            .spool
+            .list()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|id| (0, id))
+            .collect();
+        let (done_tx, mut done) = mpsc::unbounded_channel::<(String, Option<u64>)>();
+        let mut in_flight = 0usize;
         loop {
             if let Some(policy) = self.policy.current() {
-                let limit = policy.settings.delivery.concurrency as usize;
-                let slots = Arc::new(Semaphore::new(limit.max(1)));
-                for id in self.spool.list().unwrap_or_default() {
-                    let due = self
-                        .due
-                        .lock()
-                        .expect("due lock")
-                        .get(&id)
-                        .copied()
-                        .unwrap_or(0);
-                    if due > now() || !self.busy.lock().expect("busy lock").insert(id.clone()) {
-                        continue;
-                    }
-                    let Ok(permit) = slots.clone().try_acquire_owned() else {
-                        self.busy.lock().expect("busy lock").remove(&id);
+                let limit = (policy.settings.delivery.concurrency as usize).max(1);
+                while in_flight < limit {
+                    let Some(first) = schedule.first().cloned() else {
                         break;
                     };
-                    let this = self.clone();
-                    let policy = policy.clone();
+                    if first.0 > now() {
+                        break;
+                    }
+                    schedule.remove(&first);
+                    in_flight += 1;
+                    let (this, policy, done_tx) = (self.clone(), policy.clone(), done_tx.clone());
                     tokio::spawn(async move {
-                        let next = this.round(&id, &policy).await;
-                        match next {
-                            Ok(Some(at)) => {
-                                this.due.lock().expect("due lock").insert(id.clone(), at);
-                            }
-                            Ok(None) => {
-                                this.due.lock().expect("due lock").remove(&id);
-                            }
+                        let id = first.1;
+                        let next = match this.round(&id, &policy).await {
+                            Ok(next) => next,
                             Err(e) => {
                                 tracing::error!(%id, error = %e, "delivery round failed");
-                                this.due
-                                    .lock()
-                                    .expect("due lock")
-                                    .insert(id.clone(), now() + 5);
+                                Some(now() + 5)
                             }
-                        }
-                        this.busy.lock().expect("busy lock").remove(&id);
-                        drop(permit);
-                        this.wake.notify_one();
+                        };
+                        let _ = done_tx.send((id, next));
                     });
                 }
             }
+            let wait = schedule.first().map_or(Duration::from_secs(1), |(at, _)| {
+                Duration::from_secs(at.saturating_sub(now()).clamp(0, 1))
+            });
             tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                Some(id) = new_ids.recv() => {
+                    schedule.insert((0, id));
+                }
+                Some((id, next)) = done.recv() => {
+                    in_flight -= 1;
+                    if let Some(at) = next {
+                        schedule.insert((at, id));
+                    }
+                }
+                _ = tokio::time::sleep(wait.max(Duration::from_millis(50))) => {}
                 _ = shutdown.wait_for(|s| *s) => return,
             }
         }
@@ -425,6 +429,7 @@ impl Queue {
             .commit(incoming)
             .await
             .map_err(|e| e.to_string())?;
+        let _ = self.queued.send(id.clone());
         tracing::info!(%id, original = %original.id, "queued a delivery status notification");
         Ok(())
     }
