@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Pki, Postern, eventually};
+use support::{Pki, Postern};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
 struct Gateway {
@@ -35,17 +35,7 @@ impl Gateway {
     }
 
     async fn rest(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
-        let r = self
-            .control
-            .client()
-            .request(method, format!("{}{path}", self.control.base))
-            .bearer_auth(self.control.admin_token())
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{path}: {}", r.status());
-        r.json().await.unwrap_or(Value::Null)
+        self.control.rest(method, path, body).await
     }
 
     /// Points delivery at a nameserver that does not exist (tests never use the system's
@@ -76,40 +66,11 @@ impl Gateway {
     }
 
     async fn wait_applied(&self) {
-        let version = self
-            .rest(reqwest::Method::GET, "/v1/policy", Value::Null)
-            .await["version"]
-            .clone();
-        eventually(
-            "the worker to apply the policy",
-            Duration::from_secs(30),
-            || async {
-                let workers = self
-                    .rest(reqwest::Method::GET, "/v1/workers", Value::Null)
-                    .await;
-                workers["items"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|w| w["applied_version"] == version)
-                    .then_some(())
-            },
-        )
-        .await;
+        self.control.wait_applied().await;
     }
 
     fn queued(&self) -> Vec<String> {
-        let dir = self.worker.data_dir.join("queue");
-        let mut files: Vec<String> = std::fs::read_dir(dir)
-            .map(|d| {
-                d.filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.extension().is_some_and(|x| x == "msg"))
-                    .filter_map(|p| std::fs::read_to_string(p).ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        files.sort();
-        files
+        support::queued_messages(&self.worker.data_dir)
     }
 }
 

@@ -113,41 +113,12 @@ impl Relay {
         let relay = json!({"domains": [{"domain": "partner.example", "next_hop": format!("[{}]:{}", "127.0.0.1", sink.rsplit(':').next().unwrap())}], "networks": ["127.0.0.0/8"]});
         r.rest(reqwest::Method::PUT, "/v1/relay", relay).await;
         r.rest(reqwest::Method::PUT, "/v1/settings", settings).await;
-        let version = r
-            .rest(reqwest::Method::GET, "/v1/policy", Value::Null)
-            .await["version"]
-            .clone();
-        eventually(
-            "the worker to apply the policy",
-            Duration::from_secs(30),
-            || async {
-                let w = r
-                    .rest(reqwest::Method::GET, "/v1/workers", Value::Null)
-                    .await;
-                w["items"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|w| w["applied_version"] == version)
-                    .then_some(())
-            },
-        )
-        .await;
+        r.control.wait_applied().await;
         r
     }
 
     async fn rest(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
-        let r = self
-            .control
-            .client()
-            .request(method, format!("{}{path}", self.control.base))
-            .bearer_auth(self.control.admin_token())
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{path}: {}", r.status());
-        r.json().await.unwrap_or(Value::Null)
+        self.control.rest(method, path, body).await
     }
 
     async fn send(&self, rcpts: &[&str]) {
@@ -190,11 +161,8 @@ impl Relay {
 
     /// The queued messages: (envelope, message).
     fn queue(&self) -> Vec<(Value, String)> {
-        std::fs::read_dir(self.worker.data_dir.join("queue"))
-            .unwrap()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "msg"))
-            .filter_map(|p| std::fs::read_to_string(p).ok())
+        support::queued_messages(&self.worker.data_dir)
+            .into_iter()
             .map(|f| {
                 let (env, msg) = f.split_once('\n').unwrap();
                 (serde_json::from_str(env).unwrap(), msg.to_string())

@@ -9,46 +9,9 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use support::{Pki, Postern, Rng, eventually};
+use serde_json::json;
+use support::{Pki, Postern, Rng};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-
-async fn set(control: &Postern, method: reqwest::Method, path: &str, body: Value) {
-    let r = control
-        .client()
-        .request(method, format!("{}{path}", control.base))
-        .bearer_auth(control.admin_token())
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{path}: {}", r.status());
-}
-
-async fn applied(control: &Postern) {
-    let http = control.client();
-    let token = control.admin_token();
-    eventually(
-        "the worker to apply the policy",
-        Duration::from_secs(30),
-        || async {
-            let get = |p: &str| {
-                http.get(format!("{}{p}", control.base))
-                    .bearer_auth(&token)
-                    .send()
-            };
-            let version =
-                get("/v1/policy").await.ok()?.json::<Value>().await.ok()?["version"].clone();
-            let workers = get("/v1/workers").await.ok()?.json::<Value>().await.ok()?;
-            workers["items"]
-                .as_array()?
-                .iter()
-                .any(|w| w["applied_version"] == version && w["connected"] == true)
-                .then_some(())
-        },
-    )
-    .await;
-}
 
 const BODY_LINE: &str =
     "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n";
@@ -103,26 +66,26 @@ async fn sigkill_under_load_loses_no_acknowledged_message() {
     let pki = Pki::new(&dir.path().join("tls"));
     pki.client("w", &["w"]);
     let control = Postern::control(&dir.path().join("control"), &pki);
-    set(
-        &control,
-        reqwest::Method::PUT,
-        "/v1/relay",
-        json!({"domains": [], "networks": ["127.0.0.0/8"]}),
-    )
-    .await;
+    control
+        .rest(
+            reqwest::Method::PUT,
+            "/v1/relay",
+            json!({"domains": [], "networks": ["127.0.0.0/8"]}),
+        )
+        .await;
     // No resolver: queued mail stays deferred (tests never use the system's).
-    set(
-        &control,
-        reqwest::Method::PUT,
-        "/v1/settings",
-        json!({"delivery": {"nameservers": ["127.0.0.1:9"]}}),
-    )
-    .await;
+    control
+        .rest(
+            reqwest::Method::PUT,
+            "/v1/settings",
+            json!({"delivery": {"nameservers": ["127.0.0.1:9"]}}),
+        )
+        .await;
     let spool = dir.path().join("spool");
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
     for round in 0..4 {
         let worker = Postern::worker(&spool, &pki, &control.other, "w", "w");
-        applied(&control).await;
+        control.wait_applied().await;
         let clients: Vec<_> = (0..8)
             .map(|n| tokio::spawn(sender(worker.other.clone(), n, acked.clone())))
             .collect();
@@ -216,23 +179,23 @@ async fn a_full_disk_gives_452_and_never_a_250() {
     let pki = Pki::new(&dir.path().join("tls"));
     pki.client("w", &["w"]);
     let control = Postern::control(&dir.path().join("control"), &pki);
-    set(
-        &control,
-        reqwest::Method::PUT,
-        "/v1/relay",
-        json!({"domains": [], "networks": ["127.0.0.0/8"]}),
-    )
-    .await;
+    control
+        .rest(
+            reqwest::Method::PUT,
+            "/v1/relay",
+            json!({"domains": [], "networks": ["127.0.0.0/8"]}),
+        )
+        .await;
     // No resolver: queued mail stays deferred (tests never use the system's).
-    set(
-        &control,
-        reqwest::Method::PUT,
-        "/v1/settings",
-        json!({"delivery": {"nameservers": ["127.0.0.1:9"]}}),
-    )
-    .await;
+    control
+        .rest(
+            reqwest::Method::PUT,
+            "/v1/settings",
+            json!({"delivery": {"nameservers": ["127.0.0.1:9"]}}),
+        )
+        .await;
     let worker = Postern::worker(&spool, &pki, &control.other, "w", "w");
-    applied(&control).await;
+    control.wait_applied().await;
 
     let mut io = BufReader::new(tokio::net::TcpStream::connect(&worker.other).await.unwrap());
     next(&mut io).await.unwrap();

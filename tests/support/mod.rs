@@ -94,6 +94,48 @@ impl Postern {
         builder.build().unwrap()
     }
 
+    /// A REST call to this control plane as the admin; panics unless it succeeds.
+    pub async fn rest(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> serde_json::Value {
+        let r = self
+            .client()
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(self.admin_token())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().await.unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Waits until a connected worker of this control plane enforces the current version.
+    pub async fn wait_applied(&self) {
+        let version = self
+            .rest(reqwest::Method::GET, "/v1/policy", serde_json::Value::Null)
+            .await["version"]
+            .clone();
+        eventually(
+            "a worker to apply the policy",
+            Duration::from_secs(30),
+            || async {
+                let workers = self
+                    .rest(reqwest::Method::GET, "/v1/workers", serde_json::Value::Null)
+                    .await;
+                workers["items"]
+                    .as_array()?
+                    .iter()
+                    .any(|w| w["applied_version"] == version && w["connected"] == true)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
     /// Starts `postern worker` with the client certificate `<cert>.pem` from `pki`.
     pub fn worker(spool: &Path, pki: &Pki, control_grpc: &str, id: &str, cert: &str) -> Postern {
         Postern::worker_on(spool, pki, control_grpc, id, cert, "127.0.0.1:0")
@@ -295,4 +337,18 @@ pub async fn smtp_greeting(addr: &str) -> String {
         .unwrap()
         .unwrap()
         .unwrap_or_default()
+}
+
+/// The queued messages of a worker's spool (each file: an envelope line, then the message).
+pub fn queued_messages(spool: &Path) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(spool.join("queue"))
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "msg"))
+                .filter_map(|p| std::fs::read_to_string(p).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
 }
