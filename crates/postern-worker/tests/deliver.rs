@@ -292,3 +292,47 @@ async fn a_dead_next_hop_defers() {
         reason(&a)
     );
 }
+
+#[tokio::test]
+async fn a_message_needing_smtputf8_bounces_at_a_hop_without_it() {
+    // Our server offers SMTPUTF8; a scripted hop that does not.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let (read, mut write) = tcp.split();
+        let mut lines = BufReader::new(read).lines();
+        write.write_all(b"220 old.test ESMTP\r\n").await.unwrap();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let reply: &[u8] = if line.starts_with("EHLO") {
+                b"250-old.test\r\n250 8BITMIME\r\n"
+            } else {
+                b"221 2.0.0 Bye\r\n"
+            };
+            write.write_all(reply).await.unwrap();
+        }
+    });
+    let mut env = envelope();
+    env.smtputf8 = true;
+    let target = Target {
+        host: "old.test".into(),
+        addr,
+        level: Level::May,
+        strength: CipherStrength::Medium,
+    };
+    let a = attempt(
+        &target,
+        "relay.test",
+        &env,
+        MESSAGE,
+        &[],
+        Duration::from_secs(10),
+    )
+    .await;
+    let reply = &a.outcome.recipients[0].1;
+    assert_eq!(reply.code, 554);
+    assert_eq!(
+        reply.lines[0],
+        "5.6.7 SMTPUTF8 is required, but was not offered by host old.test[127.0.0.1]"
+    );
+}

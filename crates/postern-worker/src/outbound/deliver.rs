@@ -192,7 +192,10 @@ async fn session(
                     Err(_) => return Err(verdict.unwrap_or_else(|| lost(&"timed out"))),
                 }
             }
-            ClientEvent::Greeted { tls: true, .. } => client.proceed(),
+            ClientEvent::Greeted {
+                extensions,
+                tls: true,
+            } => proceed(&mut client, envelope, &extensions, host, &ip),
             ClientEvent::Greeted {
                 extensions,
                 tls: false,
@@ -204,7 +207,7 @@ async fn session(
                 };
                 match step {
                     Step::StartTls => client.start_tls(),
-                    Step::Plain => client.proceed(),
+                    Step::Plain => proceed(&mut client, envelope, &extensions, host, &ip),
                     other => {
                         client.quit(Reply::new(450, "4.7.0 TLS policy"));
                         verdict = Some(other);
@@ -274,5 +277,24 @@ async fn session(
                 };
             }
         }
+    }
+}
+
+/// Goes on with the transaction, unless the message needs SMTPUTF8 and the next hop does not
+/// offer it: then every recipient bounces (PRODUCT.md 4; no downgrade exists).
+fn proceed(
+    client: &mut Client,
+    envelope: &Envelope,
+    extensions: &postern_smtp::Extensions,
+    host: &str,
+    ip: &str,
+) {
+    if envelope.smtputf8 && !extensions.smtputf8 {
+        client.quit(Reply::new(
+            554,
+            format!("5.6.7 SMTPUTF8 is required, but was not offered by host {host}[{ip}]"),
+        ));
+    } else {
+        client.proceed();
     }
 }
