@@ -95,7 +95,8 @@ async fn sink(tempfail: usize) -> (String, Seen) {
 struct Relay {
     control: Postern,
     worker: Postern,
-    _dir: tempfile::TempDir,
+    pki: Pki,
+    dir: tempfile::TempDir,
 }
 
 impl Relay {
@@ -108,7 +109,8 @@ impl Relay {
         let r = Relay {
             control,
             worker,
-            _dir: dir,
+            pki,
+            dir,
         };
         let relay = json!({"domains": [{"domain": "partner.example", "next_hop": format!("[{}]:{}", "127.0.0.1", sink.rsplit(':').next().unwrap())}], "networks": ["127.0.0.0/8"]});
         r.rest(reqwest::Method::PUT, "/v1/relay", relay).await;
@@ -262,4 +264,104 @@ async fn a_temporary_failure_is_retried_on_the_schedule() {
         r.queue().is_empty().then_some(())
     })
     .await;
+}
+
+/// Sends one message with the given subject; returns whether it got its 250.
+async fn send_one(addr: &str, subject: &str) -> bool {
+    let Ok(tcp) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    let mut io = BufReader::new(tcp);
+    let mut line = String::new();
+    let batch = format!(
+        "EHLO c\r\nMAIL FROM:<alice@sender.example>\r\nRCPT TO:<bob@partner.example>\r\nDATA\r\nSubject: {subject}\r\n\r\nbody\r\n.\r\nQUIT\r\n"
+    );
+    if io.get_mut().write_all(batch.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut replies = Vec::new();
+    while let Ok(n) = io.read_line(&mut line).await {
+        if n == 0 {
+            break;
+        }
+        replies.push(line.clone());
+        line.clear();
+    }
+    replies
+        .iter()
+        .any(|r| r.starts_with("250 2.0.0 Ok: queued as"))
+}
+
+/// SIGKILL the worker while it relays: after a restart every acknowledged message is delivered
+/// (issue 5, point 7); duplicates are possible (a delivery done but not yet recorded) and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_cut_by_sigkill_is_retried_after_restart() {
+    let mut rng = support::Rng::from_env();
+    let (addr, seen) = sink(0).await;
+    let Relay { control, mut worker, pki, dir: _dir } =
+        Relay::start(&addr, json!({"delivery": {"nameservers": [NO_DNS]}, "queue": {"first_retry_s": 1, "max_retry_s": 1}})).await;
+    let spool = worker.data_dir.clone();
+    let mut acked = Vec::new();
+    for round in 0..3 {
+        let smtp = worker.other.clone();
+        let senders: Vec<_> = (0..4)
+            .map(|t| {
+                let smtp = smtp.clone();
+                tokio::spawn(async move {
+                    let mut ok = Vec::new();
+                    for i in 0..200 {
+                        let subject = format!("r{round}-t{t}-m{i}");
+                        if send_one(&smtp, &subject).await {
+                            ok.push(subject);
+                        } else {
+                            break;
+                        }
+                    }
+                    ok
+                })
+            })
+            .collect();
+        let wait = 100 + rng.below(400);
+        eprintln!("round {round}: SIGKILL after {wait} ms");
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        worker.kill();
+        for s in senders {
+            acked.extend(s.await.unwrap());
+        }
+        worker = Postern::worker(&spool, &pki, &control.other, "w", "w");
+        control.wait_applied().await;
+    }
+    assert!(acked.len() >= 20, "too few messages: {}", acked.len());
+    let delivered = |seen: &Seen| -> Vec<String> {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(_, m)| {
+                m.lines()
+                    .find_map(|l| l.strip_prefix("Subject: ").map(|s| s.trim().to_string()))
+            })
+            .collect()
+    };
+    eventually(
+        "every acknowledged message to be delivered",
+        Duration::from_secs(60),
+        || async {
+            let got: std::collections::HashSet<String> = delivered(&seen).into_iter().collect();
+            acked.iter().all(|a| got.contains(a)).then_some(())
+        },
+    )
+    .await;
+    eventually("the queue to empty", Duration::from_secs(60), || async {
+        support::queued_messages(&spool).is_empty().then_some(())
+    })
+    .await;
+    drop(worker);
+    let all = delivered(&seen);
+    let unique: std::collections::HashSet<&String> = all.iter().collect();
+    eprintln!(
+        "{} acknowledged, {} deliveries, {} duplicates after 3 SIGKILLs",
+        acked.len(),
+        all.len(),
+        all.len() - unique.len()
+    );
 }
