@@ -9,7 +9,7 @@
 //! phase timings (this is how a 40 ms stall from TLS 1.3 session tickets was found).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
@@ -52,6 +52,13 @@ async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
     cmd(io, "MAIL FROM:<load@sender.example>\r\n", "250").await?;
     cmd(io, "RCPT TO:<sink@rcpt.example>\r\n", "250").await?;
     cmd(io, "DATA\r\n", "354").await?;
+    // When the message was handed over, for the sink's delay figure (smtp-sink).
+    let sent = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    io.get_mut()
+        .write_all(format!("X-Load-Sent: {sent}\r\n").as_bytes())
+        .await?;
     io.get_mut().write_all(body.as_bytes()).await?;
     let t = Instant::now();
     cmd(io, ".\r\n", "250").await?;

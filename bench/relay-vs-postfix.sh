@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# End-to-end relay, Postern against Postfix, on this machine in one run (issue 5): client ->
+# server -> sink, 4 KiB messages, 20 sessions, a new connection per message, plaintext and with
+# STARTTLS on both legs (outbound level encrypt / Postfix smtp_tls_security_level=encrypt).
+# The sink counts what arrives while the load runs and for a drain period after, and reports the
+# delay from the client's final dot to arrival (p50/p99).
+# Usage (as root; installs and reconfigures Postfix): bench/relay-vs-postfix.sh [seconds] [drain]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+drain=${2:-15}
+BIN=target/release/postern
+LOAD=target/release/smtp-load
+SINK=target/release/smtp-sink
+[ -x "$BIN" ] && [ -x "$LOAD" ] && [ -x "$SINK" ] || { echo "cargo build --release -p postern -p postern-bench first" >&2; exit 2; }
+if ! command -v postfix >/dev/null; then
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null
+fi
+work=$(mktemp -d)
+pid=""
+trap 'postfix stop >/dev/null 2>&1 || true; [ -n "$pid" ] && kill $pid 2>/dev/null; rm -rf "$work"' EXIT
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/key.pem" \
+  -out "$work/cert.pem" -days 2 -subj "/CN=localhost" >/dev/null 2>&1
+chmod 644 "$work/key.pem" "$work/cert.pem"; chmod 755 "$work"
+[ -f /etc/postfix/main.cf ] || cp /usr/share/postfix/main.cf.debian /etc/postfix/main.cf
+postfix stop >/dev/null 2>&1 || true
+
+"$BIN" dev --data-dir "$work/postern" --http-listen 127.0.0.1:18180 --grpc-listen 127.0.0.1:15151 \
+  --smtp-listen 127.0.0.1:12625 --worker-http-listen 127.0.0.1:19190 --hostname postern.bench.test 2> "$work/postern.log" &
+pid=$!
+for _ in $(seq 100); do grep -q "policy applied" "$work/postern.log" 2>/dev/null && break; sleep 0.1; done
+token=$(cat "$work/postern/admin-token")
+api() { curl -s -X "$1" -H "Authorization: Bearer $token" "http://127.0.0.1:18180$2" -d "$3" >/dev/null; }
+api PUT /v1/settings '{"smtp": {"max_sessions": 2000, "max_sessions_per_ip": 2000}, "delivery": {"nameservers": ["127.0.0.1:9"]}}'
+
+echo "machine: $(nproc) cores; load $secs s + drain $drain s; 20 sessions; 4 KiB messages"
+port=2700
+for mode in plain tls; do
+  arg=""; level=may; pftls=none
+  [ "$mode" = tls ] && { arg=tls; level=encrypt; pftls=encrypt; }
+
+  # Postfix relays rcpt.example to the sink.
+  port=$((port + 1))
+  postconf -e "myhostname = postfix.bench.test" "mydestination =" "inet_interfaces = 127.0.0.1" \
+    "inet_protocols = ipv4" "mynetworks = 127.0.0.0/8" "relay_domains = rcpt.example" \
+    "smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination" \
+    "smtpd_tls_security_level = may" "smtpd_tls_cert_file = $work/cert.pem" \
+    "smtpd_tls_key_file = $work/key.pem" "defer_transports =" \
+    "transport_maps =" "relay_transport = relay:[127.0.0.1]:$port" \
+    "smtp_tls_security_level = $pftls" "default_process_limit = 200" \
+    "smtpd_client_connection_rate_limit = 0" "smtpd_client_connection_count_limit = 0" \
+    "maillog_file = /var/log/postfix-bench.log" "compatibility_level = 3.6"
+  postsuper -d ALL >/dev/null 2>&1 || true
+  postfix start >/dev/null 2>&1 || postfix reload >/dev/null 2>&1
+  sleep 1
+  "$SINK" 127.0.0.1:$port $((secs + drain)) $arg > "$work/sink" &
+  sleep 0.3
+  load=$("$LOAD" 127.0.0.1:25 20 "$secs" $arg)
+  wait $!
+  echo "postfix $mode: intake: $load"
+  echo "postfix $mode: $(cat "$work/sink")"
+  p=$(sed -E 's/.*: ([0-9]+) messages.*/\1/' "$work/sink")
+  postfix stop >/dev/null 2>&1 || true
+
+  # Postern relays rcpt.example to its own sink.
+  port=$((port + 1))
+  api PUT /v1/relay "{\"domains\": [{\"domain\": \"rcpt.example\", \"next_hop\": \"[127.0.0.1]:$port\"}], \"networks\": [\"127.0.0.0/8\", \"::1/128\"]}"
+  api PUT /v1/policy/outbound/default "{\"level\": \"$level\"}"
+  sleep 1
+  "$SINK" 127.0.0.1:$port $((secs + drain)) $arg > "$work/sink" &
+  sleep 0.3
+  load=$("$LOAD" 127.0.0.1:12625 20 "$secs" $arg)
+  wait $!
+  echo "postern $mode: intake: $load"
+  echo "postern $mode: $(cat "$work/sink")"
+  q=$(sed -E 's/.*: ([0-9]+) messages.*/\1/' "$work/sink")
+  echo "$mode: delivered Postern / Postfix = $(python3 -c "print(round($q / max($p, 1), 2))")"
+done
