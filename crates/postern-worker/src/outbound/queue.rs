@@ -178,7 +178,12 @@ impl Queue {
 
     /// One delivery round for message `id`; returns when it is next due (`None`: done).
     async fn round(&self, id: &str, policy: &CompiledPolicy) -> Result<Option<u64>, String> {
-        let (envelope, message) = self.spool.read(id).map_err(|e| e.to_string())?;
+        let (envelope, message) = match self.spool.read(id) {
+            Ok(m) => m,
+            // Gone from the spool (removed by an operator): nothing left to do.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
         let mut state: MessageState = match self.spool.read_state(id).map_err(|e| e.to_string())? {
             Some(s) => s,
             None => MessageState {
