@@ -14,18 +14,43 @@ use tokio::net::TcpListener;
 /// What the sink saw: (recipients, message) per accepted message.
 type Seen = Arc<Mutex<Vec<(Vec<String>, String)>>>;
 
+/// Sessions open at a sink now, and the most at once.
+#[derive(Default)]
+struct Open {
+    now: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
 /// A plaintext SMTP sink: refuses recipients whose local part starts with `bad` (550), answers
 /// the first `tempfail` messages' final dot with 451, accepts the rest.
 async fn sink(tempfail: usize) -> (String, Seen) {
+    let (addr, seen, _) = sink_counting(tempfail).await;
+    (addr, seen)
+}
+
+/// `sink`, also counting its concurrent sessions.
+async fn sink_counting(tempfail: usize) -> (String, Seen, Arc<Open>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let seen: Seen = Arc::default();
     let failures = Arc::new(Mutex::new(tempfail));
     let record = seen.clone();
+    let open = Arc::new(Open::default());
+    let counts = open.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            let (seen, failures) = (record.clone(), failures.clone());
+            let (seen, failures, open) = (record.clone(), failures.clone(), counts.clone());
             tokio::spawn(async move {
+                use std::sync::atomic::Ordering::SeqCst;
+                let now = open.now.fetch_add(1, SeqCst) + 1;
+                open.most.fetch_max(now, SeqCst);
+                struct Close(Arc<Open>);
+                impl Drop for Close {
+                    fn drop(&mut self) {
+                        self.0.now.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+                let _close = Close(open);
                 let (read, mut write) = tcp.into_split();
                 let mut lines = BufReader::new(read);
                 write.write_all(b"220 sink.test ESMTP\r\n").await.unwrap();
@@ -68,6 +93,8 @@ async fn sink(tempfail: usize) -> (String, Seen) {
                             }
                             data.push(b[0]);
                         }
+                        // A little slow, so that concurrent deliveries overlap here.
+                        tokio::time::sleep(Duration::from_millis(30)).await;
                         let mut f = failures.lock().unwrap();
                         if *f > 0 {
                             *f -= 1;
@@ -89,7 +116,7 @@ async fn sink(tempfail: usize) -> (String, Seen) {
             });
         }
     });
-    (addr, seen)
+    (addr, seen, open)
 }
 
 struct Relay {
@@ -363,5 +390,33 @@ async fn a_delivery_cut_by_sigkill_is_retried_after_restart() {
         acked.len(),
         all.len(),
         all.len() - unique.len()
+    );
+}
+
+/// At most `delivery.per_destination_concurrency` connections to one next hop at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_destination_are_limited() {
+    let (addr, seen, open) = sink_counting(0).await;
+    let settings = json!({"delivery": {"nameservers": [NO_DNS], "concurrency": 10, "per_destination_concurrency": 2}});
+    let r = Relay::start(&addr, settings).await;
+    let sends: Vec<_> = (0..12)
+        .map(|i| {
+            let smtp = r.worker.other.clone();
+            tokio::spawn(async move { assert!(send_one(&smtp, &format!("c{i}")).await) })
+        })
+        .collect();
+    for s in sends {
+        s.await.unwrap();
+    }
+    eventually(
+        "every message to arrive",
+        Duration::from_secs(30),
+        || async { (seen.lock().unwrap().len() >= 12).then_some(()) },
+    )
+    .await;
+    let most = open.most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (1..=2).contains(&most),
+        "{most} connections to one destination at once"
     );
 }

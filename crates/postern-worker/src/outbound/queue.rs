@@ -69,6 +69,9 @@ pub struct Queue {
     queued: mpsc::UnboundedSender<String>,
     /// The resolver for the current (nameservers, MX port) settings.
     router: Mutex<Option<(RouterKey, Arc<Router>)>>,
+    /// Connections per destination (`delivery.per_destination_concurrency`), by (destination,
+    /// limit) so that a changed limit takes effect for new deliveries.
+    destinations: Mutex<std::collections::HashMap<(String, u32), Arc<tokio::sync::Semaphore>>>,
     /// Connect and reply timeout of each attempt.
     pub attempt_timeout: Duration,
 }
@@ -88,6 +91,7 @@ impl Queue {
             own_smtp,
             queued,
             router: Mutex::new(None),
+            destinations: Mutex::default(),
             attempt_timeout: Duration::from_secs(60),
         })
     }
@@ -254,6 +258,7 @@ impl Queue {
                     &recipients,
                     &message,
                     &trust,
+                    settings.delivery.per_destination_concurrency,
                 )
                 .await;
             for (i, (reply, host)) in members.iter().zip(results) {
@@ -345,6 +350,7 @@ impl Queue {
         recipients: &[String],
         message: &[u8],
         trust: &[rustls::pki_types::CertificateDer<'static>],
+        per_destination: u32,
     ) -> Vec<(Reply, Option<String>)> {
         let all = |reply: Reply| recipients.iter().map(|_| (reply.clone(), None)).collect();
         let next_hop = match NextHop::parse(hop) {
@@ -362,6 +368,24 @@ impl Queue {
                 format!("5.4.6 mail for {domain} loops back to myself"),
             ));
         }
+        // At most `per_destination` connections to one destination (a next hop, or a domain's
+        // MX hosts) at a time.
+        let destination = if hop.eq_ignore_ascii_case("mx") {
+            domain.to_string()
+        } else {
+            hop.to_string()
+        };
+        let slots = {
+            let mut map = self.destinations.lock().expect("destinations lock");
+            map.entry((destination, per_destination))
+                .or_insert_with(|| {
+                    Arc::new(tokio::sync::Semaphore::new(per_destination.max(1) as usize))
+                })
+                .clone()
+        };
+        let Ok(_slot) = slots.acquire_owned().await else {
+            return all(Reply::new(451, "4.3.0 delivery stopped"));
+        };
         let smtp_envelope = Envelope {
             from: envelope.sender.clone(),
             recipients: recipients.to_vec(),
