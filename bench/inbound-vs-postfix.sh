@@ -10,22 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 settle=${SETTLE:-15}
-BIN=target/release/postern
-LOAD=target/release/smtp-load
-[ -x "$BIN" ] && [ -x "$LOAD" ] || { echo "cargo build --release -p postern -p postern-bench first" >&2; exit 2; }
-if ! command -v postfix >/dev/null; then
-  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null
-fi
-work=$(mktemp -d)
-pid=""
-trap 'postfix stop >/dev/null 2>&1 || true; [ -n "$pid" ] && kill $pid 2>/dev/null; rm -rf "$work"' EXIT
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/key.pem" \
-  -out "$work/cert.pem" -days 2 -subj "/CN=localhost" >/dev/null 2>&1
-chmod 644 "$work/key.pem" "$work/cert.pem"; chmod 755 "$work"
-postfix stop >/dev/null 2>&1 || true
-# "No configuration" installs leave main.cf out; start from Debian's shipped one.
-[ -f /etc/postfix/main.cf ] || cp /usr/share/postfix/main.cf.debian /etc/postfix/main.cf
+. bench/common.sh
 postconf -e "myhostname = postfix.bench.test" "mydestination =" "inet_interfaces = 127.0.0.1" \
   "inet_protocols = ipv4" "mynetworks = 127.0.0.0/8" "relay_domains = rcpt.example" \
   "smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination" \
@@ -38,13 +23,8 @@ postsuper -d ALL >/dev/null 2>&1 || true
 postfix start >/dev/null 2>&1 || { cat /var/log/postfix-bench.log | tail -5; exit 1; }
 sleep 1
 
-"$BIN" dev --data-dir "$work/postern" --http-listen 127.0.0.1:18180 --grpc-listen 127.0.0.1:15151 \
-  --smtp-listen 127.0.0.1:12625 --worker-http-listen 127.0.0.1:19190 --hostname postern.bench.test 2> "$work/postern.log" &
-pid=$!
-for _ in $(seq 100); do grep -q "policy applied" "$work/postern.log" 2>/dev/null && break; sleep 0.1; done
-token=$(cat "$work/postern/admin-token")
-curl -s -X PUT -H "Authorization: Bearer $token" http://127.0.0.1:18180/v1/settings \
-  -d '{"smtp": {"max_sessions": 2000, "max_sessions_per_ip": 2000}, "queue": {"first_retry_s": 3600, "max_retry_s": 3600}, "delivery": {"nameservers": ["127.0.0.1:9"]}}' >/dev/null
+start_postern
+api PUT /v1/settings '{"smtp": {"max_sessions": 2000, "max_sessions_per_ip": 2000}, "queue": {"first_retry_s": 3600, "max_retry_s": 3600}, "delivery": {"nameservers": ["127.0.0.1:9"]}}'
 sleep 1
 
 echo "machine: $(nproc) cores; $secs s per run; 20 sessions; 4 KiB messages"

@@ -9,29 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 drain=${2:-15}
-BIN=target/release/postern
-LOAD=target/release/smtp-load
-SINK=target/release/smtp-sink
-[ -x "$BIN" ] && [ -x "$LOAD" ] && [ -x "$SINK" ] || { echo "cargo build --release -p postern -p postern-bench first" >&2; exit 2; }
-if ! command -v postfix >/dev/null; then
-  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null
-fi
-work=$(mktemp -d)
-pid=""
-trap 'postfix stop >/dev/null 2>&1 || true; [ -n "$pid" ] && kill $pid 2>/dev/null; rm -rf "$work"' EXIT
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/key.pem" \
-  -out "$work/cert.pem" -days 2 -subj "/CN=localhost" >/dev/null 2>&1
-chmod 644 "$work/key.pem" "$work/cert.pem"; chmod 755 "$work"
-[ -f /etc/postfix/main.cf ] || cp /usr/share/postfix/main.cf.debian /etc/postfix/main.cf
-postfix stop >/dev/null 2>&1 || true
-
-"$BIN" dev --data-dir "$work/postern" --http-listen 127.0.0.1:18180 --grpc-listen 127.0.0.1:15151 \
-  --smtp-listen 127.0.0.1:12625 --worker-http-listen 127.0.0.1:19190 --hostname postern.bench.test 2> "$work/postern.log" &
-pid=$!
-for _ in $(seq 100); do grep -q "policy applied" "$work/postern.log" 2>/dev/null && break; sleep 0.1; done
-token=$(cat "$work/postern/admin-token")
-api() { curl -s -X "$1" -H "Authorization: Bearer $token" "http://127.0.0.1:18180$2" -d "$3" >/dev/null; }
+. bench/common.sh
+start_postern
 api PUT /v1/settings '{"smtp": {"max_sessions": 2000, "max_sessions_per_ip": 2000}, "delivery": {"nameservers": ["127.0.0.1:9"]}}'
 
 echo "machine: $(nproc) cores; load $secs s + drain $drain s; 20 sessions; 4 KiB messages"
