@@ -13,6 +13,25 @@ use serde_json::json;
 use support::{Pki, Postern, Rng};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+/// Loopback clients may relay anywhere; delivery finds no resolver (tests never use the
+/// system's), so queued mail stays deferred in the spool.
+async fn relay_loopback_without_dns(control: &Postern) {
+    control
+        .rest(
+            reqwest::Method::PUT,
+            "/v1/relay",
+            json!({"domains": [], "networks": ["127.0.0.0/8"]}),
+        )
+        .await;
+    control
+        .rest(
+            reqwest::Method::PUT,
+            "/v1/settings",
+            json!({"delivery": {"nameservers": ["127.0.0.1:9"]}}),
+        )
+        .await;
+}
+
 const BODY_LINE: &str =
     "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n";
 
@@ -66,21 +85,7 @@ async fn sigkill_under_load_loses_no_acknowledged_message() {
     let pki = Pki::new(&dir.path().join("tls"));
     pki.client("w", &["w"]);
     let control = Postern::control(&dir.path().join("control"), &pki);
-    control
-        .rest(
-            reqwest::Method::PUT,
-            "/v1/relay",
-            json!({"domains": [], "networks": ["127.0.0.0/8"]}),
-        )
-        .await;
-    // No resolver: queued mail stays deferred (tests never use the system's).
-    control
-        .rest(
-            reqwest::Method::PUT,
-            "/v1/settings",
-            json!({"delivery": {"nameservers": ["127.0.0.1:9"]}}),
-        )
-        .await;
+    relay_loopback_without_dns(&control).await;
     let spool = dir.path().join("spool");
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
     for round in 0..4 {
@@ -179,21 +184,7 @@ async fn a_full_disk_gives_452_and_never_a_250() {
     let pki = Pki::new(&dir.path().join("tls"));
     pki.client("w", &["w"]);
     let control = Postern::control(&dir.path().join("control"), &pki);
-    control
-        .rest(
-            reqwest::Method::PUT,
-            "/v1/relay",
-            json!({"domains": [], "networks": ["127.0.0.0/8"]}),
-        )
-        .await;
-    // No resolver: queued mail stays deferred (tests never use the system's).
-    control
-        .rest(
-            reqwest::Method::PUT,
-            "/v1/settings",
-            json!({"delivery": {"nameservers": ["127.0.0.1:9"]}}),
-        )
-        .await;
+    relay_loopback_without_dns(&control).await;
     let worker = Postern::worker(&spool, &pki, &control.other, "w", "w");
     control.wait_applied().await;
 
