@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub mod relay;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_postern");
 
 /// Certificates for a control plane and its workers, written as PEM files.
@@ -111,6 +113,27 @@ impl Postern {
             .unwrap();
         assert!(r.status().is_success(), "{path}: {}", r.status());
         r.json().await.unwrap_or(serde_json::Value::Null)
+    }
+
+    /// A REST call with `token` (the admin's when `None`): the status and the JSON body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let token = token.map_or_else(|| self.admin_token(), str::to_string);
+        let mut request = self
+            .client()
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let r = request.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
     /// Waits until a connected worker of this control plane enforces the current version.

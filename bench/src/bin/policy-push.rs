@@ -95,6 +95,7 @@ fn workers(plane: &Plane, n: usize, shutdown: &watch::Receiver<bool>) -> tempfil
             id,
             "127.0.0.1:25".into(),
             store,
+            None,
             shutdown.clone(),
         ));
     }

@@ -1,16 +1,18 @@
 //! The policy distribution service (proto/postern/v1/policy.proto): each worker's stream gets
 //! the newest durable snapshot whenever it differs from what the worker enforces, with a fresh
-//! nonce; ACKs and NACKs with a stale nonce are ignored.
+//! nonce; ACKs and NACKs with a stale nonce are ignored. Operators' commands go down the same
+//! stream, each with an id its result repeats.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use postern_proto::pb::policy_distribution_server::{PolicyDistribution, PolicyDistributionServer};
-use postern_proto::pb::{self, control_message, worker_message};
+use postern_proto::pb::{self, command, control_message, worker_message};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::codec::CompressionEncoding;
@@ -99,12 +101,11 @@ impl PolicyDistribution for PolicyService {
                 hello.worker_id
             )));
         }
-        let token = self.control.workers.connected(
-            &hello.worker_id,
-            remote.clone(),
-            hello.smtp_addr.clone(),
-            hello.version,
-        );
+        let (commands, command_rx) = mpsc::channel(16);
+        let token = self
+            .control
+            .workers
+            .connected(&hello, remote.clone(), commands);
         tracing::info!(worker = %hello.worker_id, %remote, version = hello.version, "worker connected");
         let (tx, rx) = mpsc::channel(1);
         tokio::spawn(session(
@@ -113,6 +114,7 @@ impl PolicyDistribution for PolicyService {
             token,
             inbound,
             tx,
+            command_rx,
             self.stopping.clone(),
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -126,6 +128,7 @@ async fn session(
     token: u64,
     mut inbound: Streaming<pb::WorkerMessage>,
     tx: mpsc::Sender<Result<pb::ControlMessage, Status>>,
+    mut commands: mpsc::Receiver<(command::Op, oneshot::Sender<pb::CommandResult>)>,
     mut stopping: watch::Receiver<bool>,
 ) {
     let id = hello.worker_id;
@@ -136,6 +139,10 @@ async fn session(
     // Nothing new is sent while a snapshot awaits its answer, so a worker that falls behind
     // (slow to compile, say) gets only the newest version once it answers.
     let mut awaiting = false;
+    // Commands sent and not yet answered, by id. Dropped with the session, so their senders
+    // learn that the worker went away.
+    let mut pending: HashMap<String, oneshot::Sender<pb::CommandResult>> = HashMap::new();
+    let mut outgoing = None;
     loop {
         versions.borrow_and_update();
         if !awaiting
@@ -161,7 +168,14 @@ async fn session(
         tokio::select! {
             _ = stopping.wait_for(|s| *s) => break,
             changed = versions.changed() => if changed.is_err() { break },
+            Some(command) = commands.recv() => outgoing = Some(command),
             message = inbound.message() => match message {
+                Ok(Some(pb::WorkerMessage { msg: Some(worker_message::Msg::Result(result)) })) => {
+                    control.workers.update(&id, token, |_| {});
+                    if let Some(reply) = pending.remove(&result.id) {
+                        let _ = reply.send(result);
+                    }
+                }
                 Ok(Some(pb::WorkerMessage { msg: Some(msg) })) => {
                     if handle_reply(&control, &id, token, &sent, &mut applied, msg) {
                         awaiting = false;
@@ -174,6 +188,20 @@ async fn session(
                     break;
                 }
             },
+        }
+        // Sent here, not in the select: its `wait_for` guard must not live across an await.
+        if let Some((op, reply)) = outgoing.take() {
+            let command_id = control.new_id();
+            let message = pb::ControlMessage {
+                msg: Some(control_message::Msg::Command(pb::Command {
+                    id: command_id.clone(),
+                    op: Some(op),
+                })),
+            };
+            if tx.send(Ok(message)).await.is_err() {
+                break;
+            }
+            pending.insert(command_id, reply);
         }
     }
     control.workers.disconnected(&id, token);

@@ -1,10 +1,14 @@
-//! The workers the control plane knows of, for `GET /v1/workers`. Kept in memory: after a
-//! control plane restart the list fills again as workers reconnect.
+//! The workers the control plane knows of, for `GET /v1/workers`, and the way to send each
+//! connected one a command. Kept in memory: after a control plane restart the list fills again
+//! as workers reconnect.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
+use postern_proto::pb::{self, command};
 use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::control::now_rfc3339;
 
@@ -22,11 +26,41 @@ pub struct WorkerInfo {
     pub applied_version: u64,
     /// The error of the worker's last NACK, cleared by its next ACK.
     pub last_nack: Option<String>,
+    /// Drained: it accepts no SMTP sessions and delivers what it has queued.
+    pub draining: bool,
+}
+
+/// A command for one worker's stream, and where its result goes.
+pub type CommandTx = mpsc::Sender<(command::Op, oneshot::Sender<pb::CommandResult>)>;
+
+/// How long a worker has to answer a command.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CommandError {
+    #[error("worker '{0}' is unknown")]
+    Unknown(String),
+    #[error("worker '{0}' is not connected")]
+    NotConnected(String),
+    #[error("worker '{0}' did not answer within {secs} s", secs = COMMAND_TIMEOUT.as_secs())]
+    Timeout(String),
+    #[error("worker '{0}' disconnected before answering")]
+    Disconnected(String),
+    #[error("worker '{0}': {1}")]
+    Failed(String, String),
+}
+
+#[derive(Debug)]
+struct Entry {
+    info: WorkerInfo,
+    /// The current connection's token.
+    token: u64,
+    commands: Option<CommandTx>,
 }
 
 #[derive(Debug)]
 pub struct Workers {
-    entries: Mutex<BTreeMap<String, (WorkerInfo, u64)>>,
+    entries: Mutex<BTreeMap<String, Entry>>,
     connections: std::sync::atomic::AtomicU64,
     /// Counts changes, so tests and benchmarks can wait for them instead of polling.
     changes: tokio::sync::watch::Sender<u64>,
@@ -45,23 +79,32 @@ impl Default for Workers {
 impl Workers {
     /// Records a new connection and returns its token; a newer connection of the same worker
     /// supersedes the older one, whose later updates are then ignored.
-    pub fn connected(&self, id: &str, remote_addr: String, smtp_addr: String, version: u64) -> u64 {
+    pub fn connected(&self, hello: &pb::Hello, remote_addr: String, commands: CommandTx) -> u64 {
+        let id = hello.worker_id.as_str();
         let token = self
             .connections
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
         let mut entries = self.entries.lock().expect("workers lock");
-        let last_nack = entries.get(id).and_then(|(w, _)| w.last_nack.clone());
+        let last_nack = entries.get(id).and_then(|e| e.info.last_nack.clone());
         let info = WorkerInfo {
             id: id.to_string(),
             remote_addr,
-            smtp_addr,
+            smtp_addr: hello.smtp_addr.clone(),
             connected: true,
             last_seen: now_rfc3339(),
-            applied_version: version,
+            applied_version: hello.version,
             last_nack,
+            draining: hello.draining,
         };
-        entries.insert(id.to_string(), (info, token));
+        entries.insert(
+            id.to_string(),
+            Entry {
+                info,
+                token,
+                commands: Some(commands),
+            },
+        );
         self.changes.send_modify(|c| *c += 1);
         token
     }
@@ -69,11 +112,11 @@ impl Workers {
     /// Updates the worker if `token` is still its current connection.
     pub fn update(&self, id: &str, token: u64, f: impl FnOnce(&mut WorkerInfo)) {
         let mut entries = self.entries.lock().expect("workers lock");
-        if let Some((info, current)) = entries.get_mut(id)
-            && *current == token
+        if let Some(entry) = entries.get_mut(id)
+            && entry.token == token
         {
-            info.last_seen = now_rfc3339();
-            f(info);
+            entry.info.last_seen = now_rfc3339();
+            f(&mut entry.info);
             self.changes.send_modify(|c| *c += 1);
         }
     }
@@ -84,11 +127,113 @@ impl Workers {
     }
 
     pub fn disconnected(&self, id: &str, token: u64) {
+        let mut entries = self.entries.lock().expect("workers lock");
+        if let Some(entry) = entries.get_mut(id)
+            && entry.token == token
+        {
+            entry.commands = None;
+        }
+        drop(entries);
         self.update(id, token, |w| w.connected = false);
+    }
+
+    /// Records that worker `id` acknowledged a drain.
+    pub fn drained(&self, id: &str) {
+        let mut entries = self.entries.lock().expect("workers lock");
+        if let Some(entry) = entries.get_mut(id) {
+            entry.info.draining = true;
+            drop(entries);
+            self.changes.send_modify(|c| *c += 1);
+        }
+    }
+
+    /// The ids of the connected workers.
+    pub fn connected_ids(&self) -> Vec<String> {
+        let entries = self.entries.lock().expect("workers lock");
+        entries
+            .values()
+            .filter(|e| e.commands.is_some())
+            .map(|e| e.info.id.clone())
+            .collect()
+    }
+
+    /// Sends `op` to worker `id` and waits for its result. A result with an error is an `Err`.
+    pub async fn command(
+        &self,
+        id: &str,
+        op: command::Op,
+    ) -> Result<pb::CommandResult, CommandError> {
+        let deadline = tokio::time::Instant::now() + COMMAND_TIMEOUT;
+        let pending = self.send(id, op, deadline).await?;
+        Self::answer(id, pending, deadline).await
+    }
+
+    /// Sends `op` to every connected worker at once; each worker's result.
+    pub async fn broadcast(
+        &self,
+        op: command::Op,
+    ) -> Vec<(String, Result<pb::CommandResult, CommandError>)> {
+        let deadline = tokio::time::Instant::now() + COMMAND_TIMEOUT;
+        let mut pending = Vec::new();
+        for id in self.connected_ids() {
+            let sent = self.send(&id, op.clone(), deadline).await;
+            pending.push((id, sent));
+        }
+        let mut results = Vec::new();
+        for (id, sent) in pending {
+            let result = match sent {
+                Ok(rx) => Self::answer(&id, rx, deadline).await,
+                Err(e) => Err(e),
+            };
+            results.push((id, result));
+        }
+        results
+    }
+
+    async fn send(
+        &self,
+        id: &str,
+        op: command::Op,
+        deadline: tokio::time::Instant,
+    ) -> Result<oneshot::Receiver<pb::CommandResult>, CommandError> {
+        let tx = {
+            let entries = self.entries.lock().expect("workers lock");
+            match entries.get(id) {
+                None => return Err(CommandError::Unknown(id.into())),
+                Some(Entry { commands: None, .. }) => {
+                    return Err(CommandError::NotConnected(id.into()));
+                }
+                Some(Entry {
+                    commands: Some(tx), ..
+                }) => tx.clone(),
+            }
+        };
+        let (reply, result) = oneshot::channel();
+        match tokio::time::timeout_at(deadline, tx.send((op, reply))).await {
+            Ok(Ok(())) => Ok(result),
+            Ok(Err(_)) => Err(CommandError::Disconnected(id.into())),
+            Err(_) => Err(CommandError::Timeout(id.into())),
+        }
+    }
+
+    async fn answer(
+        id: &str,
+        pending: oneshot::Receiver<pb::CommandResult>,
+        deadline: tokio::time::Instant,
+    ) -> Result<pb::CommandResult, CommandError> {
+        let result = tokio::time::timeout_at(deadline, pending)
+            .await
+            .map_err(|_| CommandError::Timeout(id.into()))?
+            .map_err(|_| CommandError::Disconnected(id.into()))?;
+        if result.error.is_empty() {
+            Ok(result)
+        } else {
+            Err(CommandError::Failed(id.into(), result.error))
+        }
     }
 
     pub fn list(&self) -> Vec<WorkerInfo> {
         let entries = self.entries.lock().expect("workers lock");
-        entries.values().map(|(w, _)| w.clone()).collect()
+        entries.values().map(|e| e.info.clone()).collect()
     }
 }

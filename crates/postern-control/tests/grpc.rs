@@ -55,6 +55,7 @@ impl RawWorker {
             worker_id: id.into(),
             smtp_addr: "127.0.0.1:25".into(),
             version,
+            draining: false,
         };
         tx.send(pb::WorkerMessage {
             msg: Some(worker_message::Msg::Hello(hello)),
@@ -244,4 +245,62 @@ async fn workers_keep_up_while_writes_overlap() {
         "only {received:?} arrived during two seconds of writes"
     );
     assert!(received.windows(2).all(|p| p[0] < p[1]), "{received:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_are_answered_by_id_beside_an_unanswered_snapshot() {
+    use pb::command;
+    use postern_control::workers::CommandError;
+    let (api, ca, addr) = start().await;
+    // Version 0: the worker is sent version 1 and leaves it unanswered.
+    let mut w = RawWorker::connect(addr, &ca, "w", 0).await.unwrap();
+    assert!(w.snapshot(Duration::from_secs(5)).await.is_some());
+    let control = api.control.clone();
+    let asked = tokio::spawn(async move {
+        let op = command::Op::Flush(pb::FlushQueue {
+            destination: "partner.example".into(),
+        });
+        control.workers.command("w", op).await
+    });
+    let command = match tokio::time::timeout(Duration::from_secs(5), w.inbound.message()).await {
+        Ok(Ok(Some(pb::ControlMessage {
+            msg: Some(control_message::Msg::Command(c)),
+        }))) => c,
+        other => panic!("expected a command, got {other:?}"),
+    };
+    assert!(
+        matches!(&command.op, Some(command::Op::Flush(f)) if f.destination == "partner.example")
+    );
+    let answer = |id: &str, count| pb::WorkerMessage {
+        msg: Some(worker_message::Msg::Result(pb::CommandResult {
+            id: id.into(),
+            count,
+            ..Default::default()
+        })),
+    };
+    // An answer to some other command is not this one's.
+    w.tx.send(answer("not-the-id", 99)).await.unwrap();
+    w.tx.send(answer(&command.id, 3)).await.unwrap();
+    let result = asked.await.unwrap().unwrap();
+    assert_eq!(result.count, 3);
+
+    // A worker that goes away before answering fails its pending command.
+    let control = api.control.clone();
+    let asked = tokio::spawn(async move {
+        let op = command::Op::Retry(pb::RetryMessage {
+            queue_id: "X".into(),
+        });
+        control.workers.command("w", op).await
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(5), w.inbound.message()).await;
+    drop(w);
+    let error = asked.await.unwrap().unwrap_err();
+    assert_eq!(error, CommandError::Disconnected("w".into()));
+    let error = api
+        .control
+        .workers
+        .command("w", command::Op::Drain(pb::Drain {}))
+        .await
+        .unwrap_err();
+    assert_eq!(error, CommandError::NotConnected("w".into()));
 }

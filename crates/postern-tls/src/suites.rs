@@ -42,6 +42,15 @@ pub fn iana_version(version: ProtocolVersion) -> &'static str {
     }
 }
 
+/// The IANA name of a key exchange group (`x25519`, `secp256r1`, `X25519MLKEM768`).
+pub fn iana_group(group: rustls::NamedGroup) -> &'static str {
+    match group {
+        rustls::NamedGroup::X25519 => "x25519",
+        rustls::NamedGroup::X448 => "x448",
+        other => other.as_str().unwrap_or("unknown"),
+    }
+}
+
 /// Whether a suite meets `high`: 256-bit AES-GCM or ChaCha20-Poly1305.
 pub fn is_256_bit(suite: CipherSuite) -> bool {
     iana_suite(suite).contains("AES_256_GCM") || iana_suite(suite).contains("CHACHA20_POLY1305")

@@ -1,5 +1,5 @@
 //! The worker's `/healthz`, `/readyz` (ready = holds a policy and the spool is writable) and
-//! `/metrics`, on `--http-listen`.
+//! `/metrics`, on `--http-listen`. A drained worker is not ready.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use tokio::sync::watch;
 
 use crate::policy::PolicyStore;
 
@@ -16,17 +17,29 @@ use crate::policy::PolicyStore;
 struct Ctx {
     policy: Arc<PolicyStore>,
     spool: PathBuf,
+    draining: watch::Receiver<bool>,
 }
 
-pub fn router(policy: Arc<PolicyStore>, spool: PathBuf) -> Router {
+pub fn router(policy: Arc<PolicyStore>, spool: PathBuf, draining: watch::Receiver<bool>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(Ctx { policy, spool })
+        .with_state(Ctx {
+            policy,
+            spool,
+            draining,
+        })
 }
 
 async fn readyz(State(ctx): State<Ctx>) -> impl IntoResponse {
+    // A drained worker takes no new mail: load balancers must stop sending it any.
+    if *ctx.draining.borrow() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: draining\n".to_string(),
+        );
+    }
     if ctx.policy.version() == 0 {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

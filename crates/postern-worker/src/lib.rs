@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod commands;
 pub mod http;
 pub mod inbound;
 pub mod lkg;
@@ -108,15 +109,32 @@ impl Worker {
         mut shutdown: watch::Receiver<bool>,
     ) -> std::io::Result<()> {
         let smtp_addr = smtp.local_addr()?.to_string();
+        let queue = outbound::queue::Queue::new(
+            self.spool.clone(),
+            self.policy.clone(),
+            self.config.hostname.clone(),
+            smtp.local_addr()?,
+            self.inbound.queued.clone(),
+        );
+        let (draining, drained) = watch::channel(false);
+        let commands = Arc::new(commands::Commands {
+            queue: queue.clone(),
+            draining,
+        });
         let sync = tokio::spawn(sync::run(
             self.config.control.clone(),
             self.config.worker_id.clone(),
             smtp_addr,
             self.policy.clone(),
+            Some(commands),
             shutdown.clone(),
         ));
         if let Some(http) = http {
-            let router = http::router(self.policy.clone(), self.config.spool_dir.clone());
+            let router = http::router(
+                self.policy.clone(),
+                self.config.spool_dir.clone(),
+                drained.clone(),
+            );
             let mut stop = shutdown.clone();
             tokio::spawn(async move {
                 let _ = axum::serve(http, router)
@@ -126,15 +144,13 @@ impl Worker {
                     .await;
             });
         }
-        let queue = outbound::queue::Queue::new(
-            self.spool.clone(),
-            self.policy.clone(),
-            self.config.hostname.clone(),
-            smtp.local_addr()?,
-            self.inbound.queued.clone(),
-        );
         let queue_task = tokio::spawn(queue.run(self.new_ids, shutdown.clone()));
-        let smtp_task = tokio::spawn(inbound::serve(smtp, self.inbound.clone(), shutdown.clone()));
+        let smtp_task = tokio::spawn(inbound::serve(
+            smtp,
+            self.inbound.clone(),
+            drained,
+            shutdown.clone(),
+        ));
         let _ = shutdown.wait_for(|s| *s).await;
         let _ = smtp_task.await;
         let _ = queue_task.await;

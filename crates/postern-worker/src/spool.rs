@@ -259,6 +259,17 @@ impl Spool {
             .map_err(|e| SpoolError::Io(io::Error::other(e)))
     }
 
+    /// The stored envelope of `id` and the message's size, without reading the message.
+    pub fn read_envelope(&self, id: &str) -> io::Result<(Envelope, u64)> {
+        use std::io::BufRead;
+        let file = File::open(self.queue.join(format!("{id}.msg")))?;
+        let total = file.metadata()?.len();
+        let mut line = Vec::new();
+        io::BufReader::new(file).read_until(b'\n', &mut line)?;
+        let envelope = serde_json::from_slice(&line).map_err(io::Error::other)?;
+        Ok((envelope, total.saturating_sub(line.len() as u64)))
+    }
+
     /// The stored envelope and message of `id`.
     pub fn read(&self, id: &str) -> io::Result<(Envelope, Vec<u8>)> {
         let bytes = fs::read(self.queue.join(format!("{id}.msg")))?;

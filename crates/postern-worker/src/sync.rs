@@ -1,6 +1,7 @@
 //! The policy stream to the control plane (xDS-style): Hello with the version held, then for
 //! each snapshot an ACK (now enforced) or a NACK (kept, and why). Reconnects with exponential
-//! backoff and full jitter; HTTP/2 keepalives notice a partitioned control plane.
+//! backoff and full jitter; HTTP/2 keepalives notice a partitioned control plane. Operators'
+//! commands arrive on the same stream and are answered as each finishes.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -13,6 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
+use crate::commands::Commands;
 use crate::policy::PolicyStore;
 
 /// The same limit as the control plane's: snapshots of 100,000 + 100,000 rules.
@@ -76,6 +78,7 @@ pub async fn run(
     worker_id: String,
     smtp_addr: String,
     policy: Arc<PolicyStore>,
+    commands: Option<Arc<Commands>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let endpoint = match control.endpoint() {
@@ -87,7 +90,13 @@ pub async fn run(
     };
     let mut ceiling = control.backoff.initial;
     loop {
-        let session = session(&endpoint, &worker_id, &smtp_addr, &policy);
+        let session = session(
+            &endpoint,
+            &worker_id,
+            &smtp_addr,
+            &policy,
+            commands.as_ref(),
+        );
         let outcome = tokio::select! {
             r = session => r,
             _ = shutdown.wait_for(|s| *s) => return,
@@ -114,6 +123,7 @@ async fn session(
     worker_id: &str,
     smtp_addr: &str,
     policy: &PolicyStore,
+    commands: Option<&Arc<Commands>>,
 ) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
     let channel = endpoint.connect().await?;
     let mut client = PolicyDistributionClient::new(channel)
@@ -126,6 +136,7 @@ async fn session(
         worker_id: worker_id.to_string(),
         smtp_addr: smtp_addr.to_string(),
         version: policy.version(),
+        draining: commands.is_some_and(|c| *c.draining.borrow()),
     };
     tx.send(pb::WorkerMessage {
         msg: Some(worker_message::Msg::Hello(hello)),
@@ -137,8 +148,29 @@ async fn session(
     tracing::info!(url = ?endpoint.uri(), version = policy.version(), "policy stream open");
     let mut received = false;
     while let Some(message) = inbound.message().await? {
-        let Some(control_message::Msg::Snapshot(snapshot)) = message.msg else {
-            continue;
+        let snapshot = match message.msg {
+            Some(control_message::Msg::Snapshot(snapshot)) => snapshot,
+            // Commands run beside snapshots; each result goes back when it is ready.
+            Some(control_message::Msg::Command(command)) => {
+                let (tx, commands) = (tx.clone(), commands.cloned());
+                tokio::spawn(async move {
+                    let result = match commands {
+                        Some(commands) => commands.handle(command).await,
+                        None => pb::CommandResult {
+                            id: command.id,
+                            error: "this worker has no queue".into(),
+                            ..Default::default()
+                        },
+                    };
+                    let _ = tx
+                        .send(pb::WorkerMessage {
+                            msg: Some(worker_message::Msg::Result(result)),
+                        })
+                        .await;
+                });
+                continue;
+            }
+            None => continue,
         };
         received = true;
         let (nonce, version) = (snapshot.nonce.clone(), snapshot.version);

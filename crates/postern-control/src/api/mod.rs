@@ -6,6 +6,7 @@ mod error;
 mod extract;
 mod health;
 mod policy;
+mod queue;
 mod rules;
 
 use std::sync::Arc;
@@ -74,7 +75,7 @@ impl Modify for BearerAuth {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Postern control plane", description = "SMTP TLS policy gateway: rules, relay, trust, settings, versions, tokens."),
+    info(title = "Postern control plane", description = "SMTP TLS policy gateway: rules, relay, trust, settings, versions, tokens, workers and their queues."),
     modifiers(&BearerAuth),
     paths(
         health::healthz, health::readyz, health::metrics,
@@ -88,7 +89,8 @@ impl Modify for BearerAuth {
         config::get_relay, config::put_relay, config::get_trust, config::put_trust,
         config::get_settings, config::put_settings,
         admin::create_token, admin::list_tokens, admin::delete_token, admin::list_audit,
-        admin::list_workers,
+        admin::list_workers, queue::drain,
+        queue::list_queue, queue::retry, queue::flush, queue::delete,
     ),
     components(schemas(Problem, ProblemField))
 )]
@@ -167,6 +169,11 @@ pub fn router(control: Arc<Control>) -> Router {
         )
         .route("/v1/audit", get(admin::list_audit))
         .route("/v1/workers", get(admin::list_workers))
+        .route("/v1/workers/{id}/drain", post(queue::drain))
+        .route("/v1/queue", get(queue::list_queue))
+        .route("/v1/queue/flush", post(queue::flush))
+        .route("/v1/queue/{id}", axum::routing::delete(queue::delete))
+        .route("/v1/queue/{id}/retry", post(queue::retry))
         .fallback(|| async { ApiError::not_found("no such resource") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(

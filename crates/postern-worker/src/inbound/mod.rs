@@ -89,13 +89,19 @@ impl Inbound {
 pub async fn serve(
     listener: TcpListener,
     inbound: Arc<Inbound>,
+    mut draining: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut sessions = JoinSet::new();
+    let mut drained = false;
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.wait_for(|s| *s) => break,
+            _ = draining.wait_for(|d| *d) => {
+                drained = true;
+                break;
+            }
             Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
         };
         match accepted {
@@ -117,6 +123,20 @@ pub async fn serve(
     // left in the backlog); those in flight get the grace period, then are abandoned (a
     // message without its 250 is simply not kept).
     drop(listener);
+    if drained {
+        // Drained: senders are refused and try another worker or MX; the sessions in flight
+        // finish as usual, and the process waits for its SIGTERM.
+        tokio::select! {
+            _ = async { while sessions.join_next().await.is_some() {} } => {}
+            _ = shutdown.wait_for(|s| *s) => {}
+        }
+        let _ = shutdown.wait_for(|s| *s).await;
+    }
+    shutdown_sessions(&inbound, sessions).await;
+}
+
+/// Gives the sessions in flight the grace period, then abandons them.
+async fn shutdown_sessions(inbound: &Inbound, mut sessions: JoinSet<()>) {
     let grace = inbound
         .policy
         .current()

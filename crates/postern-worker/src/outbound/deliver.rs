@@ -34,6 +34,7 @@ pub struct Target {
 pub struct TlsInfo {
     pub version: &'static str,
     pub cipher: &'static str,
+    pub key_exchange: &'static str,
     pub certificate: ServerCertStatus,
 }
 
@@ -258,6 +259,9 @@ async fn session(
                         .protocol_version()
                         .map_or("unknown", postern_tls::suites::iana_version),
                     cipher: suite.map_or("unknown", postern_tls::suites::iana_suite),
+                    key_exchange: conn
+                        .negotiated_key_exchange_group()
+                        .map_or("unknown", |g| postern_tls::suites::iana_group(g.name())),
                     certificate,
                 });
                 stream = Stream::Tls(Box::new(tls));

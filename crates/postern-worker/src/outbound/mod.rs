@@ -3,6 +3,7 @@
 
 pub mod deliver;
 pub mod dsn;
+pub mod manage;
 pub mod queue;
 pub mod route;
 pub mod tls_steps;

@@ -7,7 +7,7 @@
 //! message, so a worker killed mid-delivery retries what was not recorded (a duplicate at
 //! worst, never a loss).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use postern_policy::{CipherStrength, CompiledPolicy, Level, NextHop, normalize_lookup_domain};
 use postern_smtp::{Envelope, Reply};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 use super::deliver::{Target, attempt};
 use super::dsn;
@@ -41,7 +41,76 @@ pub struct RcptState {
     pub next_attempt: u64,
     /// The last reply or reason.
     pub last: Option<String>,
+    /// The last attempt's next hop, `host[ip]`.
     pub host: Option<String>,
+    /// Every attempt, oldest first (PRODUCT.md 5: host, IP, TLS, reply and reason).
+    #[serde(default)]
+    pub history: Vec<AttemptRecord>,
+}
+
+impl RcptState {
+    pub fn pending(address: &str) -> RcptState {
+        RcptState {
+            address: address.to_string(),
+            status: RcptStatus::Pending,
+            attempts: 0,
+            next_attempt: 0,
+            last: None,
+            host: None,
+            history: Vec::new(),
+        }
+    }
+}
+
+/// One delivery attempt of one recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// Unix seconds.
+    pub at: u64,
+    /// The next hop reached; `None` when none was (no route, say).
+    pub leg: Option<Leg>,
+    /// The reply, or our own reason.
+    pub reply: String,
+}
+
+/// How an attempt travelled: the next hop's name and address, and TLS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leg {
+    pub host: String,
+    pub ip: String,
+    pub tls: Option<TlsRecord>,
+    /// A `may` delivery that fell back to plaintext.
+    pub tls_fallback: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsRecord {
+    pub version: String,
+    pub cipher: String,
+    pub key_exchange: String,
+    /// verified, unverified or none.
+    pub server_certificate: String,
+}
+
+impl Leg {
+    fn of(attempt: &super::deliver::Attempt) -> Leg {
+        Leg {
+            host: attempt.host.clone(),
+            ip: attempt.ip.clone(),
+            tls: attempt.tls.as_ref().map(|t| TlsRecord {
+                version: t.version.into(),
+                cipher: t.cipher.into(),
+                key_exchange: t.key_exchange.into(),
+                server_certificate: t.certificate.as_str().into(),
+            }),
+            tls_fallback: attempt.tls_fallback,
+        }
+    }
+
+    /// `host[ip]`, as in the DSN's Remote-MTA and the queue listing.
+    pub fn display(&self) -> String {
+        format!("{}[{}]", self.host, self.ip)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,19 +128,83 @@ fn now() -> u64 {
 
 type RouterKey = (Vec<String>, u16);
 
+/// When each queued message is next due, and what operators asked for it.
+#[derive(Default)]
+pub(super) struct Schedule {
+    /// (due, id), earliest first.
+    due: BTreeSet<(u64, String)>,
+    /// id → due, for the operators' commands.
+    at: HashMap<String, u64>,
+    /// Messages in a delivery round now.
+    pub(super) running: HashSet<String>,
+    /// Messages whose deferred recipients are due at their next round, whatever their time.
+    forced: HashSet<String>,
+    /// Deletions asked for during a round, done when it ends (the flag: with a DSN).
+    pub(super) deleting: HashMap<String, bool>,
+}
+
+impl Schedule {
+    fn insert(&mut self, id: String, at: u64) {
+        if let Some(old) = self.at.insert(id.clone(), at) {
+            self.due.remove(&(old, id.clone()));
+        }
+        self.due.insert((at, id));
+    }
+
+    pub(super) fn remove(&mut self, id: &str) -> bool {
+        match self.at.remove(id) {
+            Some(at) => self.due.remove(&(at, id.to_string())),
+            None => false,
+        }
+    }
+
+    /// The first message due by `now`, marked running.
+    fn take_due(&mut self, now: u64) -> Option<String> {
+        let (at, _) = self.due.first()?;
+        if *at > now {
+            return None;
+        }
+        let (_, id) = self.due.pop_first()?;
+        self.at.remove(&id);
+        self.running.insert(id.clone());
+        Some(id)
+    }
+
+    /// Makes `id` due now with every deferred recipient; whether it is queued here.
+    pub(super) fn force(&mut self, id: &str) -> bool {
+        if self.running.contains(id) {
+            self.forced.insert(id.to_string());
+            true
+        } else if self.at.contains_key(id) {
+            self.forced.insert(id.to_string());
+            self.insert(id.to_string(), 0);
+            true
+        } else {
+            false
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.at.len() + self.running.len()
+    }
+}
+
 pub struct Queue {
-    spool: Spool,
+    pub(super) spool: Spool,
     policy: Arc<PolicyStore>,
     hostname: String,
     /// This worker's SMTP address: a next hop that is this worker loops.
     own_smtp: SocketAddr,
     /// Ids of newly queued messages (from the SMTP sessions, and our own DSNs).
     queued: mpsc::UnboundedSender<String>,
+    pub(super) schedule: Mutex<Schedule>,
+    /// Wakes the run loop after an operator's command.
+    pub(super) wake: Notify,
     /// The resolver for the current (nameservers, MX port) settings.
     router: Mutex<Option<(RouterKey, Arc<Router>)>>,
     /// Connections per destination (`delivery.per_destination_concurrency`), by (destination,
     /// limit) so that a changed limit takes effect for new deliveries.
-    destinations: Mutex<std::collections::HashMap<(String, u32), Arc<tokio::sync::Semaphore>>>,
+    destinations: Mutex<HashMap<(String, u32), Arc<tokio::sync::Semaphore>>>,
     /// Connect and reply timeout of each attempt.
     pub attempt_timeout: Duration,
 }
@@ -84,16 +217,26 @@ impl Queue {
         own_smtp: SocketAddr,
         queued: mpsc::UnboundedSender<String>,
     ) -> Arc<Queue> {
+        let mut schedule = Schedule::default();
+        for id in spool.list().unwrap_or_default() {
+            schedule.insert(id, 0);
+        }
         Arc::new(Queue {
             spool,
             policy,
             hostname,
             own_smtp,
             queued,
+            schedule: Mutex::new(schedule),
+            wake: Notify::new(),
             router: Mutex::new(None),
             destinations: Mutex::default(),
             attempt_timeout: Duration::from_secs(60),
         })
+    }
+
+    pub(super) fn schedule(&self) -> std::sync::MutexGuard<'_, Schedule> {
+        self.schedule.lock().expect("schedule lock")
     }
 
     /// Runs delivery rounds until `shutdown` turns true. The schedule lives in memory: the
@@ -104,30 +247,23 @@ impl Queue {
         mut new_ids: mpsc::UnboundedReceiver<String>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let mut schedule: BTreeSet<(u64, String)> = self
-            .spool
-            .list()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|id| (0, id))
-            .collect();
         let (done_tx, mut done) = mpsc::unbounded_channel::<(String, Option<u64>)>();
-        let mut in_flight = 0usize;
         loop {
             if let Some(policy) = self.policy.current() {
                 let limit = (policy.settings.delivery.concurrency as usize).max(1);
-                while in_flight < limit {
-                    let Some(first) = schedule.first().cloned() else {
-                        break;
+                loop {
+                    let id = {
+                        let mut schedule = self.schedule();
+                        if schedule.running.len() >= limit {
+                            break;
+                        }
+                        match schedule.take_due(now()) {
+                            Some(id) => id,
+                            None => break,
+                        }
                     };
-                    if first.0 > now() {
-                        break;
-                    }
-                    schedule.remove(&first);
-                    in_flight += 1;
                     let (this, policy, done_tx) = (self.clone(), policy.clone(), done_tx.clone());
                     tokio::spawn(async move {
-                        let id = first.1;
                         let next = match this.round(&id, &policy).await {
                             Ok(next) => next,
                             Err(e) => {
@@ -139,22 +275,39 @@ impl Queue {
                     });
                 }
             }
-            let wait = schedule.first().map_or(Duration::from_secs(1), |(at, _)| {
-                Duration::from_secs(at.saturating_sub(now()).clamp(0, 1))
-            });
+            let wait = self
+                .schedule()
+                .due
+                .first()
+                .map_or(Duration::from_secs(1), |(at, _)| {
+                    Duration::from_secs(at.saturating_sub(now()).clamp(0, 1))
+                });
             tokio::select! {
-                Some(id) = new_ids.recv() => {
-                    schedule.insert((0, id));
-                }
-                Some((id, next)) = done.recv() => {
-                    in_flight -= 1;
-                    if let Some(at) = next {
-                        schedule.insert((at, id));
-                    }
-                }
+                Some(id) = new_ids.recv() => self.schedule().insert(id, 0),
+                Some((id, next)) = done.recv() => self.round_done(id, next),
+                _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(wait.max(Duration::from_millis(50))) => {}
                 _ = shutdown.wait_for(|s| *s) => return,
             }
+        }
+    }
+
+    /// Reschedules a message after its round, or carries out what was asked during it.
+    fn round_done(self: &Arc<Self>, id: String, next: Option<u64>) {
+        let mut schedule = self.schedule();
+        schedule.running.remove(&id);
+        if let Some(dsn) = schedule.deleting.remove(&id) {
+            schedule.forced.remove(&id);
+            drop(schedule);
+            let this = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = this.delete_now(&id, dsn).await {
+                    tracing::error!(%id, error = %e, "deleting a queued message failed");
+                }
+            });
+        } else if let Some(at) = next {
+            let at = if schedule.forced.contains(&id) { 0 } else { at };
+            schedule.insert(id, at);
         }
     }
 
@@ -195,26 +348,21 @@ impl Queue {
                 recipients: envelope
                     .recipients
                     .iter()
-                    .map(|r| RcptState {
-                        address: r.clone(),
-                        status: RcptStatus::Pending,
-                        attempts: 0,
-                        next_attempt: 0,
-                        last: None,
-                        host: None,
-                    })
+                    .map(|r| RcptState::pending(r))
                     .collect(),
             },
         };
         let settings = &policy.settings;
         let round_start = now();
+        // An operator's retry or flush makes every deferred recipient due now.
+        let forced = self.schedule().forced.remove(id);
         // Group the due recipients by (next hop, level, strength, domain for MX).
         let mut groups: BTreeMap<(String, String, Level, CipherStrength), Vec<usize>> =
             BTreeMap::new();
         let mut bounced_now = Vec::new();
         for (i, r) in state.recipients.iter().enumerate() {
             if !matches!(r.status, RcptStatus::Pending | RcptStatus::Deferred)
-                || r.next_attempt > round_start
+                || (r.next_attempt > round_start && !forced)
             {
                 continue;
             }
@@ -261,12 +409,17 @@ impl Queue {
                     settings.delivery.per_destination_concurrency,
                 )
                 .await;
-            for (i, (reply, host)) in members.iter().zip(results) {
+            for (i, (reply, leg)) in members.iter().zip(results) {
                 let r = &mut state.recipients[*i];
                 r.attempts += 1;
-                r.host = host;
+                r.host = leg.as_ref().map(Leg::display);
                 let text = reply.to_string().trim_end().replace("\r\n", " ");
                 r.last = Some(text.clone());
+                r.history.push(AttemptRecord {
+                    at: now(),
+                    leg,
+                    reply: text.clone(),
+                });
                 if reply.code < 300 {
                     r.status = RcptStatus::Delivered;
                 } else if reply.code >= 500 {
@@ -297,26 +450,17 @@ impl Queue {
             state.recipients[*i].status = RcptStatus::Bounced;
             state.recipients[*i].last = Some(text.clone());
         }
-        if !bounced_now.is_empty() && !envelope.sender.is_empty() {
-            let failed: Vec<dsn::Failed<'_>> = bounced_now
-                .iter()
-                .map(|(i, text, host)| dsn::Failed {
-                    recipient: &state.recipients[*i].address,
-                    status: dsn::status_of(text, "5.0.0"),
-                    remote_mta: host.as_deref(),
-                    diagnostic: text,
-                })
-                .collect();
-            let report = dsn::build(
-                &self.hostname,
-                id,
-                &envelope.sender,
-                &failed,
-                &message,
-                SystemTime::now(),
-            );
-            self.spool_dsn(&envelope, report).await?;
-        }
+        let failed: Vec<(&str, &str, Option<&str>)> = bounced_now
+            .iter()
+            .map(|(i, text, host)| {
+                (
+                    state.recipients[*i].address.as_str(),
+                    text.as_str(),
+                    host.as_deref(),
+                )
+            })
+            .collect();
+        self.report(id, &envelope, &message, &failed).await?;
         if state
             .recipients
             .iter()
@@ -337,7 +481,45 @@ impl Queue {
             .min())
     }
 
-    /// Delivers to one group; a reply (and the host that gave it) per recipient.
+    /// Reports `failed` (recipient, reason, remote MTA) to the sender in one DSN. A message
+    /// from `<>` (a DSN itself) gets none: it is dropped, and said so.
+    pub(super) async fn report(
+        &self,
+        id: &str,
+        envelope: &spool::Envelope,
+        message: &[u8],
+        failed: &[(&str, &str, Option<&str>)],
+    ) -> Result<(), String> {
+        if failed.is_empty() {
+            return Ok(());
+        }
+        if envelope.sender.is_empty() {
+            for (recipient, reason, _) in failed {
+                tracing::warn!(%id, %recipient, %reason, "undeliverable delivery status notification dropped");
+            }
+            return Ok(());
+        }
+        let failed: Vec<dsn::Failed<'_>> = failed
+            .iter()
+            .map(|(recipient, text, host)| dsn::Failed {
+                recipient,
+                status: dsn::status_of(text, "5.0.0"),
+                remote_mta: *host,
+                diagnostic: text,
+            })
+            .collect();
+        let report = dsn::build(
+            &self.hostname,
+            id,
+            &envelope.sender,
+            &failed,
+            message,
+            SystemTime::now(),
+        );
+        self.spool_dsn(envelope, report).await
+    }
+
+    /// Delivers to one group; a reply (and how the attempt that gave it travelled) per recipient.
     #[allow(clippy::too_many_arguments)]
     async fn deliver_group(
         &self,
@@ -351,7 +533,7 @@ impl Queue {
         message: &[u8],
         trust: &[rustls::pki_types::CertificateDer<'static>],
         per_destination: u32,
-    ) -> Vec<(Reply, Option<String>)> {
+    ) -> Vec<(Reply, Option<Leg>)> {
         let all = |reply: Reply| recipients.iter().map(|_| (reply.clone(), None)).collect();
         let next_hop = match NextHop::parse(hop) {
             Ok(h) => h,
@@ -415,12 +597,12 @@ impl Queue {
                 .recipients
                 .iter()
                 .all(|(_, r)| (400..500).contains(&r.code));
-            let host = format!("{}[{}]", a.host, a.ip);
-            let results: Vec<(Reply, Option<String>)> = a
+            let leg = Leg::of(&a);
+            let results: Vec<(Reply, Option<Leg>)> = a
                 .outcome
                 .recipients
                 .into_iter()
-                .map(|(_, r)| (r, Some(host.clone())))
+                .map(|(_, r)| (r, Some(leg.clone())))
                 .collect();
             // The next address is tried before deferring (PRODUCT.md 2.3).
             if !deferred_all {

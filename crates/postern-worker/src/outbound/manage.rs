@@ -1,0 +1,176 @@
+//! Operators' queue commands (PRODUCT.md 6): list, retry one now, flush a destination, delete
+//! with or without a DSN. They act on the queue's in-memory schedule and on the spool; a message
+//! in a delivery round is retried or deleted when its round ends.
+
+use std::sync::Arc;
+
+use postern_policy::normalize_lookup_domain;
+
+use super::queue::{MessageState, Queue, RcptState, RcptStatus};
+use crate::spool;
+
+/// What `GET /v1/queue` asks of a worker.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// A recipient domain (any form; compared normalised).
+    pub destination: Option<String>,
+    /// A substring of a recipient's last reply, ignoring case.
+    pub reason: Option<String>,
+    /// Only queue ids after this one.
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+/// One queued message as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub envelope: spool::Envelope,
+    pub size: u64,
+    pub recipients: Vec<RcptState>,
+    pub in_delivery: bool,
+}
+
+/// The text of a recipient bounced by an operator's delete with a DSN (Postfix's wording for
+/// `postsuper -e`).
+pub const DELETED: &str = "5.0.0 message is administratively expired";
+
+fn open(r: &RcptState) -> bool {
+    matches!(r.status, RcptStatus::Pending | RcptStatus::Deferred)
+}
+
+fn domain_of(address: &str) -> Option<String> {
+    address
+        .rsplit_once('@')
+        .and_then(|(_, d)| normalize_lookup_domain(d))
+}
+
+impl Filter {
+    fn matches(&self, recipients: &[RcptState]) -> bool {
+        let destination = self
+            .destination
+            .as_deref()
+            .and_then(normalize_lookup_domain);
+        let reason = self.reason.as_deref().map(str::to_lowercase);
+        recipients.iter().any(|r| {
+            open(r)
+                && destination
+                    .as_ref()
+                    .is_none_or(|d| domain_of(&r.address).as_ref() == Some(d))
+                && reason.as_ref().is_none_or(|want| {
+                    r.last
+                        .as_deref()
+                        .is_some_and(|last| last.to_lowercase().contains(want))
+                })
+        })
+    }
+}
+
+impl Queue {
+    /// The envelope, size and recipients' state of a queued message.
+    fn load(&self, id: &str) -> std::io::Result<(spool::Envelope, u64, Vec<RcptState>)> {
+        let (envelope, size) = self.spool.read_envelope(id)?;
+        let recipients = match self.spool.read_state::<MessageState>(id)? {
+            Some(state) => state.recipients,
+            None => envelope
+                .recipients
+                .iter()
+                .map(|a| RcptState::pending(a))
+                .collect(),
+        };
+        Ok((envelope, size, recipients))
+    }
+
+    /// Queued messages matching `filter`, in queue id order (reads the spool: run it on a
+    /// blocking thread).
+    pub fn list(&self, filter: &Filter) -> std::io::Result<Vec<Listed>> {
+        let mut out = Vec::new();
+        for id in self.spool.list()? {
+            if out.len() >= filter.limit {
+                break;
+            }
+            if filter.after.as_ref().is_some_and(|after| id <= *after) {
+                continue;
+            }
+            let (envelope, size, recipients) = match self.load(&id) {
+                Ok(m) => m,
+                // Delivered or deleted since the directory was read.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if !filter.matches(&recipients) {
+                continue;
+            }
+            let in_delivery = self.schedule().running.contains(&id);
+            out.push(Listed {
+                envelope,
+                size,
+                recipients,
+                in_delivery,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Makes every deferred recipient of `id` due now; whether the message is queued here.
+    pub fn retry(&self, id: &str) -> bool {
+        let found = self.schedule().force(id);
+        self.wake.notify_one();
+        found
+    }
+
+    /// Makes every message with a non-final recipient in `destination` (any, when `None`) due
+    /// now; how many. Reads the spool: run it on a blocking thread.
+    pub fn flush(&self, destination: Option<&str>) -> std::io::Result<usize> {
+        let filter = Filter {
+            destination: destination.map(str::to_string),
+            limit: usize::MAX,
+            ..Filter::default()
+        };
+        let mut count = 0;
+        for listed in self.list(&filter)? {
+            if self.schedule().force(&listed.envelope.id) {
+                count += 1;
+            }
+        }
+        self.wake.notify_one();
+        Ok(count)
+    }
+
+    /// Deletes `id` (bouncing its non-final recipients first when `dsn`); whether it is
+    /// queued here. A message in a delivery round goes when the round ends.
+    pub async fn delete(self: &Arc<Self>, id: &str, dsn: bool) -> Result<bool, String> {
+        {
+            let mut schedule = self.schedule();
+            if schedule.running.contains(id) {
+                schedule.deleting.insert(id.to_string(), dsn);
+                return Ok(true);
+            }
+            if !schedule.remove(id) {
+                return Ok(false);
+            }
+        }
+        self.delete_now(id, dsn).await.map(|()| true)
+    }
+
+    /// Removes a message that no round is working on.
+    pub(super) async fn delete_now(&self, id: &str, dsn: bool) -> Result<(), String> {
+        if dsn {
+            let (envelope, message) = self.spool.read(id).map_err(|e| e.to_string())?;
+            let (_, _, recipients) = self.load(id).map_err(|e| e.to_string())?;
+            let failed: Vec<(&str, &str, Option<&str>)> = recipients
+                .iter()
+                .filter(|r| open(r))
+                .map(|r| (r.address.as_str(), DELETED, r.host.as_deref()))
+                .collect();
+            self.report(id, &envelope, &message, &failed).await?;
+        }
+        self.spool.remove(id).await.map_err(|e| e.to_string())?;
+        tracing::info!(%id, dsn, "queued message deleted by an operator");
+        Ok(())
+    }
+
+    /// Messages queued here (waiting or in a round).
+    pub fn queued(&self) -> usize {
+        self.schedule().len()
+    }
+}

@@ -1,0 +1,212 @@
+//! A relaying worker and a scripted next hop, for the outbound and queue tests.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+use super::{Pki, Postern};
+
+/// Tests never use the system resolver: delivery's nameserver is a closed port.
+pub const NO_DNS: &str = "127.0.0.1:9";
+
+/// What the sink saw: (recipients, message) per accepted message.
+pub type Seen = Arc<Mutex<Vec<(Vec<String>, String)>>>;
+
+/// Transactions (MAIL to the final reply) open at a sink now, and the most at once. Counted
+/// from MAIL rather than from accept, because a client may open its next connection as soon as
+/// it has sent QUIT, before the sink has read it (Postfix does not wait for the QUIT reply).
+#[derive(Default)]
+pub struct Open {
+    pub now: std::sync::atomic::AtomicUsize,
+    pub most: std::sync::atomic::AtomicUsize,
+}
+
+/// A plaintext SMTP sink: refuses recipients whose local part starts with `bad` (550), answers
+/// the first `tempfail` messages' final dot with 451, accepts the rest.
+pub async fn sink(tempfail: usize) -> (String, Seen) {
+    let (addr, seen, _) = sink_counting(tempfail).await;
+    (addr, seen)
+}
+
+/// `sink`, also counting its concurrent sessions.
+pub async fn sink_counting(tempfail: usize) -> (String, Seen, Arc<Open>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen: Seen = Arc::default();
+    let failures = Arc::new(Mutex::new(tempfail));
+    let record = seen.clone();
+    let open = Arc::new(Open::default());
+    let counts = open.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (seen, failures, open) = (record.clone(), failures.clone(), counts.clone());
+            tokio::spawn(async move {
+                use std::sync::atomic::Ordering::SeqCst;
+                struct Transaction(Arc<Open>);
+                impl Transaction {
+                    fn start(open: &Arc<Open>) -> Transaction {
+                        let now = open.now.fetch_add(1, SeqCst) + 1;
+                        open.most.fetch_max(now, SeqCst);
+                        Transaction(open.clone())
+                    }
+                }
+                impl Drop for Transaction {
+                    fn drop(&mut self) {
+                        self.0.now.fetch_sub(1, SeqCst);
+                    }
+                }
+                let mut transaction: Option<Transaction> = None;
+                let (read, mut write) = tcp.into_split();
+                let mut lines = BufReader::new(read);
+                write.write_all(b"220 sink.test ESMTP\r\n").await.unwrap();
+                let mut rcpts = Vec::new();
+                loop {
+                    let mut line = String::new();
+                    if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let upper = line.to_ascii_uppercase();
+                    let reply = if upper.starts_with("EHLO") {
+                        "250-sink.test\r\n250 8BITMIME\r\n".to_string()
+                    } else if upper.starts_with("MAIL") {
+                        rcpts.clear();
+                        drop(transaction.replace(Transaction::start(&open)));
+                        "250 2.1.0 Ok\r\n".into()
+                    } else if upper.starts_with("RCPT") {
+                        let to = line
+                            .split('<')
+                            .nth(1)
+                            .unwrap_or("")
+                            .split('>')
+                            .next()
+                            .unwrap_or("")
+                            .to_string();
+                        if to.starts_with("bad") {
+                            format!(
+                                "550 5.1.1 <{to}>: Recipient address rejected: User unknown\r\n"
+                            )
+                        } else {
+                            rcpts.push(to);
+                            "250 2.1.5 Ok\r\n".into()
+                        }
+                    } else if upper.starts_with("DATA") {
+                        write.write_all(b"354 go ahead\r\n").await.unwrap();
+                        let mut data = Vec::new();
+                        while !data.ends_with(b"\r\n.\r\n") {
+                            let mut b = [0u8; 1];
+                            if lines.read(&mut b).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            data.push(b[0]);
+                        }
+                        // A little slow, so that concurrent deliveries overlap here.
+                        tokio::time::sleep(Duration::from_millis(30)).await;
+                        // Ends before the reply: the client may move on once it has it.
+                        drop(transaction.take());
+                        let mut f = failures.lock().unwrap();
+                        if *f > 0 {
+                            *f -= 1;
+                            "451 4.3.0 try again later\r\n".into()
+                        } else {
+                            seen.lock()
+                                .unwrap()
+                                .push((rcpts.clone(), String::from_utf8_lossy(&data).into_owned()));
+                            "250 2.0.0 Ok: queued as SINK\r\n".into()
+                        }
+                    } else if upper.starts_with("QUIT") {
+                        let _ = write.write_all(b"221 2.0.0 Bye\r\n").await;
+                        return;
+                    } else {
+                        "250 2.0.0 Ok\r\n".into()
+                    };
+                    write.write_all(reply.as_bytes()).await.unwrap();
+                }
+            });
+        }
+    });
+    (addr, seen, open)
+}
+
+pub struct Relay {
+    pub control: Postern,
+    pub worker: Postern,
+    pub pki: Pki,
+    pub dir: tempfile::TempDir,
+}
+
+impl Relay {
+    pub async fn start(sink: &str, settings: Value) -> Relay {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(&dir.path().join("tls"));
+        pki.client("w", &["w"]);
+        let control = Postern::control(&dir.path().join("control"), &pki);
+        let worker = Postern::worker(&dir.path().join("spool"), &pki, &control.other, "w", "w");
+        let r = Relay {
+            control,
+            worker,
+            pki,
+            dir,
+        };
+        let relay = json!({"domains": [{"domain": "partner.example", "next_hop": format!("[{}]:{}", "127.0.0.1", sink.rsplit(':').next().unwrap())}], "networks": ["127.0.0.0/8"]});
+        r.rest(reqwest::Method::PUT, "/v1/relay", relay).await;
+        r.rest(reqwest::Method::PUT, "/v1/settings", settings).await;
+        r.control.wait_applied().await;
+        r
+    }
+
+    pub async fn rest(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        self.control.rest(method, path, body).await
+    }
+
+    pub async fn send(&self, rcpts: &[&str]) {
+        let mut io = BufReader::new(
+            tokio::net::TcpStream::connect(&self.worker.other)
+                .await
+                .unwrap(),
+        );
+        let mut line = String::new();
+        io.read_line(&mut line).await.unwrap();
+        let mut cmds = vec![
+            "EHLO client.example".to_string(),
+            "MAIL FROM:<alice@sender.example>".into(),
+        ];
+        cmds.extend(rcpts.iter().map(|r| format!("RCPT TO:<{r}>")));
+        cmds.push("DATA".into());
+        for c in cmds {
+            io.get_mut()
+                .write_all(format!("{c}\r\n").as_bytes())
+                .await
+                .unwrap();
+            loop {
+                line.clear();
+                io.read_line(&mut line).await.unwrap();
+                if line.as_bytes().get(3) == Some(&b' ') {
+                    break;
+                }
+            }
+        }
+        io.get_mut()
+            .write_all(
+                b"Subject: relayed\r\nMessage-ID: <m1@sender.example>\r\n\r\n..dotted\r\n.\r\n",
+            )
+            .await
+            .unwrap();
+        line.clear();
+        io.read_line(&mut line).await.unwrap();
+        assert!(line.starts_with("250 2.0.0 Ok: queued as"), "{line}");
+    }
+
+    /// The queued messages: (envelope, message).
+    pub fn queue(&self) -> Vec<(Value, String)> {
+        super::queued_messages(&self.worker.data_dir)
+            .into_iter()
+            .map(|f| {
+                let (env, msg) = f.split_once('\n').unwrap();
+                (serde_json::from_str(env).unwrap(), msg.to_string())
+            })
+            .collect()
+    }
+}
