@@ -228,3 +228,34 @@ async fn connections_per_destination_are_limited() {
         "{most} connections to one destination at once"
     );
 }
+
+/// A recipient domain without a route goes to its MX hosts, found through the test's DNS server
+/// (`delivery.nameservers`) and reached on `delivery.mx_port`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_to_a_domain_without_a_route_goes_to_its_mx() {
+    use hickory_resolver::proto::rr::rdata::{A, MX};
+    use hickory_resolver::proto::rr::{Name, RData};
+    let (addr, seen) = sink(0).await;
+    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    let name = |n: &str| Name::from_ascii(n).unwrap();
+    let ns = support::dns::dns(vec![
+        (
+            "far.example.",
+            RData::MX(MX::new(10, name("mx.far.example."))),
+        ),
+        ("mx.far.example.", RData::A(A("127.0.0.1".parse().unwrap()))),
+    ])
+    .await;
+    let settings = json!({"delivery": {"nameservers": [ns.to_string()], "mx_port": port}});
+    let r = Relay::start(&addr, settings).await;
+    r.send(&["dave@far.example"]).await;
+    let (rcpts, _) = eventually("the MX to receive it", Duration::from_secs(30), || async {
+        seen.lock().unwrap().first().cloned()
+    })
+    .await;
+    assert_eq!(rcpts, ["dave@far.example"]);
+    eventually("the queue to empty", Duration::from_secs(30), || async {
+        r.queue().is_empty().then_some(())
+    })
+    .await;
+}

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub mod dns;
 pub mod relay;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_postern");

@@ -17,6 +17,19 @@ pub struct Issued {
     pub key_pem: String,
 }
 
+impl Issued {
+    /// A self-signed server certificate for these names (what many MTAs present).
+    pub fn self_signed(names: &[&str]) -> Result<Issued, rcgen::Error> {
+        let params = named(names.first().copied().unwrap_or("postern"), names)?;
+        let key = KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
 pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
     pub cert_pem: String,

@@ -17,6 +17,12 @@ type Inbox = Arc<Mutex<Vec<Vec<u8>>>>;
 
 /// A next hop: our SMTP server behind a real socket, with STARTTLS when it has a certificate.
 async fn next_hop(cert: Option<Issued>) -> (SocketAddr, Inbox) {
+    next_hop_injecting(cert, b"").await
+}
+
+/// `next_hop` that sends `inject` in plaintext right after its STARTTLS reply, in the same
+/// write (the STARTTLS injection of CVE-2011-0411, seen from the client side).
+async fn next_hop_injecting(cert: Option<Issued>, inject: &'static [u8]) -> (SocketAddr, Inbox) {
     postern_tls::install_crypto_provider();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -69,7 +75,9 @@ async fn next_hop(cert: Option<Issued>) -> (SocketAddr, Inbox) {
                         }
                         Event::StartTls { .. } => {
                             let mut tcp = plain.take().unwrap();
-                            tcp.write_all(&server.take_output()).await.ok();
+                            tcp.write_all(&[server.take_output(), inject.to_vec()].concat())
+                                .await
+                                .ok();
                             match acceptor.as_ref().unwrap().accept(tcp).await {
                                 Ok(s) => tls = Some(s),
                                 Err(_) => return,
@@ -98,6 +106,12 @@ async fn next_hop(cert: Option<Issued>) -> (SocketAddr, Inbox) {
 /// A next hop that offers STARTTLS and refuses it with 454 on its first connection, and takes
 /// mail in plaintext on the next ones.
 async fn refusing_hop() -> (SocketAddr, Inbox) {
+    failing_hop(b"454 4.7.0 TLS not available due to local problem\r\n").await
+}
+
+/// A next hop whose first connection answers STARTTLS with `reply` (a 220 is followed by bytes
+/// that are not TLS, and the connection closes); the next connections take mail in plaintext.
+async fn failing_hop(reply: &'static [u8]) -> (SocketAddr, Inbox) {
     let (plain_addr, inbox) = next_hop(None).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -120,7 +134,12 @@ async fn refusing_hop() -> (SocketAddr, Inbox) {
                 while let Ok(Some(line)) = lines.next_line().await {
                     let reply: &[u8] = match line.to_ascii_uppercase().split(' ').next().unwrap() {
                         "EHLO" => b"250-hop.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n",
-                        "STARTTLS" => b"454 4.7.0 TLS not available due to local problem\r\n",
+                        "STARTTLS" if reply.starts_with(b"220") => {
+                            let _ = write.write_all(reply).await;
+                            let _ = write.write_all(b"this is not a TLS record\r\n").await;
+                            return;
+                        }
+                        "STARTTLS" => reply,
                         "QUIT" => b"221 2.0.0 Bye\r\n",
                         _ => b"503 5.5.1 Error: no\r\n",
                     };
@@ -335,4 +354,43 @@ async fn a_message_needing_smtputf8_bounces_at_a_hop_without_it() {
         reply.lines[0],
         "5.6.7 SMTPUTF8 is required, but was not offered by host old.test[127.0.0.1]"
     );
+}
+
+#[tokio::test]
+async fn a_self_signed_certificate_encrypts_but_does_not_verify() {
+    let cert = Issued::self_signed(&["mx.partner.example"]).unwrap();
+    let (hop, inbox) = next_hop(Some(cert)).await;
+    let a = deliver(hop, "mx.partner.example", Level::Encrypt).await;
+    assert_eq!(a.outcome.recipients[0].1.code, 250, "{a:?}");
+    assert_eq!(a.tls.unwrap().certificate, ServerCertStatus::Untrusted);
+    assert_eq!(inbox.lock().unwrap().len(), 1);
+    let a = deliver(hop, "mx.partner.example", Level::Verify).await;
+    assert_eq!(reason(&a), "4.7.5 Server certificate not trusted");
+    assert_eq!(inbox.lock().unwrap().len(), 1, "verify delivered anyway");
+}
+
+#[tokio::test]
+async fn a_failed_handshake_defers_under_encrypt_and_falls_back_under_may() {
+    let (hop, inbox) = failing_hop(b"220 2.0.0 Ready to start TLS\r\n").await;
+    let a = deliver(hop, "mx.partner.example", Level::Encrypt).await;
+    assert_eq!(reason(&a), "4.7.5 Cannot start TLS: handshake failure");
+    assert!(inbox.lock().unwrap().is_empty());
+    let (hop, inbox) = failing_hop(b"220 2.0.0 Ready to start TLS\r\n").await;
+    let a = deliver(hop, "mx.partner.example", Level::May).await;
+    assert_eq!(a.outcome.recipients[0].1.code, 250, "{a:?}");
+    assert!(a.tls_fallback && a.tls.is_none(), "{a:?}");
+    assert_eq!(inbox.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn plaintext_injected_after_the_starttls_reply_is_discarded() {
+    // Were the injected line read as the reply to the EHLO inside TLS, the attempt would end
+    // with it; discarded, the delivery goes on inside TLS.
+    let ca = Ca::new("partner CA").unwrap();
+    let cert = ca.server(&["mx.partner.example"]).unwrap();
+    let (hop, inbox) = next_hop_injecting(Some(cert), b"554 5.7.1 injected\r\n").await;
+    let a = deliver(hop, "mx.partner.example", Level::Encrypt).await;
+    assert_eq!(a.outcome.recipients[0].1.code, 250, "{a:?}");
+    assert!(a.tls.is_some());
+    assert_eq!(inbox.lock().unwrap().len(), 1);
 }
