@@ -2,7 +2,7 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["postern/v1/policy.proto"];
+    let files = ["postern/v1/policy.proto", "postern/v1/tracking.proto"];
     let descriptors = protox::compile(files, [&root])?;
     tonic_prost_build::configure()
         .build_client(true)

@@ -1,0 +1,192 @@
+//! The tracking event catalogue (PRODUCT.md 5): what a worker reports of every connection,
+//! message and delivery attempt. Typed, one struct per kind (no log strings), pure data: the
+//! worker makes them, `postern-proto` carries them, the control plane indexes them.
+
+#![forbid(unsafe_code)]
+
+use serde::{Deserialize, Serialize};
+
+/// How a certificate was judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Certificate {
+    Verified,
+    Unverified,
+    None,
+}
+
+/// A TLS session (IANA names).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tls {
+    pub version: String,
+    pub cipher: String,
+    pub key_exchange: String,
+    /// The peer's certificate: the client's inbound, the server's outbound.
+    pub certificate: Certificate,
+}
+
+/// Where a message came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    pub ip: String,
+    pub helo: String,
+    pub tls: Option<Tls>,
+}
+
+/// How a delivery attempt travelled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leg {
+    pub host: String,
+    pub ip: String,
+    pub tls: Option<Tls>,
+    /// A `may` delivery that fell back to plaintext.
+    pub tls_fallback: bool,
+}
+
+/// An SMTP session, reported when it ends (or is refused at connect).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connection {
+    /// Unique per worker.
+    pub session: String,
+    pub ip: String,
+    /// Unix milliseconds.
+    pub started_ms: u64,
+    pub helo: Option<String>,
+    pub tls: Option<Tls>,
+    /// Why a STARTTLS handshake failed.
+    pub tls_failure: Option<String>,
+    /// The reply that refused the connection (no policy, too many sessions).
+    pub refused: Option<String>,
+    /// Messages accepted in the session.
+    pub messages: u32,
+}
+
+/// A message accepted (after its 250).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Received {
+    pub queue_id: String,
+    pub session: String,
+    pub source: Source,
+    pub sender: String,
+    pub recipients: Vec<String>,
+    pub size: u64,
+    /// Decoded (RFC 2047).
+    pub subject: Option<String>,
+    pub message_id: Option<String>,
+}
+
+/// A reply that refused part or all of a transaction. `queue_id` is the tracking id made at
+/// MAIL FROM (the queue id if the message is later accepted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejected {
+    pub queue_id: String,
+    pub session: String,
+    pub source: Source,
+    pub sender: String,
+    /// The recipient refused, for a RCPT TO reply.
+    pub recipient: Option<String>,
+    /// The reply sent, e.g. `530 5.7.0 Must issue a STARTTLS command first`.
+    pub reply: String,
+}
+
+/// One delivery attempt of one recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub queue_id: String,
+    pub recipient: String,
+    /// None when no next hop was reached (no route, say).
+    pub leg: Option<Leg>,
+    /// The reply, or our own reason.
+    pub reply: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deferred {
+    pub queue_id: String,
+    pub recipient: String,
+    pub reason: String,
+    /// Unix milliseconds.
+    pub next_attempt_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivered {
+    pub queue_id: String,
+    pub recipient: String,
+    pub reply: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bounced {
+    pub queue_id: String,
+    pub recipient: String,
+    pub reason: String,
+    /// The queue id of the DSN sent; None when none could be (the message was itself a DSN,
+    /// so it is dropped).
+    pub dsn: Option<String>,
+}
+
+/// An operator deleted a queued message (`DELETE /v1/queue/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deleted {
+    pub queue_id: String,
+    pub dsn: bool,
+}
+
+/// Bytes a client sent after its STARTTLS line, discarded (a command injection attempt, or a
+/// broken client).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartTlsLeftovers {
+    pub session: String,
+    pub ip: String,
+    pub bytes: u64,
+}
+
+/// Events the worker's full outbox dropped: `first_seq..=last_seq` of the same epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxGap {
+    pub first_seq: u64,
+    pub last_seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    Connection(Connection),
+    Received(Received),
+    Rejected(Rejected),
+    Attempt(Attempt),
+    Deferred(Deferred),
+    Delivered(Delivered),
+    Bounced(Bounced),
+    Deleted(Deleted),
+    StartTlsLeftovers(StartTlsLeftovers),
+    OutboxGap(OutboxGap),
+}
+
+impl Event {
+    /// The message the event belongs to, if any.
+    pub fn queue_id(&self) -> Option<&str> {
+        match self {
+            Event::Received(e) => Some(&e.queue_id),
+            Event::Rejected(e) => Some(&e.queue_id),
+            Event::Attempt(e) => Some(&e.queue_id),
+            Event::Deferred(e) => Some(&e.queue_id),
+            Event::Delivered(e) => Some(&e.queue_id),
+            Event::Bounced(e) => Some(&e.queue_id),
+            Event::Deleted(e) => Some(&e.queue_id),
+            Event::Connection(_) | Event::StartTlsLeftovers(_) | Event::OutboxGap(_) => None,
+        }
+    }
+}
+
+/// An event as a worker records it: its place in the worker's outbox epoch, when, and under
+/// which policy version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub seq: u64,
+    /// Unix milliseconds.
+    pub at_ms: u64,
+    pub policy_version: u64,
+    pub event: Event,
+}

@@ -1,0 +1,339 @@
+//! Conversions between `pb` tracking events and `postern_events` (the worker encodes, the
+//! control plane decodes; anything it cannot understand is a `WireError`).
+
+use postern_events as ev;
+
+use crate::WireError;
+use crate::pb::{self, event_record::Event as PbEvent};
+
+fn tls_to(t: ev::Tls) -> pb::Tls {
+    pb::Tls {
+        version: t.version,
+        cipher: t.cipher,
+        key_exchange: t.key_exchange,
+        certificate: match t.certificate {
+            ev::Certificate::Verified => pb::Certificate::Verified,
+            ev::Certificate::Unverified => pb::Certificate::Unverified,
+            ev::Certificate::None => pb::Certificate::None,
+        } as i32,
+    }
+}
+
+fn tls_from(t: pb::Tls) -> Result<ev::Tls, WireError> {
+    let certificate = match pb::Certificate::try_from(t.certificate) {
+        Ok(pb::Certificate::Verified) => ev::Certificate::Verified,
+        Ok(pb::Certificate::Unverified) => ev::Certificate::Unverified,
+        Ok(pb::Certificate::None) => ev::Certificate::None,
+        _ => {
+            return Err(WireError::Enum {
+                field: "tls.certificate".into(),
+                value: t.certificate,
+            });
+        }
+    };
+    Ok(ev::Tls {
+        version: t.version,
+        cipher: t.cipher,
+        key_exchange: t.key_exchange,
+        certificate,
+    })
+}
+
+fn source_to(s: ev::Source) -> pb::Source {
+    pb::Source {
+        ip: s.ip,
+        helo: s.helo,
+        tls: s.tls.map(tls_to),
+    }
+}
+
+fn source_from(s: Option<pb::Source>) -> Result<ev::Source, WireError> {
+    let s = s.ok_or(WireError::Missing("source"))?;
+    Ok(ev::Source {
+        ip: s.ip,
+        helo: s.helo,
+        tls: s.tls.map(tls_from).transpose()?,
+    })
+}
+
+fn leg_to(l: ev::Leg) -> pb::Leg {
+    pb::Leg {
+        host: l.host,
+        ip: l.ip,
+        tls: l.tls.map(tls_to),
+        tls_fallback: l.tls_fallback,
+    }
+}
+
+fn leg_from(l: pb::Leg) -> Result<ev::Leg, WireError> {
+    Ok(ev::Leg {
+        host: l.host,
+        ip: l.ip,
+        tls: l.tls.map(tls_from).transpose()?,
+        tls_fallback: l.tls_fallback,
+    })
+}
+
+impl From<ev::Record> for pb::EventRecord {
+    fn from(r: ev::Record) -> Self {
+        let event = match r.event {
+            ev::Event::Connection(c) => PbEvent::Connection(pb::Connection {
+                session: c.session,
+                ip: c.ip,
+                started_ms: c.started_ms,
+                helo: c.helo,
+                tls: c.tls.map(tls_to),
+                tls_failure: c.tls_failure,
+                refused: c.refused,
+                messages: c.messages,
+            }),
+            ev::Event::Received(m) => PbEvent::Received(pb::Received {
+                queue_id: m.queue_id,
+                session: m.session,
+                source: Some(source_to(m.source)),
+                sender: m.sender,
+                recipients: m.recipients,
+                size: m.size,
+                subject: m.subject,
+                message_id: m.message_id,
+            }),
+            ev::Event::Rejected(m) => PbEvent::Rejected(pb::Rejected {
+                queue_id: m.queue_id,
+                session: m.session,
+                source: Some(source_to(m.source)),
+                sender: m.sender,
+                recipient: m.recipient,
+                reply: m.reply,
+            }),
+            ev::Event::Attempt(a) => PbEvent::Attempt(pb::Attempt {
+                queue_id: a.queue_id,
+                recipient: a.recipient,
+                leg: a.leg.map(leg_to),
+                reply: a.reply,
+            }),
+            ev::Event::Deferred(d) => PbEvent::Deferred(pb::Deferred {
+                queue_id: d.queue_id,
+                recipient: d.recipient,
+                reason: d.reason,
+                next_attempt_ms: d.next_attempt_ms,
+            }),
+            ev::Event::Delivered(d) => PbEvent::Delivered(pb::Delivered {
+                queue_id: d.queue_id,
+                recipient: d.recipient,
+                reply: d.reply,
+            }),
+            ev::Event::Bounced(b) => PbEvent::Bounced(pb::Bounced {
+                queue_id: b.queue_id,
+                recipient: b.recipient,
+                reason: b.reason,
+                dsn: b.dsn,
+            }),
+            ev::Event::Deleted(d) => PbEvent::Deleted(pb::Deleted {
+                queue_id: d.queue_id,
+                dsn: d.dsn,
+            }),
+            ev::Event::StartTlsLeftovers(l) => {
+                PbEvent::StarttlsLeftovers(pb::StartTlsLeftovers {
+                    session: l.session,
+                    ip: l.ip,
+                    bytes: l.bytes,
+                })
+            }
+            ev::Event::OutboxGap(g) => PbEvent::OutboxGap(pb::OutboxGap {
+                first_seq: g.first_seq,
+                last_seq: g.last_seq,
+            }),
+        };
+        pb::EventRecord {
+            seq: r.seq,
+            at_ms: r.at_ms,
+            policy_version: r.policy_version,
+            event: Some(event),
+        }
+    }
+}
+
+impl TryFrom<pb::EventRecord> for ev::Record {
+    type Error = WireError;
+
+    fn try_from(r: pb::EventRecord) -> Result<Self, WireError> {
+        let event = match r.event.ok_or(WireError::Missing("event"))? {
+            PbEvent::Connection(c) => ev::Event::Connection(ev::Connection {
+                session: c.session,
+                ip: c.ip,
+                started_ms: c.started_ms,
+                helo: c.helo,
+                tls: c.tls.map(tls_from).transpose()?,
+                tls_failure: c.tls_failure,
+                refused: c.refused,
+                messages: c.messages,
+            }),
+            PbEvent::Received(m) => ev::Event::Received(ev::Received {
+                queue_id: m.queue_id,
+                session: m.session,
+                source: source_from(m.source)?,
+                sender: m.sender,
+                recipients: m.recipients,
+                size: m.size,
+                subject: m.subject,
+                message_id: m.message_id,
+            }),
+            PbEvent::Rejected(m) => ev::Event::Rejected(ev::Rejected {
+                queue_id: m.queue_id,
+                session: m.session,
+                source: source_from(m.source)?,
+                sender: m.sender,
+                recipient: m.recipient,
+                reply: m.reply,
+            }),
+            PbEvent::Attempt(a) => ev::Event::Attempt(ev::Attempt {
+                queue_id: a.queue_id,
+                recipient: a.recipient,
+                leg: a.leg.map(leg_from).transpose()?,
+                reply: a.reply,
+            }),
+            PbEvent::Deferred(d) => ev::Event::Deferred(ev::Deferred {
+                queue_id: d.queue_id,
+                recipient: d.recipient,
+                reason: d.reason,
+                next_attempt_ms: d.next_attempt_ms,
+            }),
+            PbEvent::Delivered(d) => ev::Event::Delivered(ev::Delivered {
+                queue_id: d.queue_id,
+                recipient: d.recipient,
+                reply: d.reply,
+            }),
+            PbEvent::Bounced(b) => ev::Event::Bounced(ev::Bounced {
+                queue_id: b.queue_id,
+                recipient: b.recipient,
+                reason: b.reason,
+                dsn: b.dsn,
+            }),
+            PbEvent::Deleted(d) => ev::Event::Deleted(ev::Deleted {
+                queue_id: d.queue_id,
+                dsn: d.dsn,
+            }),
+            PbEvent::StarttlsLeftovers(l) => ev::Event::StartTlsLeftovers(ev::StartTlsLeftovers {
+                session: l.session,
+                ip: l.ip,
+                bytes: l.bytes,
+            }),
+            PbEvent::OutboxGap(g) => ev::Event::OutboxGap(ev::OutboxGap {
+                first_seq: g.first_seq,
+                last_seq: g.last_seq,
+            }),
+        };
+        Ok(ev::Record {
+            seq: r.seq,
+            at_ms: r.at_ms,
+            policy_version: r.policy_version,
+            event,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_survive_the_wire() {
+        let tls = Some(ev::Tls {
+            version: "TLSv1.3".into(),
+            cipher: "TLS_AES_256_GCM_SHA384".into(),
+            key_exchange: "x25519".into(),
+            certificate: ev::Certificate::Unverified,
+        });
+        let source = ev::Source {
+            ip: "192.0.2.7".into(),
+            helo: "client.example".into(),
+            tls: tls.clone(),
+        };
+        let events = vec![
+            ev::Event::Connection(ev::Connection {
+                session: "S".into(),
+                ip: "192.0.2.7".into(),
+                started_ms: 5,
+                helo: Some("client.example".into()),
+                tls: None,
+                tls_failure: Some("handshake failure".into()),
+                refused: None,
+                messages: 0,
+            }),
+            ev::Event::Received(ev::Received {
+                queue_id: "Q".into(),
+                session: "S".into(),
+                source: source.clone(),
+                sender: "a@x".into(),
+                recipients: vec!["b@y".into()],
+                size: 10,
+                subject: Some("héllo".into()),
+                message_id: None,
+            }),
+            ev::Event::Rejected(ev::Rejected {
+                queue_id: "Q".into(),
+                session: "S".into(),
+                source,
+                sender: "a@x".into(),
+                recipient: Some("c@z".into()),
+                reply: "554 5.7.1 no".into(),
+            }),
+            ev::Event::Attempt(ev::Attempt {
+                queue_id: "Q".into(),
+                recipient: "b@y".into(),
+                leg: Some(ev::Leg {
+                    host: "mx.y".into(),
+                    ip: "198.51.100.2".into(),
+                    tls,
+                    tls_fallback: false,
+                }),
+                reply: "250 ok".into(),
+            }),
+            ev::Event::Deferred(ev::Deferred {
+                queue_id: "Q".into(),
+                recipient: "b@y".into(),
+                reason: "451".into(),
+                next_attempt_ms: 9,
+            }),
+            ev::Event::Delivered(ev::Delivered {
+                queue_id: "Q".into(),
+                recipient: "b@y".into(),
+                reply: "250".into(),
+            }),
+            ev::Event::Bounced(ev::Bounced {
+                queue_id: "Q".into(),
+                recipient: "b@y".into(),
+                reason: "550".into(),
+                dsn: None,
+            }),
+            ev::Event::Deleted(ev::Deleted {
+                queue_id: "Q".into(),
+                dsn: true,
+            }),
+            ev::Event::StartTlsLeftovers(ev::StartTlsLeftovers {
+                session: "S".into(),
+                ip: "192.0.2.7".into(),
+                bytes: 12,
+            }),
+            ev::Event::OutboxGap(ev::OutboxGap {
+                first_seq: 3,
+                last_seq: 7,
+            }),
+        ];
+        for (seq, event) in events.into_iter().enumerate() {
+            let record = ev::Record {
+                seq: seq as u64,
+                at_ms: 1,
+                policy_version: 2,
+                event,
+            };
+            let wire = pb::EventRecord::from(record.clone());
+            assert_eq!(ev::Record::try_from(wire).unwrap(), record);
+        }
+        let empty = pb::EventRecord::default();
+        assert_eq!(
+            ev::Record::try_from(empty),
+            Err(WireError::Missing("event"))
+        );
+    }
+}
