@@ -111,8 +111,12 @@ impl Default for DeliverySettings {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct TrackingSettings {
+    /// Tracking data older than this is removed by the control plane.
     pub retention_days: u32,
+    /// The control plane's tracking store is kept under this size (oldest messages go first).
     pub max_bytes: u64,
+    /// Each worker's event outbox is kept under this size (PRODUCT.md 5: 1 GiB).
+    pub outbox_max_bytes: u64,
 }
 
 impl Default for TrackingSettings {
@@ -120,6 +124,7 @@ impl Default for TrackingSettings {
         TrackingSettings {
             retention_days: 30,
             max_bytes: 10 * 1024 * 1024 * 1024,
+            outbox_max_bytes: 1024 * 1024 * 1024,
         }
     }
 }
@@ -158,6 +163,7 @@ impl Settings {
         );
         positive("/tracking/retention_days", s.tracking.retention_days.into());
         positive("/tracking/max_bytes", s.tracking.max_bytes);
+        positive("/tracking/outbox_max_bytes", s.tracking.outbox_max_bytes);
         // RFC 5321 4.5.3.1: a server must accept command lines of 512 and text lines of 1000.
         if l.max_command_line < 512 {
             errors.push(FieldError::new(

@@ -132,13 +132,11 @@ impl From<ev::Record> for pb::EventRecord {
                 queue_id: d.queue_id,
                 dsn: d.dsn,
             }),
-            ev::Event::StartTlsLeftovers(l) => {
-                PbEvent::StarttlsLeftovers(pb::StartTlsLeftovers {
-                    session: l.session,
-                    ip: l.ip,
-                    bytes: l.bytes,
-                })
-            }
+            ev::Event::StartTlsLeftovers(l) => PbEvent::StarttlsLeftovers(pb::StartTlsLeftovers {
+                session: l.session,
+                ip: l.ip,
+                bytes: l.bytes,
+            }),
             ev::Event::OutboxGap(g) => PbEvent::OutboxGap(pb::OutboxGap {
                 first_seq: g.first_seq,
                 last_seq: g.last_seq,

@@ -20,6 +20,22 @@ pub enum DataOutcome {
     TooManyHops,
 }
 
+impl DataOutcome {
+    /// The reply that refuses the message, for every outcome but `Complete`.
+    pub fn refusal(self) -> Option<crate::Reply> {
+        Some(match self {
+            DataOutcome::Complete => return None,
+            DataOutcome::Bare => crate::Reply::data_bare(),
+            DataOutcome::LineTooLong => crate::Reply::data_line_too_long(),
+            DataOutcome::TooBig => crate::Reply::data_too_big(),
+            DataOutcome::HeaderTooBig => {
+                crate::Reply::new(552, "5.3.4 Error: message header too big")
+            }
+            DataOutcome::TooManyHops => crate::Reply::too_many_hops(),
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DataReader {
     max_line: usize,

@@ -442,16 +442,9 @@ impl Server {
 
     fn finish_data(&mut self, outcome: DataOutcome) -> Event {
         self.data = None;
-        let refusal = match outcome {
-            DataOutcome::Complete => {
-                self.waiting = Some(Waiting::DataEnd);
-                return Event::DataEnd(outcome);
-            }
-            DataOutcome::Bare => Reply::data_bare(),
-            DataOutcome::LineTooLong => Reply::data_line_too_long(),
-            DataOutcome::TooBig => Reply::data_too_big(),
-            DataOutcome::HeaderTooBig => Reply::new(552, "5.3.4 Error: message header too big"),
-            DataOutcome::TooManyHops => Reply::too_many_hops(),
+        let Some(refusal) = outcome.refusal() else {
+            self.waiting = Some(Waiting::DataEnd);
+            return Event::DataEnd(outcome);
         };
         // The session continues after a refused message (PRODUCT.md 4).
         self.reset_transaction();

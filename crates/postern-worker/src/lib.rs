@@ -12,6 +12,7 @@ pub mod lkg;
 pub mod lock;
 pub mod metrics;
 pub mod outbound;
+pub mod outbox;
 pub mod policy;
 pub mod spool;
 pub mod sync;
@@ -51,6 +52,7 @@ pub struct Worker {
     inbound: Arc<inbound::Inbound>,
     spool: spool::Spool,
     new_ids: tokio::sync::mpsc::UnboundedReceiver<String>,
+    outbox: Arc<outbox::Outbox>,
     _lock: lock::SpoolLock,
 }
 
@@ -65,9 +67,11 @@ impl Worker {
         let lock = lock::SpoolLock::acquire(&config.spool_dir).map_err(spool)?;
         let metrics = Arc::new(metrics::Metrics::default());
         let policy = Arc::new(
-            PolicyStore::open(config.spool_dir.join("policy"), metrics)
+            PolicyStore::open(config.spool_dir.join("policy"), metrics.clone())
                 .map_err(|e| spool(e.to_string()))?,
         );
+        let outbox = outbox::Outbox::open(&config.spool_dir.join("outbox"), metrics)
+            .map_err(|e| spool(format!("event outbox: {e}")))?;
         let tls = inbound::TlsConfigs::new(&config.smtp_cert_pem, &config.smtp_key_pem)
             .map_err(StartError::Tls)?;
         let (spool_store, queued) =
@@ -85,10 +89,12 @@ impl Worker {
             config.hostname.clone(),
             tls,
             queued,
+            outbox.clone(),
         );
         Ok(Worker {
             config,
             policy,
+            outbox,
             inbound,
             spool: spool_store,
             new_ids,
@@ -115,7 +121,19 @@ impl Worker {
             self.config.hostname.clone(),
             smtp.local_addr()?,
             self.inbound.queued.clone(),
+            self.outbox.clone(),
         );
+        let writer = tokio::spawn(self.outbox.clone().run_writer());
+        let upload = tokio::spawn(outbox::upload::run(
+            self.config.control.clone(),
+            self.config.worker_id.clone(),
+            self.outbox.clone(),
+            shutdown.clone(),
+        ));
+        tokio::spawn(follow_outbox_limit(
+            self.policy.clone(),
+            self.outbox.clone(),
+        ));
         let (draining, drained) = watch::channel(false);
         let commands = Arc::new(commands::Commands {
             queue: queue.clone(),
@@ -155,6 +173,23 @@ impl Worker {
         let _ = smtp_task.await;
         let _ = queue_task.await;
         sync.abort();
+        // The last events of the sessions and rounds just ended go to disk before exiting.
+        self.outbox.settle(std::time::Duration::from_secs(5)).await;
+        writer.abort();
+        upload.abort();
         Ok(())
+    }
+}
+
+/// Applies `tracking.outbox_max_bytes` from each policy version.
+async fn follow_outbox_limit(policy: Arc<PolicyStore>, outbox: Arc<outbox::Outbox>) {
+    let mut versions = policy.subscribe();
+    loop {
+        if let Some(p) = versions.borrow_and_update().as_ref() {
+            outbox.set_max_bytes(p.settings.tracking.outbox_max_bytes);
+        }
+        if versions.changed().await.is_err() {
+            return;
+        }
     }
 }

@@ -11,6 +11,8 @@ pub struct Metrics {
     pub control_connects: AtomicU64,
     pub smtp_connections: AtomicU64,
     pub smtp_refused_no_policy: AtomicU64,
+    pub events_lost: AtomicU64,
+    pub outbox_bytes: AtomicU64,
 }
 
 impl Metrics {
@@ -63,6 +65,18 @@ impl Metrics {
             "counter",
             "SMTP connections answered 421 for want of a policy.",
             self.smtp_refused_no_policy.load(Relaxed),
+        );
+        metric(
+            "postern_worker_events_lost_total",
+            "counter",
+            "Tracking events lost to a full outbox or a failed write (each range is also a gap event).",
+            self.events_lost.load(Relaxed),
+        );
+        metric(
+            "postern_worker_outbox_bytes",
+            "gauge",
+            "Bytes of tracking events waiting for the control plane.",
+            self.outbox_bytes.load(Relaxed),
         );
         out
     }

@@ -48,7 +48,7 @@ impl Default for Backoff {
     }
 }
 
-fn jittered(ceiling: Duration) -> Duration {
+pub(crate) fn jittered(ceiling: Duration) -> Duration {
     let mut bytes = [0u8; 8];
     let _ = getrandom::fill(&mut bytes);
     let fraction = (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64;

@@ -2,6 +2,7 @@
 //! limits, runs each session on the policy version current when it connected, and on shutdown
 //! stops accepting and gives sessions in flight a grace period.
 
+mod headers;
 mod received;
 mod session;
 mod tls;
@@ -19,6 +20,7 @@ use tokio::task::JoinSet;
 pub use received::{rfc3339, rfc5322_date};
 pub use tls::TlsConfigs;
 
+use crate::outbox::Outbox;
 use crate::policy::PolicyStore;
 use crate::spool::Spool;
 
@@ -32,6 +34,7 @@ pub struct Inbound {
     pub tls: TlsConfigs,
     /// Tells the delivery queue about each message queued.
     pub queued: tokio::sync::mpsc::UnboundedSender<String>,
+    pub outbox: Arc<Outbox>,
     sessions: Mutex<HashMap<IpAddr, u32>>,
 }
 
@@ -42,6 +45,7 @@ impl Inbound {
         hostname: String,
         tls: TlsConfigs,
         queued: tokio::sync::mpsc::UnboundedSender<String>,
+        outbox: Arc<Outbox>,
     ) -> Arc<Inbound> {
         Arc::new(Inbound {
             policy,
@@ -49,6 +53,7 @@ impl Inbound {
             hostname,
             tls,
             queued,
+            outbox,
             sessions: Mutex::default(),
         })
     }
@@ -159,6 +164,7 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, inbound: Arc<Inboun
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _ = stream.write_all(NO_POLICY.as_bytes()).await;
         let _ = stream.shutdown().await;
+        refused(&inbound, ip, 0, NO_POLICY);
         return;
     };
     let limits = &policy.settings.smtp;
@@ -166,9 +172,30 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, inbound: Arc<Inboun
         let reply = postern_smtp::Reply::too_many_connections(&inbound.hostname);
         let _ = stream.write_all(&reply.to_bytes()).await;
         let _ = stream.shutdown().await;
+        refused(&inbound, ip, policy.version, &reply.to_string());
         return;
     };
     if let Err(e) = session::run(stream, ip, &inbound, policy).await {
         tracing::debug!(%ip, error = %e, "SMTP session ended with an error");
     }
+}
+
+/// Tracks a connection refused before its session began.
+fn refused(inbound: &Inbound, ip: IpAddr, version: u64, reply: &str) {
+    let started_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    inbound.outbox.emit(
+        version,
+        postern_events::Event::Connection(postern_events::Connection {
+            session: ulid::Ulid::new().to_string(),
+            ip: ip.to_string(),
+            started_ms,
+            helo: None,
+            tls: None,
+            tls_failure: None,
+            refused: Some(reply.trim_end().to_string()),
+            messages: 0,
+        }),
+    );
 }

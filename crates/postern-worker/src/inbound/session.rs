@@ -14,7 +14,10 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+use postern_events as events;
+
 use super::Inbound;
+use super::headers;
 use super::received::{Trace, header};
 use crate::spool::{Envelope, Incoming, SpoolError};
 
@@ -22,8 +25,44 @@ use crate::spool::{Envelope, Incoming, SpoolError};
 struct TlsFacts {
     suite: &'static str,
     version: &'static str,
+    key_exchange: &'static str,
     high: bool,
     cert: CertStatus,
+}
+
+impl TlsFacts {
+    fn event(&self) -> events::Tls {
+        events::Tls {
+            version: self.version.into(),
+            cipher: self.suite.into(),
+            key_exchange: self.key_exchange.into(),
+            certificate: match self.cert {
+                CertStatus::Verified => events::Certificate::Verified,
+                CertStatus::None => events::Certificate::None,
+                _ => events::Certificate::Unverified,
+            },
+        }
+    }
+}
+
+/// What tracking reports of the session when it ends (PRODUCT.md 5).
+struct Tracked {
+    session: String,
+    started_ms: u64,
+    helo: Option<String>,
+    tls: Option<events::Tls>,
+    tls_failure: Option<String>,
+    messages: u32,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn reply_text(reply: &Reply) -> String {
+    reply.to_string().trim_end().replace("\r\n", " ")
 }
 
 enum Conn {
@@ -155,6 +194,39 @@ pub async fn run(
     inbound: &Arc<Inbound>,
     policy: Arc<CompiledPolicy>,
 ) -> std::io::Result<()> {
+    let mut tracked = Tracked {
+        session: ulid::Ulid::new().to_string(),
+        started_ms: now_ms(),
+        helo: None,
+        tls: None,
+        tls_failure: None,
+        messages: 0,
+    };
+    let result = serve(stream, ip, inbound, &policy, &mut tracked).await;
+    inbound.outbox.emit(
+        policy.version,
+        events::Event::Connection(events::Connection {
+            session: tracked.session,
+            ip: ip.to_string(),
+            started_ms: tracked.started_ms,
+            helo: tracked.helo,
+            tls: tracked.tls,
+            tls_failure: tracked.tls_failure,
+            refused: None,
+            messages: tracked.messages,
+        }),
+    );
+    result
+}
+
+async fn serve(
+    stream: TcpStream,
+    ip: IpAddr,
+    inbound: &Arc<Inbound>,
+    policy: &Arc<CompiledPolicy>,
+    tracked: &mut Tracked,
+) -> std::io::Result<()> {
+    let policy = policy.clone();
     let connect = policy.inbound_connect(Some(ip));
     let offer_starttls = connect.level != Level::None;
     let mut server = Server::new(ServerConfig {
@@ -171,9 +243,35 @@ pub async fn run(
     let mut transaction_id: Option<String> = None;
     let mut incoming: Option<Incoming> = None;
     let mut buf = vec![0u8; 16 * 1024];
+    // The transaction's sender, its header block (for Subject and Message-ID) and size.
+    let mut sender = String::new();
+    let mut head: Vec<u8> = Vec::new();
+    let mut size = 0u64;
+    let reject = |tracked: &Tracked,
+                  tls: Option<&TlsFacts>,
+                  server: &Server,
+                  queue_id: String,
+                  sender: &str,
+                  recipient: Option<String>,
+                  reply: &Reply| {
+        inbound.outbox.emit(
+            policy.version,
+            events::Event::Rejected(events::Rejected {
+                queue_id,
+                session: tracked.session.clone(),
+                source: source(ip, server, tls),
+                sender: sender.to_string(),
+                recipient,
+                reply: reply_text(reply),
+            }),
+        );
+    };
     loop {
         match server.poll() {
             Event::NeedInput => {
+                if tracked.helo.as_deref() != server.helo() {
+                    tracked.helo = server.helo().map(str::to_string);
+                }
                 conn.write_all(&server.take_output(), command_timeout)
                     .await?;
                 // Checked before reading: a client that always has data waiting would otherwise
@@ -191,14 +289,38 @@ pub async fn run(
             }
             Event::Mail { from, .. } => {
                 let answer = mail_verdict(&policy, connect, &from, tls.as_ref());
-                if answer == Answer::Accept {
-                    // The tracking id is made at MAIL FROM (PRODUCT.md 5).
-                    transaction_id = Some(ulid::Ulid::new().to_string());
+                // The tracking id is made at MAIL FROM (PRODUCT.md 5), refused or not.
+                let id = ulid::Ulid::new().to_string();
+                sender = from.0.clone();
+                match &answer {
+                    Answer::Accept => transaction_id = Some(id),
+                    Answer::Reply(r) | Answer::Close(r) => {
+                        reject(tracked, tls.as_ref(), &server, id, &sender, None, r)
+                    }
                 }
                 server.answer(answer);
             }
-            Event::Rcpt { to } => server.answer(rcpt_verdict(&policy, ip, &to)),
+            Event::Rcpt { to } => {
+                let answer = rcpt_verdict(&policy, ip, &to);
+                if let Answer::Reply(r) | Answer::Close(r) = &answer {
+                    let id = transaction_id.clone().unwrap_or_default();
+                    reject(
+                        tracked,
+                        tls.as_ref(),
+                        &server,
+                        id,
+                        &sender,
+                        Some(to.0.clone()),
+                        r,
+                    );
+                }
+                server.answer(answer);
+            }
             Event::Data(bytes) => {
+                if !headers::head_complete(&head) {
+                    head.extend_from_slice(&bytes[..bytes.len().min(headers::MAX_HEAD)]);
+                }
+                size += bytes.len() as u64;
                 let message = incoming.get_or_insert_with(|| {
                     begin(inbound, &server, &policy, ip, tls.as_ref(), &transaction_id)
                 });
@@ -211,21 +333,49 @@ pub async fn run(
                 let id = transaction_id.take().unwrap_or_default();
                 let reply = match inbound.spool.commit(message).await {
                     Ok(()) => {
+                        let (subject, message_id) = headers::subject_and_message_id(&head);
+                        // Before the queue hears of it, so that tracking sees it first.
+                        inbound.outbox.emit(
+                            policy.version,
+                            events::Event::Received(events::Received {
+                                queue_id: id.clone(),
+                                session: tracked.session.clone(),
+                                source: source(ip, &server, tls.as_ref()),
+                                sender: std::mem::take(&mut sender),
+                                recipients: recipients(inbound, &server, &policy),
+                                size,
+                                subject,
+                                message_id,
+                            }),
+                        );
+                        tracked.messages += 1;
                         let _ = inbound.queued.send(id.clone());
                         Reply::queued(&id)
                     }
-                    Err(SpoolError::Full) => Reply::storage_full(),
                     Err(e) => {
-                        tracing::error!(error = %e, "spool write failed");
-                        Reply::local_error()
+                        let reply = match e {
+                            SpoolError::Full => Reply::storage_full(),
+                            e => {
+                                tracing::error!(error = %e, "spool write failed");
+                                Reply::local_error()
+                            }
+                        };
+                        reject(tracked, tls.as_ref(), &server, id, &sender, None, &reply);
+                        reply
                     }
                 };
+                (head, size) = (Vec::new(), 0);
                 server.answer(Answer::Reply(reply));
             }
-            Event::DataEnd(_) => {
+            Event::DataEnd(outcome) => {
                 if let Some(message) = incoming.take() {
                     tokio::task::spawn_blocking(move || message.discard());
                 }
+                if let Some(reply) = outcome.refusal() {
+                    let id = transaction_id.clone().unwrap_or_default();
+                    reject(tracked, tls.as_ref(), &server, id, &sender, None, &reply);
+                }
+                (head, size) = (Vec::new(), 0);
                 transaction_id = None;
             }
             Event::StartTls { discarded } => {
@@ -233,6 +383,14 @@ pub async fn run(
                     .await?;
                 if discarded > 0 {
                     tracing::info!(%ip, discarded, "discarded plaintext sent after STARTTLS");
+                    inbound.outbox.emit(
+                        policy.version,
+                        events::Event::StartTlsLeftovers(events::StartTlsLeftovers {
+                            session: tracked.session.clone(),
+                            ip: ip.to_string(),
+                            bytes: discarded as u64,
+                        }),
+                    );
                 }
                 let config = inbound
                     .tls
@@ -244,9 +402,18 @@ pub async fn run(
                 let handshake =
                     tokio::time::timeout(command_timeout, TlsAcceptor::from(config).accept(tcp))
                         .await;
-                let Ok(Ok(stream)) = handshake else {
-                    tracing::info!(%ip, "TLS handshake failed");
-                    return Ok(());
+                let stream = match handshake {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        tracing::info!(%ip, error = %e, "TLS handshake failed");
+                        tracked.tls_failure = Some(e.to_string());
+                        return Ok(());
+                    }
+                    Err(_) => {
+                        tracing::info!(%ip, "TLS handshake timed out");
+                        tracked.tls_failure = Some("handshake timed out".into());
+                        return Ok(());
+                    }
                 };
                 let (_, session) = stream.get_ref();
                 let suite = session.negotiated_cipher_suite().map(|s| s.suite());
@@ -255,12 +422,16 @@ pub async fn run(
                     version: session
                         .protocol_version()
                         .map_or("unknown", postern_tls::suites::iana_version),
+                    key_exchange: session
+                        .negotiated_key_exchange_group()
+                        .map_or("unknown", |g| postern_tls::suites::iana_group(g.name())),
                     high: suite.is_some_and(postern_tls::suites::is_256_bit),
                     cert: check_chain(
                         session.peer_certificates(),
                         &policy.policy.trust.certificates(),
                     ),
                 });
+                tracked.tls = tls.as_ref().map(TlsFacts::event);
                 conn = Conn::Tls(Box::new(stream));
                 server.tls_started();
                 transaction_id = None;
@@ -279,6 +450,35 @@ pub async fn run(
     Ok(())
 }
 
+/// Where the session's mail comes from, for tracking.
+fn source(ip: IpAddr, server: &Server, tls: Option<&TlsFacts>) -> events::Source {
+    events::Source {
+        ip: ip.to_string(),
+        helo: server.helo().unwrap_or_default().to_string(),
+        tls: tls.map(TlsFacts::event),
+    }
+}
+
+/// The transaction's recipients, `postmaster` replaced by the configured address.
+fn recipients(inbound: &Inbound, server: &Server, policy: &CompiledPolicy) -> Vec<String> {
+    let postmaster = policy
+        .settings
+        .postmaster
+        .clone()
+        .unwrap_or_else(|| format!("postmaster@{}", inbound.hostname));
+    server
+        .recipients()
+        .iter()
+        .map(|r| {
+            if r.0.eq_ignore_ascii_case("postmaster") {
+                postmaster.clone()
+            } else {
+                r.0.clone()
+            }
+        })
+        .collect()
+}
+
 /// Starts the spool file of the current transaction, with its Received header.
 fn begin(
     inbound: &Inbound,
@@ -290,22 +490,7 @@ fn begin(
 ) -> Incoming {
     let id = id.clone().unwrap_or_else(|| ulid::Ulid::new().to_string());
     let params = server.mail_params().cloned().unwrap_or_default();
-    let postmaster = policy
-        .settings
-        .postmaster
-        .clone()
-        .unwrap_or_else(|| format!("postmaster@{}", inbound.hostname));
-    let recipients: Vec<String> = server
-        .recipients()
-        .iter()
-        .map(|r| {
-            if r.0.eq_ignore_ascii_case("postmaster") {
-                postmaster.clone()
-            } else {
-                r.0.clone()
-            }
-        })
-        .collect();
+    let recipients = recipients(inbound, server, policy);
     let now = SystemTime::now();
     let helo = server.helo().unwrap_or("unknown").to_string();
     let trace = Trace {

@@ -39,6 +39,8 @@ fn headers(message: &[u8]) -> &[u8] {
         .map_or(message, |end| &message[..end + 2])
 }
 
+pub const SUBJECT: &str = "Undelivered Mail Returned to Sender";
+
 pub fn build(
     hostname: &str,
     id: &str,
@@ -54,7 +56,7 @@ pub fn build(
         "From: MAILER-DAEMON@{hostname} (Mail Delivery System)\r\n"
     ));
     m.push_str(&format!("To: <{original_sender}>\r\n"));
-    m.push_str("Subject: Undelivered Mail Returned to Sender\r\n");
+    m.push_str(&format!("Subject: {SUBJECT}\r\n"));
     m.push_str(&format!("Date: {date}\r\n"));
     m.push_str(&format!("Message-ID: <{id}.dsn@{hostname}>\r\n"));
     m.push_str("Auto-Submitted: auto-replied\r\n");

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use postern_events::{self as events, Event};
 use postern_policy::normalize_lookup_domain;
 
 use super::queue::{MessageState, Queue, RcptState, RcptStatus};
@@ -162,9 +163,27 @@ impl Queue {
                 .filter(|r| open(r))
                 .map(|r| (r.address.as_str(), DELETED, r.host.as_deref()))
                 .collect();
-            self.report(id, &envelope, &message, &failed).await?;
+            let dsn = self.report(id, &envelope, &message, &failed).await?;
+            for (recipient, reason, _) in &failed {
+                self.outbox.emit(
+                    self.policy_version(),
+                    Event::Bounced(events::Bounced {
+                        queue_id: id.to_string(),
+                        recipient: recipient.to_string(),
+                        reason: reason.to_string(),
+                        dsn: dsn.clone(),
+                    }),
+                );
+            }
         }
         self.spool.remove(id).await.map_err(|e| e.to_string())?;
+        self.outbox.emit(
+            self.policy_version(),
+            Event::Deleted(events::Deleted {
+                queue_id: id.to_string(),
+                dsn,
+            }),
+        );
         tracing::info!(%id, dsn, "queued message deleted by an operator");
         Ok(())
     }

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use postern_events::{self as events, Certificate, Event, Leg, Tls};
 use postern_policy::{CipherStrength, CompiledPolicy, Level, NextHop, normalize_lookup_domain};
 use postern_smtp::{Envelope, Reply};
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use super::deliver::{Target, attempt};
 use super::dsn;
 use super::route::Router;
+use crate::outbox::Outbox;
 use crate::policy::PolicyStore;
 use crate::spool::{self, Spool};
 
@@ -73,44 +75,28 @@ pub struct AttemptRecord {
     pub reply: String,
 }
 
-/// How an attempt travelled: the next hop's name and address, and TLS.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Leg {
-    pub host: String,
-    pub ip: String,
-    pub tls: Option<TlsRecord>,
-    /// A `may` delivery that fell back to plaintext.
-    pub tls_fallback: bool,
+/// How `attempt` travelled, as tracking records it.
+fn leg_of(attempt: &super::deliver::Attempt) -> Leg {
+    Leg {
+        host: attempt.host.clone(),
+        ip: attempt.ip.clone(),
+        tls: attempt.tls.as_ref().map(|t| Tls {
+            version: t.version.into(),
+            cipher: t.cipher.into(),
+            key_exchange: t.key_exchange.into(),
+            certificate: match t.certificate.as_str() {
+                "verified" => Certificate::Verified,
+                "unverified" => Certificate::Unverified,
+                _ => Certificate::None,
+            },
+        }),
+        tls_fallback: attempt.tls_fallback,
+    }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TlsRecord {
-    pub version: String,
-    pub cipher: String,
-    pub key_exchange: String,
-    /// verified, unverified or none.
-    pub server_certificate: String,
-}
-
-impl Leg {
-    fn of(attempt: &super::deliver::Attempt) -> Leg {
-        Leg {
-            host: attempt.host.clone(),
-            ip: attempt.ip.clone(),
-            tls: attempt.tls.as_ref().map(|t| TlsRecord {
-                version: t.version.into(),
-                cipher: t.cipher.into(),
-                key_exchange: t.key_exchange.into(),
-                server_certificate: t.certificate.as_str().into(),
-            }),
-            tls_fallback: attempt.tls_fallback,
-        }
-    }
-
-    /// `host[ip]`, as in the DSN's Remote-MTA and the queue listing.
-    pub fn display(&self) -> String {
-        format!("{}[{}]", self.host, self.ip)
-    }
+/// `host[ip]`, as in the DSN's Remote-MTA and the queue listing.
+fn display(leg: &Leg) -> String {
+    format!("{}[{}]", leg.host, leg.ip)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,6 +183,7 @@ pub struct Queue {
     own_smtp: SocketAddr,
     /// Ids of newly queued messages (from the SMTP sessions, and our own DSNs).
     queued: mpsc::UnboundedSender<String>,
+    pub(super) outbox: Arc<Outbox>,
     pub(super) schedule: Mutex<Schedule>,
     /// Wakes the run loop after an operator's command.
     pub(super) wake: Notify,
@@ -216,6 +203,7 @@ impl Queue {
         hostname: String,
         own_smtp: SocketAddr,
         queued: mpsc::UnboundedSender<String>,
+        outbox: Arc<Outbox>,
     ) -> Arc<Queue> {
         let mut schedule = Schedule::default();
         for id in spool.list().unwrap_or_default() {
@@ -227,6 +215,7 @@ impl Queue {
             hostname,
             own_smtp,
             queued,
+            outbox,
             schedule: Mutex::new(schedule),
             wake: Notify::new(),
             router: Mutex::new(None),
@@ -412,16 +401,33 @@ impl Queue {
             for (i, (reply, leg)) in members.iter().zip(results) {
                 let r = &mut state.recipients[*i];
                 r.attempts += 1;
-                r.host = leg.as_ref().map(Leg::display);
+                r.host = leg.as_ref().map(display);
                 let text = reply.to_string().trim_end().replace("\r\n", " ");
                 r.last = Some(text.clone());
                 r.history.push(AttemptRecord {
                     at: now(),
-                    leg,
+                    leg: leg.clone(),
                     reply: text.clone(),
                 });
+                self.track(
+                    policy,
+                    Event::Attempt(events::Attempt {
+                        queue_id: id.to_string(),
+                        recipient: r.address.clone(),
+                        leg,
+                        reply: text.clone(),
+                    }),
+                );
                 if reply.code < 300 {
                     r.status = RcptStatus::Delivered;
+                    self.track(
+                        policy,
+                        Event::Delivered(events::Delivered {
+                            queue_id: id.to_string(),
+                            recipient: r.address.clone(),
+                            reply: text,
+                        }),
+                    );
                 } else if reply.code >= 500 {
                     bounced_now.push((*i, text, r.host.clone()));
                 } else {
@@ -429,6 +435,15 @@ impl Queue {
                     let backoff = u64::from(settings.queue.first_retry_s)
                         .saturating_mul(1 << (r.attempts - 1).min(20));
                     r.next_attempt = now() + backoff.min(u64::from(settings.queue.max_retry_s));
+                    self.track(
+                        policy,
+                        Event::Deferred(events::Deferred {
+                            queue_id: id.to_string(),
+                            recipient: r.address.clone(),
+                            reason: text,
+                            next_attempt_ms: r.next_attempt * 1000,
+                        }),
+                    );
                 }
             }
         }
@@ -460,7 +475,18 @@ impl Queue {
                 )
             })
             .collect();
-        self.report(id, &envelope, &message, &failed).await?;
+        let dsn = self.report(id, &envelope, &message, &failed).await?;
+        for (recipient, reason, _) in &failed {
+            self.track(
+                policy,
+                Event::Bounced(events::Bounced {
+                    queue_id: id.to_string(),
+                    recipient: recipient.to_string(),
+                    reason: reason.to_string(),
+                    dsn: dsn.clone(),
+                }),
+            );
+        }
         if state
             .recipients
             .iter()
@@ -489,15 +515,15 @@ impl Queue {
         envelope: &spool::Envelope,
         message: &[u8],
         failed: &[(&str, &str, Option<&str>)],
-    ) -> Result<(), String> {
+    ) -> Result<Option<String>, String> {
         if failed.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         if envelope.sender.is_empty() {
             for (recipient, reason, _) in failed {
                 tracing::warn!(%id, %recipient, %reason, "undeliverable delivery status notification dropped");
             }
-            return Ok(());
+            return Ok(None);
         }
         let failed: Vec<dsn::Failed<'_>> = failed
             .iter()
@@ -516,7 +542,16 @@ impl Queue {
             message,
             SystemTime::now(),
         );
-        self.spool_dsn(envelope, report).await
+        self.spool_dsn(envelope, report).await.map(Some)
+    }
+
+    pub(super) fn policy_version(&self) -> u64 {
+        self.policy.version()
+    }
+
+    /// Records a tracking event under `policy`'s version.
+    pub(super) fn track(&self, policy: &CompiledPolicy, event: Event) {
+        self.outbox.emit(policy.version, event);
     }
 
     /// Delivers to one group; a reply (and how the attempt that gave it travelled) per recipient.
@@ -597,7 +632,7 @@ impl Queue {
                 .recipients
                 .iter()
                 .all(|(_, r)| (400..500).contains(&r.code));
-            let leg = Leg::of(&a);
+            let leg = leg_of(&a);
             let results: Vec<(Reply, Option<Leg>)> = a
                 .outcome
                 .recipients
@@ -614,7 +649,11 @@ impl Queue {
     }
 
     /// Queues a bounce to the original sender, with the null envelope sender.
-    async fn spool_dsn(&self, original: &spool::Envelope, report: Vec<u8>) -> Result<(), String> {
+    async fn spool_dsn(
+        &self,
+        original: &spool::Envelope,
+        report: Vec<u8>,
+    ) -> Result<String, String> {
         let id = ulid::Ulid::new().to_string();
         let envelope = spool::Envelope {
             id: id.clone(),
@@ -628,6 +667,20 @@ impl Queue {
             smtputf8: false,
             eight_bit: false,
         };
+        let received = events::Received {
+            queue_id: id.clone(),
+            session: String::new(),
+            source: events::Source {
+                ip: envelope.client_ip.clone(),
+                helo: envelope.helo.clone(),
+                tls: None,
+            },
+            sender: String::new(),
+            recipients: envelope.recipients.clone(),
+            size: report.len() as u64,
+            subject: Some(dsn::SUBJECT.into()),
+            message_id: Some(format!("{}.dsn@{}", original.id, self.hostname)),
+        };
         let spool = self.spool.clone();
         let incoming = tokio::task::spawn_blocking(move || {
             let mut incoming = spool.begin(&envelope, b"");
@@ -640,8 +693,10 @@ impl Queue {
             .commit(incoming)
             .await
             .map_err(|e| e.to_string())?;
+        self.outbox
+            .emit(self.policy_version(), Event::Received(received));
         let _ = self.queued.send(id.clone());
         tracing::info!(%id, original = %original.id, "queued a delivery status notification");
-        Ok(())
+        Ok(id)
     }
 }

@@ -1,0 +1,110 @@
+//! Uploads the outbox to the control plane (proto/postern/v1/tracking.proto): batches in
+//! sequence order, a few in flight, each answered with the highest sequence stored; after a
+//! reconnect, everything from the first unanswered event again (the control plane
+//! deduplicates). Reconnects back off like the policy stream.
+
+use std::sync::Arc;
+
+use postern_proto::pb;
+use postern_proto::pb::tracking_client::TrackingClient;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codec::CompressionEncoding;
+
+use super::Outbox;
+use crate::sync::{ControlConnection, MAX_MESSAGE, jittered};
+
+/// Events per batch.
+const BATCH: usize = 1000;
+/// Batches sent and not yet answered.
+const IN_FLIGHT: usize = 4;
+
+/// Keeps uploading until `shutdown` turns true.
+pub async fn run(
+    control: ControlConnection,
+    worker_id: String,
+    outbox: Arc<Outbox>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let endpoint = match control.endpoint() {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "invalid control plane address; events stay in the outbox");
+            return;
+        }
+    };
+    let mut ceiling = control.backoff.initial;
+    loop {
+        let outcome = tokio::select! {
+            r = session(&endpoint, &worker_id, &outbox) => r,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        match outcome {
+            Ok(true) => ceiling = control.backoff.initial,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "event upload to the control plane failed"),
+        }
+        let delay = jittered(ceiling);
+        ceiling = (ceiling * 2).min(control.backoff.max);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// One upload stream; returns whether anything was acknowledged.
+async fn session(
+    endpoint: &tonic::transport::Endpoint,
+    worker_id: &str,
+    outbox: &Arc<Outbox>,
+) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+    let channel = endpoint.connect().await?;
+    let mut client = TrackingClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
+        .send_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Gzip);
+    let (tx, rx) = mpsc::channel(IN_FLIGHT);
+    let mut acks = client.upload(ReceiverStream::new(rx)).await?.into_inner();
+    let mut written = outbox.written();
+    let mut next = outbox.acked() + 1;
+    let mut in_flight = 0usize;
+    let mut cursor = None;
+    let mut progressed = false;
+    loop {
+        while in_flight < IN_FLIGHT && *written.borrow_and_update() >= next {
+            let (o, from) = (outbox.clone(), next);
+            let mut c = cursor;
+            let (events, c) = tokio::task::spawn_blocking(move || {
+                o.read(from, BATCH, &mut c).map(|events| (events, c))
+            })
+            .await??;
+            cursor = c;
+            let Some(last) = events.last().map(|e| e.seq) else {
+                break;
+            };
+            next = last + 1;
+            tx.send(pb::EventBatch {
+                worker_id: worker_id.to_string(),
+                epoch: outbox.epoch.clone(),
+                events,
+            })
+            .await?;
+            in_flight += 1;
+        }
+        tokio::select! {
+            ack = acks.message() => match ack? {
+                Some(ack) => {
+                    if ack.epoch == outbox.epoch {
+                        outbox.ack(ack.stored_seq);
+                        progressed = true;
+                    }
+                    in_flight = in_flight.saturating_sub(1);
+                }
+                None => return Ok(progressed),
+            },
+            changed = written.changed() => changed?,
+        }
+    }
+}
