@@ -275,6 +275,11 @@ impl Postern {
 
     /// SIGKILL: no shutdown code runs.
     pub fn kill(mut self) {
+        self.kill_now();
+    }
+
+    /// SIGKILL, keeping the handle (for a restarted process to replace).
+    pub fn kill_now(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
 use super::{Pki, Postern};
@@ -31,103 +31,165 @@ pub async fn sink(tempfail: usize) -> (String, Seen) {
     (addr, seen)
 }
 
-/// `sink`, also counting its concurrent sessions.
+/// `sink`, also counting its concurrent transactions.
 pub async fn sink_counting(tempfail: usize) -> (String, Seen, Arc<Open>) {
+    sink_with(tempfail, None).await
+}
+
+/// `sink`, offering STARTTLS with `tls` (a certificate and key, PEM) when given.
+pub async fn sink_with(
+    tempfail: usize,
+    tls: Option<(String, String)>,
+) -> (String, Seen, Arc<Open>) {
+    postern_tls::install_crypto_provider();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let seen: Seen = Arc::default();
-    let failures = Arc::new(Mutex::new(tempfail));
-    let record = seen.clone();
-    let open = Arc::new(Open::default());
-    let counts = open.clone();
+    let sink = Arc::new(Sink {
+        seen: Seen::default(),
+        failures: Mutex::new(tempfail),
+        open: Arc::default(),
+        tls: tls.map(|(cert, key)| {
+            let config = postern_tls::server_config(&cert, &key).unwrap();
+            tokio_rustls::TlsAcceptor::from(Arc::new(config))
+        }),
+    });
+    let (seen, open) = (sink.seen.clone(), sink.open.clone());
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            let (seen, failures, open) = (record.clone(), failures.clone(), counts.clone());
+            let sink = sink.clone();
             tokio::spawn(async move {
-                use std::sync::atomic::Ordering::SeqCst;
-                struct Transaction(Arc<Open>);
-                impl Transaction {
-                    fn start(open: &Arc<Open>) -> Transaction {
-                        let now = open.now.fetch_add(1, SeqCst) + 1;
-                        open.most.fetch_max(now, SeqCst);
-                        Transaction(open.clone())
+                let mut lines = BufReader::new(tcp);
+                let _ = lines.get_mut().write_all(b"220 sink.test ESMTP\r\n").await;
+                if sink.session(&mut lines, false).await == Next::StartTls {
+                    // Whatever the client sent after STARTTLS is dropped with the buffer.
+                    let tcp = lines.into_inner();
+                    let acceptor = sink.tls.clone().unwrap();
+                    if let Ok(stream) = acceptor.accept(tcp).await {
+                        sink.session(&mut BufReader::new(stream), true).await;
                     }
-                }
-                impl Drop for Transaction {
-                    fn drop(&mut self) {
-                        self.0.now.fetch_sub(1, SeqCst);
-                    }
-                }
-                let mut transaction: Option<Transaction> = None;
-                let (read, mut write) = tcp.into_split();
-                let mut lines = BufReader::new(read);
-                write.write_all(b"220 sink.test ESMTP\r\n").await.unwrap();
-                let mut rcpts = Vec::new();
-                loop {
-                    let mut line = String::new();
-                    if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let upper = line.to_ascii_uppercase();
-                    let reply = if upper.starts_with("EHLO") {
-                        "250-sink.test\r\n250 8BITMIME\r\n".to_string()
-                    } else if upper.starts_with("MAIL") {
-                        rcpts.clear();
-                        drop(transaction.replace(Transaction::start(&open)));
-                        "250 2.1.0 Ok\r\n".into()
-                    } else if upper.starts_with("RCPT") {
-                        let to = line
-                            .split('<')
-                            .nth(1)
-                            .unwrap_or("")
-                            .split('>')
-                            .next()
-                            .unwrap_or("")
-                            .to_string();
-                        if to.starts_with("bad") {
-                            format!(
-                                "550 5.1.1 <{to}>: Recipient address rejected: User unknown\r\n"
-                            )
-                        } else {
-                            rcpts.push(to);
-                            "250 2.1.5 Ok\r\n".into()
-                        }
-                    } else if upper.starts_with("DATA") {
-                        write.write_all(b"354 go ahead\r\n").await.unwrap();
-                        let mut data = Vec::new();
-                        while !data.ends_with(b"\r\n.\r\n") {
-                            let mut b = [0u8; 1];
-                            if lines.read(&mut b).await.unwrap_or(0) == 0 {
-                                return;
-                            }
-                            data.push(b[0]);
-                        }
-                        // A little slow, so that concurrent deliveries overlap here.
-                        tokio::time::sleep(Duration::from_millis(30)).await;
-                        // Ends before the reply: the client may move on once it has it.
-                        drop(transaction.take());
-                        let mut f = failures.lock().unwrap();
-                        if *f > 0 {
-                            *f -= 1;
-                            "451 4.3.0 try again later\r\n".into()
-                        } else {
-                            seen.lock()
-                                .unwrap()
-                                .push((rcpts.clone(), String::from_utf8_lossy(&data).into_owned()));
-                            "250 2.0.0 Ok: queued as SINK\r\n".into()
-                        }
-                    } else if upper.starts_with("QUIT") {
-                        let _ = write.write_all(b"221 2.0.0 Bye\r\n").await;
-                        return;
-                    } else {
-                        "250 2.0.0 Ok\r\n".into()
-                    };
-                    write.write_all(reply.as_bytes()).await.unwrap();
                 }
             });
         }
     });
     (addr, seen, open)
+}
+
+struct Sink {
+    seen: Seen,
+    failures: Mutex<usize>,
+    open: Arc<Open>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+#[derive(PartialEq)]
+enum Next {
+    Done,
+    StartTls,
+}
+
+/// A transaction open at the sink, for `Open`.
+struct Transaction(Arc<Open>);
+
+impl Transaction {
+    fn start(open: &Arc<Open>) -> Transaction {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = open.now.fetch_add(1, SeqCst) + 1;
+        open.most.fetch_max(now, SeqCst);
+        Transaction(open.clone())
+    }
+}
+
+impl Drop for Transaction {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Sink {
+    async fn session<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        io: &mut BufReader<S>,
+        in_tls: bool,
+    ) -> Next {
+        let mut transaction: Option<Transaction> = None;
+        let mut rcpts = Vec::new();
+        loop {
+            let mut line = String::new();
+            if io.read_line(&mut line).await.unwrap_or(0) == 0 {
+                return Next::Done;
+            }
+            let upper = line.to_ascii_uppercase();
+            let reply = if upper.starts_with("EHLO") {
+                if self.tls.is_some() && !in_tls {
+                    "250-sink.test\r\n250-STARTTLS\r\n250 8BITMIME\r\n".to_string()
+                } else {
+                    "250-sink.test\r\n250 8BITMIME\r\n".to_string()
+                }
+            } else if upper.starts_with("STARTTLS") && self.tls.is_some() && !in_tls {
+                let _ = io
+                    .get_mut()
+                    .write_all(b"220 2.0.0 Ready to start TLS\r\n")
+                    .await;
+                let _ = io.get_mut().flush().await;
+                return Next::StartTls;
+            } else if upper.starts_with("MAIL") {
+                rcpts.clear();
+                drop(transaction.replace(Transaction::start(&self.open)));
+                "250 2.1.0 Ok\r\n".into()
+            } else if upper.starts_with("RCPT") {
+                let to = line
+                    .split('<')
+                    .nth(1)
+                    .unwrap_or("")
+                    .split('>')
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                if to.starts_with("bad") {
+                    format!("550 5.1.1 <{to}>: Recipient address rejected: User unknown\r\n")
+                } else {
+                    rcpts.push(to);
+                    "250 2.1.5 Ok\r\n".into()
+                }
+            } else if upper.starts_with("DATA") {
+                let _ = io.get_mut().write_all(b"354 go ahead\r\n").await;
+                let _ = io.get_mut().flush().await;
+                let mut data = Vec::new();
+                while !data.ends_with(b"\r\n.\r\n") {
+                    let mut b = [0u8; 1];
+                    if io.read(&mut b).await.unwrap_or(0) == 0 {
+                        return Next::Done;
+                    }
+                    data.push(b[0]);
+                }
+                // A little slow, so that concurrent deliveries overlap here.
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                // Ends before the reply: the client may move on once it has it.
+                drop(transaction.take());
+                let mut f = self.failures.lock().unwrap();
+                if *f > 0 {
+                    *f -= 1;
+                    "451 4.3.0 try again later\r\n".into()
+                } else {
+                    self.seen
+                        .lock()
+                        .unwrap()
+                        .push((rcpts.clone(), String::from_utf8_lossy(&data).into_owned()));
+                    "250 2.0.0 Ok: queued as SINK\r\n".into()
+                }
+            } else if upper.starts_with("QUIT") {
+                let _ = io.get_mut().write_all(b"221 2.0.0 Bye\r\n").await;
+                let _ = io.get_mut().flush().await;
+                return Next::Done;
+            } else {
+                "250 2.0.0 Ok\r\n".into()
+            };
+            if io.get_mut().write_all(reply.as_bytes()).await.is_err() {
+                return Next::Done;
+            }
+            let _ = io.get_mut().flush().await;
+        }
+    }
 }
 
 pub struct Relay {

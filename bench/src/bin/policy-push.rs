@@ -30,8 +30,11 @@ struct Plane {
 
 async fn plane() -> Plane {
     let dir = tempfile::tempdir().unwrap();
-    let control =
-        Control::open(Arc::new(SledStore::open(&dir.path().join("db")).unwrap())).unwrap();
+    let control = Control::open(
+        Arc::new(SledStore::open(&dir.path().join("db")).unwrap()),
+        Arc::new(postern_control::tracking::Tracking::open(&dir.path().join("tracking")).unwrap()),
+    )
+    .unwrap();
     control.initialise().await.unwrap();
     control
         .bootstrap_admin_token(&dir.path().join("admin-token"))

@@ -19,6 +19,7 @@ use crate::flusher::Flusher;
 use crate::metrics::{Gauges, Metrics};
 use crate::state::State;
 use crate::store::{AuditEntry, Commit, Store, StoreError, TokenRecord};
+use crate::tracking::Tracking;
 use crate::workers::Workers;
 
 /// What a write decided to do.
@@ -62,6 +63,8 @@ pub struct Control {
     /// The newest durable version; the gRPC side pushes each one to workers.
     durable: watch::Sender<u64>,
     pub metrics: Arc<Metrics>,
+    /// Messages and connections as the workers report them.
+    pub tracking: Arc<Tracking>,
 }
 
 pub fn now_rfc3339() -> String {
@@ -70,7 +73,7 @@ pub fn now_rfc3339() -> String {
 
 impl Control {
     /// Loads the state from `store`. Must run inside a tokio runtime (the flusher is a task).
-    pub fn open(store: Arc<dyn Store>) -> Result<Arc<Self>, StoreError> {
+    pub fn open(store: Arc<dyn Store>, tracking: Arc<Tracking>) -> Result<Arc<Self>, StoreError> {
         let loaded = store.load()?;
         let tokens = loaded
             .tokens
@@ -92,6 +95,7 @@ impl Control {
             workers: Workers::default(),
             ids: Mutex::new(ulid::Generator::new()),
             metrics,
+            tracking,
         }))
     }
 
@@ -359,6 +363,10 @@ impl Control {
             inbound_rules: state.rules(postern_policy::Direction::Inbound).len(),
             outbound_rules: state.rules(postern_policy::Direction::Outbound).len(),
             tokens: self.tokens.read().expect("token lock").len(),
+            tracking_events: self.tracking.events.load(Relaxed),
+            tracking_lost: self.tracking.lost.load(Relaxed),
+            tracking_messages: self.tracking.count.load(Relaxed),
+            tracking_bytes: self.tracking.size_on_disk(),
         }
     }
 

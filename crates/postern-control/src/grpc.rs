@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use postern_proto::pb::policy_distribution_server::{PolicyDistribution, PolicyDistributionServer};
+use postern_proto::pb::tracking_server::{Tracking, TrackingServer};
 use postern_proto::pb::{self, command, control_message, worker_message};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -51,16 +52,27 @@ pub async fn serve(
         shutdown.await;
         let _ = stop.send(true);
     };
-    let service = PolicyDistributionServer::new(PolicyService { control, stopping })
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE)
-        .send_compressed(CompressionEncoding::Gzip)
-        .accept_compressed(CompressionEncoding::Gzip);
+    let service = PolicyDistributionServer::new(PolicyService {
+        control: control.clone(),
+        stopping: stopping.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE)
+    .max_encoding_message_size(MAX_MESSAGE)
+    .send_compressed(CompressionEncoding::Gzip)
+    .accept_compressed(CompressionEncoding::Gzip);
+    let tracking = TrackingServer::new(TrackingService {
+        control: control.clone(),
+        stopping: stopping.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE)
+    .send_compressed(CompressionEncoding::Gzip)
+    .accept_compressed(CompressionEncoding::Gzip);
     Server::builder()
         .tls_config(tls)?
         .http2_keepalive_interval(Some(KEEPALIVE))
         .http2_keepalive_timeout(Some(KEEPALIVE))
         .add_service(service)
+        .add_service(tracking)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
 }
@@ -240,6 +252,94 @@ fn handle_reply(
         _ => {
             control.workers.update(id, token, |_| {});
             false
+        }
+    }
+}
+
+/// The event upload service (proto/postern/v1/tracking.proto).
+pub struct TrackingService {
+    control: Arc<Control>,
+    stopping: watch::Receiver<bool>,
+}
+
+type Acks = Pin<Box<dyn Stream<Item = Result<pb::UploadAck, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Tracking for TrackingService {
+    type UploadStream = Acks;
+
+    async fn upload(
+        &self,
+        request: Request<Streaming<pb::EventBatch>>,
+    ) -> Result<Response<Acks>, Status> {
+        let cert = request
+            .peer_certs()
+            .and_then(|certs| certs.first().cloned())
+            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+        let mut batches = request.into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        let (control, mut stopping) = (self.control.clone(), self.stopping.clone());
+        tokio::spawn(async move {
+            // Batches are stored one after another, in the order the worker sent them. The
+            // stream ends on shutdown, or the server would wait for it for ever.
+            loop {
+                let message = tokio::select! {
+                    m = batches.message() => m,
+                    _ = stopping.wait_for(|s| *s) => return,
+                };
+                let batch = match message {
+                    Ok(Some(b)) => b,
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::info!(error = %e, "event upload stream failed");
+                        return;
+                    }
+                };
+                let reply = store_batch(&control, &cert, batch).await;
+                if tx.send(reply).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+async fn store_batch(
+    control: &Control,
+    cert: &tonic::transport::CertificateDer<'static>,
+    batch: pb::EventBatch,
+) -> Result<pb::UploadAck, Status> {
+    if !postern_tls::names::certificate_has_name(cert, &batch.worker_id) {
+        return Err(Status::permission_denied(format!(
+            "worker id '{}' is not a name in the client certificate",
+            batch.worker_id
+        )));
+    }
+    let last_seq = batch.events.last().map_or(0, |e| e.seq);
+    let mut records = Vec::with_capacity(batch.events.len());
+    for event in batch.events {
+        let seq = event.seq;
+        match postern_events::Record::try_from(event) {
+            Ok(r) => records.push(r),
+            // One event this control plane cannot read must not stop the worker's outbox.
+            Err(e) => {
+                tracing::warn!(worker = %batch.worker_id, seq, error = %e, "tracking event skipped")
+            }
+        }
+    }
+    match control
+        .tracking
+        .ingest(&batch.worker_id, &batch.epoch, records, last_seq)
+        .await
+    {
+        Ok(stored_seq) => Ok(pb::UploadAck {
+            epoch: batch.epoch,
+            stored_seq,
+        }),
+        Err(e) => {
+            tracing::error!(error = %e, "tracking events could not be stored");
+            Err(Status::unavailable(e.to_string()))
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod grpc;
 pub mod metrics;
 pub mod state;
 pub mod store;
+pub mod tracking;
 pub mod workers;
 
 use std::future::Future;

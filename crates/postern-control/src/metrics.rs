@@ -19,6 +19,10 @@ pub struct Gauges {
     pub inbound_rules: usize,
     pub outbound_rules: usize,
     pub tokens: usize,
+    pub tracking_events: u64,
+    pub tracking_lost: u64,
+    pub tracking_messages: u64,
+    pub tracking_bytes: u64,
 }
 
 impl Metrics {
@@ -92,6 +96,30 @@ impl Metrics {
             "counter",
             "Time spent in durable flushes.",
             &[("", self.store_flush_micros.load(Relaxed) as f64 / 1e6)],
+        );
+        metric(
+            "postern_tracking_events_total",
+            "counter",
+            "Tracking events stored (replays not counted).",
+            &[("", g.tracking_events as f64)],
+        );
+        metric(
+            "postern_tracking_events_lost_total",
+            "counter",
+            "Events workers' outboxes reported lost (gap events).",
+            &[("", g.tracking_lost as f64)],
+        );
+        metric(
+            "postern_tracking_messages",
+            "gauge",
+            "Messages in the tracking store.",
+            &[("", g.tracking_messages as f64)],
+        );
+        metric(
+            "postern_tracking_store_bytes",
+            "gauge",
+            "Bytes of the tracking store on disk.",
+            &[("", g.tracking_bytes as f64)],
         );
         out
     }

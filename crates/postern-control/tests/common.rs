@@ -53,7 +53,9 @@ impl Api {
 
     pub async fn open(dir: tempfile::TempDir) -> Api {
         let store = SledStore::open(&dir.path().join("db")).unwrap();
-        let control = Control::open(Arc::new(store)).unwrap();
+        let tracking =
+            postern_control::tracking::Tracking::open(&dir.path().join("tracking")).unwrap();
+        let control = Control::open(Arc::new(store), Arc::new(tracking)).unwrap();
         let token_file = dir.path().join("admin-token");
         control.bootstrap_admin_token(&token_file).await.unwrap();
         let admin = std::fs::read_to_string(&token_file)

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use postern_control::Control;
 use postern_control::grpc::GrpcTls;
 use postern_control::store::SledStore;
+use postern_control::tracking::Tracking;
 use postern_tls::files;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -72,7 +73,14 @@ pub async fn open(data_dir: &Path) -> Result<Arc<Control>, Fatal> {
             db.display()
         ))
     })?;
-    let control = Control::open(Arc::new(store))
+    let tracking_dir = data_dir.join("tracking");
+    let tracking = Tracking::open(&tracking_dir).map_err(|e| {
+        Fatal(format!(
+            "cannot open the tracking store in {}: {e}",
+            tracking_dir.display()
+        ))
+    })?;
+    let control = Control::open(Arc::new(store), Arc::new(tracking))
         .map_err(|e| Fatal(format!("cannot load the store in {}: {e}", db.display())))?;
     control
         .initialise()
@@ -106,6 +114,11 @@ pub async fn serve(
     let until = |mut s: watch::Receiver<bool>| async move {
         let _ = s.wait_for(|s| *s).await;
     };
+    tokio::spawn(postern_control::tracking::run_retention(
+        control.tracking.clone(),
+        control.clone(),
+        shutdown.clone(),
+    ));
     let grpc_task = tokio::spawn(postern_control::grpc::serve(
         grpc,
         control.clone(),
@@ -124,6 +137,7 @@ pub async fn serve(
         .map_err(fatal)?
         .map_err(|e| Fatal(format!("gRPC server: {e}")))?;
     control.store().flush().map_err(fatal)?;
+    control.tracking.flush().map_err(fatal)?;
     tracing::info!("control plane stopped");
     Ok(())
 }

@@ -8,6 +8,7 @@ mod health;
 mod policy;
 mod queue;
 mod rules;
+mod tracking;
 
 use std::sync::Arc;
 
@@ -75,7 +76,7 @@ impl Modify for BearerAuth {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Postern control plane", description = "SMTP TLS policy gateway: rules, relay, trust, settings, versions, tokens, workers and their queues."),
+    info(title = "Postern control plane", description = "SMTP TLS policy gateway: rules, relay, trust, settings, versions, tokens, workers and their queues, message tracking."),
     modifiers(&BearerAuth),
     paths(
         health::healthz, health::readyz, health::metrics,
@@ -91,6 +92,7 @@ impl Modify for BearerAuth {
         admin::create_token, admin::list_tokens, admin::delete_token, admin::list_audit,
         admin::list_workers, queue::drain,
         queue::list_queue, queue::retry, queue::flush, queue::delete,
+        tracking::list_messages, tracking::get_message, tracking::list_connections,
     ),
     components(schemas(Problem, ProblemField))
 )]
@@ -174,6 +176,9 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/v1/queue/flush", post(queue::flush))
         .route("/v1/queue/{id}", axum::routing::delete(queue::delete))
         .route("/v1/queue/{id}/retry", post(queue::retry))
+        .route("/v1/messages", get(tracking::list_messages))
+        .route("/v1/messages/{id}", get(tracking::get_message))
+        .route("/v1/connections", get(tracking::list_connections))
         .fallback(|| async { ApiError::not_found("no such resource") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(

@@ -1,0 +1,481 @@
+//! Message tracking end to end (issue 6, PRODUCT.md 5 and 6): real clients send through a real
+//! worker to real next hops; the worker's events reach the control plane, which finds each
+//! message by the right filters with the right marks. And a control plane stopped during
+//! traffic loses no event and doubles none.
+
+mod support;
+
+use std::time::Duration;
+
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::relay::{NO_DNS, Relay, sink, sink_with};
+use support::{Postern, eventually};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// Sends one message with lettre, over STARTTLS when `tls`; the queue id, or the error.
+async fn send(r: &Relay, tls: bool, from: &str, to: &str, subject: &str) -> Result<String, String> {
+    let port: u16 = r.worker.other.rsplit(':').next().unwrap().parse().unwrap();
+    let security = if tls {
+        let ca = std::fs::read(r.pki.dir.join("ca.pem")).unwrap();
+        Tls::Required(
+            TlsParameters::builder("localhost".into())
+                .add_root_certificate(Certificate::from_pem(&ca).unwrap())
+                .build_rustls()
+                .unwrap(),
+        )
+    } else {
+        Tls::None
+    };
+    let mailer = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+        .port(port)
+        .tls(security)
+        .build();
+    let email = Message::builder()
+        .from(from.parse().unwrap())
+        .to(to.parse().unwrap())
+        .subject(subject)
+        .message_id(Some(format!("<{}@client.example>", subject.len())))
+        .body(String::from("hello\r\n"))
+        .unwrap();
+    match mailer.send(email).await {
+        Ok(response) => {
+            let text = response.message().collect::<Vec<_>>().join(" ");
+            Ok(text.rsplit(' ').next().unwrap().to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn messages(r: &Relay, query: &str) -> Vec<Value> {
+    r.rest(Method::GET, &format!("/v1/messages{query}"), Value::Null)
+        .await["items"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Waits until the message `id` has `status`; its full record.
+async fn settled(r: &Relay, id: &str, status: &str) -> Value {
+    eventually(
+        &format!("{id} to be {status}"),
+        Duration::from_secs(30),
+        || async {
+            let (code, m) = r
+                .control
+                .call(Method::GET, &format!("/v1/messages/{id}"), None, None)
+                .await;
+            (code == 200 && m["status"] == status).then_some(m)
+        },
+    )
+    .await
+}
+
+fn ids(items: &[Value]) -> Vec<String> {
+    items
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_message_is_found_by_the_right_filters_with_the_right_marks() {
+    let (plain, _) = sink(0).await;
+    let cert = postern_tls::pki::Issued::self_signed(&["mx.secure.example"]).unwrap();
+    let (secure, secure_seen, _) = sink_with(0, Some((cert.cert_pem, cert.key_pem))).await;
+    let (slow, _) = sink(1000).await;
+    let r = Relay::start(
+        &plain,
+        json!({"delivery": {"nameservers": [NO_DNS]}, "queue": {"first_retry_s": 3600}}),
+    )
+    .await;
+    let hop = |addr: &str| format!("[127.0.0.1]:{}", addr.rsplit(':').next().unwrap());
+    r.rest(
+        Method::PUT,
+        "/v1/relay",
+        json!({"domains": [
+            {"domain": "partner.example", "next_hop": hop(&plain)},
+            {"domain": "secure.example", "next_hop": hop(&secure)},
+            {"domain": "slow.example", "next_hop": hop(&slow)},
+        ], "networks": ["127.0.0.0/8"]}),
+    )
+    .await;
+    r.rest(
+        Method::POST,
+        "/v1/policy/outbound/rules",
+        json!({"match": "secure.example", "level": "encrypt"}),
+    )
+    .await;
+    r.rest(
+        Method::POST,
+        "/v1/policy/inbound/rules",
+        json!({"match": "strict.example", "level": "encrypt"}),
+    )
+    .await;
+    r.control.wait_applied().await;
+
+    let both_tls = send(
+        &r,
+        true,
+        "ann@sender.example",
+        "bob@secure.example",
+        "Grüße aus Köln",
+    )
+    .await
+    .unwrap();
+    let plaintext = send(
+        &r,
+        false,
+        "cid@sender.example",
+        "dan@partner.example",
+        "plain one",
+    )
+    .await
+    .unwrap();
+    let deferred = send(
+        &r,
+        false,
+        "eve@sender.example",
+        "fay@slow.example",
+        "slow one",
+    )
+    .await
+    .unwrap();
+    let bounced = send(
+        &r,
+        true,
+        "gus@sender.example",
+        "bad@partner.example",
+        "bounced one",
+    )
+    .await
+    .unwrap();
+    let refused = send(
+        &r,
+        false,
+        "hal@strict.example",
+        "ivy@partner.example",
+        "refused one",
+    )
+    .await
+    .unwrap_err();
+    assert!(refused.contains("Must use TLS"), "{refused}");
+
+    // TLS on both legs.
+    let m = settled(&r, &both_tls, "delivered").await;
+    assert_eq!(m["subject"], "Grüße aus Köln", "decoded per RFC 2047");
+    assert_eq!(m["sender"], "ann@sender.example");
+    assert_eq!(
+        m["marks"],
+        json!({"tls": true, "plaintext": false, "violation": false, "tls_fallback": false})
+    );
+    let source = &m["source"];
+    assert_eq!(source["ip"], "127.0.0.1");
+    assert_eq!(source["tls"]["version"], "TLSv1.3");
+    assert_eq!(source["tls"]["client_certificate"], "none");
+    assert!(
+        source["display"]
+            .as_str()
+            .unwrap()
+            .ends_with("[127.0.0.1] (via TLS)"),
+        "{source}"
+    );
+    let d = &m["deliveries"][0];
+    assert_eq!(d["recipient"], "bob@secure.example");
+    assert_eq!(d["status"], "delivered");
+    assert_eq!(d["tls"]["server_certificate"], "unverified", "self-signed");
+    assert!(d["tls"]["key_exchange"].is_string());
+    assert_eq!(d["display"], "127.0.0.1 [127.0.0.1] (via TLS)");
+    assert_eq!(d["attempts"].as_array().unwrap().len(), 1);
+    let kinds: Vec<&str> = m["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["received", "attempt", "delivered"]);
+    assert_eq!(secure_seen.lock().unwrap().len(), 1);
+
+    let m = settled(&r, &plaintext, "delivered").await;
+    assert_eq!(m["marks"]["plaintext"], true);
+    assert_eq!(m["marks"]["tls"], false);
+    assert_eq!(m["source"]["tls"], Value::Null);
+    assert!(!m["source"]["display"].as_str().unwrap().contains("via TLS"));
+
+    let m = settled(&r, &deferred, "deferred").await;
+    assert!(
+        m["deliveries"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("451 4.3.0"),
+        "{m}"
+    );
+
+    let m = settled(&r, &bounced, "bounced").await;
+    assert!(m["dsn"].is_string(), "{m}");
+    assert!(
+        m["deliveries"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("550 5.1.1")
+    );
+
+    // The refused transaction has a tracking id of its own and is found as rejected.
+    let rejected = eventually("the rejection", Duration::from_secs(30), || async {
+        messages(&r, "?status=rejected").await.first().cloned()
+    })
+    .await;
+    assert_eq!(rejected["sender"], "hal@strict.example");
+    assert_eq!(rejected["marks"]["violation"], true);
+    let id = rejected["id"].as_str().unwrap();
+    let detail = r
+        .rest(Method::GET, &format!("/v1/messages/{id}"), Value::Null)
+        .await;
+    assert_eq!(
+        detail["rejections"],
+        json!(["530 5.7.0 <hal@strict.example>: Sender address rejected: Must use TLS"])
+    );
+
+    // Every filter finds what it should, newest first.
+    assert_eq!(
+        ids(&messages(&r, "?tls=true&plaintext=false").await),
+        [both_tls.as_str()]
+    );
+    assert_eq!(
+        ids(&messages(&r, "?sender=ANN@sender.example").await),
+        [both_tls.as_str()]
+    );
+    assert_eq!(
+        ids(&messages(&r, "?recipient=fay@slow.example").await),
+        [deferred.as_str()]
+    );
+    assert_eq!(
+        ids(&messages(&r, "?subject=gr%C3%BC%C3%9FE").await),
+        [both_tls.as_str()]
+    );
+    assert_eq!(
+        ids(&messages(&r, &format!("?queue_id={plaintext}")).await),
+        [plaintext.as_str()]
+    );
+    assert_eq!(
+        ids(&messages(&r, "?message_id=%3C9@client.example%3E").await),
+        [plaintext.as_str()]
+    );
+    assert_eq!(
+        ids(&messages(&r, "?status=deferred").await),
+        [deferred.as_str()]
+    );
+    assert_eq!(
+        ids(&messages(&r, "?violation=true").await),
+        [id.to_string()]
+    );
+    assert_eq!(
+        ids(&messages(&r, "?worker=w&status=bounced").await)[0],
+        bounced
+    );
+    let all = messages(
+        &r,
+        "?sender=ann@sender.example&since=2020-01-01T00:00:00%2B02:00",
+    )
+    .await;
+    assert_eq!(all.len(), 1);
+    assert!(messages(&r, "?since=2999-01-01T00:00:00Z").await.is_empty());
+    // Pages: newest first, one at a time, and every message once.
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = r
+            .rest(
+                Method::GET,
+                &format!("/v1/messages?limit=1{cursor}"),
+                Value::Null,
+            )
+            .await;
+        seen.extend(ids(page["items"].as_array().unwrap()));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), seen.len(), "no message twice: {seen:?}");
+    for id in [&both_tls, &plaintext, &deferred, &bounced] {
+        assert!(seen.contains(id), "{id} missing from the pages");
+    }
+    for bad in ["?since=yesterday", "?cursor=zz", "?limit=0", "?status=lost"] {
+        let (code, _) = r
+            .control
+            .call(Method::GET, &format!("/v1/messages{bad}"), None, None)
+            .await;
+        assert_eq!(code, 400, "{bad}");
+    }
+    let (code, _) = r
+        .control
+        .call(Method::GET, "/v1/messages/NOSUCH", None, None)
+        .await;
+    assert_eq!(code, 404);
+
+    // A session whose handshake fails is a connection with its failure, found by tls_failed.
+    let mut io = BufReader::new(
+        tokio::net::TcpStream::connect(&r.worker.other)
+            .await
+            .unwrap(),
+    );
+    let mut line = String::new();
+    io.read_line(&mut line).await.unwrap();
+    io.get_mut()
+        .write_all(b"EHLO broken.example\r\n")
+        .await
+        .unwrap();
+    loop {
+        line.clear();
+        io.read_line(&mut line).await.unwrap();
+        if line.as_bytes().get(3) == Some(&b' ') {
+            break;
+        }
+    }
+    io.get_mut().write_all(b"STARTTLS\r\n").await.unwrap();
+    line.clear();
+    io.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("220"), "{line}");
+    io.get_mut()
+        .write_all(b"this is not a TLS ClientHello\r\n")
+        .await
+        .unwrap();
+    drop(io);
+    let failed = eventually("the failed handshake", Duration::from_secs(30), || async {
+        let list = r
+            .rest(
+                Method::GET,
+                "/v1/connections?ip=127.0.0.1&tls_failed=true",
+                Value::Null,
+            )
+            .await;
+        list["items"].as_array()?.first().cloned()
+    })
+    .await;
+    assert_eq!(failed["helo"], "broken.example");
+    assert!(failed["tls_failure"].is_string());
+    let ok = r
+        .rest(Method::GET, "/v1/connections?tls_failed=false", Value::Null)
+        .await;
+    assert!(ok["items"].as_array().unwrap().len() >= 5, "{ok}");
+}
+
+/// The control plane is killed twice while mail flows and started again: every event
+/// arrives, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_arrive_exactly_once_across_a_control_plane_restart() {
+    let (plain, seen) = sink(0).await;
+    let mut r = Relay::start(&plain, json!({"delivery": {"nameservers": [NO_DNS]}})).await;
+    let grpc = r.control.other.clone();
+    let data = r.dir.path().join("control");
+    let smtp = r.worker.other.clone();
+    let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sending = {
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            for i in 0..60 {
+                let id = send_plain(&smtp, &format!("message {i}")).await;
+                sent.lock().unwrap().push(id);
+            }
+        })
+    };
+    for kill_at in [15, 35] {
+        eventually("messages to flow", Duration::from_secs(30), || async {
+            (sent.lock().unwrap().len() >= kill_at).then_some(())
+        })
+        .await;
+        // Killed, not stopped, in the middle of uploads: what it had not acknowledged comes
+        // again, and must not be stored twice.
+        r.control.kill_now();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        r.control = Postern::control_on(&data, &r.pki, &grpc);
+    }
+    sending.await.unwrap();
+    let sent = sent.lock().unwrap().clone();
+    eventually(
+        "every message delivered",
+        Duration::from_secs(60),
+        || async { (seen.lock().unwrap().len() >= sent.len()).then_some(()) },
+    )
+    .await;
+    // The worker crashes before it recorded the last acknowledgements (its `acked` file is
+    // not synced): after restart it sends everything again, and the control plane must store
+    // nothing twice.
+    let acked_file = r.worker.data_dir.join("outbox/acked");
+    let acked = || {
+        std::fs::read_to_string(&acked_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = eventually(
+        "the worker's events acknowledged",
+        Duration::from_secs(30),
+        || async {
+            // Quiet: the last acknowledgement has not moved for a moment.
+            let a = acked();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            (a > 0 && a == acked()).then_some(a)
+        },
+    )
+    .await;
+    r.worker.kill_now();
+    std::fs::write(&acked_file, "0").unwrap();
+    let spool = r.worker.data_dir.clone();
+    r.worker = Postern::worker(&spool, &r.pki, &grpc, "w", "w");
+    eventually(
+        "the replay acknowledged",
+        Duration::from_secs(30),
+        || async { (acked() >= before).then_some(()) },
+    )
+    .await;
+    for id in &sent {
+        let m = settled(&r, id, "delivered").await;
+        let kinds: Vec<&str> = m["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["received", "attempt", "delivered"], "{id}: {m}");
+    }
+    let listed = messages(&r, "?limit=500").await;
+    assert_eq!(listed.len(), sent.len());
+}
+
+/// A plaintext message over a raw socket (quicker than lettre for many); its queue id.
+async fn send_plain(smtp: &str, subject: &str) -> String {
+    let mut io = BufReader::new(tokio::net::TcpStream::connect(smtp).await.unwrap());
+    let mut reply = String::new();
+    let read = async |io: &mut BufReader<tokio::net::TcpStream>| {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            io.read_line(&mut line).await.unwrap();
+            all.push_str(&line);
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return all;
+            }
+        }
+    };
+    read(&mut io).await;
+    for command in [
+        "EHLO client.example\r\n".to_string(),
+        "MAIL FROM:<ann@sender.example>\r\n".into(),
+        "RCPT TO:<bob@partner.example>\r\n".into(),
+        "DATA\r\n".into(),
+        format!("Subject: {subject}\r\n\r\nhello\r\n.\r\n"),
+    ] {
+        io.get_mut().write_all(command.as_bytes()).await.unwrap();
+        reply = read(&mut io).await;
+    }
+    assert!(reply.starts_with("250 2.0.0 Ok: queued as "), "{reply}");
+    reply.trim_end().rsplit(' ').next().unwrap().to_string()
+}
