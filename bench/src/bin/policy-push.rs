@@ -8,75 +8,14 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use postern_bench::{Plane, plane};
 use postern_control::Control;
-use postern_control::grpc::GrpcTls;
-use postern_control::store::SledStore;
 use postern_policy::{CipherStrength, Level, Match, Policy, Rule, Settings};
 use postern_proto::pb;
-use postern_tls::pki::Ca;
 use postern_worker::{Backoff, ControlConnection, PolicyStore};
 use prost::Message;
 use serde_json::{Value, json};
 use tokio::sync::watch;
-
-struct Plane {
-    control: Arc<Control>,
-    base: String,
-    token: String,
-    grpc: String,
-    ca: Ca,
-    _dir: tempfile::TempDir,
-}
-
-async fn plane() -> Plane {
-    let dir = tempfile::tempdir().unwrap();
-    let control = Control::open(
-        Arc::new(SledStore::open(&dir.path().join("db")).unwrap()),
-        Arc::new(postern_control::tracking::Tracking::open(&dir.path().join("tracking")).unwrap()),
-    )
-    .unwrap();
-    control.initialise().await.unwrap();
-    control
-        .bootstrap_admin_token(&dir.path().join("admin-token"))
-        .await
-        .unwrap();
-    let token = std::fs::read_to_string(dir.path().join("admin-token"))
-        .unwrap()
-        .trim()
-        .to_string();
-    let ca = Ca::new("bench CA").unwrap();
-    let server = ca.server(&["127.0.0.1"]).unwrap();
-    let tls = GrpcTls {
-        cert_pem: server.cert_pem,
-        key_pem: server.key_pem,
-        client_ca_pem: ca.cert_pem.clone(),
-    };
-    let rest = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (base, grpc_addr) = (
-        format!("http://{}", rest.local_addr().unwrap()),
-        grpc.local_addr().unwrap().to_string(),
-    );
-    tokio::spawn(postern_control::run(
-        rest,
-        control.clone(),
-        std::future::pending(),
-    ));
-    tokio::spawn(postern_control::grpc::serve(
-        grpc,
-        control.clone(),
-        tls,
-        std::future::pending(),
-    ));
-    Plane {
-        control,
-        base,
-        token,
-        grpc: grpc_addr,
-        ca,
-        _dir: dir,
-    }
-}
 
 /// Starts `n` workers in this process; returns their spool directory (kept alive).
 fn workers(plane: &Plane, n: usize, shutdown: &watch::Receiver<bool>) -> tempfile::TempDir {

@@ -304,3 +304,57 @@ async fn commands_are_answered_by_id_beside_an_unanswered_snapshot() {
         .unwrap_err();
     assert_eq!(error, CommandError::NotConnected("w".into()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_uploads_are_acknowledged_and_checked_against_the_certificate() {
+    use pb::tracking_client::TrackingClient;
+    let (api, ca, addr) = start().await;
+    let upload = |cert_name: &'static str, claimed: &'static str, seqs: Vec<u64>| {
+        let ca = &ca;
+        async move {
+            let cert = ca.client(&[cert_name]).unwrap();
+            let tls = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&ca.cert_pem))
+                .identity(Identity::from_pem(cert.cert_pem, cert.key_pem));
+            let channel = Endpoint::from_shared(format!("https://{addr}"))
+                .unwrap()
+                .tls_config(tls)
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let events = seqs
+                .into_iter()
+                .map(|seq| pb::EventRecord {
+                    seq,
+                    at_ms: 1_000 + seq,
+                    policy_version: 1,
+                    event: Some(pb::event_record::Event::Deleted(pb::Deleted {
+                        queue_id: format!("Q{seq}"),
+                        dsn: false,
+                    })),
+                })
+                .collect();
+            let batch = pb::EventBatch {
+                worker_id: claimed.into(),
+                epoch: "E1".into(),
+                events,
+            };
+            let mut acks = TrackingClient::new(channel)
+                .upload(tokio_stream::iter(vec![batch]))
+                .await
+                .unwrap()
+                .into_inner();
+            acks.message().await
+        }
+    };
+    let ack = upload("w", "w", vec![1, 2, 3]).await.unwrap().unwrap();
+    assert_eq!((ack.epoch.as_str(), ack.stored_seq), ("E1", 3));
+    // A replay with one new event: acknowledged up to it, the rest not stored again.
+    let ack = upload("w", "w", vec![2, 3, 4]).await.unwrap().unwrap();
+    assert_eq!(ack.stored_seq, 4);
+    let q2 = api.get("/v1/messages/Q2").await;
+    assert_eq!(q2.body["timeline"].as_array().unwrap().len(), 1);
+    let error = upload("alice", "bob", vec![1]).await.unwrap_err();
+    assert_eq!(error.code(), tonic::Code::PermissionDenied);
+}

@@ -188,6 +188,13 @@ pub struct MessageSummary {
     pub policy_version: u64,
 }
 
+/// A message as lists filter and show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listed {
+    pub first_ms: u64,
+    pub summary: MessageSummary,
+}
+
 /// What the store keeps: the view, and what indexing and deduplication need.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stored {
@@ -513,5 +520,187 @@ impl ConnectionView {
                 c.tls.is_some(),
             ),
         }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn source(tls: bool) -> ev::Source {
+        ev::Source {
+            ip: "192.0.2.7".into(),
+            helo: "client.example".into(),
+            tls: tls.then(|| ev::Tls {
+                version: "TLSv1.3".into(),
+                cipher: "TLS_AES_256_GCM_SHA384".into(),
+                key_exchange: "x25519".into(),
+                certificate: ev::Certificate::None,
+            }),
+        }
+    }
+
+    pub fn record(seq: u64, event: Event) -> ev::Record {
+        ev::Record {
+            seq,
+            at_ms: 1_000 + seq,
+            policy_version: 4,
+            event,
+        }
+    }
+
+    pub fn received(id: &str, tls: bool, rcpts: &[&str]) -> Event {
+        Event::Received(ev::Received {
+            queue_id: id.into(),
+            session: "S".into(),
+            source: source(tls),
+            sender: "a@x.example".into(),
+            recipients: rcpts.iter().map(|r| r.to_string()).collect(),
+            size: 10,
+            subject: Some("hi".into()),
+            message_id: Some("m@x".into()),
+        })
+    }
+
+    fn attempt(id: &str, rcpt: &str, tls: bool, fallback: bool, reply: &str) -> Event {
+        Event::Attempt(ev::Attempt {
+            queue_id: id.into(),
+            recipient: rcpt.into(),
+            leg: Some(ev::Leg {
+                host: "mx.y.example".into(),
+                ip: "198.51.100.2".into(),
+                tls: source(tls).tls,
+                tls_fallback: fallback,
+            }),
+            reply: reply.into(),
+        })
+    }
+
+    #[test]
+    fn legs_marks_and_status() {
+        let mut m = Stored::new("Q", "w", 1000);
+        assert!(m.apply("w", "E", &record(1, received("Q", true, &["b@y", "c@y"]))));
+        assert_eq!(m.view.status, Status::Queued);
+        let tls_only = Marks {
+            tls: true,
+            ..Marks::default()
+        };
+        assert_eq!(m.view.marks, tls_only);
+        m.apply(
+            "w",
+            "E",
+            &record(2, attempt("Q", "b@y", true, false, "250 ok")),
+        );
+        m.apply(
+            "w",
+            "E",
+            &record(
+                3,
+                Event::Delivered(ev::Delivered {
+                    queue_id: "Q".into(),
+                    recipient: "b@y".into(),
+                    reply: "250 ok".into(),
+                }),
+            ),
+        );
+        m.apply(
+            "w",
+            "E",
+            &record(
+                4,
+                attempt(
+                    "Q",
+                    "c@y",
+                    false,
+                    false,
+                    "450 4.7.5 Server certificate not trusted",
+                ),
+            ),
+        );
+        m.apply(
+            "w",
+            "E",
+            &record(
+                5,
+                Event::Deferred(ev::Deferred {
+                    queue_id: "Q".into(),
+                    recipient: "c@y".into(),
+                    reason: "450 4.7.5 Server certificate not trusted".into(),
+                    next_attempt_ms: 9_000,
+                }),
+            ),
+        );
+        assert_eq!(m.view.status, Status::Deferred);
+        assert!(m.view.marks.violation && m.view.marks.tls && m.view.marks.plaintext);
+        let d = &m.view.deliveries[0];
+        assert_eq!(
+            d.display.as_deref(),
+            Some("mx.y.example [198.51.100.2] (via TLS)")
+        );
+        assert_eq!(
+            d.tls.as_ref().unwrap().server_certificate,
+            Some(Certificate::None)
+        );
+        assert_eq!(
+            m.view.source.as_ref().unwrap().display,
+            "client.example [192.0.2.7] (via TLS)"
+        );
+        // A replay changes nothing.
+        let before = m.clone();
+        assert!(!m.apply("w", "E", &record(4, attempt("Q", "c@y", false, false, "x"))));
+        assert_eq!(m, before);
+        m.apply(
+            "w",
+            "E",
+            &record(6, attempt("Q", "c@y", false, true, "250 ok")),
+        );
+        m.apply(
+            "w",
+            "E",
+            &record(
+                7,
+                Event::Bounced(ev::Bounced {
+                    queue_id: "Q".into(),
+                    recipient: "c@y".into(),
+                    reason: "550 no".into(),
+                    dsn: Some("D".into()),
+                }),
+            ),
+        );
+        assert_eq!(m.view.status, Status::Bounced);
+        assert!(m.view.marks.tls_fallback);
+        assert_eq!(m.view.dsn.as_deref(), Some("D"));
+        assert_eq!(m.view.timeline.len(), 7);
+    }
+
+    #[test]
+    fn a_transaction_without_a_250_is_rejected() {
+        let mut m = Stored::new("R", "w", 1000);
+        m.apply(
+            "w",
+            "E",
+            &record(
+                1,
+                Event::Rejected(ev::Rejected {
+                    queue_id: "R".into(),
+                    session: "S".into(),
+                    source: source(false),
+                    sender: "a@strict.example".into(),
+                    recipient: None,
+                    reply: "530 5.7.0 <a@strict.example>: Sender address rejected: Must use TLS"
+                        .into(),
+                }),
+            ),
+        );
+        assert_eq!(m.view.status, Status::Rejected);
+        assert!(m.view.marks.violation);
+        assert_eq!(m.view.sender, "a@strict.example");
+        assert!(!is_violation("554 5.7.1 <x>: Relay access denied"));
+        assert!(is_violation(
+            "421 4.7.1 <x>: Sender address rejected: Unverified client certificate"
+        ));
+        assert!(is_violation(
+            "450 4.7.4 TLS is required, but was not offered by host x[1.2.3.4]"
+        ));
     }
 }

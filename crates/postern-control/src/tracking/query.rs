@@ -5,7 +5,7 @@
 //! than a slow one.
 
 use super::keys;
-use super::model::{ConnectionView, MessageSummary, Status, Stored};
+use super::model::{ConnectionView, Listed, MessageSummary, Status};
 use super::{Tracking, TrackingError, corrupt};
 
 /// Index entries examined per page at most.
@@ -53,8 +53,8 @@ pub fn decode_cursor(cursor: &str) -> Result<Vec<u8>, BadCursor> {
 }
 
 impl MessageFilter {
-    fn matches(&self, s: &Stored) -> bool {
-        let v = &s.view;
+    fn matches(&self, l: &Listed) -> bool {
+        let v = &l.summary;
         let eq = |want: &Option<String>, have: &str| {
             want.as_ref().is_none_or(|w| w.eq_ignore_ascii_case(have))
         };
@@ -73,8 +73,8 @@ impl MessageFilter {
                 .message_id
                 .as_ref()
                 .is_none_or(|m| v.message_id.as_ref() == Some(m))
-            && self.since.is_none_or(|t| s.first_ms >= t)
-            && self.until.is_none_or(|t| s.first_ms <= t)
+            && self.since.is_none_or(|t| l.first_ms >= t)
+            && self.until.is_none_or(|t| l.first_ms <= t)
             && self.status.is_none_or(|st| v.status == st)
             && self.worker.as_ref().is_none_or(|w| *w == v.worker)
             && self.tls.is_none_or(|b| v.marks.tls == b)
@@ -128,6 +128,13 @@ fn scan(
 }
 
 impl Tracking {
+    fn listed(&self, id: &str) -> Result<Option<Listed>, TrackingError> {
+        self.summaries
+            .get(id)?
+            .map(|b| serde_json::from_slice(&b).map_err(corrupt))
+            .transpose()
+    }
+
     /// A page of messages matching `f`, newest first, and the cursor of the next page.
     pub fn search_messages(
         &self,
@@ -136,8 +143,8 @@ impl Tracking {
         cursor: Option<&[u8]>,
     ) -> Result<(Vec<MessageSummary>, Option<String>), TrackingError> {
         if let Some(id) = &f.queue_id {
-            let found = self.message(id)?.filter(|s| f.matches(s));
-            return Ok((found.map(|s| s.summary()).into_iter().collect(), None));
+            let found = self.listed(id)?.filter(|l| f.matches(l));
+            return Ok((found.map(|l| l.summary).into_iter().collect(), None));
         }
         let (tree, prefix) = if let Some(r) = &f.recipient {
             (&self.by_rcpt, keys::prefix(&r.to_lowercase()))
@@ -150,12 +157,11 @@ impl Tracking {
         };
         let mut items = Vec::new();
         let next = scan(tree, &prefix, f.since, f.until, cursor, |_, id| {
-            let Some(bytes) = self.messages.get(id)? else {
+            let Some(listed) = self.listed(id)? else {
                 return Ok(true);
             };
-            let stored: Stored = serde_json::from_slice(&bytes).map_err(corrupt)?;
-            if f.matches(&stored) {
-                items.push(stored.summary());
+            if f.matches(&listed) {
+                items.push(listed.summary);
             }
             Ok(items.len() < limit)
         })?;

@@ -129,6 +129,7 @@ impl Tracking {
             if let Some(m) = &v.message_id {
                 self.by_msgid.remove(keys::indexed(m, at, id))?;
             }
+            self.summaries.remove(id)?;
             self.count.fetch_sub(1, Relaxed);
         }
         self.by_time.remove(time_key)?;
