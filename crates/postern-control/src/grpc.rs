@@ -296,7 +296,10 @@ impl Tracking for TrackingService {
                     }
                 };
                 let reply = store_batch(&control, &cert, batch).await;
-                if tx.send(reply).await.is_err() {
+                // After an error nothing more is stored from this stream: a later batch would
+                // move the worker's cursor past the one that failed, and it would be lost.
+                let failed = reply.is_err();
+                if tx.send(reply).await.is_err() || failed {
                     return;
                 }
             }

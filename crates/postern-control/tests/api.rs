@@ -515,6 +515,14 @@ async fn settings_relay_and_trust() {
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(r.pointers(), ["/queue/max_retry_s"]);
     let r = api
+        .put(
+            "/v1/settings",
+            json!({"tracking": {"outbox_max_bytes": 1_000_000}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.pointers(), ["/tracking/outbox_max_bytes"]);
+    let r = api
         .put("/v1/settings", json!({"smtp": {"max_recipients": "many"}}))
         .await;
     assert_eq!(

@@ -115,7 +115,8 @@ pub struct TrackingSettings {
     pub retention_days: u32,
     /// The control plane's tracking store is kept under this size (oldest messages go first).
     pub max_bytes: u64,
-    /// Each worker's event outbox is kept under this size (PRODUCT.md 5: 1 GiB).
+    /// Each worker's event outbox is kept under this size (PRODUCT.md 5: 1 GiB; at least
+    /// 16 MiB).
     pub outbox_max_bytes: u64,
 }
 
@@ -163,7 +164,14 @@ impl Settings {
         );
         positive("/tracking/retention_days", s.tracking.retention_days.into());
         positive("/tracking/max_bytes", s.tracking.max_bytes);
-        positive("/tracking/outbox_max_bytes", s.tracking.outbox_max_bytes);
+        // The outbox works in 4 MiB segments: fewer than four would drop events the uploader
+        // is about to send.
+        if s.tracking.outbox_max_bytes < 16 * 1024 * 1024 {
+            errors.push(FieldError::new(
+                "/tracking/outbox_max_bytes",
+                "must be at least 16 MiB (16777216)",
+            ));
+        }
         // RFC 5321 4.5.3.1: a server must accept command lines of 512 and text lines of 1000.
         if l.max_command_line < 512 {
             errors.push(FieldError::new(

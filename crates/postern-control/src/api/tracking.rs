@@ -184,8 +184,16 @@ pub async fn list_connections(
 ) -> Result<Json<ConnectionList>, ApiError> {
     let limit = limit(q.limit)?;
     let cursor = cursor(q.cursor.as_deref())?;
+    // Stored as the worker saw it: canonical (IPv4-mapped as IPv4), lowercase IPv6.
+    let ip =
+        q.ip.map(|ip| {
+            ip.parse::<std::net::IpAddr>()
+                .map(|a| a.to_canonical().to_string())
+                .map_err(|_| ApiError::bad_request("ip", format!("'{ip}' is not an IP address")))
+        })
+        .transpose()?;
     let filter = ConnectionFilter {
-        ip: q.ip,
+        ip,
         since: time("since", q.since)?,
         until: time("until", q.until)?,
         tls_failed: q.tls_failed,

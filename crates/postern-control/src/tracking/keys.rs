@@ -50,10 +50,3 @@ pub fn split_timed(key: &[u8], prefix_len: usize) -> Option<(u64, String)> {
 pub fn cursor(worker: &str, epoch: &str) -> Vec<u8> {
     format!("{worker}\0{epoch}").into_bytes()
 }
-
-pub fn gap(worker: &str, epoch: &str, first: u64) -> Vec<u8> {
-    let mut k = cursor(worker, epoch);
-    k.push(0);
-    k.extend_from_slice(&first.to_be_bytes());
-    k
-}

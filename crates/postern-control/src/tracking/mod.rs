@@ -44,13 +44,18 @@ pub struct Tracking {
     conn_by_ip: sled::Tree,
     /// worker \0 epoch -> highest sequence stored (u64 big-endian).
     cursors: sled::Tree,
-    /// worker \0 epoch \0 first seq -> last seq (big-endian): events a worker's outbox lost.
+    /// worker \0 epoch -> the last sequence a gap event reported lost (big-endian).
     gaps: sled::Tree,
     /// Counts, for metrics and benchmarks.
     pub events: AtomicU64,
     pub lost: AtomicU64,
     /// Messages stored (kept in step with `messages`, counted once at start).
     pub count: AtomicU64,
+    /// Retention passes exclude ingest (both read, change and write whole records and their
+    /// index entries); ingest batches of different workers touch different messages and run
+    /// side by side, those of one worker (an old and a new stream) one after the other.
+    writing: std::sync::RwLock<()>,
+    per_worker: std::sync::Mutex<HashMap<String, Arc<std::sync::Mutex<()>>>>,
 }
 
 fn corrupt(e: impl std::fmt::Display) -> TrackingError {
@@ -81,6 +86,8 @@ impl Tracking {
             events: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             count: AtomicU64::new(0),
+            writing: std::sync::RwLock::new(()),
+            per_worker: std::sync::Mutex::default(),
             db,
         };
         t.count.store(t.by_time.len() as u64, Relaxed);
@@ -108,6 +115,15 @@ impl Tracking {
         // sled calls block: a batch of a thousand events is tens of milliseconds of them.
         let (this, worker, epoch) = (self.clone(), worker.to_string(), epoch.to_string());
         let stored = tokio::task::spawn_blocking(move || {
+            let worker_turn = this
+                .per_worker
+                .lock()
+                .expect("tracking worker locks")
+                .entry(worker.clone())
+                .or_default()
+                .clone();
+            let _worker = worker_turn.lock().expect("tracking worker lock");
+            let _turn = this.writing.read().expect("tracking write lock");
             let mut stored = this.stored_seq(&worker, &epoch)?;
             // A message's events usually come in one batch (received, attempt, delivered):
             // each message is read and written once per batch.
@@ -153,11 +169,15 @@ impl Tracking {
             }
             Event::OutboxGap(g) => {
                 tracing::warn!(%worker, first = g.first_seq, last = g.last_seq, "a worker's outbox lost events");
-                self.lost.fetch_add(g.last_seq - g.first_seq + 1, Relaxed);
-                self.gaps.insert(
-                    keys::gap(worker, epoch, g.first_seq),
-                    &g.last_seq.to_be_bytes(),
-                )?;
+                // Gaps may overlap (each runs from the worker's last acknowledged event):
+                // count only sequences no earlier gap of the epoch reported.
+                let key = keys::cursor(worker, epoch);
+                let reported = self.gaps.get(&key)?.map_or(0, |v| keys::u64_of(&v));
+                if g.last_seq > reported {
+                    let first = g.first_seq.max(reported + 1);
+                    self.lost.fetch_add(g.last_seq - first + 1, Relaxed);
+                    self.gaps.insert(key, &g.last_seq.to_be_bytes())?;
+                }
             }
             Event::StartTlsLeftovers(l) => {
                 tracing::info!(%worker, ip = %l.ip, bytes = l.bytes, "a client sent data after STARTTLS (discarded)");

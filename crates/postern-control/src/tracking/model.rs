@@ -2,6 +2,8 @@
 //! events (PRODUCT.md 5): the legs, the marks, the status and the timeline. Pure: `apply`
 //! folds one event into a message.
 
+use std::collections::BTreeMap;
+
 use postern_events::{self as ev, Event};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -202,20 +204,23 @@ pub struct Stored {
     pub first_ms: u64,
     /// Whether a Received event was seen (else the message was rejected).
     pub received: bool,
-    /// (epoch, seq) of every event applied, so that a replay applies nothing twice.
-    pub applied: Vec<(String, u64)>,
+    /// Per outbox epoch, the highest sequence folded in: a worker's events for one message
+    /// come in order, so anything at or below it is a replay.
+    pub applied: BTreeMap<String, u64>,
     pub view: MessageView,
 }
 
 /// Timelines are capped so that a message retried for days stays a small value.
 const MAX_TIMELINE: usize = 500;
+/// The attempts kept per recipient (the newest).
+const MAX_ATTEMPTS: usize = 100;
 
 impl Stored {
     pub fn new(id: &str, worker: &str, at_ms: u64) -> Stored {
         Stored {
             first_ms: at_ms,
             received: false,
-            applied: Vec::new(),
+            applied: BTreeMap::new(),
             view: MessageView {
                 id: id.to_string(),
                 worker: worker.to_string(),
@@ -282,14 +287,14 @@ impl Stored {
 
     /// Folds one event in; false when it was applied before (a replay).
     pub fn apply(&mut self, worker: &str, epoch: &str, record: &ev::Record) -> bool {
-        if self
-            .applied
-            .iter()
-            .any(|(e, s)| e == epoch && *s == record.seq)
-        {
+        if self.applied.get(epoch).is_some_and(|s| *s >= record.seq) {
             return false;
         }
-        self.applied.push((epoch.to_string(), record.seq));
+        self.applied.insert(epoch.to_string(), record.seq);
+        if record.event.queue_id().is_some() && !matches!(record.event, Event::Rejected(_)) {
+            // Any queue event shows the 250 was given, even if its Received was lost.
+            self.received = true;
+        }
         let at = rfc3339(record.at_ms);
         let (kind, detail) = match &record.event {
             Event::Received(m) => {
@@ -365,6 +370,9 @@ impl Stored {
                     .as_ref()
                     .map(|l| display(&l.host, &l.ip, l.tls.is_some()));
                 d.reason = Some(a.reply.clone());
+                if d.attempts.len() >= MAX_ATTEMPTS {
+                    d.attempts.remove(0);
+                }
                 d.attempts.push(view);
                 let to = d.display.clone().unwrap_or_else(|| "no next hop".into());
                 ("attempt", format!("<{}> to {to}: {}", a.recipient, a.reply))

@@ -61,6 +61,7 @@ impl Tracking {
         max_bytes: u64,
         now: u64,
     ) -> Result<(u64, u64), TrackingError> {
+        let _turn = self.writing.write().expect("tracking write lock");
         let cutoff = now.saturating_sub(u64::from(retention_days) * 86_400_000);
         let over = self.size_on_disk() > max_bytes;
         // Over the size limit: a hundredth of the messages (at least 100), oldest first.

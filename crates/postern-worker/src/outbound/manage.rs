@@ -122,8 +122,17 @@ impl Queue {
     /// Makes every message with a non-final recipient in `destination` (any, when `None`) due
     /// now; how many. Reads the spool: run it on a blocking thread.
     pub fn flush(&self, destination: Option<&str>) -> std::io::Result<usize> {
+        let Some(destination) = destination else {
+            // The whole queue: no need to read anything.
+            let mut schedule = self.schedule();
+            let ids: Vec<String> = schedule.ids().collect();
+            let count = ids.iter().filter(|id| schedule.force(id)).count();
+            drop(schedule);
+            self.wake.notify_one();
+            return Ok(count);
+        };
         let filter = Filter {
-            destination: destination.map(str::to_string),
+            destination: Some(destination.to_string()),
             limit: usize::MAX,
             ..Filter::default()
         };
@@ -150,13 +159,26 @@ impl Queue {
                 return Ok(false);
             }
         }
-        self.delete_now(id, dsn).await.map(|()| true)
+        match self.delete_now(id, dsn).await {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                // Still in the spool: it must stay in the schedule, or nothing would deliver it.
+                self.schedule().insert(id.to_string(), 0);
+                self.wake.notify_one();
+                Err(format!("deleting {id}: {e}"))
+            }
+        }
     }
 
     /// Removes a message that no round is working on.
     pub(super) async fn delete_now(&self, id: &str, dsn: bool) -> Result<(), String> {
         if dsn {
-            let (envelope, message) = self.spool.read(id).map_err(|e| e.to_string())?;
+            let (envelope, message) = match self.spool.read(id) {
+                Ok(m) => m,
+                // Its round ended it (every recipient final): nothing is left to delete.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e.to_string()),
+            };
             let (_, _, recipients) = self.load(id).map_err(|e| e.to_string())?;
             let failed: Vec<(&str, &str, Option<&str>)> = recipients
                 .iter()
@@ -176,7 +198,14 @@ impl Queue {
                 );
             }
         }
-        self.spool.remove(id).await.map_err(|e| e.to_string())?;
+        match self.spool.remove(id).await {
+            Ok(()) => {}
+            // Its round ended it meanwhile.
+            Err(spool::SpoolError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(());
+            }
+            Err(e) => return Err(e.to_string()),
+        }
         self.outbox.emit(
             self.policy_version(),
             Event::Deleted(events::Deleted {

@@ -130,7 +130,7 @@ pub(super) struct Schedule {
 }
 
 impl Schedule {
-    fn insert(&mut self, id: String, at: u64) {
+    pub(super) fn insert(&mut self, id: String, at: u64) {
         if let Some(old) = self.at.insert(id.clone(), at) {
             self.due.remove(&(old, id.clone()));
         }
@@ -168,6 +168,11 @@ impl Schedule {
         } else {
             false
         }
+    }
+
+    /// Every queued id (waiting or in a round).
+    pub(super) fn ids(&self) -> impl Iterator<Item = String> + '_ {
+        self.at.keys().chain(self.running.iter()).cloned()
     }
 
     pub(super) fn len(&self) -> usize {

@@ -72,30 +72,40 @@ fn segment_path(dir: &Path, first: u64) -> PathBuf {
     dir.join(format!("{first:020}.seg"))
 }
 
-/// Reads the records of a segment from `offset`: (record, offset after it). A torn tail (a
-/// crash in the middle of a write) ends the list.
+/// A record is never this long; a length beyond it is a torn or garbage tail.
+const MAX_RECORD: usize = 1 << 20;
+
+/// Reads the records of a segment from `offset`, whose sequences must follow `after` and
+/// increase: (record, offset after it). A torn tail (a crash in the middle of a write, or the
+/// zeros a file system may leave there) ends the list.
 fn read_records(
     path: &Path,
     offset: u64,
+    after: u64,
     mut keep: impl FnMut(pb::EventRecord, u64) -> bool,
 ) -> io::Result<u64> {
     let mut file = File::open(path)?;
     file.seek(SeekFrom::Start(offset))?;
     let mut reader = BufReader::new(file);
-    let mut at = offset;
+    let (mut at, mut previous) = (offset, after);
     loop {
         let mut len = [0u8; 4];
         if reader.read_exact(&mut len).is_err() {
             return Ok(at);
         }
         let len = u32::from_le_bytes(len) as usize;
+        if len == 0 || len > MAX_RECORD {
+            return Ok(at);
+        }
         let mut bytes = vec![0u8; len];
         if reader.read_exact(&mut bytes).is_err() {
             return Ok(at);
         }
-        let Ok(record) = pb::EventRecord::decode(bytes.as_slice()) else {
-            return Ok(at);
+        let record = match pb::EventRecord::decode(bytes.as_slice()) {
+            Ok(r) if r.seq > previous => r,
+            _ => return Ok(at),
         };
+        previous = record.seq;
         at += 4 + len as u64;
         if !keep(record, at) {
             return Ok(at);
@@ -150,10 +160,15 @@ impl Outbox {
         for first in firsts {
             let path = segment_path(dir, first);
             let mut last = first - 1;
-            let end = read_records(&path, 0, |r, _| {
+            let end = read_records(&path, 0, first - 1, |r, _| {
                 last = r.seq;
                 true
             })?;
+            if end == 0 {
+                // Created, then the crash: nothing in it.
+                fs::remove_file(&path)?;
+                continue;
+            }
             // Cut a torn tail, so that appends continue from a record boundary.
             OpenOptions::new().write(true).open(&path)?.set_len(end)?;
             segments.push_back(Segment {
@@ -275,27 +290,32 @@ impl Outbox {
             bytes.extend_from_slice(&encoded);
         }
         let current = self.state().segments.back().copied();
-        let segment = match current {
-            Some(s) if s.bytes < SEGMENT_BYTES => s,
-            _ => Segment {
-                first,
-                last: first - 1,
-                bytes: 0,
-            },
+        let (segment, new) = match current {
+            Some(s) if s.bytes < SEGMENT_BYTES => (s, false),
+            _ => (
+                Segment {
+                    first,
+                    last: first - 1,
+                    bytes: 0,
+                },
+                true,
+            ),
         };
         let path = segment_path(&self.dir, segment.first);
         let write = || -> io::Result<()> {
             let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
             file.write_all(&bytes)?;
             file.sync_data()?;
-            if segment.bytes == 0 {
+            if new {
                 sync_dir(&self.dir)?;
             }
             Ok(())
         };
         if let Err(e) = write() {
             // Keep the file at its last good record, for the appends that follow.
-            if let Ok(f) = OpenOptions::new().write(true).open(&path) {
+            if new {
+                let _ = fs::remove_file(&path);
+            } else if let Ok(f) = OpenOptions::new().write(true).open(&path) {
                 let _ = f.set_len(segment.bytes);
             }
             return Err((e, first, last));
@@ -306,7 +326,7 @@ impl Outbox {
             last,
             bytes: segment.bytes + bytes.len() as u64,
         };
-        if segment.bytes == 0 {
+        if new {
             state.segments.push_back(updated);
         } else if let Some(back) = state.segments.back_mut() {
             *back = updated;
@@ -347,22 +367,26 @@ impl Outbox {
             .store(state.segments.iter().map(|s| s.bytes).sum(), Relaxed);
     }
 
-    /// The control plane stored everything up to `seq`: whole segments up to it go.
+    /// The control plane stored everything up to `seq`: whole segments up to it go. Blocking
+    /// file I/O: run it off the async threads.
     pub fn ack(&self, seq: u64) {
         let mut state = self.state();
         if seq <= state.acked {
             return;
         }
         state.acked = seq;
+        let mut done = Vec::new();
         while state.segments.len() > 1 && state.segments[0].last <= seq {
-            if let Some(s) = state.segments.pop_front() {
-                let _ = fs::remove_file(segment_path(&self.dir, s.first));
-            }
+            done.extend(state.segments.pop_front());
         }
         self.metrics
             .outbox_bytes
             .store(state.segments.iter().map(|s| s.bytes).sum(), Relaxed);
+        // Files go after the lock is released: emitting (SMTP sessions) waits on it.
         drop(state);
+        for s in done {
+            let _ = fs::remove_file(segment_path(&self.dir, s.first));
+        }
         // Not synced: after a crash the control plane deduplicates what is sent again.
         let _ = fs::write(self.dir.join("acked"), seq.to_string());
     }
@@ -383,13 +407,15 @@ impl Outbox {
                 continue;
             }
             // (segment, offset, next seq there) from the last read, if it ended where we start.
-            let offset = match *cursor {
-                Some((first, offset, next)) if first == segment.first && next <= from => offset,
-                _ => 0,
+            let (offset, after) = match *cursor {
+                Some((first, offset, next)) if first == segment.first && next <= from => {
+                    (offset, next - 1)
+                }
+                _ => (0, segment.first - 1),
             };
             let path = segment_path(&self.dir, segment.first);
             let mut next_seq = from;
-            let result = read_records(&path, offset, |record, end| {
+            let result = read_records(&path, offset, after, |record, end| {
                 if record.seq > written {
                     return false;
                 }
@@ -474,6 +500,8 @@ mod tests {
             .unwrap()
             .write_all(&[200, 0, 0, 0, 1, 2])
             .unwrap();
+        // Another crash left a newer segment created but empty (or zero-filled).
+        fs::write(segment_path(dir.path(), 1_000), [0u8; 64]).unwrap();
         let outbox = started(dir.path()).await;
         assert_eq!(outbox.epoch, epoch, "the epoch stays with the outbox");
         assert_eq!(outbox.acked(), 60);
@@ -481,6 +509,12 @@ mod tests {
         outbox.settle(std::time::Duration::from_secs(5)).await;
         let rest = outbox.read(61, 1000, &mut None).unwrap();
         assert_eq!(seqs(&rest), (61..=101).collect::<Vec<_>>());
+        // Acknowledging everything keeps the newest segment with what it holds.
+        outbox.ack(101);
+        outbox.emit(7, event(101));
+        outbox.settle(std::time::Duration::from_secs(5)).await;
+        let rest = outbox.read(102, 1000, &mut None).unwrap();
+        assert_eq!(seqs(&rest), [102]);
         assert!(segments_after_ack > 2, "acknowledged segments went");
     }
 

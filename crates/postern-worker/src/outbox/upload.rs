@@ -97,7 +97,8 @@ async fn session(
             ack = acks.message() => match ack? {
                 Some(ack) => {
                     if ack.epoch == outbox.epoch {
-                        outbox.ack(ack.stored_seq);
+                        let o = outbox.clone();
+                        tokio::task::spawn_blocking(move || o.ack(ack.stored_seq)).await?;
                         progressed = true;
                     }
                     in_flight = in_flight.saturating_sub(1);
