@@ -64,12 +64,9 @@ fn corrupt(e: impl std::fmt::Display) -> TrackingError {
 
 impl Tracking {
     pub fn open(path: &Path) -> Result<Tracking, TrackingError> {
-        // Records are JSON: zstd keeps the store about a third of its raw size.
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(256 * 1024 * 1024)
-            .use_compression(true)
-            .compression_factor(1)
             .open()?;
         let tree = |name: &str| db.open_tree(name);
         let t = Tracking {

@@ -41,6 +41,10 @@ fn header(head: &[u8], name: &str) -> Option<String> {
 /// (Subject decoded, Message-ID without its angle brackets).
 pub fn subject_and_message_id(head: &[u8]) -> (Option<String>, Option<String>) {
     let subject = header(head, "subject").map(|raw| {
+        // Most subjects have no encoded word; the decoder's parser is not free.
+        if !raw.contains("=?") {
+            return raw;
+        }
         rfc2047_decoder::Decoder::new()
             .too_long_encoded_word_strategy(rfc2047_decoder::RecoverStrategy::Decode)
             .decode(raw.as_bytes())

@@ -30,6 +30,8 @@ const SEGMENT_BYTES: u64 = if cfg!(test) { 2048 } else { 4 * 1024 * 1024 };
 const QUEUE: usize = 65_536;
 /// Events the writer takes per batch.
 const BATCH: usize = 4096;
+/// How long the writer lets events gather before a write.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(10);
 
 #[derive(Debug, Clone, Copy)]
 struct Segment {
@@ -249,6 +251,9 @@ impl Outbox {
             return;
         };
         while let Some(first) = rx.recv().await {
+            // A moment for more to come: one fdatasync then serves them all, instead of one
+            // per session beside the spool's own.
+            tokio::time::sleep(GATHER).await;
             let mut batch = vec![first];
             while batch.len() < BATCH {
                 match rx.try_recv() {
