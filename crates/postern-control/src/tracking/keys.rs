@@ -50,3 +50,22 @@ pub fn split_timed(key: &[u8], prefix_len: usize) -> Option<(u64, String)> {
 pub fn cursor(worker: &str, epoch: &str) -> Vec<u8> {
     format!("{worker}\0{epoch}").into_bytes()
 }
+
+/// The facet index values of a message: its status, its worker and each mark it has.
+pub fn facets(m: &super::model::MessageSummary) -> Vec<String> {
+    let mut f = vec![
+        format!("status={}", m.status.as_str()),
+        format!("worker={}", m.worker),
+    ];
+    for (mark, on) in [
+        ("tls", m.marks.tls),
+        ("plaintext", m.marks.plaintext),
+        ("violation", m.marks.violation),
+        ("tls_fallback", m.marks.tls_fallback),
+    ] {
+        if on {
+            f.push(format!("mark={mark}"));
+        }
+    }
+    f
+}

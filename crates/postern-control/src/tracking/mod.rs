@@ -1,6 +1,7 @@
 //! The tracking store (PRODUCT.md 5, 6): workers' events folded into one record per message and
 //! per connection, in a sled database of its own (`<data-dir>/tracking`), with an index for
-//! every search: time, sender, recipient, Message-ID (messages) and time, IP (connections).
+//! every search: time, sender, recipient, Message-ID, status, worker and marks (messages), and
+//! time and IP (connections). Subjects are matched within a time range.
 //! Index keys end with the inverted time and the id, so a prefix scan is newest first.
 //!
 //! Ingest is idempotent: each message remembers the (epoch, seq) of the events folded into it,
@@ -31,6 +32,12 @@ pub enum TrackingError {
     Corrupt(String),
 }
 
+/// A message changed by an ingest batch, and the facets it had before.
+struct Touched {
+    facets_before: Vec<String>,
+    now: Stored,
+}
+
 pub struct Tracking {
     db: sled::Db,
     messages: sled::Tree,
@@ -40,6 +47,8 @@ pub struct Tracking {
     by_sender: sled::Tree,
     by_rcpt: sled::Tree,
     by_msgid: sled::Tree,
+    /// `status=…`, `worker=…`, `mark=…` ++ 0 ++ inverted time ++ id.
+    by_facet: sled::Tree,
     connections: sled::Tree,
     conn_by_ip: sled::Tree,
     /// worker \0 epoch -> highest sequence stored (u64 big-endian).
@@ -76,6 +85,7 @@ impl Tracking {
             by_sender: tree("messages/by_sender")?,
             by_rcpt: tree("messages/by_rcpt")?,
             by_msgid: tree("messages/by_message_id")?,
+            by_facet: tree("messages/by_facet")?,
             connections: tree("connections")?,
             conn_by_ip: tree("connections/by_ip")?,
             cursors: tree("cursors")?,
@@ -124,7 +134,7 @@ impl Tracking {
             let mut stored = this.stored_seq(&worker, &epoch)?;
             // A message's events usually come in one batch (received, attempt, delivered):
             // each message is read and written once per batch.
-            let mut touched: HashMap<String, Stored> = HashMap::new();
+            let mut touched: HashMap<String, Touched> = HashMap::new();
             for record in records {
                 // The worker sends in order; anything at or below the cursor is a replay.
                 if record.seq <= stored {
@@ -135,7 +145,7 @@ impl Tracking {
                 this.events.fetch_add(1, Relaxed);
             }
             for message in touched.values() {
-                this.put(message)?;
+                this.put(&message.facets_before, &message.now)?;
             }
             let stored = stored.max(last_seq);
             this.cursors
@@ -153,7 +163,7 @@ impl Tracking {
         worker: &str,
         epoch: &str,
         record: &Record,
-        touched: &mut HashMap<String, Stored>,
+        touched: &mut HashMap<String, Touched>,
     ) -> Result<(), TrackingError> {
         match &record.event {
             Event::Connection(c) => {
@@ -191,10 +201,17 @@ impl Tracking {
                             Stored::new(id, worker, record.at_ms)
                         }
                     };
-                    touched.insert(id.to_string(), loaded);
+                    let facets_before = keys::facets(&loaded.summary());
+                    touched.insert(
+                        id.to_string(),
+                        Touched {
+                            facets_before,
+                            now: loaded,
+                        },
+                    );
                 }
                 if let Some(message) = touched.get_mut(id) {
-                    message.apply(worker, epoch, record);
+                    message.now.apply(worker, epoch, record);
                 }
             }
         }
@@ -202,12 +219,22 @@ impl Tracking {
     }
 
     /// Writes a message, its list entry and its index entries.
-    fn put(&self, s: &Stored) -> Result<(), TrackingError> {
+    fn put(&self, facets_before: &[String], s: &Stored) -> Result<(), TrackingError> {
         self.index(s)?;
         let listed = Listed {
             first_ms: s.first_ms,
             summary: s.summary(),
         };
+        // Status and marks change as events come: their index entries move with them.
+        let facets = keys::facets(&listed.summary);
+        for gone in facets_before.iter().filter(|f| !facets.contains(f)) {
+            self.by_facet
+                .remove(keys::indexed(gone, s.first_ms, &s.view.id))?;
+        }
+        for facet in &facets {
+            self.by_facet
+                .insert(keys::indexed(facet, s.first_ms, &s.view.id), &[])?;
+        }
         self.summaries.insert(
             &s.view.id,
             serde_json::to_vec(&listed).expect("records serialise"),
@@ -316,6 +343,32 @@ mod tests {
             .search_connections(&ConnectionFilter::default(), 10, None)
             .unwrap();
         assert!(none.is_empty());
+
+        // Q020 is delivered: its status entry moves from queued to delivered.
+        let delivered = Event::Delivered(postern_events::Delivered {
+            queue_id: "Q020".into(),
+            recipient: "b@y.example".into(),
+            reply: "250 ok".into(),
+        });
+        t.ingest("w", "E", vec![record(31, delivered)], 31)
+            .await
+            .unwrap();
+        let by_status = |status| MessageFilter {
+            status: Some(status),
+            ..Default::default()
+        };
+        let (items, _) = t
+            .search_messages(&by_status(Status::Delivered), 50, None)
+            .unwrap();
+        assert_eq!(
+            items.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+            ["Q020"]
+        );
+        let (items, _) = t
+            .search_messages(&by_status(Status::Queued), 50, None)
+            .unwrap();
+        assert_eq!(items.len(), 29);
+        assert!(items.iter().all(|m| m.id != "Q020"));
     }
 
     #[tokio::test]

@@ -137,6 +137,18 @@ pub enum Status {
     Delivered,
 }
 
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Rejected => "rejected",
+            Status::Deferred => "deferred",
+            Status::Queued => "queued",
+            Status::Bounced => "bounced",
+            Status::Delivered => "delivered",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TimelineEntry {
     /// RFC 3339.

@@ -53,6 +53,22 @@ pub fn decode_cursor(cursor: &str) -> Result<Vec<u8>, BadCursor> {
 }
 
 impl MessageFilter {
+    /// The facet index entry that narrows the search most, rarest first (`false` marks have
+    /// no entries: they are checked on each record).
+    fn facet(&self) -> Option<String> {
+        if self.violation == Some(true) {
+            Some("mark=violation".into())
+        } else if let Some(status) = self.status {
+            Some(format!("status={}", status.as_str()))
+        } else if self.plaintext == Some(true) {
+            Some("mark=plaintext".into())
+        } else if self.tls == Some(true) {
+            Some("mark=tls".into())
+        } else {
+            self.worker.as_ref().map(|w| format!("worker={w}"))
+        }
+    }
+
     fn matches(&self, l: &Listed) -> bool {
         let v = &l.summary;
         let eq = |want: &Option<String>, have: &str| {
@@ -152,6 +168,8 @@ impl Tracking {
             (&self.by_sender, keys::prefix(&s.to_lowercase()))
         } else if let Some(m) = &f.message_id {
             (&self.by_msgid, keys::prefix(m))
+        } else if let Some(facet) = f.facet() {
+            (&self.by_facet, keys::prefix(&facet))
         } else {
             (&self.by_time, Vec::new())
         };

@@ -131,6 +131,9 @@ impl Tracking {
                 self.by_msgid.remove(keys::indexed(m, at, id))?;
             }
             self.summaries.remove(id)?;
+            for facet in keys::facets(&s.summary()) {
+                self.by_facet.remove(keys::indexed(&facet, at, id))?;
+            }
             self.count.fetch_sub(1, Relaxed);
         }
         self.by_time.remove(time_key)?;
