@@ -237,7 +237,10 @@ async fn main() {
                 )
             }),
         ),
-        ("status=delivered (facet index)", Box::new(|_| "status=delivered".into())),
+        (
+            "status=delivered (facet index)",
+            Box::new(|_| "status=delivered".into()),
+        ),
         ("newest, no filter", Box::new(|_| String::new())),
     ];
     for (name, query) in &queries {

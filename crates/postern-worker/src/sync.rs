@@ -48,7 +48,7 @@ impl Default for Backoff {
     }
 }
 
-pub(crate) fn jittered(ceiling: Duration) -> Duration {
+fn jittered(ceiling: Duration) -> Duration {
     let mut bytes = [0u8; 8];
     let _ = getrandom::fill(&mut bytes);
     let fraction = (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64;
@@ -79,7 +79,7 @@ pub async fn run(
     smtp_addr: String,
     policy: Arc<PolicyStore>,
     commands: Option<Arc<Commands>>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let endpoint = match control.endpoint() {
         Ok(e) => e,
@@ -88,28 +88,47 @@ pub async fn run(
             return;
         }
     };
-    let mut ceiling = control.backoff.initial;
-    loop {
-        let session = session(
+    let stream = || async {
+        let outcome = session(
             &endpoint,
             &worker_id,
             &smtp_addr,
             &policy,
             commands.as_ref(),
-        );
+        )
+        .await;
+        policy.metrics.control_connected.store(0, Relaxed);
+        outcome
+    };
+    reconnecting(control.backoff, "policy stream", shutdown, stream).await;
+}
+
+pub(crate) type StreamError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Runs `stream` again and again until `shutdown` turns true, backing off between runs with
+/// full jitter; a run that returned `Ok(true)` (it got somewhere) starts the backoff over.
+pub(crate) async fn reconnecting<F, Fut>(
+    backoff: Backoff,
+    what: &str,
+    mut shutdown: watch::Receiver<bool>,
+    mut stream: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, StreamError>>,
+{
+    let mut ceiling = backoff.initial;
+    loop {
         let outcome = tokio::select! {
-            r = session => r,
+            r = stream() => r,
             _ = shutdown.wait_for(|s| *s) => return,
         };
-        policy.metrics.control_connected.store(0, Relaxed);
         match outcome {
-            // A stream that delivered something was healthy: start the backoff over.
-            Ok(true) => ceiling = control.backoff.initial,
+            Ok(true) => ceiling = backoff.initial,
             Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "policy stream to the control plane failed"),
+            Err(e) => tracing::warn!(error = %e, "{what} to the control plane failed"),
         }
         let delay = jittered(ceiling);
-        ceiling = (ceiling * 2).min(control.backoff.max);
+        ceiling = (ceiling * 2).min(backoff.max);
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = shutdown.wait_for(|s| *s) => return,
@@ -124,7 +143,7 @@ async fn session(
     smtp_addr: &str,
     policy: &PolicyStore,
     commands: Option<&Arc<Commands>>,
-) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<bool, StreamError> {
     let channel = endpoint.connect().await?;
     let mut client = PolicyDistributionClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE)

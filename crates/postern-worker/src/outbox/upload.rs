@@ -13,7 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::CompressionEncoding;
 
 use super::Outbox;
-use crate::sync::{ControlConnection, MAX_MESSAGE, jittered};
+use crate::sync::{ControlConnection, MAX_MESSAGE, StreamError, reconnecting};
 
 /// Events per batch.
 const BATCH: usize = 1000;
@@ -28,7 +28,7 @@ pub async fn run(
     control: ControlConnection,
     worker_id: String,
     outbox: Arc<Outbox>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let endpoint = match control.endpoint() {
         Ok(e) => e,
@@ -37,24 +37,8 @@ pub async fn run(
             return;
         }
     };
-    let mut ceiling = control.backoff.initial;
-    loop {
-        let outcome = tokio::select! {
-            r = session(&endpoint, &worker_id, &outbox) => r,
-            _ = shutdown.wait_for(|s| *s) => return,
-        };
-        match outcome {
-            Ok(true) => ceiling = control.backoff.initial,
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "event upload to the control plane failed"),
-        }
-        let delay = jittered(ceiling);
-        ceiling = (ceiling * 2).min(control.backoff.max);
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.wait_for(|s| *s) => return,
-        }
-    }
+    let stream = || session(&endpoint, &worker_id, &outbox);
+    reconnecting(control.backoff, "event upload", shutdown, stream).await;
 }
 
 /// One upload stream; returns whether anything was acknowledged.
@@ -62,7 +46,7 @@ async fn session(
     endpoint: &tonic::transport::Endpoint,
     worker_id: &str,
     outbox: &Arc<Outbox>,
-) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<bool, StreamError> {
     let channel = endpoint.connect().await?;
     // Batches go uncompressed: gzip cost a few percent of a busy worker's CPU for messages of
     // tens of kilobytes (snapshots, which run to megabytes, are compressed).
