@@ -28,6 +28,11 @@ impl Reply {
     }
 
     /// The wire form, CRLF-terminated lines.
+    /// The reply on one line (multi-line replies joined by spaces), for logs and records.
+    pub fn one_line(&self) -> String {
+        self.to_string().trim_end().replace("\r\n", " ")
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         self.to_string().into_bytes()
     }

@@ -182,15 +182,12 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, inbound: Arc<Inboun
 
 /// Tracks a connection refused before its session began.
 fn refused(inbound: &Inbound, ip: IpAddr, version: u64, reply: &str) {
-    let started_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
     inbound.outbox.emit(
         version,
         postern_events::Event::Connection(postern_events::Connection {
             session: ulid::Ulid::new().to_string(),
             ip: ip.to_string(),
-            started_ms,
+            started_ms: crate::outbox::now_ms(),
             helo: None,
             tls: None,
             tls_failure: None,

@@ -19,6 +19,7 @@ use postern_events as events;
 use super::Inbound;
 use super::headers;
 use super::received::{Trace, header};
+use crate::outbox::now_ms;
 use crate::spool::{Envelope, Incoming, SpoolError};
 
 /// What the handshake established.
@@ -53,16 +54,6 @@ struct Tracked {
     tls: Option<events::Tls>,
     tls_failure: Option<String>,
     messages: u32,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn reply_text(reply: &Reply) -> String {
-    reply.to_string().trim_end().replace("\r\n", " ")
 }
 
 enum Conn {
@@ -262,7 +253,7 @@ async fn serve(
                 source: source(ip, server, tls),
                 sender: sender.to_string(),
                 recipient,
-                reply: reply_text(reply),
+                reply: reply.one_line(),
             }),
         );
     };

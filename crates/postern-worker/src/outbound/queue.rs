@@ -407,7 +407,7 @@ impl Queue {
                 let r = &mut state.recipients[*i];
                 r.attempts += 1;
                 r.host = leg.as_ref().map(display);
-                let text = reply.to_string().trim_end().replace("\r\n", " ");
+                let text = reply.one_line();
                 r.last = Some(text.clone());
                 r.history.push(AttemptRecord {
                     at: now(),

@@ -35,7 +35,7 @@ pub fn after_starttls_refused(level: Level, host: &str, ip: &str, reply: &Reply)
     match level {
         Level::May | Level::None => Step::FallbackPlain,
         Level::Encrypt | Level::Verify => {
-            let said = reply.to_string().trim_end().replace("\r\n", " ");
+            let said = reply.one_line();
             Step::Defer(format!(
                 "4.7.5 TLS is required, but host {host}[{ip}] refused to start TLS: {said}"
             ))

@@ -64,7 +64,8 @@ pub struct Outbox {
     max_bytes: std::sync::atomic::AtomicU64,
 }
 
-fn now_ms() -> u64 {
+/// Unix milliseconds, the time of tracking events.
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
