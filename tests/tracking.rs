@@ -11,7 +11,7 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::relay::{NO_DNS, Relay, sink, sink_with};
+use support::relay::{NO_DNS, Relay, send_raw, sink, sink_with};
 use support::{Postern, eventually};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -72,6 +72,16 @@ async fn settled(r: &Relay, id: &str, status: &str) -> Value {
         },
     )
     .await
+}
+
+/// The kinds of a message's timeline entries, in order.
+fn timeline_kinds(m: &Value) -> Vec<&str> {
+    m["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect()
 }
 
 fn ids(items: &[Value]) -> Vec<String> {
@@ -190,12 +200,7 @@ async fn each_message_is_found_by_the_right_filters_with_the_right_marks() {
     assert!(d["tls"]["key_exchange"].is_string());
     assert_eq!(d["display"], "127.0.0.1 [127.0.0.1] (via TLS)");
     assert_eq!(d["attempts"].as_array().unwrap().len(), 1);
-    let kinds: Vec<&str> = m["timeline"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let kinds = timeline_kinds(&m);
     assert_eq!(kinds, ["received", "attempt", "delivered"]);
     assert_eq!(secure_seen.lock().unwrap().len(), 1);
 
@@ -381,7 +386,9 @@ async fn events_arrive_exactly_once_across_a_control_plane_restart() {
         let sent = sent.clone();
         tokio::spawn(async move {
             for i in 0..60 {
-                let id = send_plain(&smtp, &format!("message {i}")).await;
+                let body = format!("Subject: message {i}\r\n\r\nhello\r\n");
+                let id =
+                    send_raw(&smtp, "ann@sender.example", &["bob@partner.example"], &body).await;
                 sent.lock().unwrap().push(id);
             }
         })
@@ -438,44 +445,9 @@ async fn events_arrive_exactly_once_across_a_control_plane_restart() {
     .await;
     for id in &sent {
         let m = settled(&r, id, "delivered").await;
-        let kinds: Vec<&str> = m["timeline"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["kind"].as_str().unwrap())
-            .collect();
+        let kinds = timeline_kinds(&m);
         assert_eq!(kinds, ["received", "attempt", "delivered"], "{id}: {m}");
     }
     let listed = messages(&r, "?limit=500").await;
     assert_eq!(listed.len(), sent.len());
-}
-
-/// A plaintext message over a raw socket (quicker than lettre for many); its queue id.
-async fn send_plain(smtp: &str, subject: &str) -> String {
-    let mut io = BufReader::new(tokio::net::TcpStream::connect(smtp).await.unwrap());
-    let mut reply = String::new();
-    let read = async |io: &mut BufReader<tokio::net::TcpStream>| {
-        let mut all = String::new();
-        loop {
-            let mut line = String::new();
-            io.read_line(&mut line).await.unwrap();
-            all.push_str(&line);
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return all;
-            }
-        }
-    };
-    read(&mut io).await;
-    for command in [
-        "EHLO client.example\r\n".to_string(),
-        "MAIL FROM:<ann@sender.example>\r\n".into(),
-        "RCPT TO:<bob@partner.example>\r\n".into(),
-        "DATA\r\n".into(),
-        format!("Subject: {subject}\r\n\r\nhello\r\n.\r\n"),
-    ] {
-        io.get_mut().write_all(command.as_bytes()).await.unwrap();
-        reply = read(&mut io).await;
-    }
-    assert!(reply.starts_with("250 2.0.0 Ok: queued as "), "{reply}");
-    reply.trim_end().rsplit(' ').next().unwrap().to_string()
 }

@@ -224,41 +224,8 @@ impl Relay {
     }
 
     pub async fn send(&self, rcpts: &[&str]) {
-        let mut io = BufReader::new(
-            tokio::net::TcpStream::connect(&self.worker.other)
-                .await
-                .unwrap(),
-        );
-        let mut line = String::new();
-        io.read_line(&mut line).await.unwrap();
-        let mut cmds = vec![
-            "EHLO client.example".to_string(),
-            "MAIL FROM:<alice@sender.example>".into(),
-        ];
-        cmds.extend(rcpts.iter().map(|r| format!("RCPT TO:<{r}>")));
-        cmds.push("DATA".into());
-        for c in cmds {
-            io.get_mut()
-                .write_all(format!("{c}\r\n").as_bytes())
-                .await
-                .unwrap();
-            loop {
-                line.clear();
-                io.read_line(&mut line).await.unwrap();
-                if line.as_bytes().get(3) == Some(&b' ') {
-                    break;
-                }
-            }
-        }
-        io.get_mut()
-            .write_all(
-                b"Subject: relayed\r\nMessage-ID: <m1@sender.example>\r\n\r\n..dotted\r\n.\r\n",
-            )
-            .await
-            .unwrap();
-        line.clear();
-        io.read_line(&mut line).await.unwrap();
-        assert!(line.starts_with("250 2.0.0 Ok: queued as"), "{line}");
+        let message = "Subject: relayed\r\nMessage-ID: <m1@sender.example>\r\n\r\n..dotted\r\n";
+        send_raw(&self.worker.other, "alice@sender.example", rcpts, message).await;
     }
 
     /// The queued messages: (envelope, message).
@@ -270,5 +237,38 @@ impl Relay {
                 (serde_json::from_str(env).unwrap(), msg.to_string())
             })
             .collect()
+    }
+}
+
+/// Sends one message over a raw socket (pipelining nothing, in plaintext); `message` is
+/// already dot-stuffed. Panics unless it is queued; its queue id.
+pub async fn send_raw(smtp: &str, from: &str, rcpts: &[&str], message: &str) -> String {
+    let mut io = BufReader::new(tokio::net::TcpStream::connect(smtp).await.unwrap());
+    let mut commands = vec![
+        "EHLO client.example\r\n".to_string(),
+        format!("MAIL FROM:<{from}>\r\n"),
+    ];
+    commands.extend(rcpts.iter().map(|r| format!("RCPT TO:<{r}>\r\n")));
+    commands.push("DATA\r\n".into());
+    commands.push(format!("{message}.\r\n"));
+    let mut reply = read_reply(&mut io).await;
+    for command in commands {
+        io.get_mut().write_all(command.as_bytes()).await.unwrap();
+        reply = read_reply(&mut io).await;
+    }
+    assert!(reply.starts_with("250 2.0.0 Ok: queued as "), "{reply}");
+    reply.trim_end().rsplit(' ').next().unwrap().to_string()
+}
+
+/// One reply, every line of it.
+async fn read_reply<S: AsyncRead + Unpin>(io: &mut BufReader<S>) -> String {
+    let mut all = String::new();
+    loop {
+        let mut line = String::new();
+        io.read_line(&mut line).await.unwrap();
+        all.push_str(&line);
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return all;
+        }
     }
 }

@@ -16,6 +16,25 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
+/// A gRPC channel to the control plane with a client certificate for `cert_name`.
+async fn channel(
+    addr: std::net::SocketAddr,
+    ca: &Ca,
+    cert_name: &str,
+) -> tonic::transport::Channel {
+    let cert = ca.client(&[cert_name]).unwrap();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&ca.cert_pem))
+        .identity(Identity::from_pem(cert.cert_pem, cert.key_pem));
+    Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
 struct RawWorker {
     tx: mpsc::Sender<pb::WorkerMessage>,
     inbound: tonic::Streaming<pb::ControlMessage>,
@@ -39,17 +58,7 @@ impl RawWorker {
         id: &str,
         version: u64,
     ) -> Result<RawWorker, tonic::Status> {
-        let cert = ca.client(&[cert_name]).unwrap();
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&ca.cert_pem))
-            .identity(Identity::from_pem(cert.cert_pem, cert.key_pem));
-        let channel = Endpoint::from_shared(format!("https://{addr}"))
-            .unwrap()
-            .tls_config(tls)
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let channel = channel(addr, ca, cert_name).await;
         let (tx, rx) = mpsc::channel(4);
         let hello = pb::Hello {
             worker_id: id.into(),
@@ -312,17 +321,7 @@ async fn event_uploads_are_acknowledged_and_checked_against_the_certificate() {
     let upload = |cert_name: &'static str, claimed: &'static str, seqs: Vec<u64>| {
         let ca = &ca;
         async move {
-            let cert = ca.client(&[cert_name]).unwrap();
-            let tls = ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(&ca.cert_pem))
-                .identity(Identity::from_pem(cert.cert_pem, cert.key_pem));
-            let channel = Endpoint::from_shared(format!("https://{addr}"))
-                .unwrap()
-                .tls_config(tls)
-                .unwrap()
-                .connect()
-                .await
-                .unwrap();
+            let channel = channel(addr, ca, cert_name).await;
             let events = seqs
                 .into_iter()
                 .map(|seq| pb::EventRecord {
