@@ -1,7 +1,9 @@
 //! Compiles proto/ with protox (pure Rust), so building needs no protoc.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time: `env!` would fix the path when this script is compiled, and a target
+    // directory shared by two checkouts would then build the second from the first's protos.
+    let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files = ["postern/v1/policy.proto", "postern/v1/tracking.proto"];
     let descriptors = protox::compile(files, [&root])?;
     tonic_prost_build::configure()

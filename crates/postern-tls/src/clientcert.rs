@@ -18,7 +18,8 @@ use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureS
 pub struct RequestClientCert {
     algorithms: WebPkiSupportedAlgorithms,
     /// The trusted CAs' subjects, sent with the request: clients that pick their certificate
-    /// by the server's CA list (Schannel, Java) send none without them.
+    /// by the server's CA list (Schannel, Java) send none without them. Each is the whole DER
+    /// Name (webpki's `subject` lacks the outer SEQUENCE, which OpenSSL refuses to parse).
     hints: Vec<DistinguishedName>,
 }
 
@@ -30,7 +31,7 @@ impl RequestClientCert {
             hints: roots
                 .iter()
                 .filter_map(|r| webpki::anchor_from_trusted_cert(r).ok())
-                .map(|a| DistinguishedName::from(a.subject.as_ref().to_vec()))
+                .map(|a| DistinguishedName::in_sequence(a.subject.as_ref()))
                 .collect(),
         }
     }
@@ -157,6 +158,12 @@ mod tests {
         let ca = Ca::new("client CA").unwrap();
         let request = RequestClientCert::new(&ders(&ca.cert_pem));
         assert_eq!(request.root_hint_subjects().len(), 1);
+        // A whole DER Name: one SEQUENCE (short-form length here) spanning every byte, as
+        // OpenSSL's parse_ca_names requires.
+        let name = request.root_hint_subjects()[0].as_ref();
+        assert_eq!(name[0], 0x30);
+        assert_eq!(usize::from(name[1]) + 2, name.len());
+        assert!(name.windows(9).any(|w| w == b"client CA"));
         assert!(RequestClientCert::new(&[]).root_hint_subjects().is_empty());
         assert!(request.offer_client_auth() && !request.client_auth_mandatory());
     }
