@@ -1,0 +1,520 @@
+//! The inbound matrix (issue 10, point 2): real MTAs and command-line clients send to Postern
+//! under every inbound level, by IP rule and by sender-domain rule, over TLS 1.2 and 1.3, at
+//! `medium` and `high`, with no client certificate, a trusted one and an untrusted one, first
+//! with no sender-domain `verify` rule in the policy and then with some (every session then gets
+//! a CertificateRequest). Each cell is checked from the peer's side (its log or its output) and
+//! from ours (the tracking record and, for accepted mail, the Received header).
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::clients::{self, Cli};
+use super::lab::{Lab, Peer};
+use super::matrix::{Check, Matrix};
+use super::peers::{ClientProfile, ClientTls, Fate};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    Ip(&'static str, &'static str),
+    Sender(&'static str, &'static str),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Cert {
+    Absent,
+    Trusted,
+    Untrusted,
+}
+
+#[derive(Clone, Copy)]
+pub enum Expect {
+    /// Queued: over this TLS version (None: in plaintext), with this client certificate status,
+    /// and with a 256-bit suite when `high`.
+    Queued(Option<&'static str>, &'static str, bool),
+    /// This reply, PRODUCT.md 2.2 verbatim (`{}` is the sender in angle brackets).
+    Reply(&'static str),
+    /// The TLS handshake fails (the server offers no suite the client accepts).
+    Handshake,
+}
+
+pub struct Case {
+    pub n: u8,
+    pub label: &'static str,
+    pub rule: Rule,
+    pub tls: ClientTls,
+    pub cert: Cert,
+    pub expect: Expect,
+    /// A sender-domain `verify` case: it exists only in the phase with such rules.
+    pub verify_rule: bool,
+}
+
+const MUST_USE_TLS: &str = "530 5.7.0 {}: Sender address rejected: Must use TLS";
+const CIPHER: &str = "421 4.7.0 {}: Sender address rejected: Cipher strength too low";
+const UNVERIFIED: &str = "421 4.7.1 {}: Sender address rejected: Unverified client certificate";
+const MUST_NOT: &str = "421 4.7.0 {}: Sender address rejected: Must not use TLS";
+
+pub fn cases() -> Vec<Case> {
+    use ClientTls::*;
+    use Expect::*;
+    let c = |n, label, rule, tls, cert, expect| Case {
+        n,
+        label,
+        rule,
+        tls,
+        cert,
+        expect,
+        verify_rule: matches!(rule, Rule::Sender("verify", _)),
+    };
+    vec![
+        c(
+            1,
+            "IP `none`",
+            Rule::Ip("none", "medium"),
+            May,
+            Cert::Absent,
+            Queued(None, "none", false),
+        ),
+        c(
+            2,
+            "IP `may`, TLS 1.3",
+            Rule::Ip("may", "medium"),
+            May,
+            Cert::Absent,
+            Queued(Some("TLSv1.3"), "none", false),
+        ),
+        c(
+            3,
+            "IP `may`, TLS 1.2",
+            Rule::Ip("may", "medium"),
+            MayTls12,
+            Cert::Absent,
+            Queued(Some("TLSv1.2"), "none", false),
+        ),
+        c(
+            4,
+            "IP `encrypt`, client in plaintext",
+            Rule::Ip("encrypt", "medium"),
+            Never,
+            Cert::Absent,
+            Reply(MUST_USE_TLS),
+        ),
+        c(
+            5,
+            "IP `encrypt`",
+            Rule::Ip("encrypt", "medium"),
+            May,
+            Cert::Absent,
+            Queued(Some("TLSv1.3"), "none", false),
+        ),
+        c(
+            6,
+            "IP `encrypt` `high`",
+            Rule::Ip("encrypt", "high"),
+            May,
+            Cert::Absent,
+            Queued(Some("TLSv1.3"), "none", true),
+        ),
+        c(
+            7,
+            "IP `encrypt` `high`, client AES-128 only",
+            Rule::Ip("encrypt", "high"),
+            RequireAes128,
+            Cert::Absent,
+            Handshake,
+        ),
+        c(
+            8,
+            "IP `verify`, no certificate",
+            Rule::Ip("verify", "medium"),
+            May,
+            Cert::Absent,
+            Reply(UNVERIFIED),
+        ),
+        c(
+            9,
+            "IP `verify`, trusted certificate",
+            Rule::Ip("verify", "medium"),
+            May,
+            Cert::Trusted,
+            Queued(Some("TLSv1.3"), "verified", false),
+        ),
+        c(
+            10,
+            "IP `verify`, trusted certificate, TLS 1.2",
+            Rule::Ip("verify", "medium"),
+            MayTls12,
+            Cert::Trusted,
+            Queued(Some("TLSv1.2"), "verified", false),
+        ),
+        c(
+            11,
+            "IP `verify`, untrusted certificate",
+            Rule::Ip("verify", "medium"),
+            May,
+            Cert::Untrusted,
+            Reply(UNVERIFIED),
+        ),
+        c(
+            12,
+            "sender `none` on a TLS session",
+            Rule::Sender("none", "medium"),
+            May,
+            Cert::Absent,
+            Reply(MUST_NOT),
+        ),
+        c(
+            13,
+            "sender `encrypt`, client in plaintext",
+            Rule::Sender("encrypt", "medium"),
+            Never,
+            Cert::Absent,
+            Reply(MUST_USE_TLS),
+        ),
+        c(
+            14,
+            "sender `encrypt`",
+            Rule::Sender("encrypt", "medium"),
+            May,
+            Cert::Absent,
+            Queued(Some("TLSv1.3"), "none", false),
+        ),
+        c(
+            15,
+            "sender `encrypt` `high`, client AES-128 only",
+            Rule::Sender("encrypt", "high"),
+            RequireAes128,
+            Cert::Absent,
+            Reply(CIPHER),
+        ),
+        c(
+            16,
+            "sender `verify`, no certificate",
+            Rule::Sender("verify", "medium"),
+            May,
+            Cert::Absent,
+            Reply(UNVERIFIED),
+        ),
+        c(
+            17,
+            "sender `verify`, trusted certificate",
+            Rule::Sender("verify", "medium"),
+            May,
+            Cert::Trusted,
+            Queued(Some("TLSv1.3"), "verified", false),
+        ),
+        c(
+            18,
+            "sender `verify`, trusted certificate, TLS 1.2",
+            Rule::Sender("verify", "medium"),
+            MayTls12,
+            Cert::Trusted,
+            Queued(Some("TLSv1.2"), "verified", false),
+        ),
+        c(
+            19,
+            "sender `verify`, untrusted certificate",
+            Rule::Sender("verify", "medium"),
+            May,
+            Cert::Untrusted,
+            Reply(UNVERIFIED),
+        ),
+    ]
+}
+
+/// Phase 1 has no sender-domain `verify` rule; phase 2 has them (cases 16 to 19).
+pub const PHASES: [u8; 2] = [1, 2];
+
+fn phase_label(phase: u8) -> &'static str {
+    if phase == 1 {
+        "no sender `verify` rule"
+    } else {
+        "sender `verify` rules present"
+    }
+}
+
+/// Every address and name of one cell: peer `p`, case `n`, phase.
+pub struct Cell {
+    pub bind_ip: String,
+    pub sender: String,
+    pub rcpt: String,
+    pub name: String,
+}
+
+pub fn cell(p: u8, n: u8, phase: u8) -> Cell {
+    Cell {
+        bind_ip: format!("127.{n}.{p}.{phase}"),
+        sender: format!("s@p{p}x{phase}.c{n}.snd.test"),
+        rcpt: format!("u@p{p}x{phase}.c{n}.in.test"),
+        name: format!("c{n}x{phase}"),
+    }
+}
+
+fn runs(case: &Case, phase: u8) -> bool {
+    phase == 2 || !case.verify_rule
+}
+
+/// The sending profiles an MTA (peer number `p`) needs for every cell.
+pub fn profiles(lab_certs: &super::lab::Certs, p: u8) -> Vec<ClientProfile> {
+    let mut out = Vec::new();
+    for phase in PHASES {
+        for case in cases().iter().filter(|c| runs(c, phase)) {
+            let cell = cell(p, case.n, phase);
+            out.push(ClientProfile {
+                name: cell.name,
+                domain: cell.rcpt.split('@').nth(1).unwrap().into(),
+                bind_ip: cell.bind_ip,
+                tls: case.tls,
+                cert: lab_certs.client(case.cert).cloned(),
+            });
+        }
+    }
+    out
+}
+
+fn rules(phase: u8) -> Value {
+    let items: Vec<Value> = cases()
+        .iter()
+        .filter(|c| runs(c, phase))
+        .map(|c| match c.rule {
+            Rule::Ip(level, strength) => {
+                json!({"match": format!("127.{}.0.0/16", c.n), "level": level, "cipher_strength": strength})
+            }
+            Rule::Sender(level, strength) => {
+                json!({"match": format!(".c{}.snd.test", c.n), "level": level, "cipher_strength": strength})
+            }
+        })
+        .collect();
+    json!({ "items": items })
+}
+
+/// What a peer saw of one cell, normalised.
+enum Seen {
+    Queued {
+        id: String,
+        tls: Option<String>,
+    },
+    Refused(String),
+    TlsFailed(String),
+    /// A client that only speaks TLS found no STARTTLS in the EHLO reply.
+    NotOffered,
+}
+
+pub async fn run(lab: &Lab, m: &mut Matrix) {
+    let peers = [
+        Peer::Postfix,
+        Peer::Exim,
+        Peer::Cli(Cli::Swaks),
+        Peer::Cli(Cli::Openssl),
+        Peer::Cli(Cli::Gnutls),
+        Peer::Cli(Cli::Python),
+    ];
+    let columns: Vec<&str> = peers.iter().map(|p| p.name()).collect();
+    m.table("Inbound: peer sends to Postern", &columns);
+    for phase in PHASES {
+        lab.set(
+            reqwest::Method::PUT,
+            "/v1/policy/inbound/rules",
+            rules(phase),
+        )
+        .await;
+        // Postfix and Exim deliver in the background: inject every cell, then read the logs.
+        let mut queued = Vec::new();
+        for peer in [Peer::Postfix, Peer::Exim] {
+            for case in cases().iter().filter(|c| runs(c, phase)) {
+                let cell = cell(peer.number(), case.n, phase);
+                let id = lab
+                    .inject(peer, &cell.sender, &cell.rcpt, &message(case, &cell))
+                    .await;
+                queued.push((peer, case.n, id));
+            }
+        }
+        for (peer, n, id) in queued {
+            let case = cases().into_iter().find(|c| c.n == n).unwrap();
+            let cell = cell(peer.number(), n, phase);
+            let seen = match lab.fate(peer, &id, &cell.rcpt, Duration::from_secs(60)) {
+                None => Err(format!("no outcome for {id} in {}'s log", peer.name())),
+                Some(Fate::Sent(text)) => Ok(Seen::Queued {
+                    id: queue_id(&text),
+                    tls: lab.client_tls(peer, &cell.name, &id),
+                }),
+                Some(fate) if is_tls_failure(fate.text()) => {
+                    Ok(Seen::TlsFailed(fate.text().into()))
+                }
+                Some(fate) => Ok(Seen::Refused(fate.text().into())),
+            };
+            let check = judge(lab, &case, &cell, seen).await;
+            m.record(&row(&case, phase), peer.name(), check);
+        }
+        for cli in [Cli::Swaks, Cli::Openssl, Cli::Gnutls, Cli::Python] {
+            let peer = Peer::Cli(cli);
+            for case in cases().iter().filter(|c| runs(c, phase)) {
+                let mut cell = cell(peer.number(), case.n, phase);
+                if !cli.binds() {
+                    if matches!(case.rule, Rule::Ip(..)) {
+                        continue;
+                    }
+                    cell.bind_ip = "127.0.0.1".into();
+                }
+                if case.tls == ClientTls::Never && !cli.plaintext() {
+                    continue;
+                }
+                let t = clients::send(
+                    cli,
+                    &clients::Session {
+                        postern: &lab.smtp(),
+                        bind_ip: &cell.bind_ip,
+                        from: &cell.sender,
+                        to: &cell.rcpt,
+                        tls: case.tls,
+                        cert: lab.certs.client(case.cert),
+                    },
+                    &message(case, &cell),
+                )
+                .await;
+                let seen = match t.verdict() {
+                    _ if t.output.contains("Didn't find STARTTLS") => Ok(Seen::NotOffered),
+                    Some(v) if v.contains("queued as") => Ok(Seen::Queued {
+                        id: queue_id(v),
+                        tls: t.tls.clone(),
+                    }),
+                    Some(v) => Ok(Seen::Refused(v.to_string())),
+                    None => Ok(Seen::TlsFailed(
+                        t.output
+                            .lines()
+                            .rev()
+                            .take(6)
+                            .collect::<Vec<_>>()
+                            .join(" / "),
+                    )),
+                };
+                let check = judge(lab, case, &cell, seen).await;
+                m.record(&row(case, phase), peer.name(), check);
+            }
+        }
+    }
+}
+
+fn row(case: &Case, phase: u8) -> String {
+    format!("{}. {} · {}", case.n, case.label, phase_label(phase))
+}
+
+fn message(case: &Case, cell: &Cell) -> String {
+    format!(
+        "From: <{}>\r\nTo: <{}>\r\nSubject: interop inbound {}\r\nMessage-ID: <{}.{}@client.lab>\r\n\r\nhello\r\n",
+        cell.sender, cell.rcpt, case.n, cell.name, cell.bind_ip
+    )
+}
+
+fn queue_id(reply: &str) -> String {
+    reply
+        .split("queued as ")
+        .nth(1)
+        .unwrap_or("")
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+fn is_tls_failure(text: &str) -> bool {
+    [
+        "Cannot start TLS",
+        "TLS session",
+        "TLS error",
+        "handshake",
+        "gnutls_handshake",
+    ]
+    .iter()
+    .any(|t| text.contains(t))
+}
+
+async fn judge(lab: &Lab, case: &Case, cell: &Cell, seen: Result<Seen, String>) -> Check {
+    let fail = |summary: &str, evidence: String| Check::Fail {
+        summary: summary.into(),
+        evidence,
+    };
+    let seen = match seen {
+        Ok(s) => s,
+        Err(e) => return fail("no outcome", e),
+    };
+    match (case.expect, seen) {
+        (Expect::Queued(version, cert, high), Seen::Queued { id, tls }) => {
+            if tls.as_deref() != version {
+                return fail(
+                    "wrong TLS at the peer",
+                    format!("peer saw {tls:?}, expected {version:?}"),
+                );
+            }
+            let record = lab.message(&id).await;
+            let source_tls = &record["source"]["tls"];
+            let ours = source_tls["version"].as_str();
+            if ours != version {
+                return fail("wrong TLS in tracking", format!("{id}: {source_tls}"));
+            }
+            if version.is_some() && source_tls["client_certificate"] != cert {
+                return fail(
+                    "wrong client certificate status",
+                    format!("{id}: {source_tls}"),
+                );
+            }
+            let cipher = source_tls["cipher"].as_str().unwrap_or("");
+            if high && !(cipher.contains("AES_256") || cipher.contains("CHACHA20")) {
+                return fail("not a 256-bit suite", format!("{id}: {cipher}"));
+            }
+            let Some(received) = lab.received_header(&id).await else {
+                return fail("not relayed", format!("{id} never reached the sink"));
+            };
+            let wanted = match version {
+                Some(v) => format!(
+                    "with ESMTPS id {id} for <{}> tls {cipher} ({v}, client certificate: {cert})",
+                    cell.rcpt
+                ),
+                None => format!("with ESMTP id {id} for <{}>;", cell.rcpt),
+            };
+            if !received.contains(&wanted) {
+                return fail(
+                    "wrong Received header",
+                    format!("wanted {wanted:?} in {received:?}"),
+                );
+            }
+            let v = version.unwrap_or("plaintext");
+            Check::Pass(if cert == "verified" {
+                format!("queued, {v}, certificate verified")
+            } else {
+                format!("queued, {v}")
+            })
+        }
+        (Expect::Reply(template), Seen::Refused(text)) => {
+            let wanted = template.replace("{}", &format!("<{}>", cell.sender));
+            if !text.contains(&wanted) {
+                return fail(
+                    "wrong reply",
+                    format!("wanted {wanted:?}, peer reported {text:?}"),
+                );
+            }
+            let found = lab.messages(&format!("sender={}", cell.sender)).await;
+            let Some(record) = found.iter().find(|r| r["status"] == "rejected") else {
+                return fail("no rejected record in tracking", format!("{found:?}"));
+            };
+            if record["marks"]["violation"] != true {
+                return fail("rejection not marked as a violation", record.to_string());
+            }
+            Check::Pass(wanted.split(' ').take(2).collect::<Vec<_>>().join(" "))
+        }
+        (Expect::Queued(None, ..), Seen::NotOffered) => Check::Pass("STARTTLS not offered".into()),
+        (Expect::Handshake, Seen::TlsFailed(text)) => {
+            let found = lab
+                .connections(&format!("ip={}&tls_failed=true", cell.bind_ip))
+                .await;
+            if found.is_empty() && cell.bind_ip != "127.0.0.1" {
+                return fail("failed handshake not in /v1/connections", text);
+            }
+            Check::Pass("handshake refused".into())
+        }
+        (_, Seen::Queued { id, tls }) => fail("accepted", format!("queued as {id} over {tls:?}")),
+        (_, Seen::Refused(text)) => fail("refused", text),
+        (_, Seen::TlsFailed(text)) => fail("TLS failed", text),
+        (_, Seen::NotOffered) => fail("STARTTLS not offered", String::new()),
+    }
+}

@@ -1,0 +1,381 @@
+//! The lab: Postern (a control plane and a worker, real processes), a DNS server and a sink of
+//! the test's own, and one Postfix and one Exim instance configured for every case up front,
+//! so each MTA starts once per suite.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use super::clients::Cli;
+use super::exim::Exim;
+use super::inbound::Cert;
+use super::peers::{ClientProfile, Fate, ServerProfile, tls_version};
+use super::pki::{Files, LabCa};
+use super::postfix::Postfix;
+use super::support::relay::{Seen, sink};
+use super::support::{Pki, Postern, eventually};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    Postfix,
+    Exim,
+    Cli(Cli),
+}
+
+impl Peer {
+    pub fn name(self) -> &'static str {
+        match self {
+            Peer::Postfix => "Postfix",
+            Peer::Exim => "Exim",
+            Peer::Cli(c) => c.name(),
+        }
+    }
+
+    /// A number per peer, for its addresses and names.
+    pub fn number(self) -> u8 {
+        match self {
+            Peer::Postfix => 1,
+            Peer::Exim => 2,
+            Peer::Cli(Cli::Swaks) => 3,
+            Peer::Cli(Cli::Openssl) => 4,
+            Peer::Cli(Cli::Gnutls) => 5,
+            Peer::Cli(Cli::Python) => 6,
+        }
+    }
+}
+
+/// The lab CA (trusted by Postern through `/v1/trust`) and the certificates made from it.
+pub struct Certs {
+    pub ca: LabCa,
+    pub trusted: Files,
+    pub untrusted: Files,
+}
+
+impl Certs {
+    pub fn client(&self, cert: Cert) -> Option<&Files> {
+        match cert {
+            Cert::Absent => None,
+            Cert::Trusted => Some(&self.trusted),
+            Cert::Untrusted => Some(&self.untrusted),
+        }
+    }
+}
+
+/// What a section needs of the MTAs, gathered before they start.
+#[derive(Default)]
+pub struct Needs {
+    pub postfix_clients: Vec<ClientProfile>,
+    pub exim_clients: Vec<ClientProfile>,
+    pub postfix_servers: Vec<ServerProfile>,
+    pub exim_servers: Vec<ServerProfile>,
+    /// Domains each MTA delivers into its Maildir.
+    pub postfix_mailboxes: Vec<String>,
+    pub exim_mailboxes: Vec<String>,
+    /// Postfix transport table lines beyond the client profiles (`domain next-hop`).
+    pub postfix_routes: Vec<(String, String)>,
+    pub dns: Vec<(&'static str, hickory_resolver::proto::rr::RData)>,
+    /// Postern's relay domains beyond `.in.test` (which goes to the sink): (domain, next hop).
+    pub relay: Vec<(String, String)>,
+}
+
+pub struct Lab {
+    pub certs: Certs,
+    pub postfix: Postfix,
+    pub exim: Exim,
+    pub seen: Seen,
+    pub sink: String,
+    pub dns: SocketAddr,
+    control: Postern,
+    worker: Postern,
+    _pki: Pki,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Lab {
+    pub fn certs(dir: &std::path::Path) -> Certs {
+        let ca = LabCa::new(&dir.join("lab-ca"), "Postern interop lab CA");
+        let untrusted = LabCa::new(&dir.join("other-ca"), "Untrusted CA");
+        Certs {
+            trusted: ca.client("client-trusted", &["client.lab"]),
+            untrusted: untrusted.client("client-untrusted", &["client.lab"]),
+            ca,
+        }
+    }
+
+    pub async fn start(dir: tempfile::TempDir, certs: Certs, needs: Needs) -> Lab {
+        let pki = Pki::new(&dir.path().join("grpc"));
+        pki.client("w", &["w"]);
+        let control = Postern::control(&dir.path().join("control"), &pki);
+        let worker = Postern::worker_on(
+            &dir.path().join("spool"),
+            &pki,
+            &control.other,
+            "w",
+            "w",
+            "127.0.0.1:0",
+        );
+        let dns = super::support::dns::dns(needs.dns.clone()).await;
+        let (sink, seen) = sink(0).await;
+        let smtp = worker.other.clone();
+        let lab_dir = dir.path().to_path_buf();
+        let postfix = Postfix::start(
+            &lab_dir.join("postfix"),
+            free_port(),
+            &smtp,
+            &needs.postfix_clients,
+            &needs.postfix_servers,
+            &needs
+                .postfix_mailboxes
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            &needs
+                .postfix_routes
+                .iter()
+                .map(|(a, b)| (a.as_str(), b.as_str()))
+                .collect::<Vec<_>>(),
+        );
+        let exim = Exim::start(
+            &lab_dir.join("exim"),
+            free_port(),
+            &smtp,
+            &needs.exim_clients,
+            &needs.exim_servers,
+            &needs
+                .exim_mailboxes
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        );
+        let lab = Lab {
+            certs,
+            postfix,
+            exim,
+            seen,
+            sink,
+            dns,
+            control,
+            worker,
+            _pki: pki,
+            dir,
+        };
+        let mut domains = vec![
+            json!({"domain": ".in.test", "next_hop": format!("[127.0.0.1]:{}", super::postfix::port_of(&lab.sink))}),
+        ];
+        domains.extend(
+            needs
+                .relay
+                .iter()
+                .map(|(d, h)| json!({"domain": d, "next_hop": h})),
+        );
+        lab.control
+            .rest(
+                reqwest::Method::PUT,
+                "/v1/relay",
+                json!({"domains": domains, "networks": ["127.0.0.0/8"]}),
+            )
+            .await;
+        lab.control
+            .rest(
+                reqwest::Method::PUT,
+                "/v1/trust",
+                json!({"ca_pems": [lab.certs.ca.cert_pem]}),
+            )
+            .await;
+        lab.set(
+            reqwest::Method::PUT,
+            "/v1/settings",
+            json!({"delivery": {"nameservers": [dns.to_string()]}}),
+        )
+        .await;
+        lab
+    }
+
+    /// Postern's SMTP address.
+    pub fn smtp(&self) -> String {
+        self.worker.other.clone()
+    }
+
+    pub async fn rest(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        self.control.rest(method, path, body).await
+    }
+
+    /// A policy change, then waits until the worker enforces it.
+    pub async fn set(&self, method: reqwest::Method, path: &str, body: Value) {
+        self.rest(method, path, body).await;
+        self.control.wait_applied().await;
+    }
+
+    pub async fn message(&self, id: &str) -> Value {
+        let path = format!("/v1/messages/{id}");
+        eventually("the tracking record", Duration::from_secs(30), || async {
+            let (status, body) = self
+                .control
+                .call(reqwest::Method::GET, &path, None, None)
+                .await;
+            (status == 200).then_some(body)
+        })
+        .await
+    }
+
+    /// Tracking records found by `query`, waiting up to 10 s for the first one.
+    pub async fn messages(&self, query: &str) -> Vec<Value> {
+        self.list(&format!("/v1/messages?{query}")).await
+    }
+
+    pub async fn connections(&self, query: &str) -> Vec<Value> {
+        self.list(&format!("/v1/connections?{query}")).await
+    }
+
+    async fn list(&self, path: &str) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let body = self.rest(reqwest::Method::GET, path, Value::Null).await;
+            let items = body["items"].as_array().cloned().unwrap_or_default();
+            if !items.is_empty() || std::time::Instant::now() > deadline {
+                return items;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Postern's Received header on the message it relayed to the sink as `id`.
+    pub async fn received_header(&self, id: &str) -> Option<String> {
+        let needle = format!(" id {id}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let found = self.seen.lock().unwrap().iter().find_map(|(_, m)| {
+                let first = unfold_first_header(m);
+                first.contains(&needle).then_some(first)
+            });
+            if found.is_some() || std::time::Instant::now() > deadline {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Injects one message into an MTA over SMTP; its queue id there.
+    pub async fn inject(&self, peer: Peer, from: &str, rcpt: &str, message: &str) -> String {
+        let addr = match peer {
+            Peer::Postfix => &self.postfix.inject,
+            Peer::Exim => &self.exim.inject,
+            Peer::Cli(_) => unreachable!("command-line peers are not queues"),
+        };
+        let reply = smtp_send(addr, from, &[rcpt], message.as_bytes(), false).await;
+        assert!(
+            reply.starts_with("250"),
+            "{} refused the injection: {reply}",
+            peer.name()
+        );
+        reply
+            .split("queued as ")
+            .nth(1)
+            .or_else(|| reply.split("id=").nth(1))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    pub fn fate(&self, peer: Peer, id: &str, rcpt: &str, timeout: Duration) -> Option<Fate> {
+        match peer {
+            Peer::Postfix => self.postfix.fate(id, rcpt, timeout),
+            Peer::Exim => self.exim.fate(id, rcpt, timeout),
+            Peer::Cli(_) => None,
+        }
+    }
+
+    /// The TLS version a sending MTA logged for the cell's transport (Postfix) or message (Exim).
+    pub fn client_tls(&self, peer: Peer, name: &str, id: &str) -> Option<String> {
+        let line = match peer {
+            Peer::Postfix => self.postfix.client_tls(name),
+            Peer::Exim => self.exim.client_tls(id),
+            Peer::Cli(_) => None,
+        };
+        line.and_then(|l| tls_version(&l))
+    }
+}
+
+/// A message's first header, unfolded, each run of white space made one space.
+fn unfold_first_header(message: &str) -> String {
+    let end = message.find("\r\n\r\n").unwrap_or(message.len());
+    let mut lines = message[..end].split("\r\n");
+    let mut header = lines.next().unwrap_or("").to_string();
+    for l in lines.take_while(|l| l.starts_with([' ', '\t'])) {
+        header.push_str(l);
+    }
+    header.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// One plaintext SMTP transaction: dot-stuffs `message`, asks for SMTPUTF8 when `utf8`;
+/// the reply to the final dot (or the first refusal).
+pub async fn smtp_send(
+    addr: &str,
+    from: &str,
+    rcpts: &[&str],
+    message: &[u8],
+    utf8: bool,
+) -> String {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut io = BufReader::new(tcp);
+    let step = Duration::from_secs(60);
+    let mut reply = read_reply(&mut io, step).await;
+    let params = if utf8 {
+        " BODY=8BITMIME SMTPUTF8"
+    } else {
+        " BODY=8BITMIME"
+    };
+    let mut commands = vec![
+        "EHLO injector.lab\r\n".to_string(),
+        format!("MAIL FROM:<{from}>{params}\r\n"),
+    ];
+    commands.extend(rcpts.iter().map(|r| format!("RCPT TO:<{r}>\r\n")));
+    commands.push("DATA\r\n".into());
+    for c in commands {
+        io.get_mut().write_all(c.as_bytes()).await.unwrap();
+        reply = read_reply(&mut io, step).await;
+        if !(reply.starts_with('2') || reply.starts_with('3')) {
+            return reply;
+        }
+    }
+    let mut data = Vec::with_capacity(message.len() + 1024);
+    for line in message.split_inclusive(|b| *b == b'\n') {
+        if line.starts_with(b".") {
+            data.push(b'.');
+        }
+        data.extend_from_slice(line);
+    }
+    if !data.ends_with(b"\r\n") {
+        data.extend_from_slice(b"\r\n");
+    }
+    data.extend_from_slice(b".\r\n");
+    io.get_mut().write_all(&data).await.unwrap();
+    reply = read_reply(&mut io, step).await;
+    let _ = io.get_mut().write_all(b"QUIT\r\n").await;
+    reply
+}
+
+async fn read_reply(io: &mut BufReader<tokio::net::TcpStream>, step: Duration) -> String {
+    let mut all = String::new();
+    loop {
+        let mut line = String::new();
+        match tokio::time::timeout(step, io.read_line(&mut line)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return all,
+        }
+        all.push_str(&line);
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return all.trim_end().to_string();
+        }
+    }
+}

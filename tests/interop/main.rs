@@ -1,0 +1,130 @@
+//! The interop lab (issue 10): Postern between real MTAs from Debian's packages (Postfix with
+//! OpenSSL, Exim with GnuTLS) and real command-line clients (swaks, openssl s_client,
+//! gnutls-cli, Python's smtplib), as clients and as next hops. Each MTA starts once for the
+//! whole suite, configured for every case up front; the cases then run against them and the
+//! results become the Markdown matrix in the README (`UPDATE_INTEROP_MATRIX=1` rewrites it; a
+//! run that differs from the README fails, like a stale OpenAPI document).
+//!
+//! Needs root (the MTAs drop privileges to their own users) and the packages `.ci/run`
+//! installs; without them the suite says why and is skipped, except under CI, where it fails.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod clients;
+mod exim;
+mod inbound;
+mod lab;
+mod matrix;
+mod outbound;
+mod peers;
+mod pki;
+mod postfix;
+
+use std::process::Command;
+
+fn missing_prerequisites() -> Vec<String> {
+    let mut missing = Vec::new();
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    if String::from_utf8_lossy(&uid).trim() != "0" {
+        missing.push("root (Postfix and Exim start as root and drop to their own users)".into());
+    }
+    for tool in ["postfix", "swaks", "openssl", "gnutls-cli", "python3"] {
+        let found = Command::new("sh")
+            .args([
+                "-c",
+                &format!("command -v {tool} || test -x /usr/sbin/{tool}"),
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            missing.push(format!("{tool} (apt-get install as .ci/run does)"));
+        }
+    }
+    if !exim::binary().exists() {
+        missing.push(format!(
+            "Exim at {} (.ci/run unpacks exim4-daemon-light there)",
+            exim::binary().display()
+        ));
+    }
+    missing
+}
+
+const README: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
+const BEGIN: &str = "<!-- interop matrix: begin (written by tests/interop) -->\n";
+const END: &str = "<!-- interop matrix: end -->";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interop_lab() {
+    let missing = missing_prerequisites();
+    if !missing.is_empty() {
+        let reason = format!("interop lab skipped, missing: {}", missing.join("; "));
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{reason} (CI must run the lab)"
+        );
+        eprintln!("{reason}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The MTAs' users read their configuration and certificates below it.
+    run_ok(Command::new("chmod").args(["755", &dir.path().display().to_string()]));
+    let certs = lab::Lab::certs(dir.path());
+    let mut needs = lab::Needs::default();
+    needs.postfix_clients = inbound::profiles(&certs, lab::Peer::Postfix.number());
+    needs.exim_clients = inbound::profiles(&certs, lab::Peer::Exim.number());
+    // Bounces of the inbound cases' refused mail go nowhere.
+    needs
+        .postfix_routes
+        .push((".snd.test".into(), "discard:".into()));
+    outbound::needs(&certs, &mut needs);
+    let lab = lab::Lab::start(dir, certs, needs).await;
+
+    let mut m = matrix::Matrix::default();
+    // INTEROP_SECTIONS=outbound,... runs some sections only (and leaves the README alone).
+    let only = std::env::var("INTEROP_SECTIONS").ok();
+    let wanted = |s: &str| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == s));
+    if wanted("inbound") {
+        inbound::run(&lab, &mut m).await;
+    }
+    if wanted("outbound") {
+        outbound::run(&lab, &mut m).await;
+    }
+
+    let table = m.markdown();
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("interop-matrix.md");
+    std::fs::write(&out, &table).unwrap();
+    eprintln!("interop matrix written to {}", out.display());
+    assert!(
+        m.failures.is_empty(),
+        "{} of {} cells failed:\n{}",
+        m.failures.len(),
+        m.failures.len() + m.passed,
+        m.failures.join("\n")
+    );
+    if only.is_some() {
+        return;
+    }
+    let readme = std::fs::read_to_string(README).unwrap();
+    let (head, rest) = readme
+        .split_once(BEGIN)
+        .expect("the README has the matrix markers");
+    let (current, tail) = rest.split_once(END).expect("the README's matrix ends");
+    if current != table {
+        if std::env::var_os("UPDATE_INTEROP_MATRIX").is_some() {
+            std::fs::write(README, format!("{head}{BEGIN}{table}{END}{tail}")).unwrap();
+        } else {
+            panic!(
+                "the README's interop matrix is stale: run UPDATE_INTEROP_MATRIX=1 cargo test --test interop (as root)"
+            );
+        }
+    }
+}
+
+fn run_ok(cmd: &mut Command) {
+    peers::run(cmd);
+}

@@ -1,0 +1,293 @@
+//! The outbound matrix (issue 10, point 3): Postern relays to Postfix and Exim next hops under
+//! each outbound level, where the next hop's certificate is valid for its MX name, self-signed,
+//! for another name or expired, where STARTTLS is not offered, refused with a 454, or limited to
+//! TLS 1.2. Delivered cells are checked in the next hop's own log (TLS or plaintext, and the
+//! version) and in tracking; deferred cells by the deferral text of PRODUCT.md 2.3 in tracking
+//! and by the next hop never having received the message.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use hickory_resolver::proto::rr::RData;
+use hickory_resolver::proto::rr::rdata::A;
+use serde_json::{Value, json};
+
+use super::lab::{Certs, Lab, Needs, Peer, free_port, smtp_send};
+use super::matrix::{Check, Matrix};
+use super::peers::{ServerProfile, ServerTls};
+
+const LEVELS: [&str; 4] = ["none", "may", "encrypt", "verify"];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    Valid,
+    SelfSigned,
+    WrongName,
+    Expired,
+    NotOffered,
+    NoCert,
+    Tls12,
+}
+
+const VARIANTS: [Variant; 7] = [
+    Variant::Valid,
+    Variant::SelfSigned,
+    Variant::WrongName,
+    Variant::Expired,
+    Variant::NotOffered,
+    Variant::NoCert,
+    Variant::Tls12,
+];
+
+impl Variant {
+    fn key(self) -> &'static str {
+        match self {
+            Variant::Valid => "valid",
+            Variant::SelfSigned => "selfsigned",
+            Variant::WrongName => "wrongname",
+            Variant::Expired => "expired",
+            Variant::NotOffered => "notls",
+            Variant::NoCert => "nocert",
+            Variant::Tls12 => "tls12",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Variant::Valid => "certificate valid for the MX name",
+            Variant::SelfSigned => "self-signed certificate",
+            Variant::WrongName => "certificate for another name",
+            Variant::Expired => "expired certificate",
+            Variant::NotOffered => "STARTTLS not offered",
+            Variant::NoCert => {
+                "STARTTLS advertised, no certificate loadable (Exim: 454, Postfix: handshake fails)"
+            }
+            Variant::Tls12 => "TLS 1.2 only",
+        }
+    }
+}
+
+fn mta_key(peer: Peer) -> &'static str {
+    if peer == Peer::Postfix { "pf" } else { "ex" }
+}
+
+fn host(peer: Peer, v: Variant) -> String {
+    format!("{}.{}.nh.test", v.key(), mta_key(peer))
+}
+
+fn rcpt(peer: Peer, v: Variant, level: &str) -> String {
+    format!("u@{level}.{}.{}.out.test", v.key(), mta_key(peer))
+}
+
+fn sender(peer: Peer, v: Variant, level: &str) -> String {
+    format!("o@{level}.{}.{}.snd.test", v.key(), mta_key(peer))
+}
+
+/// The next-hop listeners, certificates, DNS names, mailboxes and relay domains.
+pub fn needs(certs: &Certs, needs: &mut Needs) {
+    for peer in [Peer::Postfix, Peer::Exim] {
+        let mut servers = Vec::new();
+        for v in VARIANTS {
+            let name = host(peer, v);
+            let file = format!("nh-{}-{}", mta_key(peer), v.key());
+            let tls = match v {
+                Variant::Valid => ServerTls::Offer(certs.ca.server(&file, &[&name])),
+                Variant::SelfSigned => ServerTls::Offer(certs.ca.self_signed(&file, &[&name])),
+                Variant::WrongName => ServerTls::Offer(certs.ca.server(&file, &["other.nh.test"])),
+                Variant::Expired => ServerTls::Offer(certs.ca.expired(&file, &[&name])),
+                Variant::NotOffered => ServerTls::NotOffered,
+                Variant::NoCert => ServerTls::NoCertificate,
+                Variant::Tls12 => ServerTls::Tls12(certs.ca.server(&file, &[&name])),
+            };
+            let port = free_port();
+            servers.push(ServerProfile {
+                name: v.key().into(),
+                port,
+                tls,
+            });
+            needs
+                .dns
+                .push((leak(format!("{name}.")), RData::A(A(Ipv4Addr::LOCALHOST))));
+            needs.relay.push((
+                format!(".{}.{}.out.test", v.key(), mta_key(peer)),
+                format!("{name}:{port}"),
+            ));
+            let domains = LEVELS
+                .iter()
+                .map(|l| format!("{l}.{}.{}.out.test", v.key(), mta_key(peer)));
+            match peer {
+                Peer::Postfix => needs.postfix_mailboxes.extend(domains),
+                _ => needs.exim_mailboxes.extend(domains),
+            }
+        }
+        match peer {
+            Peer::Postfix => needs.postfix_servers = servers,
+            _ => needs.exim_servers = servers,
+        }
+    }
+}
+
+/// The DNS server's zone takes `&'static str` names; the lab lives as long as the test.
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+#[derive(Debug)]
+enum Expect {
+    /// Delivered over this TLS version (None: plaintext), with `fallback` from a failed `may`.
+    Delivered(Option<&'static str>, bool),
+    Deferred(String),
+}
+
+fn expect(peer: Peer, v: Variant, level: &str) -> Expect {
+    let h = host(peer, v);
+    let tls = if v == Variant::Tls12 {
+        "TLSv1.2"
+    } else {
+        "TLSv1.3"
+    };
+    match (level, v) {
+        ("none", _) | ("may", Variant::NotOffered) => Expect::Delivered(None, false),
+        ("may", Variant::NoCert) => Expect::Delivered(None, true),
+        (_, Variant::NotOffered) => Expect::Deferred(format!(
+            "4.7.4 TLS is required, but was not offered by host {h}[127.0.0.1]"
+        )),
+        (_, Variant::NoCert) if peer == Peer::Exim => Expect::Deferred(format!(
+            "4.7.5 TLS is required, but host {h}[127.0.0.1] refused to start TLS: 454 TLS currently unavailable"
+        )),
+        (_, Variant::NoCert) => {
+            Expect::Deferred("4.7.5 Cannot start TLS: handshake failure".into())
+        }
+        ("verify", Variant::SelfSigned | Variant::Expired) => {
+            Expect::Deferred("4.7.5 Server certificate not trusted".into())
+        }
+        ("verify", Variant::WrongName) => {
+            Expect::Deferred("4.7.5 Server certificate not verified".into())
+        }
+        _ => Expect::Delivered(Some(tls), false),
+    }
+}
+
+pub async fn run(lab: &Lab, m: &mut Matrix) {
+    let mut rules = Vec::new();
+    for peer in [Peer::Postfix, Peer::Exim] {
+        for v in VARIANTS {
+            for level in LEVELS {
+                let domain = rcpt(peer, v, level).split('@').nth(1).unwrap().to_string();
+                rules.push(json!({"match": domain, "level": level}));
+            }
+        }
+    }
+    lab.set(
+        reqwest::Method::PUT,
+        "/v1/policy/outbound/rules",
+        json!({"items": rules}),
+    )
+    .await;
+    let mut sent = Vec::new();
+    for peer in [Peer::Postfix, Peer::Exim] {
+        for v in VARIANTS {
+            for level in LEVELS {
+                let (from, to) = (sender(peer, v, level), rcpt(peer, v, level));
+                let body = format!(
+                    "From: <{from}>\r\nTo: <{to}>\r\nSubject: interop outbound\r\n\r\nhello\r\n"
+                );
+                let reply = smtp_send(&lab.smtp(), &from, &[&to], body.as_bytes(), false).await;
+                let id = reply.rsplit(' ').next().unwrap_or("").to_string();
+                sent.push((peer, v, level, reply.starts_with("250").then_some(id)));
+            }
+        }
+    }
+    let columns: Vec<String> = [Peer::Postfix, Peer::Exim]
+        .iter()
+        .flat_map(|p| LEVELS.iter().map(move |l| format!("{} `{l}`", p.name())))
+        .collect();
+    m.table(
+        "Outbound: Postern relays to a next hop",
+        &columns.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    for (peer, v, level, id) in sent {
+        let column = format!("{} `{level}`", peer.name());
+        let check = match id {
+            None => Check::Fail {
+                summary: "not accepted by Postern".into(),
+                evidence: String::new(),
+            },
+            Some(id) => judge(lab, peer, v, level, &id).await,
+        };
+        m.record(v.label(), &column, check);
+    }
+}
+
+/// Waits until tracking shows the recipient delivered, deferred or bounced.
+async fn settled(lab: &Lab, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let record = lab.message(id).await;
+        let status = record["deliveries"][0]["status"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if ["delivered", "deferred", "bounced"].contains(&status.as_str())
+            || std::time::Instant::now() > deadline
+        {
+            return record;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn judge(lab: &Lab, peer: Peer, v: Variant, level: &str, id: &str) -> Check {
+    let fail = |summary: &str, evidence: String| Check::Fail {
+        summary: summary.into(),
+        evidence,
+    };
+    let record = settled(lab, id).await;
+    let delivery = &record["deliveries"][0];
+    let from = sender(peer, v, level);
+    let arrival = |timeout| match peer {
+        Peer::Postfix => lab.postfix.arrival(&from, timeout),
+        _ => lab.exim.arrival(&from, timeout),
+    };
+    match expect(peer, v, level) {
+        Expect::Delivered(version, fallback) => {
+            if delivery["status"] != "delivered" {
+                return fail("not delivered", delivery.to_string());
+            }
+            let Some(arrived) = arrival(Duration::from_secs(30)) else {
+                return fail("not in the next hop's log", String::new());
+            };
+            if arrived.tls.as_deref() != version {
+                return fail("wrong TLS at the next hop", arrived.line);
+            }
+            if delivery["tls"]["version"].as_str() != version {
+                return fail("wrong TLS in tracking", delivery.to_string());
+            }
+            if record["marks"]["tls_fallback"] != fallback {
+                return fail("wrong fallback mark", record["marks"].to_string());
+            }
+            if level == "verify" && delivery["tls"]["server_certificate"] != "verified" {
+                return fail("certificate not recorded as verified", delivery.to_string());
+            }
+            let how = version.unwrap_or("plaintext");
+            Check::Pass(if fallback {
+                format!("{how} after fallback")
+            } else {
+                how.to_string()
+            })
+        }
+        Expect::Deferred(text) => {
+            let reason = delivery["reason"].as_str().unwrap_or("");
+            if delivery["status"] != "deferred" || !reason.contains(&text) {
+                return fail(
+                    "wrong outcome",
+                    format!("wanted deferred with {text:?}: {delivery}"),
+                );
+            }
+            if let Some(a) = arrival(Duration::from_millis(500)) {
+                return fail("the next hop received it", a.line);
+            }
+            Check::Pass(format!("deferred {}", text.split(' ').next().unwrap_or("")))
+        }
+    }
+}
