@@ -2,7 +2,6 @@
 //! the test's own, and one Postfix and one Exim instance configured for every case up front,
 //! so each MTA starts once per suite.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -64,8 +63,10 @@ impl Certs {
 }
 
 /// What a section needs of the MTAs, gathered before they start.
-#[derive(Default)]
 pub struct Needs {
+    /// The ports the MTAs take injected mail on (also next hops for the integrity cases).
+    pub postfix_inject: u16,
+    pub exim_inject: u16,
     pub postfix_clients: Vec<ClientProfile>,
     pub exim_clients: Vec<ClientProfile>,
     pub postfix_servers: Vec<ServerProfile>,
@@ -80,13 +81,30 @@ pub struct Needs {
     pub relay: Vec<(String, String)>,
 }
 
+impl Needs {
+    pub fn new() -> Needs {
+        Needs {
+            postfix_inject: free_port(),
+            exim_inject: free_port(),
+            postfix_clients: Vec::new(),
+            exim_clients: Vec::new(),
+            postfix_servers: Vec::new(),
+            exim_servers: Vec::new(),
+            postfix_mailboxes: Vec::new(),
+            exim_mailboxes: Vec::new(),
+            postfix_routes: Vec::new(),
+            dns: Vec::new(),
+            relay: Vec::new(),
+        }
+    }
+}
+
 pub struct Lab {
     pub certs: Certs,
     pub postfix: Postfix,
     pub exim: Exim,
     pub seen: Seen,
     pub sink: String,
-    pub dns: SocketAddr,
     control: Postern,
     worker: Postern,
     _pki: Pki,
@@ -130,7 +148,7 @@ impl Lab {
         let lab_dir = dir.path().to_path_buf();
         let postfix = Postfix::start(
             &lab_dir.join("postfix"),
-            free_port(),
+            needs.postfix_inject,
             &smtp,
             &needs.postfix_clients,
             &needs.postfix_servers,
@@ -147,7 +165,7 @@ impl Lab {
         );
         let exim = Exim::start(
             &lab_dir.join("exim"),
-            free_port(),
+            needs.exim_inject,
             &smtp,
             &needs.exim_clients,
             &needs.exim_servers,
@@ -163,7 +181,6 @@ impl Lab {
             exim,
             seen,
             sink,
-            dns,
             control,
             worker,
             _pki: pki,
@@ -329,7 +346,10 @@ pub async fn smtp_send(
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut io = BufReader::new(tcp);
     let step = Duration::from_secs(60);
-    let mut reply = read_reply(&mut io, step).await;
+    let greeting = read_reply(&mut io, step).await;
+    if !greeting.starts_with("220") {
+        return greeting;
+    }
     let params = if utf8 {
         " BODY=8BITMIME SMTPUTF8"
     } else {
@@ -343,7 +363,7 @@ pub async fn smtp_send(
     commands.push("DATA\r\n".into());
     for c in commands {
         io.get_mut().write_all(c.as_bytes()).await.unwrap();
-        reply = read_reply(&mut io, step).await;
+        let reply = read_reply(&mut io, step).await;
         if !(reply.starts_with('2') || reply.starts_with('3')) {
             return reply;
         }
@@ -360,7 +380,7 @@ pub async fn smtp_send(
     }
     data.extend_from_slice(b".\r\n");
     io.get_mut().write_all(&data).await.unwrap();
-    reply = read_reply(&mut io, step).await;
+    let reply = read_reply(&mut io, step).await;
     let _ = io.get_mut().write_all(b"QUIT\r\n").await;
     reply
 }

@@ -14,6 +14,7 @@ mod support;
 mod clients;
 mod exim;
 mod inbound;
+mod integrity;
 mod lab;
 mod matrix;
 mod outbound;
@@ -74,7 +75,7 @@ async fn interop_lab() {
     // The MTAs' users read their configuration and certificates below it.
     run_ok(Command::new("chmod").args(["755", &dir.path().display().to_string()]));
     let certs = lab::Lab::certs(dir.path());
-    let mut needs = lab::Needs::default();
+    let mut needs = lab::Needs::new();
     needs.postfix_clients = inbound::profiles(&certs, lab::Peer::Postfix.number());
     needs.exim_clients = inbound::profiles(&certs, lab::Peer::Exim.number());
     // Bounces of the inbound cases' refused mail go nowhere.
@@ -82,6 +83,7 @@ async fn interop_lab() {
         .postfix_routes
         .push((".snd.test".into(), "discard:".into()));
     outbound::needs(&certs, &mut needs);
+    integrity::needs(&mut needs);
     let lab = lab::Lab::start(dir, certs, needs).await;
 
     let mut m = matrix::Matrix::default();
@@ -93,6 +95,9 @@ async fn interop_lab() {
     }
     if wanted("outbound") {
         outbound::run(&lab, &mut m).await;
+    }
+    if wanted("integrity") {
+        integrity::run(&lab, &mut m).await;
     }
 
     let table = m.markdown();

@@ -52,9 +52,12 @@ alias_maps =
 mynetworks = 127.0.0.0/8
 smtpd_relay_restrictions = permit_mynetworks, reject
 smtpd_peername_lookup = no
+# Mail for nowhere.test is bounced by Postfix's error transport after it is queued.
+smtpd_reject_unlisted_recipient = no
 maillog_file_prefixes = {d}
 maillog_file = {d}/maillog
 message_size_limit = 52428800
+virtual_mailbox_limit = 0
 smtputf8_enable = yes
 local_header_rewrite_clients =
 transport_maps = texthash:{d}/etc/transport

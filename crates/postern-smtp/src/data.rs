@@ -102,8 +102,11 @@ impl DataReader {
     ) -> Option<DataOutcome> {
         loop {
             let rest = &buf[*pos..];
+            // The limit is on the message's line: a transparency dot (RFC 5321 4.5.2) is not
+            // part of it, so a stuffed line may be one octet longer.
+            let allowed = self.max_line + usize::from(rest.first() == Some(&b'.'));
             let Some(end) = find_crlf(rest) else {
-                if rest.len() >= self.max_line {
+                if rest.len() >= allowed {
                     self.fail(DataOutcome::LineTooLong);
                     self.discarding = true;
                     let keep = usize::from(rest.last() == Some(&b'\r'));
@@ -120,7 +123,7 @@ impl DataReader {
             if line == b"." {
                 return Some(self.failure.unwrap_or(DataOutcome::Complete));
             }
-            if end + 2 > self.max_line {
+            if end + 2 > allowed {
                 self.fail(DataOutcome::LineTooLong);
             }
             if line.iter().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
@@ -213,6 +216,51 @@ mod tests {
                 "{end:?}: kept smuggled content"
             );
             assert!(rest.is_empty());
+        }
+    }
+
+    #[test]
+    fn the_line_limit_counts_the_line_not_its_transparency_dot() {
+        // 998 octets and CRLF is the longest line RFC 5321 allows; a line of dots is sent
+        // with one more dot. Fed whole and one byte at a time (the partial-line check).
+        for (line, ok) in [(b'a', 998), (b'.', 998), (b'a', 999), (b'.', 999)]
+            .map(|(c, n)| (vec![c; n], n == 998))
+        {
+            let stuffed = if line[0] == b'.' {
+                [b".".to_vec(), line.clone()].concat()
+            } else {
+                line.clone()
+            };
+            let input = [stuffed, b"\r\n.\r\n".to_vec()].concat();
+            let whole = read(&input);
+            let mut reader = DataReader::new(1000, 1 << 20, 1 << 16, 3);
+            let (mut buf, mut out, mut outcome) = (Vec::new(), Vec::new(), None);
+            for b in &input {
+                buf.push(*b);
+                outcome = outcome.or(reader.feed(&mut buf, &mut out));
+            }
+            let wanted = if ok {
+                DataOutcome::Complete
+            } else {
+                DataOutcome::LineTooLong
+            };
+            assert_eq!(
+                whole.0,
+                Some(wanted),
+                "{} x {}",
+                line.len(),
+                line[0] as char
+            );
+            assert_eq!(
+                outcome,
+                Some(wanted),
+                "byte by byte: {} x {}",
+                line.len(),
+                line[0] as char
+            );
+            if ok {
+                assert_eq!(whole.1, [line, b"\r\n".to_vec()].concat());
+            }
         }
     }
 
