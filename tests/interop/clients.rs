@@ -216,10 +216,7 @@ pub async fn send(cli: Cli, s: &Session<'_>, body: &str) -> Transcript {
 fn replies(output: &str) -> Vec<String> {
     output
         .lines()
-        .map(|l| {
-            l.trim_start_matches(|c| matches!(c, '<' | '-' | '~' | '*'))
-                .trim_start()
-        })
+        .map(|l| l.trim_start_matches(['<', '-', '~', '*']).trim_start())
         .filter(|l| {
             let b = l.as_bytes();
             b.len() >= 4 && b[..3].iter().all(u8::is_ascii_digit) && (b[3] == b' ' || b[3] == b'-')

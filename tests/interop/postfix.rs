@@ -199,8 +199,7 @@ minimal_backoff_time = 300s
         let tag = format!(" lab/{name}/smtp[");
         self.log()
             .lines()
-            .filter(|l| l.contains(&tag) && l.contains("TLS connection established"))
-            .last()
+            .rfind(|l| l.contains(&tag) && l.contains("TLS connection established"))
             .map(str::to_string)
     }
 
