@@ -79,13 +79,16 @@ pub struct Needs {
     pub dns: Vec<(&'static str, hickory_resolver::proto::rr::RData)>,
     /// Postern's relay domains beyond `.in.test` (which goes to the sink): (domain, next hop).
     pub relay: Vec<(String, String)>,
+    /// The MTAs' ports, held until just before they start so that nothing else (Postern's own
+    /// listeners on port 0) is given one of them meanwhile.
+    held: Vec<std::net::TcpListener>,
 }
 
 impl Needs {
     pub fn new() -> Needs {
-        Needs {
-            postfix_inject: free_port(),
-            exim_inject: free_port(),
+        let mut needs = Needs {
+            postfix_inject: 0,
+            exim_inject: 0,
             postfix_clients: Vec::new(),
             exim_clients: Vec::new(),
             postfix_servers: Vec::new(),
@@ -95,7 +98,19 @@ impl Needs {
             postfix_routes: Vec::new(),
             dns: Vec::new(),
             relay: Vec::new(),
-        }
+            held: Vec::new(),
+        };
+        needs.postfix_inject = needs.port();
+        needs.exim_inject = needs.port();
+        needs
+    }
+
+    /// A free loopback port for an MTA, reserved until the MTAs start.
+    pub fn port(&mut self) -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        self.held.push(listener);
+        port
     }
 }
 
@@ -111,13 +126,6 @@ pub struct Lab {
     pub dir: tempfile::TempDir,
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 impl Lab {
     pub fn certs(dir: &std::path::Path) -> Certs {
@@ -130,7 +138,7 @@ impl Lab {
         }
     }
 
-    pub async fn start(dir: tempfile::TempDir, certs: Certs, needs: Needs) -> Lab {
+    pub async fn start(dir: tempfile::TempDir, certs: Certs, mut needs: Needs) -> Lab {
         let pki = Pki::new(&dir.path().join("grpc"));
         pki.client("w", &["w"]);
         let control = Postern::control(&dir.path().join("control"), &pki);
@@ -146,6 +154,7 @@ impl Lab {
         let (sink, seen) = sink(0).await;
         let smtp = worker.other.clone();
         let lab_dir = dir.path().to_path_buf();
+        needs.held.clear();
         let postfix = Postfix::start(
             &lab_dir.join("postfix"),
             needs.postfix_inject,

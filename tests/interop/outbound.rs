@@ -12,7 +12,7 @@ use hickory_resolver::proto::rr::RData;
 use hickory_resolver::proto::rr::rdata::A;
 use serde_json::{Value, json};
 
-use super::lab::{Certs, Lab, Needs, Peer, free_port, smtp_send};
+use super::lab::{Certs, Lab, Needs, Peer, smtp_send};
 use super::matrix::{Check, Matrix};
 use super::peers::{ServerProfile, ServerTls};
 
@@ -99,7 +99,7 @@ pub fn needs(certs: &Certs, needs: &mut Needs) {
                 Variant::NoCert => ServerTls::NoCertificate,
                 Variant::Tls12 => ServerTls::Tls12(certs.ca.server(&file, &[&name])),
             };
-            let port = free_port();
+            let port = needs.port();
             servers.push(ServerProfile {
                 name: v.key().into(),
                 port,
