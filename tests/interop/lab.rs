@@ -126,7 +126,6 @@ pub struct Lab {
     pub dir: tempfile::TempDir,
 }
 
-
 impl Lab {
     pub fn certs(dir: &std::path::Path) -> Certs {
         let ca = LabCa::new(&dir.join("lab-ca"), "Postern interop lab CA");

@@ -104,7 +104,11 @@ async fn interop_lab() {
     let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("interop-matrix.md");
     std::fs::write(&out, &table).unwrap();
     eprintln!("interop matrix written to {}", out.display());
-    eprintln!("[interop] {} cells passed, {} failed", m.passed, m.failures.len());
+    eprintln!(
+        "[interop] {} cells passed, {} failed",
+        m.passed,
+        m.failures.len()
+    );
     assert!(
         m.failures.is_empty(),
         "{} of {} cells failed:\n{}",
