@@ -97,6 +97,8 @@ host_lookup =
 rfc1413_hosts =
 smtputf8_advertise_hosts = *
 message_size_limit = 50M
+# Postern delivers the outbound cells at once; Exim's default (20) would refuse some.
+smtp_accept_max = 200
 domainlist local_domains = {locals}
 tls_advertise_hosts = ${{if eq{{{tls}}}{{none}}{{}}{{*}}}}
 tls_certificate = {cert}

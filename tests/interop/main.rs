@@ -12,10 +12,12 @@
 mod support;
 
 mod clients;
+mod dsn;
 mod exim;
 mod inbound;
 mod integrity;
 mod lab;
+mod mail;
 mod matrix;
 mod outbound;
 mod peers;
@@ -71,7 +73,14 @@ async fn interop_lab() {
         eprintln!("{reason}");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    // INTEROP_KEEP=1 keeps the lab's directory (configurations, MTA logs, Maildirs) to read.
+    let keep = std::env::var_os("INTEROP_KEEP").is_some();
+    let dir = tempfile::Builder::new()
+        .prefix("postern-interop")
+        .disable_cleanup(keep)
+        .tempdir()
+        .unwrap();
+    eprintln!("[interop] lab directory {}", dir.path().display());
     // The MTAs' users read their configuration and certificates below it.
     run_ok(Command::new("chmod").args(["755", &dir.path().display().to_string()]));
     let certs = lab::Lab::certs(dir.path());
@@ -98,6 +107,7 @@ async fn interop_lab() {
     }
     if wanted("integrity") {
         integrity::run(&lab, &mut m).await;
+        dsn::run(&lab, &mut m).await;
     }
 
     let table = m.markdown();

@@ -1,6 +1,7 @@
 //! The outbound matrix (issue 10, point 3): Postern relays to Postfix and Exim next hops under
 //! each outbound level, where the next hop's certificate is valid for its MX name, self-signed,
-//! for another name or expired, where STARTTLS is not offered, refused with a 454, or limited to
+//! for another name or expired, where STARTTLS is not offered or cannot start (no certificate:
+//! Exim answers 454, Postfix fails the handshake), or where TLS is limited to
 //! TLS 1.2. Delivered cells are checked in the next hop's own log (TLS or plaintext, and the
 //! version) and in tracking; deferred cells by the deferral text of PRODUCT.md 2.3 in tracking
 //! and by the next hop never having received the message.

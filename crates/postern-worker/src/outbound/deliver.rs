@@ -182,10 +182,11 @@ async fn session(
     loop {
         match client.poll() {
             ClientEvent::NeedInput => {
-                stream
-                    .write(&client.take_output())
-                    .await
-                    .map_err(|e| lost(&e))?;
+                // A next hop that closes after refusing STARTTLS fails the QUIT that follows;
+                // the refusal, not the write error, is then the reason.
+                if let Err(e) = stream.write(&client.take_output()).await {
+                    return Err(verdict.unwrap_or_else(|| lost(&e)));
+                }
                 match tokio::time::timeout(timeout, stream.read(&mut buf)).await {
                     Ok(Ok(0)) => return Err(verdict.unwrap_or_else(|| lost(&"connection closed"))),
                     Ok(Ok(n)) => client.receive(&buf[..n]),
