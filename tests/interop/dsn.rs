@@ -1,6 +1,8 @@
 //! DSNs across MTAs (issue 10, point 5): a DSN Postern sends reaches Postfix and Exim from the
 //! null sender (they take it as a DSN) and Python's email package reads it as an RFC 3464
-//! report; a DSN Postfix sends reaches Exim through Postern with only Postern's Received added.
+//! report; when their final delivery of it fails, they do not bounce it back (Postfix discards
+//! it, Exim freezes it); a DSN Postfix sends reaches Exim through Postern with only
+//! Postern's Received added.
 
 use super::lab::{Lab, Peer, smtp_send};
 use super::mail::{find, python_text};
@@ -37,6 +39,31 @@ pub async fn run(lab: &Lab, m: &mut Matrix) {
             )
         };
         m.record(bounced, peer.name(), check);
+    }
+    // The same DSN to a mailbox each MTA fails after accepting the message.
+    let undeliverable = "a DSN from Postern to a mailbox that fails after acceptance";
+    for (peer, domain) in [(Peer::Postfix, "pb.int.test"), (Peer::Exim, "eb.int.test")] {
+        let from = format!("undeliverable@{domain}");
+        let body = format!(
+            "From: <{from}>\r\nTo: <bad@dsn.in.test>\r\nSubject: will bounce\r\n\r\nhello\r\n"
+        );
+        let reply = smtp_send(
+            &lab.smtp(),
+            &from,
+            &["bad@dsn.in.test"],
+            body.as_bytes(),
+            false,
+        )
+        .await;
+        let check = if reply.starts_with("250") {
+            not_bounced_back(lab, peer, &from)
+        } else {
+            Check::Fail {
+                summary: "not accepted by Postern".into(),
+                evidence: reply,
+            }
+        };
+        m.record(undeliverable, peer.name(), check);
     }
     // Postfix bounces mail for nowhere.test itself, to a sender whose domain it sends to Postern.
     let from = "carol@pe.int.test";
@@ -178,4 +205,57 @@ fn postfix_dsn_through_postern(lab: &Lab) -> Check {
         return fail("not Postfix's report", report.to_string());
     }
     Check::Pass("delivered, Postfix's report intact".into())
+}
+
+/// The MTA's own log shows the failed delivery of a null-sender message ending without a bounce.
+fn not_bounced_back(lab: &Lab, peer: Peer, rcpt: &str) -> Check {
+    let seen = super::peers::poll(std::time::Duration::from_secs(60), || {
+        match peer {
+            Peer::Postfix => {
+                let log = lab.postfix.log();
+                let failed = log.lines().find(|l| {
+                    l.contains(&format!("to=<{rcpt}>")) && l.contains("status=bounced")
+                })?;
+                let qid = failed
+                    .split(": to=")
+                    .next()?
+                    .rsplit(' ')
+                    .next()?
+                    .to_string();
+                log.contains(&format!("{qid}: from=<>,")).then_some(())?;
+                // A bounce of a bounce is discarded (or goes to the postmaster with
+                // notify_classes=2bounce), never to the null sender.
+                let removed = log
+                    .lines()
+                    .find(|l| l.contains(&format!("{qid}: removed")))?;
+                let notice = format!("{qid}: sender non-delivery notification");
+                Some((!log.contains(&notice), removed.to_string()))
+            }
+            _ => {
+                let log = lab.exim.log();
+                let arrival = log
+                    .lines()
+                    .find(|l| l.contains(" <= <> ") && l.ends_with(&format!("for {rcpt}")))?;
+                let id = arrival.split(' ').nth(2)?.to_string();
+                log.lines()
+                    .find(|l| l.contains(&format!(" {id} ** {rcpt}")))?;
+                let frozen = log.lines().find(|l| l.contains(&format!(" {id} Frozen")))?;
+                Some((true, frozen.to_string()))
+            }
+        }
+    });
+    match seen {
+        Some((true, line)) => {
+            eprintln!("[interop] {line}");
+            Check::Pass("null sender, not bounced back".into())
+        }
+        Some((false, line)) => Check::Fail {
+            summary: "bounced back".into(),
+            evidence: line,
+        },
+        None => Check::Fail {
+            summary: "no failed delivery in the log".into(),
+            evidence: rcpt.into(),
+        },
+    }
 }

@@ -120,6 +120,11 @@ to_postern:
   self = send
   transport = to_postern
   no_more
+undeliverable:
+  driver = redirect
+  local_parts = undeliverable
+  data = :fail: mailbox unavailable
+  allow_fail
 local:
   driver = accept
   domains = +local_domains

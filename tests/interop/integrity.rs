@@ -41,6 +41,15 @@ pub fn needs(needs: &mut Needs) {
         "nowhere.test".into(),
         "error:5.1.1 no such user here".into(),
     ));
+    // The DSN section's mailbox that fails after acceptance.
+    needs.postfix_routes.push((
+        "undeliverable@pb.int.test".into(),
+        "error:5.2.1 mailbox unavailable".into(),
+    ));
+    // Bounces to the samples' senders go nowhere.
+    needs
+        .postfix_routes
+        .push(("int.test".into(), "discard:".into()));
     for (domain, port) in [
         ("pe.int.test", needs.exim_inject),
         ("eb.int.test", needs.exim_inject),
