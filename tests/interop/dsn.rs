@@ -11,59 +11,28 @@ use super::matrix::{Check, Matrix};
 /// Postern's DSNs reach Postfix and Exim as DSNs; Postfix's DSN passes through Postern.
 pub async fn run(lab: &Lab, m: &mut Matrix) {
     m.table("DSNs across MTAs", &["Postfix", "Exim"]);
-    let bounced = "a DSN from Postern (recipient refused with 550 by the next hop)";
     for (peer, domain) in [(Peer::Postfix, "pb.int.test"), (Peer::Exim, "eb.int.test")] {
         let from = format!("alice@{domain}");
-        let body = format!(
-            "From: <{from}>\r\nTo: <bad@dsn.in.test>\r\nSubject: will bounce\r\nMessage-ID: <bounce.{domain}@int.test>\r\n\r\nhello\r\n"
-        );
-        let reply = smtp_send(
-            &lab.smtp(),
-            &from,
-            &["bad@dsn.in.test"],
-            body.as_bytes(),
-            false,
-        )
-        .await;
-        let check = if !reply.starts_with("250") {
-            Check::Fail {
-                summary: "not accepted by Postern".into(),
-                evidence: reply,
-            }
-        } else {
-            postern_dsn(
-                lab,
-                peer,
-                &from,
-                &format!("Message-ID: <bounce.{domain}@int.test>"),
-            )
+        let check = match bounce_through_postern(lab, &from).await {
+            Ok(message_id) => postern_dsn(lab, peer, &from, &format!("Message-ID: {message_id}")),
+            Err(refused) => refused,
         };
-        m.record(bounced, peer.name(), check);
-    }
-    // The same DSN to a mailbox each MTA fails after accepting the message.
-    let undeliverable = "a DSN from Postern to a mailbox that fails after acceptance";
-    for (peer, domain) in [(Peer::Postfix, "pb.int.test"), (Peer::Exim, "eb.int.test")] {
+        m.record(
+            "a DSN from Postern (recipient refused with 550 by the next hop)",
+            peer.name(),
+            check,
+        );
+        // The same DSN to a mailbox the MTA fails after accepting the message.
         let from = format!("undeliverable@{domain}");
-        let body = format!(
-            "From: <{from}>\r\nTo: <bad@dsn.in.test>\r\nSubject: will bounce\r\n\r\nhello\r\n"
-        );
-        let reply = smtp_send(
-            &lab.smtp(),
-            &from,
-            &["bad@dsn.in.test"],
-            body.as_bytes(),
-            false,
-        )
-        .await;
-        let check = if reply.starts_with("250") {
-            not_bounced_back(lab, peer, &from)
-        } else {
-            Check::Fail {
-                summary: "not accepted by Postern".into(),
-                evidence: reply,
-            }
+        let check = match bounce_through_postern(lab, &from).await {
+            Ok(_) => not_bounced_back(lab, peer, &from),
+            Err(refused) => refused,
         };
-        m.record(undeliverable, peer.name(), check);
+        m.record(
+            "a DSN from Postern to a mailbox that fails after acceptance",
+            peer.name(),
+            check,
+        );
     }
     // Postfix bounces mail for nowhere.test itself, to a sender whose domain it sends to Postern.
     let from = "carol@pe.int.test";
@@ -257,5 +226,30 @@ fn not_bounced_back(lab: &Lab, peer: Peer, rcpt: &str) -> Check {
             summary: "no failed delivery in the log".into(),
             evidence: rcpt.into(),
         },
+    }
+}
+
+/// Sends a message from `from` through Postern to a recipient the sink refuses with 550, so
+/// that Postern bounces it to `from`; the message's Message-ID.
+async fn bounce_through_postern(lab: &Lab, from: &str) -> Result<String, Check> {
+    let message_id = format!("<bounce.{from}>");
+    let body = format!(
+        "From: <{from}>\r\nTo: <bad@dsn.in.test>\r\nSubject: will bounce\r\nMessage-ID: {message_id}\r\n\r\nhello\r\n"
+    );
+    let reply = smtp_send(
+        &lab.smtp(),
+        from,
+        &["bad@dsn.in.test"],
+        body.as_bytes(),
+        false,
+    )
+    .await;
+    if reply.starts_with("250") {
+        Ok(message_id)
+    } else {
+        Err(Check::Fail {
+            summary: "not accepted by Postern".into(),
+            evidence: reply,
+        })
     }
 }

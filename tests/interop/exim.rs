@@ -32,7 +32,7 @@ impl Exim {
         postern: &str,
         clients: &[ClientProfile],
         servers: &[ServerProfile],
-        mailbox_domains: &[&str],
+        mailbox_domains: &[String],
     ) -> Exim {
         for d in ["spool", "log", "mail"] {
             std::fs::create_dir_all(dir.join(d)).unwrap();

@@ -160,16 +160,8 @@ impl Lab {
             &smtp,
             &needs.postfix_clients,
             &needs.postfix_servers,
-            &needs
-                .postfix_mailboxes
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
-            &needs
-                .postfix_routes
-                .iter()
-                .map(|(a, b)| (a.as_str(), b.as_str()))
-                .collect::<Vec<_>>(),
+            &needs.postfix_mailboxes,
+            &needs.postfix_routes,
         );
         let exim = Exim::start(
             &lab_dir.join("exim"),
@@ -177,11 +169,7 @@ impl Lab {
             &smtp,
             &needs.exim_clients,
             &needs.exim_servers,
-            &needs
-                .exim_mailboxes
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
+            &needs.exim_mailboxes,
         );
         let lab = Lab {
             certs,

@@ -26,8 +26,8 @@ impl Postfix {
         postern: &str,
         clients: &[ClientProfile],
         servers: &[ServerProfile],
-        mailbox_domains: &[&str],
-        extra_transports: &[(&str, &str)],
+        mailbox_domains: &[String],
+        extra_transports: &[(String, String)],
     ) -> Postfix {
         let etc = dir.join("etc");
         for d in ["etc", "spool", "data", "mail"] {
