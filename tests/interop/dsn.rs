@@ -1,20 +1,65 @@
 //! DSNs across MTAs (issue 10, point 5): a DSN Postern sends reaches Postfix and Exim from the
 //! null sender (they take it as a DSN) and Python's email package reads it as an RFC 3464
 //! report; when their final delivery of it fails, they do not bounce it back (Postfix discards
-//! it, Exim freezes it); a DSN Postfix sends reaches Exim through Postern with only
+//! it, Exim freezes it); a DSN either MTA sends reaches the other through Postern with only
 //! Postern's Received added.
+
+use std::time::Duration;
+
+use serde_json::Value;
 
 use super::lab::{Lab, Peer, smtp_send};
 use super::mail::{find, python_text};
 use super::matrix::{Check, Matrix};
+use super::peers::poll;
 
-/// Postern's DSNs reach Postfix and Exim as DSNs; Postfix's DSN passes through Postern.
+const MTAS: [Peer; 2] = [Peer::Postfix, Peer::Exim];
+
+fn fail(summary: &str, evidence: String) -> Check {
+    Check::Fail {
+        summary: summary.into(),
+        evidence,
+    }
+}
+
+fn mailbox(lab: &Lab, peer: Peer) -> Vec<Vec<u8>> {
+    match peer {
+        Peer::Postfix => lab.postfix.mailbox(),
+        _ => lab.exim.mailbox(),
+    }
+}
+
+fn other(peer: Peer) -> Peer {
+    if peer == Peer::Postfix {
+        Peer::Exim
+    } else {
+        Peer::Postfix
+    }
+}
+
+/// The routes of `integrity::needs`: Postern's DSNs to each MTA, and each MTA's mail to the other.
+fn dsn_domain(peer: Peer) -> &'static str {
+    if peer == Peer::Postfix {
+        "pb.int.test"
+    } else {
+        "eb.int.test"
+    }
+}
+
+fn via_postern_to_other(peer: Peer) -> &'static str {
+    if peer == Peer::Postfix {
+        "pe.int.test"
+    } else {
+        "ep.int.test"
+    }
+}
+
 pub async fn run(lab: &Lab, m: &mut Matrix) {
     m.table("DSNs across MTAs", &["Postfix", "Exim"]);
-    for (peer, domain) in [(Peer::Postfix, "pb.int.test"), (Peer::Exim, "eb.int.test")] {
-        let from = format!("alice@{domain}");
+    for peer in MTAS {
+        let from = format!("alice@{}", dsn_domain(peer));
         let check = match bounce_through_postern(lab, &from).await {
-            Ok(message_id) => postern_dsn(lab, peer, &from, &format!("Message-ID: {message_id}")),
+            Ok(message_id) => postern_dsn(lab, peer, &from, &message_id),
             Err(refused) => refused,
         };
         m.record(
@@ -22,8 +67,9 @@ pub async fn run(lab: &Lab, m: &mut Matrix) {
             peer.name(),
             check,
         );
-        // The same DSN to a mailbox the MTA fails after accepting the message.
-        let from = format!("undeliverable@{domain}");
+    }
+    for peer in MTAS {
+        let from = format!("undeliverable@{}", dsn_domain(peer));
         let check = match bounce_through_postern(lab, &from).await {
             Ok(_) => not_bounced_back(lab, peer, &from),
             Err(refused) => refused,
@@ -34,198 +80,12 @@ pub async fn run(lab: &Lab, m: &mut Matrix) {
             check,
         );
     }
-    // Postfix bounces mail for nowhere.test itself, to a sender whose domain it sends to Postern.
-    let from = "carol@pe.int.test";
-    let body = "From: <carol@pe.int.test>\r\nTo: <x@nowhere.test>\r\nSubject: Postfix bounces this\r\nMessage-ID: <postfix-dsn@int.test>\r\n\r\nhello\r\n";
-    let reply = smtp_send(
-        &lab.postfix.inject,
-        from,
-        &["x@nowhere.test"],
-        body.as_bytes(),
-        false,
-    )
-    .await;
-    let check = if reply.starts_with("250") {
-        postfix_dsn_through_postern(lab)
-    } else {
-        Check::Fail {
-            summary: "Postfix refused the message".into(),
-            evidence: reply,
-        }
-    };
-    m.record(
-        "a DSN from Postfix, relayed by Postern to Exim",
-        "Exim",
-        check,
-    );
-}
-
-fn postern_dsn(lab: &Lab, peer: Peer, rcpt: &str, needle: &str) -> Check {
-    let fail = |summary: &str, evidence: String| Check::Fail {
-        summary: summary.into(),
-        evidence,
-    };
-    let mailbox = || {
-        if peer == Peer::Postfix {
-            lab.postfix.mailbox()
-        } else {
-            lab.exim.mailbox()
-        }
-    };
-    let Some(dsn) = find(mailbox, needle.as_bytes()) else {
-        return fail(
-            "no DSN delivered",
-            format!("nothing with {needle:?} for {rcpt}"),
+    for peer in MTAS {
+        m.record(
+            "a DSN from this MTA (mail for nowhere.test), relayed by Postern to the other",
+            peer.name(),
+            mta_dsn_through_postern(lab, peer).await,
         );
-    };
-    // The MTA's own record: a message from the null sender.
-    let null_sender = match peer {
-        Peer::Postfix => {
-            let log = lab.postfix.log();
-            log.lines()
-                .filter(|l| l.contains(&format!("to=<{rcpt}>")) && l.contains("status=sent"))
-                .any(|l| {
-                    let qid = l
-                        .split(": to=")
-                        .next()
-                        .unwrap_or("")
-                        .rsplit(' ')
-                        .next()
-                        .unwrap_or("");
-                    log.contains(&format!("{qid}: from=<>,"))
-                })
-        }
-        _ => lab
-            .exim
-            .log()
-            .lines()
-            .any(|l| l.contains(" <= <> ") && l.ends_with(&format!("for {rcpt}"))),
-    };
-    if !null_sender {
-        return fail(
-            "not received from the null sender",
-            format!("no null-sender arrival for {rcpt} in the log"),
-        );
-    }
-    let report: serde_json::Value =
-        serde_json::from_str(&python_text(&["dsn", "-"], &dsn)).unwrap();
-    let recipient = &report["per_recipient"][0];
-    let ok = report["content_type"] == "multipart/report"
-        && report["report_type"] == "delivery-status"
-        && report["auto_submitted"] == "auto-replied"
-        && recipient["Action"] == "failed"
-        && recipient["Status"]
-            .as_str()
-            .is_some_and(|s| s.starts_with('5'))
-        && recipient["Final-Recipient"]
-            .as_str()
-            .is_some_and(|s| s.contains("bad@dsn.in.test"))
-        && recipient["Diagnostic-Code"]
-            .as_str()
-            .is_some_and(|s| s.starts_with("smtp; 550"))
-        && report["per_message"]["Reporting-MTA"]
-            .as_str()
-            .is_some_and(|s| s.starts_with("dns;"));
-    if !ok {
-        return fail("not an RFC 3464 report", report.to_string());
-    }
-    Check::Pass("null sender, parsed as delivery-status".into())
-}
-
-fn postfix_dsn_through_postern(lab: &Lab) -> Check {
-    let fail = |summary: &str, evidence: String| Check::Fail {
-        summary: summary.into(),
-        evidence,
-    };
-    let needle = b"Reporting-MTA: dns; postfix.lab";
-    let Some(dsn) = find(|| lab.exim.mailbox(), needle) else {
-        return fail("Postfix's DSN did not reach Exim", String::new());
-    };
-    let text = String::from_utf8_lossy(&dsn);
-    // Exim's Received, Postern's, then the message as Postfix's bounce daemon wrote it (which
-    // begins with Postfix's own Received).
-    let head = text.split("\r\n\r\n").next().unwrap_or("");
-    let received: Vec<&str> = head.split("\r\nReceived: ").collect();
-    let postern = received.iter().filter(|r| r.contains("(Postern)")).count();
-    if postern != 1 || !received.get(1).is_some_and(|r| r.contains("(Postern)")) {
-        return fail(
-            "not exactly one Postern Received, second from the top",
-            head.into(),
-        );
-    }
-    if !lab
-        .exim
-        .log()
-        .lines()
-        .any(|l| l.contains(" <= <> ") && l.ends_with("for carol@pe.int.test"))
-    {
-        return fail(
-            "Exim did not receive it from the null sender",
-            String::new(),
-        );
-    }
-    let report: serde_json::Value =
-        serde_json::from_str(&python_text(&["dsn", "-"], &dsn)).unwrap();
-    if report["report_type"] != "delivery-status"
-        || report["per_recipient"][0]["Final-Recipient"]
-            .as_str()
-            .is_none_or(|r| !r.contains("x@nowhere.test"))
-    {
-        return fail("not Postfix's report", report.to_string());
-    }
-    Check::Pass("delivered, Postfix's report intact".into())
-}
-
-/// The MTA's own log shows the failed delivery of a null-sender message ending without a bounce.
-fn not_bounced_back(lab: &Lab, peer: Peer, rcpt: &str) -> Check {
-    let seen = super::peers::poll(std::time::Duration::from_secs(60), || {
-        match peer {
-            Peer::Postfix => {
-                let log = lab.postfix.log();
-                let failed = log.lines().find(|l| {
-                    l.contains(&format!("to=<{rcpt}>")) && l.contains("status=bounced")
-                })?;
-                let qid = failed
-                    .split(": to=")
-                    .next()?
-                    .rsplit(' ')
-                    .next()?
-                    .to_string();
-                log.contains(&format!("{qid}: from=<>,")).then_some(())?;
-                // A bounce of a bounce is discarded (or goes to the postmaster with
-                // notify_classes=2bounce), never to the null sender.
-                let removed = log
-                    .lines()
-                    .find(|l| l.contains(&format!("{qid}: removed")))?;
-                let notice = format!("{qid}: sender non-delivery notification");
-                Some((!log.contains(&notice), removed.to_string()))
-            }
-            _ => {
-                let log = lab.exim.log();
-                let arrival = log
-                    .lines()
-                    .find(|l| l.contains(" <= <> ") && l.ends_with(&format!("for {rcpt}")))?;
-                let id = arrival.split(' ').nth(2)?.to_string();
-                log.lines()
-                    .find(|l| l.contains(&format!(" {id} ** {rcpt}")))?;
-                let frozen = log.lines().find(|l| l.contains(&format!(" {id} Frozen")))?;
-                Some((true, frozen.to_string()))
-            }
-        }
-    });
-    match seen {
-        Some((true, line)) => {
-            eprintln!("[interop] {line}");
-            Check::Pass("null sender, not bounced back".into())
-        }
-        Some((false, line)) => Check::Fail {
-            summary: "bounced back".into(),
-            evidence: line,
-        },
-        None => Check::Fail {
-            summary: "no failed delivery in the log".into(),
-            evidence: rcpt.into(),
-        },
     }
 }
 
@@ -247,9 +107,167 @@ async fn bounce_through_postern(lab: &Lab, from: &str) -> Result<String, Check> 
     if reply.starts_with("250") {
         Ok(message_id)
     } else {
-        Err(Check::Fail {
-            summary: "not accepted by Postern".into(),
-            evidence: reply,
-        })
+        Err(fail("not accepted by Postern", reply))
     }
+}
+
+/// Whether the MTA's own log shows a message from the null sender delivered to `rcpt`.
+fn null_sender_arrival(lab: &Lab, peer: Peer, rcpt: &str) -> bool {
+    match peer {
+        Peer::Postfix => {
+            let log = lab.postfix.log();
+            log.lines()
+                .filter(|l| l.contains(&format!("to=<{rcpt}>")) && l.contains("status=sent"))
+                .any(|l| log.contains(&format!("{}: from=<>,", postfix_qid(l, ": to="))))
+        }
+        _ => lab
+            .exim
+            .log()
+            .lines()
+            .any(|l| l.contains(" <= <> ") && l.ends_with(&format!("for {rcpt}"))),
+    }
+}
+
+/// The queue id of a Postfix log line (the word before `marker`).
+fn postfix_qid<'a>(line: &'a str, marker: &str) -> &'a str {
+    line.split(marker)
+        .next()
+        .unwrap_or("")
+        .rsplit(' ')
+        .next()
+        .unwrap_or("")
+}
+
+fn report(dsn: &[u8]) -> Value {
+    serde_json::from_str(&python_text(&["dsn", "-"], dsn)).unwrap()
+}
+
+fn postern_dsn(lab: &Lab, peer: Peer, rcpt: &str, message_id: &str) -> Check {
+    let needle = format!("Message-ID: {message_id}");
+    let Some(dsn) = find(|| mailbox(lab, peer), needle.as_bytes()) else {
+        return fail(
+            "no DSN delivered",
+            format!("nothing with {needle:?} for {rcpt}"),
+        );
+    };
+    if !null_sender_arrival(lab, peer, rcpt) {
+        return fail(
+            "not received from the null sender",
+            format!("no null-sender arrival for {rcpt}"),
+        );
+    }
+    let report = report(&dsn);
+    let recipient = &report["per_recipient"][0];
+    let field = |v: &Value, prefix: &str| v.as_str().is_some_and(|s| s.starts_with(prefix));
+    let ok = report["content_type"] == "multipart/report"
+        && report["report_type"] == "delivery-status"
+        && report["auto_submitted"] == "auto-replied"
+        && recipient["Action"] == "failed"
+        && field(&recipient["Status"], "5")
+        && field(&recipient["Final-Recipient"], "rfc822; bad@dsn.in.test")
+        && field(&recipient["Diagnostic-Code"], "smtp; 550")
+        && field(&report["per_message"]["Reporting-MTA"], "dns;");
+    if !ok {
+        return fail("not an RFC 3464 report", report.to_string());
+    }
+    Check::Pass("null sender, parsed as delivery-status".into())
+}
+
+/// The MTA's own log shows the failed delivery of a null-sender message ending without a bounce.
+fn not_bounced_back(lab: &Lab, peer: Peer, rcpt: &str) -> Check {
+    let seen = poll(Duration::from_secs(60), || match peer {
+        Peer::Postfix => {
+            let log = lab.postfix.log();
+            let failed = log
+                .lines()
+                .find(|l| l.contains(&format!("to=<{rcpt}>")) && l.contains("status=bounced"))?;
+            let qid = postfix_qid(failed, ": to=");
+            log.contains(&format!("{qid}: from=<>,")).then_some(())?;
+            // A bounce of a bounce is discarded (or goes to the postmaster with
+            // notify_classes=2bounce), never to the null sender.
+            let removed = log
+                .lines()
+                .find(|l| l.contains(&format!("{qid}: removed")))?;
+            let notice = format!("{qid}: sender non-delivery notification");
+            Some((!log.contains(&notice), removed.to_string()))
+        }
+        _ => {
+            let log = lab.exim.log();
+            let arrival = log
+                .lines()
+                .find(|l| l.contains(" <= <> ") && l.ends_with(&format!("for {rcpt}")))?;
+            let id = arrival.split(' ').nth(2)?;
+            log.lines()
+                .find(|l| l.contains(&format!(" {id} ** {rcpt}")))?;
+            let frozen = log.lines().find(|l| l.contains(&format!(" {id} Frozen")))?;
+            Some((true, frozen.to_string()))
+        }
+    });
+    match seen {
+        Some((true, _)) => Check::Pass("null sender, not bounced back".into()),
+        Some((false, line)) => fail("bounced back", line),
+        None => fail("no failed delivery in the log", rcpt.into()),
+    }
+}
+
+/// `origin` bounces mail for nowhere.test itself, to a sender whose domain it sends through
+/// Postern to the other MTA: that copy is the origin's DSN with one Postern Received added.
+async fn mta_dsn_through_postern(lab: &Lab, origin: Peer) -> Check {
+    let from = format!("dsn-{}@{}", origin.number(), via_postern_to_other(origin));
+    let inject = if origin == Peer::Postfix {
+        &lab.postfix.inject
+    } else {
+        &lab.exim.inject
+    };
+    let body = format!(
+        "From: <{from}>\r\nTo: <x@nowhere.test>\r\nSubject: bounced by the MTA\r\n\r\nhello\r\n"
+    );
+    let reply = smtp_send(inject, &from, &["x@nowhere.test"], body.as_bytes(), false).await;
+    if !reply.starts_with("250") {
+        return fail("the MTA refused the message", reply);
+    }
+    let final_mta = other(origin);
+    let origin_host = if origin == Peer::Postfix {
+        "postfix.lab"
+    } else {
+        "exim.lab"
+    };
+    let needle = format!("Reporting-MTA: dns; {origin_host}");
+    let Some(dsn) = find(|| mailbox(lab, final_mta), needle.as_bytes()) else {
+        return fail("the DSN did not reach the other MTA", needle);
+    };
+    if !null_sender_arrival(lab, final_mta, &from) {
+        return fail("not received from the null sender", String::new());
+    }
+    // From the top: the final MTA's trace fields, Postern's one Received, then the DSN as the
+    // origin wrote it, which begins with the origin's own Received ("by <origin host>").
+    let text = String::from_utf8_lossy(&dsn);
+    let head = text
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or("")
+        .replace("\r\n\t", " ")
+        .replace("\r\n ", " ");
+    let fields: Vec<&str> = head.split("\r\n").collect();
+    let ours: Vec<usize> = (0..fields.len())
+        .filter(|&i| fields[i].contains("(Postern)"))
+        .collect();
+    let next = ours
+        .first()
+        .and_then(|&i| fields.get(i + 1))
+        .copied()
+        .unwrap_or("");
+    if ours.len() != 1
+        || !(next.starts_with("Received: ") && next.contains(&format!("by {origin_host}")))
+    {
+        return fail("not exactly one Postern Received on the origin's DSN", head);
+    }
+    let report = report(&dsn);
+    let recipient = report["per_recipient"][0]["Final-Recipient"]
+        .as_str()
+        .unwrap_or("");
+    if report["report_type"] != "delivery-status" || !recipient.contains("x@nowhere.test") {
+        return fail("not the origin's report", report.to_string());
+    }
+    Check::Pass(format!("delivered to {}, report intact", final_mta.name()))
 }

@@ -113,6 +113,11 @@ acl_rcpt:
   deny
 
 begin routers
+nowhere:
+  driver = redirect
+  domains = nowhere.test
+  data = :fail: no such user here
+  allow_fail
 to_postern:
   driver = manualroute
   domains = lsearch;{d}/clients
