@@ -113,6 +113,14 @@ async fn bounce_through_postern(lab: &Lab, from: &str) -> Result<String, Check> 
 
 /// Whether the MTA's own log shows a message from the null sender delivered to `rcpt`.
 fn null_sender_arrival(lab: &Lab, peer: Peer, rcpt: &str) -> bool {
+    // The Maildir file can be there before the MTA has logged the delivery.
+    poll(Duration::from_secs(30), || {
+        null_sender_logged(lab, peer, rcpt).then_some(())
+    })
+    .is_some()
+}
+
+fn null_sender_logged(lab: &Lab, peer: Peer, rcpt: &str) -> bool {
     match peer {
         Peer::Postfix => {
             let log = lab.postfix.log();
@@ -183,13 +191,16 @@ fn not_bounced_back(lab: &Lab, peer: Peer, rcpt: &str) -> Check {
                 .find(|l| l.contains(&format!("to=<{rcpt}>")) && l.contains("status=bounced"))?;
             let qid = postfix_qid(failed, ": to=");
             log.contains(&format!("{qid}: from=<>,")).then_some(())?;
-            // A bounce of a bounce is discarded (or goes to the postmaster with
-            // notify_classes=2bounce), never to the null sender.
+            // Postfix discards a bounce of a bounce (with notify_classes=2bounce it would tell
+            // the postmaster): the message is removed with no notification of any kind.
             let removed = log
                 .lines()
                 .find(|l| l.contains(&format!("{qid}: removed")))?;
-            let notice = format!("{qid}: sender non-delivery notification");
-            Some((!log.contains(&notice), removed.to_string()))
+            let notice = format!("{qid}: ");
+            let notified = log
+                .lines()
+                .find(|l| l.contains(&notice) && l.contains("non-delivery notification"));
+            Some(notified.map_or((true, removed.to_string()), |l| (false, l.to_string())))
         }
         _ => {
             let log = lab.exim.log();
@@ -200,7 +211,11 @@ fn not_bounced_back(lab: &Lab, peer: Peer, rcpt: &str) -> Check {
             log.lines()
                 .find(|l| l.contains(&format!(" {id} ** {rcpt}")))?;
             let frozen = log.lines().find(|l| l.contains(&format!(" {id} Frozen")))?;
-            Some((true, frozen.to_string()))
+            // A bounce Exim made of it would arrive as `<= <> R=<id>`.
+            let bounce = log
+                .lines()
+                .find(|l| l.contains(" <= <> ") && l.contains(&format!(" R={id} ")));
+            Some(bounce.map_or((true, frozen.to_string()), |l| (false, l.to_string())))
         }
     });
     match seen {

@@ -164,8 +164,8 @@ enum Seen {
     },
     Refused(String),
     TlsFailed(String),
-    /// A client that only speaks TLS found no STARTTLS in the EHLO reply.
-    NotOffered,
+    /// A client that only speaks TLS found no STARTTLS in the EHLO reply (its output).
+    NotOffered(String),
     /// The peer reported nothing (the evidence says where it was looked for).
     Missing(String),
 }
@@ -241,7 +241,9 @@ pub async fn run(lab: &Lab, m: &mut Matrix) {
                 )
                 .await;
                 let seen = match t.verdict() {
-                    _ if t.output.contains("Didn't find STARTTLS") => Seen::NotOffered,
+                    _ if t.output.contains("Didn't find STARTTLS") => {
+                        Seen::NotOffered(t.output.clone())
+                    }
                     Some(v) if v.contains("queued as") => Seen::Queued {
                         id: queue_id(v),
                         tls: t.tls.clone(),
@@ -358,9 +360,38 @@ async fn judge(lab: &Lab, case: &Case, cell: &Cell, seen: Seen) -> Check {
             if record["marks"]["violation"] != true {
                 return fail("rejection not marked as a violation", record.to_string());
             }
+            // The session's certificate as Postern judged it: an untrusted certificate must have
+            // been presented (and refused), not left out. gnutls-cli shares 127.0.0.1 with
+            // other sessions, so its session is not picked out.
+            if cell.bind_ip != "127.0.0.1" {
+                let wanted = match (case.tls, case.cert) {
+                    (ClientTls::Never, _) => None,
+                    (_, Cert::Absent) => Some("none"),
+                    (_, Cert::Untrusted) => Some("unverified"),
+                    (_, Cert::Trusted) => Some("verified"),
+                };
+                let sessions = lab.connections(&format!("ip={}", cell.bind_ip)).await;
+                let tls = &sessions.first().map_or(Value::Null, |s| s["tls"].clone());
+                if tls["client_certificate"].as_str() != wanted {
+                    return fail(
+                        "wrong client certificate status",
+                        format!("wanted {wanted:?}: {sessions:?}"),
+                    );
+                }
+            }
             Check::Pass(wanted.split(' ').take(2).collect::<Vec<_>>().join(" "))
         }
-        (Expect::Queued(None, ..), Seen::NotOffered) => Check::Pass("STARTTLS not offered".into()),
+        (Expect::Queued(None, ..), Seen::NotOffered(output)) => {
+            // Postern's side: the session stayed in plaintext.
+            let sessions = lab.connections(&format!("ip={}", cell.bind_ip)).await;
+            if sessions.is_empty() || !sessions[0]["tls"].is_null() {
+                return fail(
+                    "no plaintext session in /v1/connections",
+                    format!("{output} {sessions:?}"),
+                );
+            }
+            Check::Pass("STARTTLS not offered".into())
+        }
         (Expect::Handshake, Seen::TlsFailed(text)) => {
             let found = lab
                 .connections(&format!("ip={}&tls_failed=true", cell.bind_ip))
@@ -373,7 +404,7 @@ async fn judge(lab: &Lab, case: &Case, cell: &Cell, seen: Seen) -> Check {
         (_, Seen::Queued { id, tls }) => fail("accepted", format!("queued as {id} over {tls:?}")),
         (_, Seen::Refused(text)) => fail("refused", text),
         (_, Seen::TlsFailed(text)) => fail("TLS failed", text),
-        (_, Seen::NotOffered) => fail("STARTTLS not offered", String::new()),
+        (_, Seen::NotOffered(output)) => fail("STARTTLS not offered", output),
         (_, Seen::Missing(evidence)) => fail("no outcome", evidence),
     }
 }

@@ -45,12 +45,16 @@ fn missing_prerequisites() -> Vec<String> {
             .output()
             .is_ok_and(|o| o.status.success());
         if !found {
-            missing.push(format!("{tool} (apt-get install as .ci/run does)"));
+            missing.push(format!("{tool} (tests/interop/install.sh installs it)"));
         }
+    }
+    let dkimpy = Command::new("python3").args(["-c", "import dkim"]).output();
+    if !dkimpy.is_ok_and(|o| o.status.success()) {
+        missing.push("Python's dkimpy (tests/interop/install.sh installs it)".into());
     }
     if !exim::binary().exists() {
         missing.push(format!(
-            "Exim at {} (.ci/run unpacks exim4-daemon-light there)",
+            "Exim at {} (tests/interop/install.sh unpacks exim4-daemon-light there)",
             exim::binary().display()
         ));
     }
@@ -70,7 +74,9 @@ async fn interop_lab() {
             std::env::var_os("CI").is_none(),
             "{reason} (CI must run the lab)"
         );
-        eprintln!("{reason}");
+        // Written past libtest's capture, so a plain `cargo test` shows why.
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "{reason}");
         return;
     }
     // INTEROP_KEEP=1 keeps the lab's directory (configurations, MTA logs, Maildirs) to read.
@@ -82,7 +88,7 @@ async fn interop_lab() {
         .unwrap();
     eprintln!("[interop] lab directory {}", dir.path().display());
     // The MTAs' users read their configuration and certificates below it.
-    run_ok(Command::new("chmod").args(["755", &dir.path().display().to_string()]));
+    peers::run(Command::new("chmod").args(["755", &dir.path().display().to_string()]));
     let certs = lab::Lab::certs(dir.path());
     let mut needs = lab::Needs::new();
     needs.postfix_clients = inbound::profiles(&certs, lab::Peer::Postfix.number());
@@ -143,8 +149,4 @@ async fn interop_lab() {
             );
         }
     }
-}
-
-fn run_ok(cmd: &mut Command) {
-    peers::run(cmd);
 }

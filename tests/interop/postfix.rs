@@ -64,7 +64,6 @@ transport_maps = texthash:{d}/etc/transport
 smtp_tls_loglevel = 1
 smtpd_tls_loglevel = 1
 smtp_tls_security_level = may
-tls_medium_cipherlist = ECDHE-ECDSA-AES128-GCM-SHA256
 virtual_mailbox_domains = {domains}
 virtual_mailbox_base = {d}/mail
 virtual_mailbox_maps = static:box/
@@ -120,8 +119,9 @@ minimal_backoff_time = 300s
             let _ = write!(master, " -o smtp_tls_security_level={level}");
             match c.tls {
                 ClientTls::MayTls12 => master.push_str(" -o smtp_tls_protocols=!TLSv1.3"),
+                // A peer without 256-bit suites: the medium list cut down to one suite.
                 ClientTls::RequireAes128 => master.push_str(
-                    " -o smtp_tls_mandatory_protocols=!TLSv1.3 -o smtp_tls_mandatory_ciphers=medium",
+                    " -o smtp_tls_mandatory_protocols=!TLSv1.3 -o smtp_tls_mandatory_ciphers=medium -o tls_medium_cipherlist=ECDHE-ECDSA-AES128-GCM-SHA256",
                 ),
                 _ => {}
             }

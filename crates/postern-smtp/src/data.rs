@@ -232,7 +232,9 @@ mod tests {
                 line.clone()
             };
             let input = [stuffed, b"\r\n.\r\n".to_vec()].concat();
-            let whole = read(&input);
+            let mut reader = DataReader::new(1000, 1 << 20, 1 << 16, 3);
+            let mut whole = (None, Vec::new());
+            whole.0 = reader.feed(&mut input.clone(), &mut whole.1);
             let mut reader = DataReader::new(1000, 1 << 20, 1 << 16, 3);
             let (mut buf, mut out, mut outcome) = (Vec::new(), Vec::new(), None);
             for b in &input {
