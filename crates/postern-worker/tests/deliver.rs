@@ -394,3 +394,46 @@ async fn plaintext_injected_after_the_starttls_reply_is_discarded() {
     assert!(a.tls.is_some());
     assert_eq!(inbox.lock().unwrap().len(), 1);
 }
+
+/// A next hop that answers STARTTLS with 454 and resets the connection at once (as a peer
+/// whose TLS setup failed may): the QUIT that follows cannot be written.
+async fn resetting_hop() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(tcp);
+                let _ = lines.get_mut().write_all(b"220 hop.test ESMTP\r\n").await;
+                let mut line = String::new();
+                while lines.read_line(&mut line).await.unwrap_or(0) > 0 {
+                    let upper = line.to_ascii_uppercase();
+                    line.clear();
+                    if upper.starts_with("EHLO") {
+                        let _ = lines
+                            .get_mut()
+                            .write_all(b"250-hop.test\r\n250 STARTTLS\r\n")
+                            .await;
+                    } else if upper.starts_with("STARTTLS") {
+                        let tcp = lines.into_inner();
+                        let _ = tcp.set_zero_linger();
+                        let mut tcp = tcp;
+                        let _ = tcp.write_all(b"454 4.7.0 TLS not available\r\n").await;
+                        return; // dropped with linger 0: an RST right behind the reply
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_starttls_refusal_followed_by_a_reset_is_still_the_refusal() {
+    let hop = resetting_hop().await;
+    let a = deliver(hop, "mx.partner.example", Level::Encrypt).await;
+    assert_eq!(
+        reason(&a),
+        "4.7.5 TLS is required, but host mx.partner.example[127.0.0.1] refused to start TLS: 454 4.7.0 TLS not available"
+    );
+}
