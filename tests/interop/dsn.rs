@@ -15,13 +15,6 @@ use super::peers::poll;
 
 const MTAS: [Peer; 2] = [Peer::Postfix, Peer::Exim];
 
-fn fail(summary: &str, evidence: String) -> Check {
-    Check::Fail {
-        summary: summary.into(),
-        evidence,
-    }
-}
-
 fn mailbox(lab: &Lab, peer: Peer) -> Vec<Vec<u8>> {
     match peer {
         Peer::Postfix => lab.postfix.mailbox(),
@@ -107,7 +100,7 @@ async fn bounce_through_postern(lab: &Lab, from: &str) -> Result<String, Check> 
     if reply.starts_with("250") {
         Ok(message_id)
     } else {
-        Err(fail("not accepted by Postern", reply))
+        Err(Check::fail("not accepted by Postern", reply))
     }
 }
 
@@ -153,13 +146,13 @@ fn report(dsn: &[u8]) -> Value {
 fn postern_dsn(lab: &Lab, peer: Peer, rcpt: &str, message_id: &str) -> Check {
     let needle = format!("Message-ID: {message_id}");
     let Some(dsn) = find(|| mailbox(lab, peer), needle.as_bytes()) else {
-        return fail(
+        return Check::fail(
             "no DSN delivered",
             format!("nothing with {needle:?} for {rcpt}"),
         );
     };
     if !null_sender_arrival(lab, peer, rcpt) {
-        return fail(
+        return Check::fail(
             "not received from the null sender",
             format!("no null-sender arrival for {rcpt}"),
         );
@@ -176,7 +169,7 @@ fn postern_dsn(lab: &Lab, peer: Peer, rcpt: &str, message_id: &str) -> Check {
         && field(&recipient["Diagnostic-Code"], "smtp; 550")
         && field(&report["per_message"]["Reporting-MTA"], "dns;");
     if !ok {
-        return fail("not an RFC 3464 report", report.to_string());
+        return Check::fail("not an RFC 3464 report", report.to_string());
     }
     Check::Pass("null sender, parsed as delivery-status".into())
 }
@@ -220,8 +213,8 @@ fn not_bounced_back(lab: &Lab, peer: Peer, rcpt: &str) -> Check {
     });
     match seen {
         Some((true, _)) => Check::Pass("null sender, not bounced back".into()),
-        Some((false, line)) => fail("bounced back", line),
-        None => fail("no failed delivery in the log", rcpt.into()),
+        Some((false, line)) => Check::fail("bounced back", line),
+        None => Check::fail("no failed delivery in the log", rcpt),
     }
 }
 
@@ -239,7 +232,7 @@ async fn mta_dsn_through_postern(lab: &Lab, origin: Peer) -> Check {
     );
     let reply = smtp_send(inject, &from, &["x@nowhere.test"], body.as_bytes(), false).await;
     if !reply.starts_with("250") {
-        return fail("the MTA refused the message", reply);
+        return Check::fail("the MTA refused the message", reply);
     }
     let final_mta = other(origin);
     let origin_host = if origin == Peer::Postfix {
@@ -249,10 +242,10 @@ async fn mta_dsn_through_postern(lab: &Lab, origin: Peer) -> Check {
     };
     let needle = format!("Reporting-MTA: dns; {origin_host}");
     let Some(dsn) = find(|| mailbox(lab, final_mta), needle.as_bytes()) else {
-        return fail("the DSN did not reach the other MTA", needle);
+        return Check::fail("the DSN did not reach the other MTA", needle);
     };
     if !null_sender_arrival(lab, final_mta, &from) {
-        return fail("not received from the null sender", String::new());
+        return Check::fail("not received from the null sender", String::new());
     }
     // From the top: the final MTA's trace fields, Postern's one Received, then the DSN as the
     // origin wrote it, which begins with the origin's own Received ("by <origin host>").
@@ -275,14 +268,14 @@ async fn mta_dsn_through_postern(lab: &Lab, origin: Peer) -> Check {
     if ours.len() != 1
         || !(next.starts_with("Received: ") && next.contains(&format!("by {origin_host}")))
     {
-        return fail("not exactly one Postern Received on the origin's DSN", head);
+        return Check::fail("not exactly one Postern Received on the origin's DSN", head);
     }
     let report = report(&dsn);
     let recipient = report["per_recipient"][0]["Final-Recipient"]
         .as_str()
         .unwrap_or("");
     if report["report_type"] != "delivery-status" || !recipient.contains("x@nowhere.test") {
-        return fail("not the origin's report", report.to_string());
+        return Check::fail("not the origin's report", report.to_string());
     }
     Check::Pass(format!("delivered to {}, report intact", final_mta.name()))
 }

@@ -294,14 +294,10 @@ fn is_tls_failure(text: &str) -> bool {
 }
 
 async fn judge(lab: &Lab, case: &Case, cell: &Cell, seen: Seen) -> Check {
-    let fail = |summary: &str, evidence: String| Check::Fail {
-        summary: summary.into(),
-        evidence,
-    };
     match (case.expect, seen) {
         (Expect::Queued(version, cert, high), Seen::Queued { id, tls }) => {
             if tls.as_deref() != version {
-                return fail(
+                return Check::fail(
                     "wrong TLS at the peer",
                     format!("peer saw {tls:?}, expected {version:?}"),
                 );
@@ -310,20 +306,20 @@ async fn judge(lab: &Lab, case: &Case, cell: &Cell, seen: Seen) -> Check {
             let source_tls = &record["source"]["tls"];
             let ours = source_tls["version"].as_str();
             if ours != version {
-                return fail("wrong TLS in tracking", format!("{id}: {source_tls}"));
+                return Check::fail("wrong TLS in tracking", format!("{id}: {source_tls}"));
             }
             if version.is_some() && source_tls["client_certificate"] != cert {
-                return fail(
+                return Check::fail(
                     "wrong client certificate status",
                     format!("{id}: {source_tls}"),
                 );
             }
             let cipher = source_tls["cipher"].as_str().unwrap_or("");
             if high && !(cipher.contains("AES_256") || cipher.contains("CHACHA20")) {
-                return fail("not a 256-bit suite", format!("{id}: {cipher}"));
+                return Check::fail("not a 256-bit suite", format!("{id}: {cipher}"));
             }
             let Some(received) = lab.received_header(&id).await else {
-                return fail("not relayed", format!("{id} never reached the sink"));
+                return Check::fail("not relayed", format!("{id} never reached the sink"));
             };
             let wanted = match version {
                 Some(v) => format!(
@@ -333,7 +329,7 @@ async fn judge(lab: &Lab, case: &Case, cell: &Cell, seen: Seen) -> Check {
                 None => format!("with ESMTP id {id} for <{}>;", cell.rcpt),
             };
             if !received.contains(&wanted) {
-                return fail(
+                return Check::fail(
                     "wrong Received header",
                     format!("wanted {wanted:?} in {received:?}"),
                 );
@@ -348,17 +344,17 @@ async fn judge(lab: &Lab, case: &Case, cell: &Cell, seen: Seen) -> Check {
         (Expect::Reply(template), Seen::Refused(text)) => {
             let wanted = template.replace("{}", &format!("<{}>", cell.sender));
             if !text.contains(&wanted) {
-                return fail(
+                return Check::fail(
                     "wrong reply",
                     format!("wanted {wanted:?}, peer reported {text:?}"),
                 );
             }
             let found = lab.messages(&format!("sender={}", cell.sender)).await;
             let Some(record) = found.iter().find(|r| r["status"] == "rejected") else {
-                return fail("no rejected record in tracking", format!("{found:?}"));
+                return Check::fail("no rejected record in tracking", format!("{found:?}"));
             };
             if record["marks"]["violation"] != true {
-                return fail("rejection not marked as a violation", record.to_string());
+                return Check::fail("rejection not marked as a violation", record.to_string());
             }
             // The session's certificate as Postern judged it: an untrusted certificate must have
             // been presented (and refused), not left out. gnutls-cli shares 127.0.0.1 with
@@ -373,7 +369,7 @@ async fn judge(lab: &Lab, case: &Case, cell: &Cell, seen: Seen) -> Check {
                 let sessions = lab.connections(&format!("ip={}", cell.bind_ip)).await;
                 let tls = &sessions.first().map_or(Value::Null, |s| s["tls"].clone());
                 if tls["client_certificate"].as_str() != wanted {
-                    return fail(
+                    return Check::fail(
                         "wrong client certificate status",
                         format!("wanted {wanted:?}: {sessions:?}"),
                     );
@@ -385,7 +381,7 @@ async fn judge(lab: &Lab, case: &Case, cell: &Cell, seen: Seen) -> Check {
             // Postern's side: the session stayed in plaintext.
             let sessions = lab.connections(&format!("ip={}", cell.bind_ip)).await;
             if sessions.is_empty() || !sessions[0]["tls"].is_null() {
-                return fail(
+                return Check::fail(
                     "no plaintext session in /v1/connections",
                     format!("{output} {sessions:?}"),
                 );
@@ -397,14 +393,16 @@ async fn judge(lab: &Lab, case: &Case, cell: &Cell, seen: Seen) -> Check {
                 .connections(&format!("ip={}&tls_failed=true", cell.bind_ip))
                 .await;
             if found.is_empty() {
-                return fail("failed handshake not in /v1/connections", text);
+                return Check::fail("failed handshake not in /v1/connections", text);
             }
             Check::Pass("handshake refused".into())
         }
-        (_, Seen::Queued { id, tls }) => fail("accepted", format!("queued as {id} over {tls:?}")),
-        (_, Seen::Refused(text)) => fail("refused", text),
-        (_, Seen::TlsFailed(text)) => fail("TLS failed", text),
-        (_, Seen::NotOffered(output)) => fail("STARTTLS not offered", output),
-        (_, Seen::Missing(evidence)) => fail("no outcome", evidence),
+        (_, Seen::Queued { id, tls }) => {
+            Check::fail("accepted", format!("queued as {id} over {tls:?}"))
+        }
+        (_, Seen::Refused(text)) => Check::fail("refused", text),
+        (_, Seen::TlsFailed(text)) => Check::fail("TLS failed", text),
+        (_, Seen::NotOffered(output)) => Check::fail("STARTTLS not offered", output),
+        (_, Seen::Missing(evidence)) => Check::fail("no outcome", evidence),
     }
 }

@@ -217,10 +217,7 @@ pub async fn run(lab: &Lab, m: &mut Matrix) {
     }
     for (label, column, from_peer, message_id, signed, reply) in sent {
         let check = if !reply.starts_with("250") {
-            Check::Fail {
-                summary: "not accepted by the first MTA".into(),
-                evidence: reply,
-            }
+            Check::fail("not accepted by the first MTA", reply)
         } else {
             let mailbox = || {
                 if from_peer == Peer::Postfix {
@@ -230,10 +227,10 @@ pub async fn run(lab: &Lab, m: &mut Matrix) {
                 }
             };
             match find(mailbox, format!("Message-ID: {message_id}").as_bytes()) {
-                None => Check::Fail {
-                    summary: "not delivered".into(),
-                    evidence: format!("{message_id} not in the last MTA's Maildir"),
-                },
+                None => Check::fail(
+                    "not delivered",
+                    format!("{message_id} not in the last MTA's Maildir"),
+                ),
                 Some(delivered) => compare(&delivered, &signed, &public),
             }
         };
@@ -248,12 +245,8 @@ fn sign(key: &str, message: &[u8]) -> Vec<u8> {
 }
 
 fn compare(delivered: &[u8], sent: &[u8], public: &str) -> Check {
-    let fail = |summary: &str, evidence: String| Check::Fail {
-        summary: summary.into(),
-        evidence,
-    };
     let Some(prefix) = delivered.strip_suffix(sent) else {
-        return fail(
+        return Check::fail(
             "changed",
             format!(
                 "sent {} octets (sha256 {}), delivered {} octets do not end with them",
@@ -264,26 +257,26 @@ fn compare(delivered: &[u8], sent: &[u8], public: &str) -> Check {
         );
     };
     let Some(names) = field_names(prefix) else {
-        return fail(
+        return Check::fail(
             "something other than header fields prepended",
-            String::from_utf8_lossy(prefix).into(),
+            String::from_utf8_lossy(prefix),
         );
     };
     // Postfix's virtual delivery adds Delivered-To, X-Original-To and Return-Path.
     let trace = ["Received", "Return-Path", "Delivered-To", "X-Original-To"];
     if let Some(other) = names.iter().find(|n| !trace.contains(&n.as_str())) {
-        return fail("a non-trace header added", other.clone());
+        return Check::fail("a non-trace header added", other.clone());
     }
     let ours = String::from_utf8_lossy(prefix).matches("(Postern)").count();
     if ours != 1 {
-        return fail(
+        return Check::fail(
             "not exactly one Postern Received header",
-            String::from_utf8_lossy(prefix).into(),
+            String::from_utf8_lossy(prefix),
         );
     }
     let dkim = python_text(&["verify", public], delivered);
     if dkim != "pass" {
-        return fail("DKIM fails", dkim);
+        return Check::fail("DKIM fails", dkim);
     }
     // The digest changes every run (the DKIM signature's time and key): logged, not tabled.
     eprintln!(

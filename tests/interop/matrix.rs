@@ -23,6 +23,15 @@ pub enum Check {
     Fail { summary: String, evidence: String },
 }
 
+impl Check {
+    pub fn fail(summary: &str, evidence: impl Into<String>) -> Check {
+        Check::Fail {
+            summary: summary.into(),
+            evidence: evidence.into(),
+        }
+    }
+}
+
 impl Matrix {
     pub fn table(&mut self, title: &str, columns: &[&str]) {
         self.tables.push(Table {

@@ -210,10 +210,7 @@ pub async fn run(lab: &Lab, m: &mut Matrix) {
     for (peer, v, level, id) in sent {
         let column = format!("{} `{level}`", peer.name());
         let check = match id {
-            None => Check::Fail {
-                summary: "not accepted by Postern".into(),
-                evidence: String::new(),
-            },
+            None => Check::fail("not accepted by Postern", String::new()),
             Some(id) => judge(lab, peer, v, level, &id).await,
         };
         m.record(v.label(), &column, check);
@@ -239,10 +236,6 @@ async fn settled(lab: &Lab, id: &str) -> Value {
 }
 
 async fn judge(lab: &Lab, peer: Peer, v: Variant, level: &str, id: &str) -> Check {
-    let fail = |summary: &str, evidence: String| Check::Fail {
-        summary: summary.into(),
-        evidence,
-    };
     let record = settled(lab, id).await;
     let delivery = &record["deliveries"][0];
     let from = sender(peer, v, level);
@@ -253,22 +246,22 @@ async fn judge(lab: &Lab, peer: Peer, v: Variant, level: &str, id: &str) -> Chec
     match expect(peer, v, level) {
         Expect::Delivered(version, fallback) => {
             if delivery["status"] != "delivered" {
-                return fail("not delivered", delivery.to_string());
+                return Check::fail("not delivered", delivery.to_string());
             }
             let Some(arrived) = arrival(Duration::from_secs(30)) else {
-                return fail("not in the next hop's log", String::new());
+                return Check::fail("not in the next hop's log", String::new());
             };
             if arrived.tls.as_deref() != version {
-                return fail("wrong TLS at the next hop", arrived.line);
+                return Check::fail("wrong TLS at the next hop", arrived.line);
             }
             if delivery["tls"]["version"].as_str() != version {
-                return fail("wrong TLS in tracking", delivery.to_string());
+                return Check::fail("wrong TLS in tracking", delivery.to_string());
             }
             if record["marks"]["tls_fallback"] != fallback {
-                return fail("wrong fallback mark", record["marks"].to_string());
+                return Check::fail("wrong fallback mark", record["marks"].to_string());
             }
             if level == "verify" && delivery["tls"]["server_certificate"] != "verified" {
-                return fail("certificate not recorded as verified", delivery.to_string());
+                return Check::fail("certificate not recorded as verified", delivery.to_string());
             }
             let how = version.unwrap_or("plaintext");
             Check::Pass(if fallback {
@@ -280,13 +273,13 @@ async fn judge(lab: &Lab, peer: Peer, v: Variant, level: &str, id: &str) -> Chec
         Expect::Deferred(text) => {
             let reason = delivery["reason"].as_str().unwrap_or("");
             if delivery["status"] != "deferred" || !reason.contains(&text) {
-                return fail(
+                return Check::fail(
                     "wrong outcome",
                     format!("wanted deferred with {text:?}: {delivery}"),
                 );
             }
             if let Some(a) = arrival(Duration::from_millis(500)) {
-                return fail("the next hop received it", a.line);
+                return Check::fail("the next hop received it", a.line);
             }
             Check::Pass(format!("deferred {}", text.split(' ').next().unwrap_or("")))
         }
