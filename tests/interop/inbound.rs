@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::clients::{self, Cli};
 use super::lab::{Lab, Peer};
 use super::matrix::{Check, Matrix};
-use super::peers::{ClientProfile, ClientTls, Fate};
+use super::peers::{ClientProfile, ClientTls, Fate, queue_id};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
@@ -38,6 +38,7 @@ pub enum Expect {
     Handshake,
 }
 
+#[derive(Clone, Copy)]
 pub struct Case {
     pub n: u8,
     pub label: &'static str,
@@ -196,12 +197,11 @@ pub async fn run(lab: &Lab, m: &mut Matrix) {
                 let id = lab
                     .inject(peer, &cell.sender, &cell.rcpt, &message(case, &cell))
                     .await;
-                queued.push((peer, case.n, id));
+                queued.push((peer, *case, id));
             }
         }
-        for (peer, n, id) in queued {
-            let case = cases().into_iter().find(|c| c.n == n).unwrap();
-            let cell = cell(peer.number(), n, phase);
+        for (peer, case, id) in queued {
+            let cell = cell(peer.number(), case.n, phase);
             let seen = match lab.fate(peer, &id, &cell.rcpt, Duration::from_secs(60)) {
                 None => Seen::Missing(format!("no outcome for {id} in {}'s log", peer.name())),
                 Some(Fate::Sent(text)) => Seen::Queued {
@@ -274,17 +274,6 @@ fn message(case: &Case, cell: &Cell) -> String {
         "From: <{}>\r\nTo: <{}>\r\nSubject: interop inbound {}\r\nMessage-ID: <{}.{}@client.lab>\r\n\r\nhello\r\n",
         cell.sender, cell.rcpt, case.n, cell.name, cell.bind_ip
     )
-}
-
-fn queue_id(reply: &str) -> String {
-    reply
-        .split("queued as ")
-        .nth(1)
-        .unwrap_or("")
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .next()
-        .unwrap_or("")
-        .to_string()
 }
 
 fn is_tls_failure(text: &str) -> bool {

@@ -301,13 +301,7 @@ impl Lab {
             "{} refused the injection: {reply}",
             peer.name()
         );
-        reply
-            .split("queued as ")
-            .nth(1)
-            .or_else(|| reply.split("id=").nth(1))
-            .unwrap()
-            .trim()
-            .to_string()
+        super::peers::queue_id(&reply)
     }
 
     pub fn fate(&self, peer: Peer, id: &str, rcpt: &str, timeout: Duration) -> Option<Fate> {

@@ -194,7 +194,7 @@ pub async fn run(lab: &Lab, m: &mut Matrix) {
                     "From: <{from}>\r\nTo: <{to}>\r\nSubject: interop outbound\r\n\r\nhello\r\n"
                 );
                 let reply = smtp_send(&lab.smtp(), &from, &[&to], body.as_bytes(), false).await;
-                let id = reply.rsplit(' ').next().unwrap_or("").to_string();
+                let id = super::peers::queue_id(&reply);
                 sent.push((peer, v, level, reply.starts_with("250").then_some(id)));
             }
         }

@@ -76,6 +76,18 @@ pub struct Arrival {
     pub line: String,
 }
 
+/// The queue id in a `250` reply: Postern's and Postfix's `queued as <ID>`, Exim's `id=<ID>`.
+pub fn queue_id(reply: &str) -> String {
+    let after = reply
+        .split("queued as ")
+        .nth(1)
+        .or_else(|| reply.split("id=").nth(1));
+    let id = after
+        .unwrap_or("")
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '-');
+    id.into_iter().next().unwrap_or("").to_string()
+}
+
 /// Reads a log file (missing means empty).
 pub fn read_log(path: &Path) -> String {
     String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
