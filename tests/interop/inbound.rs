@@ -123,8 +123,21 @@ fn runs(case: &Case, phase: u8) -> bool {
     phase == 2 || !case.verify_rule
 }
 
+/// Both MTAs' sending profiles for every cell; Postfix's bounces of refused cells go nowhere.
+pub fn needs(certs: &super::lab::Certs, needs: &mut super::lab::Needs) {
+    needs
+        .postfix_clients
+        .extend(profiles(certs, Peer::Postfix.number()));
+    needs
+        .exim_clients
+        .extend(profiles(certs, Peer::Exim.number()));
+    needs
+        .postfix_routes
+        .push((".snd.test".into(), "discard:".into()));
+}
+
 /// The sending profiles an MTA (peer number `p`) needs for every cell.
-pub fn profiles(lab_certs: &super::lab::Certs, p: u8) -> Vec<ClientProfile> {
+fn profiles(lab_certs: &super::lab::Certs, p: u8) -> Vec<ClientProfile> {
     let mut out = Vec::new();
     for phase in PHASES {
         for case in cases().iter().filter(|c| runs(c, phase)) {

@@ -91,12 +91,7 @@ async fn interop_lab() {
     peers::run(Command::new("chmod").args(["755", &dir.path().display().to_string()]));
     let certs = lab::Lab::certs(dir.path());
     let mut needs = lab::Needs::new();
-    needs.postfix_clients = inbound::profiles(&certs, lab::Peer::Postfix.number());
-    needs.exim_clients = inbound::profiles(&certs, lab::Peer::Exim.number());
-    // Bounces of the inbound cases' refused mail go nowhere.
-    needs
-        .postfix_routes
-        .push((".snd.test".into(), "discard:".into()));
+    inbound::needs(&certs, &mut needs);
     outbound::needs(&certs, &mut needs);
     integrity::needs(&mut needs);
     let lab = lab::Lab::start(dir, certs, needs).await;
