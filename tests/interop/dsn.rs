@@ -52,7 +52,7 @@ pub async fn run(lab: &Lab, m: &mut Matrix) {
     for peer in MTAS {
         let from = format!("alice@{}", dsn_domain(peer));
         let check = match bounce_through_postern(lab, &from).await {
-            Ok(message_id) => postern_dsn(lab, peer, &from, &message_id),
+            Ok(message_id) => postern_dsn(lab, peer, &from, &message_id).await,
             Err(refused) => refused,
         };
         m.record(
@@ -64,7 +64,7 @@ pub async fn run(lab: &Lab, m: &mut Matrix) {
     for peer in MTAS {
         let from = format!("undeliverable@{}", dsn_domain(peer));
         let check = match bounce_through_postern(lab, &from).await {
-            Ok(_) => not_bounced_back(lab, peer, &from),
+            Ok(_) => not_bounced_back(lab, peer, &from).await,
             Err(refused) => refused,
         };
         m.record(
@@ -105,11 +105,12 @@ async fn bounce_through_postern(lab: &Lab, from: &str) -> Result<String, Check> 
 }
 
 /// Whether the MTA's own log shows a message from the null sender delivered to `rcpt`.
-fn null_sender_arrival(lab: &Lab, peer: Peer, rcpt: &str) -> bool {
+async fn null_sender_arrival(lab: &Lab, peer: Peer, rcpt: &str) -> bool {
     // The Maildir file can be there before the MTA has logged the delivery.
-    poll(Duration::from_secs(30), || {
+    poll(Duration::from_secs(30), async || {
         null_sender_logged(lab, peer, rcpt).then_some(())
     })
+    .await
     .is_some()
 }
 
@@ -143,15 +144,15 @@ fn report(dsn: &[u8]) -> Value {
     serde_json::from_str(&python_text(&["dsn", "-"], dsn)).unwrap()
 }
 
-fn postern_dsn(lab: &Lab, peer: Peer, rcpt: &str, message_id: &str) -> Check {
+async fn postern_dsn(lab: &Lab, peer: Peer, rcpt: &str, message_id: &str) -> Check {
     let needle = format!("Message-ID: {message_id}");
-    let Some(dsn) = find(|| mailbox(lab, peer), needle.as_bytes()) else {
+    let Some(dsn) = find(|| mailbox(lab, peer), needle.as_bytes()).await else {
         return Check::fail(
             "no DSN delivered",
             format!("nothing with {needle:?} for {rcpt}"),
         );
     };
-    if !null_sender_arrival(lab, peer, rcpt) {
+    if !null_sender_arrival(lab, peer, rcpt).await {
         return Check::fail(
             "not received from the null sender",
             format!("no null-sender arrival for {rcpt}"),
@@ -175,8 +176,8 @@ fn postern_dsn(lab: &Lab, peer: Peer, rcpt: &str, message_id: &str) -> Check {
 }
 
 /// The MTA's own log shows the failed delivery of a null-sender message ending without a bounce.
-fn not_bounced_back(lab: &Lab, peer: Peer, rcpt: &str) -> Check {
-    let seen = poll(Duration::from_secs(60), || match peer {
+async fn not_bounced_back(lab: &Lab, peer: Peer, rcpt: &str) -> Check {
+    let seen = poll(Duration::from_secs(60), async || match peer {
         Peer::Postfix => {
             let log = lab.postfix.log();
             let failed = log
@@ -210,7 +211,8 @@ fn not_bounced_back(lab: &Lab, peer: Peer, rcpt: &str) -> Check {
                 .find(|l| l.contains(" <= <> ") && l.contains(&format!(" R={id} ")));
             Some(bounce.map_or((true, frozen.to_string()), |l| (false, l.to_string())))
         }
-    });
+    })
+    .await;
     match seen {
         Some((true, _)) => Check::Pass("null sender, not bounced back".into()),
         Some((false, line)) => Check::fail("bounced back", line),
@@ -241,10 +243,10 @@ async fn mta_dsn_through_postern(lab: &Lab, origin: Peer) -> Check {
         "exim.lab"
     };
     let needle = format!("Reporting-MTA: dns; {origin_host}");
-    let Some(dsn) = find(|| mailbox(lab, final_mta), needle.as_bytes()) else {
+    let Some(dsn) = find(|| mailbox(lab, final_mta), needle.as_bytes()).await else {
         return Check::fail("the DSN did not reach the other MTA", needle);
     };
-    if !null_sender_arrival(lab, final_mta, &from) {
+    if !null_sender_arrival(lab, final_mta, &from).await {
         return Check::fail("not received from the null sender", String::new());
     }
     // From the top: the final MTA's trace fields, Postern's one Received, then the DSN as the

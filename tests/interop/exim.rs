@@ -26,7 +26,7 @@ pub struct Exim {
 }
 
 impl Exim {
-    pub fn start(
+    pub async fn start(
         dir: &Path,
         inject_port: u16,
         postern: &str,
@@ -184,9 +184,10 @@ begin retry
             "-oP",
             &dir.join("exim.pid").display().to_string(),
         ]));
-        poll(Duration::from_secs(30), || {
+        poll(Duration::from_secs(30), async || {
             e.log().contains("daemon started").then_some(())
         })
+        .await
         .expect("exim's daemon starts");
         e
     }
@@ -196,8 +197,8 @@ begin retry
     }
 
     /// The fate of message `id` for `rcpt`: `=>` delivered, `**` bounced, `==` deferred.
-    pub fn fate(&self, id: &str, rcpt: &str, timeout: Duration) -> Option<Fate> {
-        poll(timeout, || {
+    pub async fn fate(&self, id: &str, rcpt: &str, timeout: Duration) -> Option<Fate> {
+        poll(timeout, async || {
             self.log().lines().find_map(|l| {
                 let rest = l.split_once(&format!(" {id} "))?.1;
                 let (mark, rest) = rest.split_once(' ')?;
@@ -219,6 +220,7 @@ begin retry
                 }
             })
         })
+        .await
     }
 
     /// The `=>` line's TLS (`X=TLS1.3:...`) for message `id`, if it went over TLS.
@@ -230,8 +232,8 @@ begin retry
     }
 
     /// How the message from `sender` arrived here, from its `<=` line.
-    pub fn arrival(&self, sender: &str, timeout: Duration) -> Option<Arrival> {
-        poll(timeout, || {
+    pub async fn arrival(&self, sender: &str, timeout: Duration) -> Option<Arrival> {
+        poll(timeout, async || {
             let log = self.log();
             let line = log
                 .lines()
@@ -241,6 +243,7 @@ begin retry
                 line: line.to_string(),
             })
         })
+        .await
     }
 
     pub fn mailbox(&self) -> Vec<Vec<u8>> {

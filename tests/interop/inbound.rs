@@ -215,7 +215,10 @@ pub async fn run(lab: &Lab, m: &mut Matrix) {
         }
         for (peer, case, id) in queued {
             let cell = cell(peer.number(), case.n, phase);
-            let seen = match lab.fate(peer, &id, &cell.rcpt, Duration::from_secs(60)) {
+            let seen = match lab
+                .fate(peer, &id, &cell.rcpt, Duration::from_secs(60))
+                .await
+            {
                 None => Seen::Missing(format!("no outcome for {id} in {}'s log", peer.name())),
                 Some(Fate::Sent(text)) => Seen::Queued {
                     id: queue_id(&text),

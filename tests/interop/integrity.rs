@@ -226,7 +226,7 @@ pub async fn run(lab: &Lab, m: &mut Matrix) {
                     lab.postfix.mailbox()
                 }
             };
-            match find(mailbox, format!("Message-ID: {message_id}").as_bytes()) {
+            match find(mailbox, format!("Message-ID: {message_id}").as_bytes()).await {
                 None => Check::fail(
                     "not delivered",
                     format!("{message_id} not in the last MTA's Maildir"),

@@ -10,7 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use super::clients::Cli;
 use super::exim::Exim;
 use super::inbound::Cert;
-use super::peers::{ClientProfile, Fate, ServerProfile, tls_version};
+use super::peers::{Arrival, ClientProfile, Fate, ServerProfile, poll, tls_version};
 use super::pki::{Files, LabCa};
 use super::postfix::Postfix;
 use super::support::relay::{Seen, sink};
@@ -164,7 +164,8 @@ impl Lab {
             &needs.postfix_servers,
             &needs.postfix_mailboxes,
             &needs.postfix_routes,
-        );
+        )
+        .await;
         let exim = Exim::start(
             &lab_dir.join("exim"),
             needs.exim_inject,
@@ -172,7 +173,8 @@ impl Lab {
             &needs.exim_clients,
             &needs.exim_servers,
             &needs.exim_mailboxes,
-        );
+        )
+        .await;
         let lab = Lab {
             certs,
             postfix,
@@ -235,20 +237,15 @@ impl Lab {
     /// the cell then fails, the suite goes on).
     pub async fn message(&self, id: &str) -> Value {
         let path = format!("/v1/messages/{id}");
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
+        poll(Duration::from_secs(30), async || {
             let (status, body) = self
                 .control
                 .call(reqwest::Method::GET, &path, None, None)
                 .await;
-            if status == 200 {
-                return body;
-            }
-            if std::time::Instant::now() > deadline {
-                return Value::Null;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            (status == 200).then_some(body)
+        })
+        .await
+        .unwrap_or(Value::Null)
     }
 
     /// Tracking records found by `query`, waiting up to 10 s for the first one.
@@ -261,31 +258,25 @@ impl Lab {
     }
 
     async fn list(&self, path: &str) -> Vec<Value> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
+        poll(Duration::from_secs(10), async || {
             let body = self.rest(reqwest::Method::GET, path, Value::Null).await;
             let items = body["items"].as_array().cloned().unwrap_or_default();
-            if !items.is_empty() || std::time::Instant::now() > deadline {
-                return items;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            (!items.is_empty()).then_some(items)
+        })
+        .await
+        .unwrap_or_default()
     }
 
     /// Postern's Received header on the message it relayed to the sink as `id`.
     pub async fn received_header(&self, id: &str) -> Option<String> {
         let needle = format!(" id {id}");
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let found = self.seen.lock().unwrap().iter().find_map(|(_, m)| {
+        poll(Duration::from_secs(30), async || {
+            self.seen.lock().unwrap().iter().find_map(|(_, m)| {
                 let first = unfold_first_header(m);
                 first.contains(&needle).then_some(first)
-            });
-            if found.is_some() || std::time::Instant::now() > deadline {
-                return found;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            })
+        })
+        .await
     }
 
     /// Injects one message into an MTA over SMTP; its queue id there.
@@ -304,10 +295,19 @@ impl Lab {
         super::peers::queue_id(&reply)
     }
 
-    pub fn fate(&self, peer: Peer, id: &str, rcpt: &str, timeout: Duration) -> Option<Fate> {
+    /// How the message from `sender` arrived at an MTA acting as next hop, from its log.
+    pub async fn arrival(&self, peer: Peer, sender: &str, timeout: Duration) -> Option<Arrival> {
         match peer {
-            Peer::Postfix => self.postfix.fate(id, rcpt, timeout),
-            Peer::Exim => self.exim.fate(id, rcpt, timeout),
+            Peer::Postfix => self.postfix.arrival(sender, timeout).await,
+            Peer::Exim => self.exim.arrival(sender, timeout).await,
+            Peer::Cli(_) => None,
+        }
+    }
+
+    pub async fn fate(&self, peer: Peer, id: &str, rcpt: &str, timeout: Duration) -> Option<Fate> {
+        match peer {
+            Peer::Postfix => self.postfix.fate(id, rcpt, timeout).await,
+            Peer::Exim => self.exim.fate(id, rcpt, timeout).await,
             Peer::Cli(_) => None,
         }
     }

@@ -58,11 +58,12 @@ pub fn crlf(message: &[u8]) -> Vec<u8> {
 }
 
 /// Waits for the message holding `needle` in a Maildir (as `mailbox` lists it), in CRLF.
-pub fn find(mailbox: impl Fn() -> Vec<Vec<u8>>, needle: &[u8]) -> Option<Vec<u8>> {
-    poll(Duration::from_secs(120), || {
+pub async fn find(mailbox: impl Fn() -> Vec<Vec<u8>>, needle: &[u8]) -> Option<Vec<u8>> {
+    poll(Duration::from_secs(120), async || {
         mailbox()
             .into_iter()
             .find(|m| m.windows(needle.len()).any(|w| w == needle))
             .map(|m| crlf(&m))
     })
+    .await
 }

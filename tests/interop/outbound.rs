@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::lab::{Certs, Lab, Needs, Peer, smtp_send};
 use super::matrix::{Check, Matrix};
-use super::peers::{ServerProfile, ServerTls};
+use super::peers::{ServerProfile, ServerTls, poll};
 
 const LEVELS: [&str; 4] = ["none", "may", "encrypt", "verify"];
 
@@ -219,19 +219,18 @@ pub async fn run(lab: &Lab, m: &mut Matrix) {
 
 /// Waits until tracking shows the recipient delivered, deferred or bounced.
 async fn settled(lab: &Lab, id: &str) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    let done = poll(Duration::from_secs(60), async || {
         let record = lab.message(id).await;
-        let status = record["deliveries"][0]["status"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        if ["delivered", "deferred", "bounced"].contains(&status.as_str())
-            || std::time::Instant::now() > deadline
-        {
-            return record;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let status = record["deliveries"][0]["status"].as_str().unwrap_or("");
+        ["delivered", "deferred", "bounced"]
+            .contains(&status)
+            .then_some(record)
+    })
+    .await;
+    // Still open after a minute: the record as it stands is the evidence.
+    match done {
+        Some(record) => record,
+        None => lab.message(id).await,
     }
 }
 
@@ -239,16 +238,12 @@ async fn judge(lab: &Lab, peer: Peer, v: Variant, level: &str, id: &str) -> Chec
     let record = settled(lab, id).await;
     let delivery = &record["deliveries"][0];
     let from = sender(peer, v, level);
-    let arrival = |timeout| match peer {
-        Peer::Postfix => lab.postfix.arrival(&from, timeout),
-        _ => lab.exim.arrival(&from, timeout),
-    };
     match expect(peer, v, level) {
         Expect::Delivered(version, fallback) => {
             if delivery["status"] != "delivered" {
                 return Check::fail("not delivered", delivery.to_string());
             }
-            let Some(arrived) = arrival(Duration::from_secs(30)) else {
+            let Some(arrived) = lab.arrival(peer, &from, Duration::from_secs(30)).await else {
                 return Check::fail("not in the next hop's log", String::new());
             };
             if arrived.tls.as_deref() != version {
@@ -278,7 +273,7 @@ async fn judge(lab: &Lab, peer: Peer, v: Variant, level: &str, id: &str) -> Chec
                     format!("wanted deferred with {text:?}: {delivery}"),
                 );
             }
-            if let Some(a) = arrival(Duration::from_millis(500)) {
+            if let Some(a) = lab.arrival(peer, &from, Duration::from_millis(500)).await {
                 return Check::fail("the next hop received it", a.line);
             }
             Check::Pass(format!("deferred {}", text.split(' ').next().unwrap_or("")))

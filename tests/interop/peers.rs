@@ -93,17 +93,18 @@ pub fn read_log(path: &Path) -> String {
     String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
 }
 
-/// Polls `check` until it returns `Some` or `timeout` passes; `None` then.
-pub fn poll<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+/// Polls `check` every 100 ms until it returns `Some` or `timeout` passes; `None` then (the
+/// caller turns that into a failed cell rather than a panic, so the suite goes on).
+pub async fn poll<T>(timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(v) = check() {
+        if let Some(v) = check().await {
             return Some(v);
         }
         if Instant::now() > deadline {
             return None;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -20,7 +20,7 @@ pub struct Postfix {
 impl Postfix {
     /// Configures and starts the instance. `postern` is Postern's SMTP address; mail for
     /// `mailbox_domains` is delivered here.
-    pub fn start(
+    pub async fn start(
         dir: &Path,
         inject_port: u16,
         postern: &str,
@@ -150,11 +150,12 @@ minimal_backoff_time = 300s
         };
         p.postfix("start");
         let log = dir.join("maillog");
-        poll(Duration::from_secs(30), || {
+        poll(Duration::from_secs(30), async || {
             super::peers::read_log(&log)
                 .contains("daemon started")
                 .then_some(())
         })
+        .await
         .expect("postfix's master starts");
         p
     }
@@ -172,9 +173,9 @@ minimal_backoff_time = 300s
     }
 
     /// The final or deferred fate of the message Postfix queued as `qid`, for `rcpt`.
-    pub fn fate(&self, qid: &str, rcpt: &str, timeout: Duration) -> Option<Fate> {
+    pub async fn fate(&self, qid: &str, rcpt: &str, timeout: Duration) -> Option<Fate> {
         let prefix = format!("{qid}: to=<{rcpt}>");
-        poll(timeout, || {
+        poll(timeout, async || {
             self.log()
                 .lines()
                 .filter(|l| l.contains(&prefix))
@@ -192,6 +193,7 @@ minimal_backoff_time = 300s
                     }
                 })
         })
+        .await
     }
 
     /// The TLS line Postfix logged for the transport `name` (one message each), if any.
@@ -205,8 +207,8 @@ minimal_backoff_time = 300s
 
     /// How the message from `sender` arrived at one of the next-hop services: the smtpd
     /// process that logged its queue id, and whether that session had TLS.
-    pub fn arrival(&self, sender: &str, timeout: Duration) -> Option<Arrival> {
-        poll(timeout, || {
+    pub async fn arrival(&self, sender: &str, timeout: Duration) -> Option<Arrival> {
+        poll(timeout, async || {
             let log = self.log();
             let lines: Vec<&str> = log.lines().collect();
             let from = format!(": from=<{sender}>");
@@ -237,6 +239,7 @@ minimal_backoff_time = 300s
                 line: session.unwrap_or(&lines[at]).to_string(),
             })
         })
+        .await
     }
 
     /// Messages delivered to the Maildir, oldest first.
