@@ -20,10 +20,7 @@ struct Gateway {
 impl Gateway {
     async fn start() -> Gateway {
         let dir = tempfile::tempdir().unwrap();
-        let pki = Pki::new(&dir.path().join("tls"));
-        pki.client("w", &["w"]);
-        let control = Postern::control(&dir.path().join("control"), &pki);
-        let worker = Postern::worker(&dir.path().join("spool"), &pki, &control.other, "w", "w");
+        let (pki, control, worker) = support::control_and_worker(dir.path(), "127.0.0.1:0");
         let g = Gateway {
             control,
             worker,
@@ -462,18 +459,8 @@ async fn a_session_keeps_its_policy_version_and_new_sessions_get_the_new_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_limits_timeouts_and_a_dual_stack_listener() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(&dir.path().join("tls"));
-    pki.client("w", &["w"]);
-    let control = Postern::control(&dir.path().join("control"), &pki);
     // A dual-stack listener: IPv4 clients arrive as ::ffff:127.0.0.1 and must match IPv4 rules.
-    let worker = Postern::worker_on(
-        &dir.path().join("spool"),
-        &pki,
-        &control.other,
-        "w",
-        "w",
-        "[::]:0",
-    );
+    let (pki, control, worker) = support::control_and_worker(dir.path(), "[::]:0");
     let g = Gateway {
         control,
         worker,

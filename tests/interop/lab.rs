@@ -140,17 +140,7 @@ impl Lab {
     }
 
     pub async fn start(dir: tempfile::TempDir, certs: Certs, mut needs: Needs) -> Lab {
-        let pki = Pki::new(&dir.path().join("grpc"));
-        pki.client("w", &["w"]);
-        let control = Postern::control(&dir.path().join("control"), &pki);
-        let worker = Postern::worker_on(
-            &dir.path().join("spool"),
-            &pki,
-            &control.other,
-            "w",
-            "w",
-            "127.0.0.1:0",
-        );
+        let (pki, control, worker) = super::support::control_and_worker(dir.path(), "127.0.0.1:0");
         let dns = super::support::dns::dns(needs.dns.clone()).await;
         let (sink, seen) = sink(0).await;
         let smtp = worker.other.clone();

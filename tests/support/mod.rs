@@ -292,6 +292,17 @@ impl Drop for Postern {
     }
 }
 
+/// A control plane and one worker `w` (SMTP on `smtp_listen`) under `dir`: certificates in
+/// `tls/`, the control plane's data in `control/`, the worker's spool in `spool/`.
+pub fn control_and_worker(dir: &Path, smtp_listen: &str) -> (Pki, Postern, Postern) {
+    let pki = Pki::new(&dir.join("tls"));
+    pki.client("w", &["w"]);
+    let control = Postern::control(&dir.join("control"), &pki);
+    let spool = dir.join("spool");
+    let worker = Postern::worker_on(&spool, &pki, &control.other, "w", "w", smtp_listen);
+    (pki, control, worker)
+}
+
 /// Runs `postern` expecting it to exit at once; returns (exit code, stderr).
 pub fn run_to_exit(args: &[&str], envs: &[(&str, &str)]) -> (i32, String) {
     let mut cmd = Command::new(BIN);

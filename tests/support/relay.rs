@@ -202,10 +202,7 @@ pub struct Relay {
 impl Relay {
     pub async fn start(sink: &str, settings: Value) -> Relay {
         let dir = tempfile::tempdir().unwrap();
-        let pki = Pki::new(&dir.path().join("tls"));
-        pki.client("w", &["w"]);
-        let control = Postern::control(&dir.path().join("control"), &pki);
-        let worker = Postern::worker(&dir.path().join("spool"), &pki, &control.other, "w", "w");
+        let (pki, control, worker) = super::control_and_worker(dir.path(), "127.0.0.1:0");
         let r = Relay {
             control,
             worker,
