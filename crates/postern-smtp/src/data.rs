@@ -222,46 +222,25 @@ mod tests {
     #[test]
     fn the_line_limit_counts_the_line_not_its_transparency_dot() {
         // 998 octets and CRLF is the longest line RFC 5321 allows; a line of dots is sent
-        // with one more dot. Fed whole and one byte at a time (the partial-line check).
-        for (line, ok) in [(b'a', 998), (b'.', 998), (b'a', 999), (b'.', 999)]
-            .map(|(c, n)| (vec![c; n], n == 998))
-        {
-            let stuffed = if line[0] == b'.' {
-                [b".".to_vec(), line.clone()].concat()
-            } else {
-                line.clone()
-            };
+        // with one more dot. Fed in one piece (the complete-line check) and one byte at a time
+        // by `read` (the partial-line check).
+        for (c, n) in [(b'a', 998), (b'.', 998), (b'a', 999), (b'.', 999)] {
+            let line = vec![c; n];
+            let stuffed = [if c == b'.' { &b"."[..] } else { b"" }, &line].concat();
             let input = [stuffed, b"\r\n.\r\n".to_vec()].concat();
             let mut reader = DataReader::new(1000, 1 << 20, 1 << 16, 3);
-            let mut whole = (None, Vec::new());
-            whole.0 = reader.feed(&mut input.clone(), &mut whole.1);
-            let mut reader = DataReader::new(1000, 1 << 20, 1 << 16, 3);
-            let (mut buf, mut out, mut outcome) = (Vec::new(), Vec::new(), None);
-            for b in &input {
-                buf.push(*b);
-                outcome = outcome.or(reader.feed(&mut buf, &mut out));
-            }
-            let wanted = if ok {
+            let mut whole = Vec::new();
+            let in_one_piece = reader.feed(&mut input.clone(), &mut whole);
+            let wanted = if n == 998 {
                 DataOutcome::Complete
             } else {
                 DataOutcome::LineTooLong
             };
-            assert_eq!(
-                whole.0,
-                Some(wanted),
-                "{} x {}",
-                line.len(),
-                line[0] as char
-            );
-            assert_eq!(
-                outcome,
-                Some(wanted),
-                "byte by byte: {} x {}",
-                line.len(),
-                line[0] as char
-            );
-            if ok {
-                assert_eq!(whole.1, [line, b"\r\n".to_vec()].concat());
+            let what = format!("{n} x {}", c as char);
+            assert_eq!(in_one_piece, Some(wanted), "in one piece: {what}");
+            assert_eq!(read(&input).0, Some(wanted), "byte by byte: {what}");
+            if n == 998 {
+                assert_eq!(whole, [line, b"\r\n".to_vec()].concat(), "{what}");
             }
         }
     }
