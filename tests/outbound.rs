@@ -62,12 +62,16 @@ async fn a_refused_recipient_bounces_with_a_dsn_and_the_others_are_delivered() {
         "Final-Recipient: rfc822; bad@partner.example",
         "Action: failed",
         "Status: 5.1.1",
-        "Remote-MTA: dns; 127.0.0.1[127.0.0.1]",
+        "Remote-MTA: dns; 127.0.0.1\r\n",
+        "Diagnostic-Code: smtp; 550",
         "Subject: relayed",
         "Auto-Submitted: auto-replied",
     ] {
         assert!(dsn.1.contains(needle), "{needle} missing:\n{}", dsn.1);
     }
+    // The DSN is a message of its own, with its own Message-ID.
+    let own_id = format!("Message-ID: <{}@", dsn.0["id"].as_str().unwrap());
+    assert!(dsn.1.contains(&own_id), "{own_id} missing:\n{}", dsn.1);
     assert_eq!(seen.lock().unwrap()[0].0, ["bob@partner.example"]);
 }
 

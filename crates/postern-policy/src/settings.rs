@@ -81,6 +81,8 @@ impl Default for QueueSettings {
     }
 }
 
+/// How the worker relays (PRODUCT.md 2.3, 7): where to, how many at once, and the deadline of
+/// every step. Defaults follow Postfix 3.x (`smtp_connect_timeout`, `smtp_helo_timeout`, ...).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
@@ -91,8 +93,33 @@ pub struct DeliverySettings {
     pub nameservers: Vec<String>,
     /// The port MX hosts are contacted on (25; tests point it elsewhere).
     pub mx_port: u16,
+    /// Connections to next hops at once, over all destinations.
     pub concurrency: u32,
+    /// Connections to one destination (a next hop, or a domain's MX hosts) at once.
     pub per_destination_concurrency: u32,
+    /// TCP connect (Postfix `smtp_connect_timeout`, 30).
+    pub connect_timeout_s: u32,
+    /// The server's greeting and the EHLO reply (`smtp_helo_timeout`, 300).
+    pub greeting_timeout_s: u32,
+    /// Each command's reply, the STARTTLS handshake and each command write (`smtp_mail_timeout`,
+    /// `smtp_rcpt_timeout`, ..., 300).
+    pub command_timeout_s: u32,
+    /// The message body: each write must make progress within this (`smtp_data_xfer_timeout`,
+    /// 180); the reply to the final dot gets `command_timeout_s`.
+    pub data_timeout_s: u32,
+    /// One connection from connect to QUIT, whatever the progress.
+    pub session_timeout_s: u32,
+    /// Addresses tried per delivery attempt, over all MX hosts (`smtp_mx_address_limit`, 5).
+    pub mx_address_limit: u32,
+    /// Sessions that got past the greeting per delivery attempt (`smtp_mx_session_limit`, 2).
+    pub mx_session_limit: u32,
+    /// How long a connection is used for further messages to the same next hop
+    /// (`smtp_connection_reuse_time_limit`, 300).
+    pub connection_reuse_time_s: u32,
+    /// Messages per connection at most (`smtp_connection_reuse_count_limit`; 0 means no reuse).
+    pub connection_reuse_count: u32,
+    /// How long an unused connection waits for the next message (`smtp_connection_cache_time_limit`, 2).
+    pub connection_idle_s: u32,
 }
 
 impl Default for DeliverySettings {
@@ -103,6 +130,16 @@ impl Default for DeliverySettings {
             mx_port: 25,
             concurrency: 100,
             per_destination_concurrency: 20,
+            connect_timeout_s: 30,
+            greeting_timeout_s: 300,
+            command_timeout_s: 300,
+            data_timeout_s: 180,
+            session_timeout_s: 3600,
+            mx_address_limit: 5,
+            mx_session_limit: 2,
+            connection_reuse_time_s: 300,
+            connection_reuse_count: 100,
+            connection_idle_s: 2,
         }
     }
 }
@@ -162,6 +199,23 @@ impl Settings {
             "/delivery/per_destination_concurrency",
             s.delivery.per_destination_concurrency.into(),
         );
+        let d = &s.delivery;
+        for (pointer, value) in [
+            ("/delivery/connect_timeout_s", d.connect_timeout_s),
+            ("/delivery/greeting_timeout_s", d.greeting_timeout_s),
+            ("/delivery/command_timeout_s", d.command_timeout_s),
+            ("/delivery/data_timeout_s", d.data_timeout_s),
+            ("/delivery/session_timeout_s", d.session_timeout_s),
+            ("/delivery/mx_address_limit", d.mx_address_limit),
+            ("/delivery/mx_session_limit", d.mx_session_limit),
+            (
+                "/delivery/connection_reuse_time_s",
+                d.connection_reuse_time_s,
+            ),
+            ("/delivery/connection_idle_s", d.connection_idle_s),
+        ] {
+            positive(pointer, value.into());
+        }
         positive("/tracking/retention_days", s.tracking.retention_days.into());
         positive("/tracking/max_bytes", s.tracking.max_bytes);
         // The outbox works in 4 MiB segments: fewer than four would drop events the uploader

@@ -3,7 +3,12 @@
 //! lets the shell decide on STARTTLS from the offered extensions (PRODUCT.md 2.3), and after
 //! the handshake discards anything the server sent after its STARTTLS reply (capabilities come
 //! only from the EHLO inside TLS). Then MAIL, each RCPT, DATA (pipelined when offered) with
-//! dot-stuffing applied, and QUIT; every recipient gets its own reply.
+//! dot-stuffing applied; every recipient gets its own reply. A session that ended its
+//! transaction cleanly can carry the next message (`reset`: RSET, then MAIL again), which is how
+//! the worker reuses connections; otherwise it ends with QUIT. Reply text is made printable as
+//! it is parsed, so nothing a next hop sends reaches a DSN or a record raw.
+
+use std::sync::Arc;
 
 use crate::reply::Reply;
 
@@ -59,7 +64,10 @@ pub enum ClientEvent {
     StartTls { discarded: usize },
     /// STARTTLS was refused with this reply.
     StartTlsRefused(Reply),
-    /// The transaction ended (or failed): the outcome per recipient and for the message.
+    /// A reused session refused RSET: it cannot carry the message (start a new one).
+    ResetRefused(Reply),
+    /// The transaction ended (or failed): the outcome per recipient and for the message. Write
+    /// the pending output (a QUIT, unless `reusable`).
     Done(Outcome),
 }
 
@@ -71,6 +79,9 @@ pub struct Outcome {
     /// Set when the session failed before the recipients were settled (greeting, EHLO, MAIL,
     /// DATA); every recipient then has this reply.
     pub session: Option<Reply>,
+    /// The replies are the client's own reason (a malformed or unexpected reply, a policy
+    /// stop), not the server's.
+    pub local: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,14 +96,17 @@ enum State {
     Rcpt(usize),
     Data,
     Message,
-    Quit,
-    Done,
+    Rset,
+    /// The transaction ended cleanly: the session can carry another one.
+    Idle,
+    /// QUIT is queued (or the server spoke nonsense): nothing more is read.
+    Closed,
 }
 
 pub struct Client {
     helo_name: String,
     envelope: Envelope,
-    message: Vec<u8>,
+    message: Arc<[u8]>,
     state: State,
     input: Vec<u8>,
     output: Vec<u8>,
@@ -100,6 +114,8 @@ pub struct Client {
     extensions: Extensions,
     rcpt_replies: Vec<Reply>,
     outcome: Option<Outcome>,
+    /// Complete replies parsed so far: the shell restarts its reply deadline when this moves.
+    replies: u64,
 }
 
 /// The longest reply line accepted from a server, and the most lines in one reply.
@@ -108,11 +124,11 @@ const MAX_REPLY_LINES: usize = 200;
 
 impl Client {
     /// `message` is the message as spooled (CRLF line ends, not yet dot-stuffed).
-    pub fn new(helo_name: &str, envelope: Envelope, message: Vec<u8>) -> Client {
+    pub fn new(helo_name: &str, envelope: Envelope, message: impl Into<Arc<[u8]>>) -> Client {
         Client {
             helo_name: helo_name.to_string(),
             envelope,
-            message,
+            message: message.into(),
             state: State::Greeting,
             input: Vec::new(),
             output: Vec::new(),
@@ -120,13 +136,70 @@ impl Client {
             extensions: Extensions::default(),
             rcpt_replies: Vec::new(),
             outcome: None,
+            replies: 0,
         }
     }
 
     pub fn receive(&mut self, bytes: &[u8]) {
-        if self.state != State::Done {
+        if !matches!(self.state, State::Closed | State::Idle) {
             self.input.extend_from_slice(bytes);
         }
+    }
+
+    /// How many complete replies the server has sent.
+    pub fn replies(&self) -> u64 {
+        self.replies
+    }
+
+    /// Whether the session can carry another transaction (`reset`).
+    pub fn reusable(&self) -> bool {
+        self.state == State::Idle
+    }
+
+    /// Whether the session is in TLS.
+    pub fn in_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// Whether the next output is the message body (its writes get the DATA deadline).
+    pub fn sending_body(&self) -> bool {
+        self.state == State::Message
+    }
+
+    /// What the client waits for, in Postfix's words ("timed out while ...").
+    pub fn stage(&self) -> &'static str {
+        match self.state {
+            State::Greeting => "receiving the initial server greeting",
+            State::Ehlo | State::Helo | State::Decide => "performing the EHLO handshake",
+            State::StartTls | State::AwaitTls => "performing the STARTTLS handshake",
+            State::Mail => "sending MAIL FROM",
+            State::Rcpt(_) => "sending RCPT TO",
+            State::Data => "sending DATA command",
+            State::Message => "sending end of data -- message may be sent more than once",
+            State::Rset => "sending RSET",
+            State::Idle | State::Closed => "sending QUIT",
+        }
+    }
+
+    /// Starts the next transaction on a session that ended the last one cleanly: RSET, then
+    /// MAIL as for the first (RFC 5321 4.1.1.5).
+    pub fn reset(&mut self, envelope: Envelope, message: impl Into<Arc<[u8]>>) {
+        debug_assert_eq!(self.state, State::Idle);
+        self.envelope = envelope;
+        self.message = message.into();
+        self.rcpt_replies.clear();
+        self.outcome = None;
+        self.input.clear();
+        self.send("RSET");
+        self.state = State::Rset;
+    }
+
+    /// Ends an idle session: QUIT is queued, nothing more is read.
+    pub fn close(&mut self) {
+        if self.state == State::Idle {
+            self.send("QUIT");
+        }
+        self.state = State::Closed;
     }
 
     pub fn take_output(&mut self) -> Vec<u8> {
@@ -158,7 +231,8 @@ impl Client {
     /// Ends the session politely without a transaction (the policy forbids going on); every
     /// recipient gets `reason`.
     pub fn quit(&mut self, reason: Reply) {
-        self.fail(reason);
+        self.end(reason, true);
+        self.send("QUIT");
     }
 
     /// After the handshake: EHLO again; what the server said before is forgotten.
@@ -201,7 +275,19 @@ impl Client {
         self.state = State::Mail;
     }
 
+    /// Ends the transaction with the server's `reply` for every recipient, and the session
+    /// with QUIT.
     fn fail(&mut self, reply: Reply) {
+        self.end(reply, false);
+        self.send("QUIT");
+    }
+
+    /// Ends the session without QUIT, for a reason of our own.
+    fn fail_silently(&mut self, reply: Reply) {
+        self.end(reply, true);
+    }
+
+    fn end(&mut self, reply: Reply, local: bool) {
         self.outcome = Some(Outcome {
             recipients: self
                 .envelope
@@ -210,9 +296,9 @@ impl Client {
                 .map(|r| (r.clone(), reply.clone()))
                 .collect(),
             session: Some(reply),
+            local,
         });
-        self.send("QUIT");
-        self.state = State::Quit;
+        self.state = State::Closed;
     }
 
     /// One complete reply from the front of the input; `Err` for a malformed one.
@@ -234,7 +320,7 @@ impl Client {
             let raw = &rest[..end];
             let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
             pos += end + 1;
-            let text = String::from_utf8_lossy(raw);
+            let text = printable(raw);
             let malformed = || {
                 Some(Err(Reply::new(
                     451,
@@ -265,7 +351,7 @@ impl Client {
 
     pub fn poll(&mut self) -> ClientEvent {
         loop {
-            if self.state == State::Done {
+            if matches!(self.state, State::Closed | State::Idle) {
                 return ClientEvent::Done(self.outcome.clone().expect("an outcome when done"));
             }
             let reply = match self.next_reply() {
@@ -273,13 +359,11 @@ impl Client {
                 Some(Ok(r)) => r,
                 Some(Err(e)) => {
                     // A server that speaks nonsense gets no QUIT: the session just ends.
-                    if self.outcome.is_none() {
-                        self.fail(e);
-                    }
-                    self.state = State::Done;
+                    self.fail_silently(e);
                     continue;
                 }
             };
+            self.replies += 1;
             if let Some(event) = self.handle(reply) {
                 return event;
             }
@@ -331,13 +415,15 @@ impl Client {
                 self.state = State::Decide;
                 return Some(ClientEvent::StartTlsRefused(reply));
             }
+            State::Rset if reply.code == 250 => self.begin_transaction(),
+            State::Rset => {
+                self.fail(reply.clone());
+                return Some(ClientEvent::ResetRefused(reply));
+            }
             State::Mail => {
                 if reply.code != 250 {
-                    // With pipelining the RCPTs and DATA replies follow and are read as they come.
+                    // Pipelined RCPT and DATA replies that follow are not read: QUIT ends it.
                     self.fail(reply);
-                    if self.extensions.pipelining {
-                        self.state = State::Quit;
-                    }
                 } else if self.extensions.pipelining {
                     self.state = State::Rcpt(0);
                 } else {
@@ -417,21 +503,17 @@ impl Client {
                     self.outcome = Some(Outcome {
                         recipients,
                         session: None,
+                        local: false,
                     });
-                    self.send("QUIT");
-                    self.state = State::Quit;
+                    self.state = State::Idle;
                 }
             }
-            State::Quit => self.state = State::Done,
-            State::Decide | State::AwaitTls | State::Done => {
+            State::Decide | State::AwaitTls | State::Idle | State::Closed => {
                 // A reply nobody asked for: the server is out of step.
-                if self.outcome.is_none() {
-                    self.fail(Reply::new(
-                        451,
-                        "4.5.0 Error: unexpected reply from the server",
-                    ));
-                }
-                self.state = State::Done;
+                self.fail_silently(Reply::new(
+                    451,
+                    "4.5.0 Error: unexpected reply from the server",
+                ));
             }
         }
         None
@@ -449,9 +531,9 @@ impl Client {
         self.outcome = Some(Outcome {
             recipients,
             session: None,
+            local: false,
         });
-        self.send("QUIT");
-        self.state = State::Quit;
+        self.state = State::Idle;
     }
 
     /// A DATA failure: recipients refused at RCPT keep their own reply.
@@ -464,6 +546,15 @@ impl Client {
             }
         }
     }
+}
+
+/// Reply text as it may be shown and stored: invalid UTF-8 replaced, and every control
+/// character (a bare CR, NUL, escape sequences) turned into `?`, as Postfix's `printable()`.
+fn printable(raw: &[u8]) -> String {
+    String::from_utf8_lossy(raw)
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// Applies dot-stuffing (a line starting with `.` gets another) to a CRLF message; a missing

@@ -48,6 +48,7 @@ fn against_server(
                     client.tls_started();
                 }
                 ClientEvent::StartTlsRefused(r) => panic!("refused: {r}"),
+                ClientEvent::ResetRefused(r) => panic!("RSET refused: {r}"),
                 ClientEvent::Done(outcome) => return (outcome, queued, saw_tls),
             }
         }
@@ -305,4 +306,115 @@ fn dot_stuffing_never_rewraps() {
     assert_eq!(dot_stuff(b"no final newline"), b"no final newline\r\n");
     let long = vec![b'x'; 5000];
     assert_eq!(&dot_stuff(&long)[..5000], &long[..]);
+}
+
+#[test]
+fn a_clean_session_carries_the_next_message_after_rset() {
+    let mut client = Client::new(
+        "relay.test",
+        envelope(&["b@x.example"]),
+        b"one\r\n".to_vec(),
+    );
+    let (first, sent) = scripted(
+        &mut client,
+        &[
+            "220 mx\r\n",
+            "250 mx\r\n",
+            "250 ok\r\n250 ok\r\n354 go\r\n",
+            "250 2.0.0 one\r\n",
+        ],
+        |c, e| {
+            match e {
+                ClientEvent::Greeted { .. } => c.proceed(),
+                other => panic!("{other:?}"),
+            }
+            None
+        },
+    );
+    assert_eq!(first.recipients[0].1.lines[0], "2.0.0 one");
+    assert!(client.reusable(), "no QUIT after a clean transaction");
+    assert!(!sent.contains("QUIT"), "{sent}");
+    client.reset(envelope(&["c@x.example"]), b"two\r\n".to_vec());
+    let (second, sent) = scripted(
+        &mut client,
+        &[
+            "250 2.0.0 reset\r\n",
+            "250 ok\r\n",
+            "250 ok\r\n",
+            "354 go\r\n",
+            "250 2.0.0 two\r\n",
+        ],
+        |_, e| panic!("{e:?}"),
+    );
+    assert_eq!(
+        second.recipients,
+        [("c@x.example".to_string(), Reply::new(250, "2.0.0 two"))]
+    );
+    assert_eq!(
+        sent,
+        "RSET\r\nMAIL FROM:<a@sender.example>\r\nRCPT TO:<c@x.example>\r\nDATA\r\ntwo\r\n.\r\n"
+    );
+    client.close();
+    assert_eq!(client.take_output(), b"QUIT\r\n");
+    assert!(!client.reusable());
+}
+
+#[test]
+fn a_refused_rset_is_not_the_message_s_outcome() {
+    let mut client = Client::new("relay.test", envelope(&["b@x.example"]), b"x\r\n".to_vec());
+    scripted(
+        &mut client,
+        &[
+            "220 mx\r\n",
+            "250 mx\r\n",
+            "250 ok\r\n",
+            "250 ok\r\n",
+            "354 go\r\n",
+            "250 ok\r\n",
+        ],
+        |c, e| {
+            match e {
+                ClientEvent::Greeted { .. } => c.proceed(),
+                other => panic!("{other:?}"),
+            }
+            None
+        },
+    );
+    client.reset(envelope(&["c@x.example"]), b"y\r\n".to_vec());
+    let mut refused = None;
+    scripted(&mut client, &["421 4.4.2 idle too long\r\n"], |_, e| {
+        match e {
+            ClientEvent::ResetRefused(r) => refused = Some(r),
+            other => panic!("{other:?}"),
+        }
+        Some(postern_smtp::Outcome {
+            recipients: vec![],
+            session: None,
+            local: true,
+        })
+    });
+    assert_eq!(refused.unwrap().code, 421);
+    assert!(!client.reusable());
+}
+
+#[test]
+fn control_characters_in_replies_never_come_out_raw() {
+    let mut client = Client::new("relay.test", envelope(&["b@x.example"]), b"x\r\n".to_vec());
+    let (outcome, _) = scripted(
+        &mut client,
+        &[
+            "220 mx\r\n",
+            "250 mx\r\n",
+            "550 5.1.1 bad\rInjected: yes\x1b[2J\x00\u{85}end\r\n",
+        ],
+        |c, e| {
+            match e {
+                ClientEvent::Greeted { .. } => c.proceed(),
+                other => panic!("{other:?}"),
+            }
+            None
+        },
+    );
+    let text = outcome.recipients[0].1.one_line();
+    assert_eq!(text, "550 5.1.1 bad?Injected: yes?[2J??end");
 }

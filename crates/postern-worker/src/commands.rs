@@ -7,7 +7,8 @@ use postern_proto::pb::{self, command};
 use tokio::sync::watch;
 
 use crate::outbound::manage::{Filter, Listed};
-use crate::outbound::queue::{Queue, RcptStatus};
+use crate::outbound::queue::Queue;
+use crate::outbound::state::RcptStatus;
 
 /// The most messages one list command returns.
 const MAX_LIST: usize = 1000;

@@ -32,6 +32,8 @@ pub struct WorkerConfig {
     pub control: ControlConnection,
     pub spool_dir: PathBuf,
     pub hostname: String,
+    /// Addresses that reach this worker through NAT or a load balancer (an MX host there loops).
+    pub proxy_interfaces: Vec<std::net::IpAddr>,
     /// The SMTP server certificate chain and key (PEM) for STARTTLS.
     pub smtp_cert_pem: String,
     pub smtp_key_pem: String,
@@ -119,7 +121,10 @@ impl Worker {
             self.spool.clone(),
             self.policy.clone(),
             self.config.hostname.clone(),
-            smtp.local_addr()?,
+            outbound::own::OwnAddresses::new(
+                smtp.local_addr()?,
+                self.config.proxy_interfaces.clone(),
+            ),
             self.inbound.queued.clone(),
             self.outbox.clone(),
         );

@@ -3,8 +3,14 @@
 //! `incoming/`, fsynced, renamed into `queue/`, and `queue/` is fsynced, all before the 250.
 //! On start, whatever is left in `incoming/` was never acknowledged and is removed; every file
 //! in `queue/` is complete. Writes use std::fs on blocking threads, because tokio::fs can hide
-//! ENOSPC (DESIGN.md "Traps"); a full disk is `452 4.3.1`, any other failure `451 4.3.0`.
-//! Directory fsyncs are shared by the messages that finish together (group commit).
+//! ENOSPC (DESIGN.md "Traps"); a full disk anywhere on that path is `452 4.3.1`, any other
+//! failure `451 4.3.0`. Directory fsyncs are shared by the messages that finish together (group
+//! commit). Removals are not fsynced: one lost in a power cut delivers the message again, as
+//! in Postfix, and costs no sync per delivered message.
+//!
+//! `POSTERN_SPOOL_FAULTS` (a comma-separated list of `state_write`, `remove`, `dsn`) makes
+//! those steps fail as on a full disk: the seam the tests use to prove that such failures
+//! never re-deliver what was delivered. Never set it in production.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -37,6 +43,34 @@ pub enum SpoolError {
     Full,
     #[error("spool write failed: {0}")]
     Io(io::Error),
+    /// The message is in `queue/` but its directory could not be synced nor the file removed:
+    /// it must be delivered (a duplicate at worst, if the client sends it again), never left
+    /// unscheduled.
+    #[error("spool directory sync failed, message kept: {0}")]
+    Kept(io::Error),
+}
+
+/// A step `POSTERN_SPOOL_FAULTS` can make fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    StateWrite,
+    Remove,
+    Dsn,
+}
+
+impl Fault {
+    fn from_env() -> Vec<Fault> {
+        std::env::var("POSTERN_SPOOL_FAULTS")
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|name| match name.trim() {
+                "state_write" => Some(Fault::StateWrite),
+                "remove" => Some(Fault::Remove),
+                "dsn" => Some(Fault::Dsn),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 impl From<io::Error> for SpoolError {
@@ -98,11 +132,14 @@ impl Drop for Incoming {
     }
 }
 
+type SyncResult = Result<(), (io::ErrorKind, String)>;
+
 #[derive(Clone)]
 pub struct Spool {
     incoming: PathBuf,
     queue: PathBuf,
-    syncer: mpsc::UnboundedSender<oneshot::Sender<Result<(), String>>>,
+    syncer: mpsc::UnboundedSender<oneshot::Sender<SyncResult>>,
+    faults: Arc<Vec<Fault>>,
 }
 
 impl Spool {
@@ -125,10 +162,18 @@ impl Spool {
             }
         }
         let syncer = start_dir_syncer(queue.clone());
+        let faults = Fault::from_env();
+        if !faults.is_empty() {
+            tracing::warn!(
+                ?faults,
+                "POSTERN_SPOOL_FAULTS is set: these spool steps fail"
+            );
+        }
         let spool = Spool {
             incoming,
             queue,
             syncer,
+            faults: Arc::new(faults),
         };
         let ids = spool.list()?;
         Ok((spool, ids))
@@ -175,13 +220,24 @@ impl Spool {
             let _ = fs::remove_file(&incoming.tmp);
             return Err(e.into());
         }
-        let (tx, rx) = oneshot::channel();
-        self.syncer
-            .send(tx)
-            .map_err(|_| SpoolError::Io(io::Error::other("the spool syncer stopped")))?;
-        rx.await
-            .map_err(|_| SpoolError::Io(io::Error::other("the spool syncer stopped")))?
-            .map_err(|e| SpoolError::Io(io::Error::other(e)))
+        let Err(e) = self.sync_queue().await else {
+            return Ok(());
+        };
+        // Renamed but not durable: take it back (the client is told to try again), or, if even
+        // that fails, keep it for delivery.
+        let done = incoming.done.clone();
+        match tokio::task::spawn_blocking(move || fs::remove_file(done)).await {
+            Ok(Ok(())) => Err(e),
+            Ok(Err(_)) | Err(_) => Err(SpoolError::Kept(io::Error::other(e.to_string()))),
+        }
+    }
+
+    /// Fails as a full disk would when `POSTERN_SPOOL_FAULTS` names `fault`.
+    pub fn fault(&self, fault: Fault) -> Result<(), SpoolError> {
+        if self.faults.contains(&fault) {
+            return Err(SpoolError::Full);
+        }
+        Ok(())
     }
 
     /// The ids of every queued message.
@@ -214,6 +270,7 @@ impl Spool {
 
     /// Replaces the delivery state of `id` durably (temporary file, fsync, rename, directory).
     pub async fn write_state<T: Serialize>(&self, id: &str, state: &T) -> Result<(), SpoolError> {
+        self.fault(Fault::StateWrite)?;
         let bytes = serde_json::to_vec(state).expect("states serialise");
         let (tmp, done) = (
             self.queue.join(format!("{id}.state.tmp")),
@@ -232,6 +289,7 @@ impl Spool {
 
     /// Removes a message that needs nothing more (delivered, or bounced and reported).
     pub async fn remove(&self, id: &str) -> Result<(), SpoolError> {
+        self.fault(Fault::Remove)?;
         let (msg, state) = (
             self.queue.join(format!("{id}.msg")),
             self.queue.join(format!("{id}.state")),
@@ -246,17 +304,16 @@ impl Spool {
         })
         .await
         .map_err(|e| SpoolError::Io(io::Error::other(e.to_string())))??;
-        self.sync_queue().await
+        Ok(())
     }
 
     async fn sync_queue(&self) -> Result<(), SpoolError> {
+        let stopped = || SpoolError::Io(io::Error::other("the spool syncer stopped"));
         let (tx, rx) = oneshot::channel();
-        self.syncer
-            .send(tx)
-            .map_err(|_| SpoolError::Io(io::Error::other("the spool syncer stopped")))?;
+        self.syncer.send(tx).map_err(|_| stopped())?;
         rx.await
-            .unwrap_or_else(|_| Err("the spool syncer stopped".into()))
-            .map_err(|e| SpoolError::Io(io::Error::other(e)))
+            .map_err(|_| stopped())?
+            .map_err(|(kind, e)| io::Error::new(kind, e).into())
     }
 
     /// The stored envelope of `id` and the message's size, without reading the message.
@@ -283,8 +340,8 @@ impl Spool {
 }
 
 /// One task fsyncs the queue directory for every rename that finished before it started.
-fn start_dir_syncer(dir: PathBuf) -> mpsc::UnboundedSender<oneshot::Sender<Result<(), String>>> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<oneshot::Sender<Result<(), String>>>();
+fn start_dir_syncer(dir: PathBuf) -> mpsc::UnboundedSender<oneshot::Sender<SyncResult>> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<oneshot::Sender<SyncResult>>();
     let dir = Arc::new(dir);
     tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
@@ -295,8 +352,8 @@ fn start_dir_syncer(dir: PathBuf) -> mpsc::UnboundedSender<oneshot::Sender<Resul
             let dir = dir.clone();
             let result = tokio::task::spawn_blocking(move || File::open(dir.as_path())?.sync_all())
                 .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()));
+                .map_err(|e| (io::ErrorKind::Other, e.to_string()))
+                .and_then(|r| r.map_err(|e| (e.kind(), e.to_string())));
             for w in waiters {
                 let _ = w.send(result.clone());
             }

@@ -9,7 +9,8 @@ use postern_policy::{CipherStrength, Level};
 use postern_smtp::{Answer, Envelope, Event, Limits, Reply, Server, ServerConfig};
 use postern_tls::pki::{Ca, Issued};
 use postern_tls::servercert::ServerCertStatus;
-use postern_worker::outbound::deliver::{Target, attempt};
+use postern_worker::outbound::deliver::{Context, Deadlines, Target, attempt};
+use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -163,6 +164,17 @@ fn envelope() -> Envelope {
 
 const MESSAGE: &[u8] = b"Subject: out\r\n\r\n.dot\r\n";
 
+/// How the tests attempt: no connection reuse, ten seconds for every step.
+fn context<'a>(trust: &'a [CertificateDer<'static>]) -> Context<'a> {
+    Context {
+        helo: "relay.test",
+        trust,
+        deadlines: Deadlines::all(Duration::from_secs(10)),
+        pool: None,
+        generation: 0,
+    }
+}
+
 /// An attempt with no CA trusted beyond webpki-roots.
 async fn deliver(
     addr: SocketAddr,
@@ -175,15 +187,7 @@ async fn deliver(
         level,
         strength: CipherStrength::Medium,
     };
-    attempt(
-        &target,
-        "relay.test",
-        &envelope(),
-        MESSAGE,
-        &[],
-        Duration::from_secs(10),
-    )
-    .await
+    attempt(&target, &context(&[]), &envelope(), MESSAGE.into()).await
 }
 
 fn reason(a: &postern_worker::outbound::deliver::Attempt) -> String {
@@ -208,15 +212,7 @@ async fn plaintext_and_tls_deliveries() {
         level: Level::Verify,
         strength: CipherStrength::High,
     };
-    let a = attempt(
-        &target,
-        "relay.test",
-        &envelope(),
-        MESSAGE,
-        &trust,
-        Duration::from_secs(10),
-    )
-    .await;
+    let a = attempt(&target, &context(&trust), &envelope(), MESSAGE.into()).await;
     assert_eq!(a.outcome.recipients[0].1.code, 250, "{a:?}");
     let tls = a.tls.unwrap();
     assert_eq!(tls.certificate, ServerCertStatus::Verified);
@@ -245,17 +241,7 @@ async fn verify_and_encrypt_defer_with_the_contract_texts() {
             level: Level::Verify,
             strength: CipherStrength::Medium,
         };
-        async move {
-            attempt(
-                &target,
-                "relay.test",
-                &envelope(),
-                MESSAGE,
-                &trust,
-                Duration::from_secs(10),
-            )
-            .await
-        }
+        async move { attempt(&target, &context(&trust), &envelope(), MESSAGE.into()).await }
     };
     assert_eq!(
         reason(&verify("mx.other.example", trust.clone()).await),
@@ -339,15 +325,7 @@ async fn a_message_needing_smtputf8_bounces_at_a_hop_without_it() {
         level: Level::May,
         strength: CipherStrength::Medium,
     };
-    let a = attempt(
-        &target,
-        "relay.test",
-        &env,
-        MESSAGE,
-        &[],
-        Duration::from_secs(10),
-    )
-    .await;
+    let a = attempt(&target, &context(&[]), &env, MESSAGE.into()).await;
     let reply = &a.outcome.recipients[0].1;
     assert_eq!(reply.code, 554);
     assert_eq!(

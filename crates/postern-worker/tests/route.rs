@@ -5,7 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 use hickory_resolver::proto::rr::rdata::{A, AAAA, MX};
 use hickory_resolver::proto::rr::{Name, RData};
 use postern_policy::NextHop;
-use postern_worker::outbound::route::{Hop, Router};
+use postern_worker::outbound::own::OwnAddresses;
+use postern_worker::outbound::route::{Hop, RouteError, Router};
 
 #[path = "../../../tests/support/dns.rs"]
 mod dns;
@@ -42,7 +43,12 @@ async fn mx_preference_addresses_and_fallbacks() {
     ])
     .await;
     let router = Router::new(&[ns.to_string()], 2525).unwrap();
-    let hops = router.hops(&NextHop::Mx, "partner.example").await.unwrap();
+    // This worker listens elsewhere: none of these hosts is itself.
+    let own = OwnAddresses::new("127.0.0.1:2600".parse().unwrap(), vec![]);
+    let hops = router
+        .hops(&NextHop::Mx, "partner.example", &own)
+        .await
+        .unwrap();
     assert_eq!(
         hops[0].host, "mx1.partner.example",
         "the lowest preference first: {hops:?}"
@@ -55,7 +61,10 @@ async fn mx_preference_addresses_and_fallbacks() {
     );
     // No MX: the domain's own address.
     assert_eq!(
-        router.hops(&NextHop::Mx, "nomx.example").await.unwrap(),
+        router
+            .hops(&NextHop::Mx, "nomx.example", &own)
+            .await
+            .unwrap(),
         [hop("nomx.example", "127.0.0.13", 2525)]
     );
     // A configured host and an address literal.
@@ -64,7 +73,7 @@ async fn mx_preference_addresses_and_fallbacks() {
         port: 587,
     };
     assert_eq!(
-        router.hops(&host, "ignored.example").await.unwrap(),
+        router.hops(&host, "ignored.example", &own).await.unwrap(),
         [hop("relay.example", "127.0.0.14", 587)]
     );
     let ip = NextHop::Ip {
@@ -72,16 +81,89 @@ async fn mx_preference_addresses_and_fallbacks() {
         port: 25,
     };
     assert_eq!(
-        router.hops(&ip, "ignored.example").await.unwrap(),
+        router.hops(&ip, "ignored.example", &own).await.unwrap(),
         [hop("192.0.2.25", "192.0.2.25", 25)]
     );
-    // An unknown domain defers with a name service error.
+    // A domain that does not exist bounces, in Postfix's words.
     let err = router
-        .hops(&NextHop::Mx, "unknown.example")
+        .hops(&NextHop::Mx, "unknown.example", &own)
         .await
         .unwrap_err();
-    assert!(
-        err.starts_with("4.4.3 Host or domain name not found"),
-        "{err}"
+    assert_eq!(
+        err.reply().one_line(),
+        "550 5.4.4 Host or domain name not found. Name service error for name=unknown.example type=MX: Host not found"
+    );
+    // A configured next hop that does not resolve is the operator's to fix: deferred.
+    let typo = NextHop::Host {
+        host: "typo.example".into(),
+        port: 25,
+    };
+    let err = router.hops(&typo, "x.example", &own).await.unwrap_err();
+    assert!(matches!(err, RouteError::Temporary(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn null_mx_and_this_gateway_among_the_mx_hosts() {
+    let ns = dns(vec![
+        ("nullmx.example.", mx(0, ".")),
+        ("backup.example.", mx(10, "primary.backup.example.")),
+        ("backup.example.", mx(20, "gateway.example.")),
+        ("backup.example.", mx(30, "worse.backup.example.")),
+        ("primary.backup.example.", a("127.0.0.21")),
+        ("worse.backup.example.", a("127.0.0.23")),
+        ("gateway.example.", a("127.0.0.22")),
+        ("best.example.", mx(5, "gateway.example.")),
+        ("best.example.", mx(10, "primary.backup.example.")),
+    ])
+    .await;
+    let router = Router::new(&[ns.to_string()], 2525).unwrap();
+    let own = OwnAddresses::new("127.0.0.22:2525".parse().unwrap(), vec![]);
+    let err = router
+        .hops(&NextHop::Mx, "nullmx.example", &own)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.reply().one_line(),
+        "550 5.1.10 Domain nullmx.example does not accept mail (nullMX)"
+    );
+    // A backup MX: only the hosts more preferred than this gateway.
+    assert_eq!(
+        router
+            .hops(&NextHop::Mx, "backup.example", &own)
+            .await
+            .unwrap(),
+        [hop("primary.backup.example", "127.0.0.21", 2525)]
+    );
+    // The best MX: a loop, whatever comes after it.
+    let err = router
+        .hops(&NextHop::Mx, "best.example", &own)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.reply().one_line(),
+        "554 5.4.6 mail for best.example loops back to myself"
+    );
+    // Reached through NAT at the gateway's address: the same, on any port.
+    let nat = OwnAddresses::new(
+        "127.0.0.99:2600".parse().unwrap(),
+        vec!["127.0.0.22".parse().unwrap()],
+    );
+    assert_eq!(
+        router
+            .hops(&NextHop::Mx, "backup.example", &nat)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // Without this gateway in the list, every host in order.
+    let elsewhere = OwnAddresses::new("127.0.0.99:2600".parse().unwrap(), vec![]);
+    assert_eq!(
+        router
+            .hops(&NextHop::Mx, "backup.example", &elsewhere)
+            .await
+            .unwrap()
+            .len(),
+        3
     );
 }

@@ -48,6 +48,10 @@ pub struct DevArgs {
     /// The name in the SMTP banner; defaults to the machine's name.
     #[arg(long, env = "POSTERN_HOSTNAME")]
     pub hostname: Option<String>,
+    /// Addresses this worker is reached by through NAT or a load balancer (Postfix's
+    /// `proxy_interfaces`): an MX host at one of them is this worker.
+    #[arg(long, env = "POSTERN_PROXY_INTERFACES", value_delimiter = ',')]
+    pub proxy_interfaces: Vec<std::net::IpAddr>,
     /// Allow plain HTTP on a non-loopback address.
     #[arg(long, env = "POSTERN_INSECURE_HTTP")]
     pub insecure_http: bool,
@@ -103,4 +107,8 @@ pub struct WorkerArgs {
     /// The name in the SMTP banner; defaults to the machine's name.
     #[arg(long, env = "POSTERN_HOSTNAME")]
     pub hostname: Option<String>,
+    /// Addresses this worker is reached by through NAT or a load balancer (Postfix's
+    /// `proxy_interfaces`): an MX host at one of them is this worker.
+    #[arg(long, env = "POSTERN_PROXY_INTERFACES", value_delimiter = ',')]
+    pub proxy_interfaces: Vec<std::net::IpAddr>,
 }

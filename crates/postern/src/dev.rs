@@ -51,6 +51,7 @@ pub async fn run(args: DevArgs) -> Result<(), Fatal> {
         },
         spool_dir: args.data_dir.join("spool"),
         hostname,
+        proxy_interfaces: args.proxy_interfaces.clone(),
         smtp_cert_pem: read(&pki.smtp_cert)?,
         smtp_key_pem: read(&pki.smtp_key)?,
     })

@@ -39,6 +39,7 @@ pub async fn run(args: WorkerArgs) -> Result<(), Fatal> {
         control,
         spool_dir: args.spool_dir,
         hostname: args.hostname.unwrap_or_else(crate::machine_hostname),
+        proxy_interfaces: args.proxy_interfaces,
         smtp_cert_pem,
         smtp_key_pem,
     })

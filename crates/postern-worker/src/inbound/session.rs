@@ -322,8 +322,11 @@ async fn serve(
                     begin(inbound, &server, &policy, ip, tls.as_ref(), &transaction_id)
                 });
                 let id = transaction_id.take().unwrap_or_default();
-                let reply = match inbound.spool.commit(message).await {
-                    Ok(()) => {
+                let committed = inbound.spool.commit(message).await;
+                let reply = match committed {
+                    // Kept: in the queue though its directory entry may not be durable; it is
+                    // delivered, and the client told to try again (a duplicate at worst).
+                    Ok(()) | Err(SpoolError::Kept(_)) => {
                         let (subject, message_id) = headers::subject_and_message_id(&head);
                         // Before the queue hears of it, so that tracking sees it first.
                         inbound.outbox.emit(
@@ -341,7 +344,13 @@ async fn serve(
                         );
                         tracked.messages += 1;
                         let _ = inbound.queued.send(id.clone());
-                        Reply::queued(&id)
+                        match committed {
+                            Err(e) => {
+                                tracing::error!(%id, error = %e, "spool directory sync failed");
+                                Reply::local_error()
+                            }
+                            Ok(()) => Reply::queued(&id),
+                        }
                     }
                     Err(e) => {
                         let reply = match e {

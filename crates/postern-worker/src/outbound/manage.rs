@@ -7,7 +7,10 @@ use std::sync::Arc;
 use postern_events::{self as events, Event};
 use postern_policy::normalize_lookup_domain;
 
-use super::queue::{MessageState, Queue, RcptState, RcptStatus};
+use super::bounce::Bounce;
+use super::queue::{Queue, QueueError};
+use super::round::blocking;
+use super::state::{MessageState, RcptState};
 use crate::spool;
 
 /// What `GET /v1/queue` asks of a worker.
@@ -35,10 +38,6 @@ pub struct Listed {
 /// `postsuper -e`).
 pub const DELETED: &str = "5.0.0 message is administratively expired";
 
-fn open(r: &RcptState) -> bool {
-    matches!(r.status, RcptStatus::Pending | RcptStatus::Deferred)
-}
-
 fn domain_of(address: &str) -> Option<String> {
     address
         .rsplit_once('@')
@@ -53,7 +52,7 @@ impl Filter {
             .and_then(normalize_lookup_domain);
         let reason = self.reason.as_deref().map(str::to_lowercase);
         recipients.iter().any(|r| {
-            open(r)
+            r.open()
                 && destination
                     .as_ref()
                     .is_none_or(|d| domain_of(&r.address).as_ref() == Some(d))
@@ -67,18 +66,19 @@ impl Filter {
 }
 
 impl Queue {
-    /// The envelope, size and recipients' state of a queued message.
+    /// The envelope, size and recipients' state of a queued message (the state in memory
+    /// when its file could not be written).
     fn load(&self, id: &str) -> std::io::Result<(spool::Envelope, u64, Vec<RcptState>)> {
         let (envelope, size) = self.spool.read_envelope(id)?;
-        let recipients = match self.spool.read_state::<MessageState>(id)? {
-            Some(state) => state.recipients,
-            None => envelope
-                .recipients
-                .iter()
-                .map(|a| RcptState::pending(a))
-                .collect(),
+        let unsaved = self.unsaved.lock().expect("unsaved lock").get(id).cloned();
+        let state = match unsaved {
+            Some(state) => state,
+            None => self
+                .spool
+                .read_state::<MessageState>(id)?
+                .unwrap_or_else(|| MessageState::new(&envelope, self.now())),
         };
-        Ok((envelope, size, recipients))
+        Ok((envelope, size, state.recipients))
     }
 
     /// Queued messages matching `filter`, in queue id order (reads the spool: run it on a
@@ -171,28 +171,47 @@ impl Queue {
     }
 
     /// Removes a message that no round is working on.
-    pub(super) async fn delete_now(&self, id: &str, dsn: bool) -> Result<(), String> {
+    pub(super) async fn delete_now(&self, id: &str, dsn: bool) -> Result<(), QueueError> {
         if dsn {
-            let (envelope, message) = match self.spool.read(id) {
+            let owned = id.to_string();
+            let (envelope, message) = match blocking(&self.spool, move |s| s.read(&owned)).await {
                 Ok(m) => m,
                 // Its round ended it (every recipient final): nothing is left to delete.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(e.to_string()),
+                Err(QueueError::Read(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
             };
-            let (_, _, recipients) = self.load(id).map_err(|e| e.to_string())?;
-            let failed: Vec<(&str, &str, Option<&str>)> = recipients
+            let owned = id.to_string();
+            let recipients = {
+                let unsaved = self.unsaved.lock().expect("unsaved lock").get(id).cloned();
+                match unsaved {
+                    Some(state) => state.recipients,
+                    None => {
+                        blocking(&self.spool, move |s| s.read_state::<MessageState>(&owned))
+                            .await?
+                            .unwrap_or_else(|| MessageState::new(&envelope, self.now()))
+                            .recipients
+                    }
+                }
+            };
+            let failed: Vec<Bounce<'_>> = recipients
                 .iter()
-                .filter(|r| open(r))
-                .map(|r| (r.address.as_str(), DELETED, r.host.as_deref()))
+                .filter(|r| r.open())
+                .map(|r| Bounce {
+                    recipient: &r.address,
+                    reason: DELETED,
+                    remote_mta: None,
+                })
                 .collect();
             let dsn = self.report(id, &envelope, &message, &failed).await?;
-            for (recipient, reason, _) in &failed {
+            for f in &failed {
                 self.outbox.emit(
                     self.policy_version(),
                     Event::Bounced(events::Bounced {
                         queue_id: id.to_string(),
-                        recipient: recipient.to_string(),
-                        reason: reason.to_string(),
+                        recipient: f.recipient.to_string(),
+                        reason: f.reason.to_string(),
                         dsn: dsn.clone(),
                     }),
                 );
@@ -204,8 +223,9 @@ impl Queue {
             Err(spool::SpoolError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(());
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         }
+        self.unsaved.lock().expect("unsaved lock").remove(id);
         self.outbox.emit(
             self.policy_version(),
             Event::Deleted(events::Deleted {
@@ -215,10 +235,5 @@ impl Queue {
         );
         tracing::info!(%id, dsn, "queued message deleted by an operator");
         Ok(())
-    }
-
-    /// Messages queued here (waiting or in a round).
-    pub fn queued(&self) -> usize {
-        self.schedule().len()
     }
 }

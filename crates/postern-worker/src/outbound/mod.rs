@@ -1,9 +1,16 @@
 //! Outbound delivery (PRODUCT.md 2.3, 2.4): next-hop resolution, delivery attempts under the
-//! outbound levels, the queue with retries and bounces.
+//! outbound levels with a deadline on every step, connection reuse, the queue with its
+//! schedule, per-message state, delivery rounds, retries and bounces.
 
+pub mod bounce;
 pub mod deliver;
 pub mod dsn;
 pub mod manage;
+pub mod own;
+pub mod pool;
 pub mod queue;
+pub mod round;
 pub mod route;
+pub mod schedule;
+pub mod state;
 pub mod tls_steps;

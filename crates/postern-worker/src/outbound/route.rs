@@ -1,8 +1,10 @@
-//! Where mail for a domain goes (PRODUCT.md 2.3, 3): a relay domain's next hop (`host:port`,
+//! Where mail for a domain goes (PRODUCT.md 2.3, 3, 7): a relay domain's next hop (`host:port`,
 //! `[ip]:port` or `mx`), else MX records (by preference, each host's A and AAAA addresses) with
-//! the domain's own addresses when it has no MX (RFC 5321 5.1), or the smart host. Nameservers
-//! come from `settings.delivery.nameservers` (tests run their own on loopback); empty means
-//! the system's resolver configuration.
+//! the domain's own addresses when it has no MX (RFC 5321 5.1), or the smart host. A domain
+//! that does not exist and a null MX (RFC 7505) are final; an MX list that names this worker
+//! keeps only the hosts more preferred than itself, and is a loop when it is the best. DNS
+//! trouble is never final. Nameservers come from `settings.delivery.nameservers` (tests run
+//! their own on loopback); empty means the system's resolver configuration.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -11,6 +13,40 @@ use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::{ResolveErrorKind, TokioResolver};
 use postern_policy::NextHop;
+use postern_smtp::Reply;
+
+use super::own::OwnAddresses;
+
+/// Why there is nowhere to deliver to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// NXDOMAIN: the name does not exist (final, Postfix's wording).
+    #[error(
+        "5.4.4 Host or domain name not found. Name service error for name={name} type={kind}: Host not found"
+    )]
+    NotFound { name: String, kind: &'static str },
+    /// `MX 0 .` (RFC 7505).
+    #[error("5.1.10 Domain {0} does not accept mail (nullMX)")]
+    NullMx(String),
+    /// This worker is the best MX, or the configured next hop.
+    #[error("5.4.6 mail for {0} loops back to myself")]
+    Loop(String),
+    /// Anything else (timeouts, SERVFAIL, no address): deferred.
+    #[error("4.4.3 {0}")]
+    Temporary(String),
+}
+
+impl RouteError {
+    /// The reply the affected recipients get.
+    pub fn reply(&self) -> Reply {
+        let code = match self {
+            RouteError::Temporary(_) => 451,
+            RouteError::Loop(_) => 554,
+            RouteError::NotFound { .. } | RouteError::NullMx(_) => 550,
+        };
+        Reply::new(code, self.to_string())
+    }
+}
 
 /// One address to try, with the name its certificate must carry under `verify` (and the SNI).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,13 +62,16 @@ pub struct Router {
 
 impl Router {
     /// `nameservers` as `ip:port` strings (settings are validated, so they parse).
-    pub fn new(nameservers: &[String], mx_port: u16) -> Result<Router, String> {
+    pub fn new(nameservers: &[String], mx_port: u16) -> Result<Router, RouteError> {
         let mut builder = if nameservers.is_empty() {
-            TokioResolver::builder_tokio().map_err(|e| e.to_string())?
+            TokioResolver::builder_tokio()
+                .map_err(|e| RouteError::Temporary(format!("resolver configuration: {e}")))?
         } else {
             let mut config = ResolverConfig::new();
             for ns in nameservers {
-                let addr: SocketAddr = ns.parse().map_err(|_| format!("bad nameserver {ns}"))?;
+                let addr: SocketAddr = ns
+                    .parse()
+                    .map_err(|_| RouteError::Temporary(format!("bad nameserver {ns}")))?;
                 config.add_name_server(NameServerConfig::new(addr, Protocol::Udp));
             }
             TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
@@ -47,29 +86,42 @@ impl Router {
         })
     }
 
-    /// The addresses to try, in order. An error is the deferral reason (DNS trouble is never
-    /// final here; the retry schedule decides).
-    pub async fn hops(&self, next_hop: &NextHop, domain: &str) -> Result<Vec<Hop>, String> {
-        match next_hop {
-            NextHop::Ip { ip, port } => Ok(vec![Hop {
+    /// The addresses to try, in order, none of them this worker's own (`own`).
+    pub async fn hops(
+        &self,
+        next_hop: &NextHop,
+        domain: &str,
+        own: &OwnAddresses,
+    ) -> Result<Vec<Hop>, RouteError> {
+        let hops = match next_hop {
+            NextHop::Ip { ip, port } => vec![Hop {
                 host: ip.to_string(),
                 addr: SocketAddr::new(*ip, *port),
-            }]),
-            NextHop::Host { host, port } => self.addresses(host, *port).await,
-            NextHop::Mx => self.mx(domain).await,
+            }],
+            // A configured host that does not resolve is the operator's to fix: deferred, so
+            // that a typo never bounces the mail it routes.
+            NextHop::Host { host, port } => {
+                self.addresses(host, *port).await.map_err(|e| match e {
+                    RouteError::NotFound { name, kind } => RouteError::Temporary(format!(
+                        "Host or domain name not found. Name service error for name={name} type={kind}: Host not found"
+                    )),
+                    e => e,
+                })?
+            }
+            NextHop::Mx => return self.mx(domain, own).await,
+        };
+        if hops.iter().any(|h| own.contains(h.addr)) {
+            return Err(RouteError::Loop(domain.to_string()));
         }
+        Ok(hops)
     }
 
-    async fn addresses(&self, host: &str, port: u16) -> Result<Vec<Hop>, String> {
+    async fn addresses(&self, host: &str, port: u16) -> Result<Vec<Hop>, RouteError> {
         let ips = self
             .resolver
             .lookup_ip(format!("{}.", host.trim_end_matches('.')))
             .await
-            .map_err(|e| {
-                format!(
-                    "4.4.3 Host or domain name not found. Name service error for name={host}: {e}"
-                )
-            })?;
+            .map_err(|e| classify(e, host, "A"))?;
         let mut hops: Vec<Hop> = ips
             .iter()
             .map(|ip: IpAddr| Hop {
@@ -78,10 +130,13 @@ impl Router {
             })
             .collect();
         hops.dedup();
+        if hops.is_empty() {
+            return Err(RouteError::Temporary(format!("no address for {host}")));
+        }
         Ok(hops)
     }
 
-    async fn mx(&self, domain: &str) -> Result<Vec<Hop>, String> {
+    async fn mx(&self, domain: &str, own: &OwnAddresses) -> Result<Vec<Hop>, RouteError> {
         let fqdn = format!("{}.", domain.trim_end_matches('.'));
         let mut exchanges: Vec<(u16, String)> = match self.resolver.mx_lookup(fqdn).await {
             Ok(mx) => mx
@@ -93,32 +148,75 @@ impl Router {
                     )
                 })
                 .collect(),
+            Err(e) if matches!(e.kind(), ResolveErrorKind::Proto(p) if p.is_nx_domain()) => {
+                return Err(RouteError::NotFound {
+                    name: domain.to_string(),
+                    kind: "MX",
+                });
+            }
             Err(e) if matches!(e.kind(), ResolveErrorKind::Proto(p) if p.is_no_records_found()) => {
                 Vec::new()
             }
-            Err(e) => {
-                return Err(format!(
-                    "4.4.3 Host or domain name not found. Name service error for name={domain} type=MX: {e}"
-                ));
-            }
+            Err(e) => return Err(classify(e, domain, "MX")),
         };
+        if exchanges.iter().any(|(_, host)| host.is_empty()) {
+            return Err(RouteError::NullMx(domain.to_string()));
+        }
         if exchanges.is_empty() {
             // No MX: the domain itself is the mail host (RFC 5321 5.1).
-            return self.addresses(domain, self.mx_port).await;
+            let hops = self.addresses(domain, self.mx_port).await?;
+            if hops.iter().any(|h| own.contains(h.addr)) {
+                return Err(RouteError::Loop(domain.to_string()));
+            }
+            return Ok(hops);
         }
         exchanges.sort();
-        let mut hops = Vec::new();
+        let mut resolved = Vec::new();
         let mut last_error = None;
-        for (_, host) in exchanges {
+        for (preference, host) in exchanges {
             match self.addresses(&host, self.mx_port).await {
-                Ok(h) => hops.extend(h),
+                Ok(h) => resolved.push((preference, h)),
+                // A host that does not resolve is skipped, as Postfix does.
                 Err(e) => last_error = Some(e),
             }
         }
+        // This worker in the list: only the hosts more preferred than itself (RFC 5321 5.1).
+        if let Some(mine) = resolved
+            .iter()
+            .find(|(_, hops)| hops.iter().any(|h| own.contains(h.addr)))
+            .map(|(p, _)| *p)
+        {
+            resolved.retain(|(p, _)| *p < mine);
+            if resolved.is_empty() {
+                return Err(RouteError::Loop(domain.to_string()));
+            }
+        }
+        let hops: Vec<Hop> = resolved.into_iter().flat_map(|(_, h)| h).collect();
         if hops.is_empty() {
-            return Err(last_error
-                .unwrap_or_else(|| format!("4.4.3 no address for the MX hosts of {domain}")));
+            return Err(match last_error {
+                Some(RouteError::NotFound { name, .. }) => RouteError::Temporary(format!(
+                    "Host or domain name not found. Name service error for name={name} type=A: Host not found"
+                )),
+                Some(e) => e,
+                None => RouteError::Temporary(format!("no address for the MX hosts of {domain}")),
+            });
         }
         Ok(hops)
+    }
+}
+
+/// A failed lookup of `name`: NXDOMAIN is final, anything else is deferred.
+fn classify(e: hickory_resolver::ResolveError, name: &str, kind: &'static str) -> RouteError {
+    match e.kind() {
+        ResolveErrorKind::Proto(p) if p.is_nx_domain() => RouteError::NotFound {
+            name: name.to_string(),
+            kind,
+        },
+        ResolveErrorKind::Proto(p) if p.is_no_records_found() => {
+            RouteError::Temporary(format!("no address for {name}"))
+        }
+        _ => RouteError::Temporary(format!(
+            "Host or domain name not found. Name service error for name={name} type={kind}: {e}"
+        )),
     }
 }

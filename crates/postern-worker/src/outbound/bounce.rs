@@ -1,0 +1,111 @@
+//! DSN production (PRODUCT.md 2.4): failed recipients are reported to the sender in one DSN,
+//! queued like any message with the null sender. A message from `<>` (a DSN itself) gets none:
+//! it is dropped, and said so.
+
+use std::time::SystemTime;
+
+use postern_events::{self as events, Event};
+
+use super::dsn;
+use super::queue::{Queue, QueueError};
+use crate::spool;
+
+/// A recipient to report: its address, the reason, and the next hop's name when the reason is
+/// that host's reply.
+pub struct Bounce<'a> {
+    pub recipient: &'a str,
+    pub reason: &'a str,
+    pub remote_mta: Option<&'a str>,
+}
+
+impl Queue {
+    /// Reports `failed` in one DSN; its queue id (`None`: nothing to report, or the sender is
+    /// `<>`). `message` is the original, for its headers.
+    pub(super) async fn report(
+        &self,
+        id: &str,
+        envelope: &spool::Envelope,
+        message: &[u8],
+        failed: &[Bounce<'_>],
+    ) -> Result<Option<String>, QueueError> {
+        if failed.is_empty() {
+            return Ok(None);
+        }
+        if envelope.sender.is_empty() {
+            for f in failed {
+                tracing::warn!(%id, recipient = f.recipient, reason = f.reason, "undeliverable delivery status notification dropped");
+            }
+            return Ok(None);
+        }
+        let report: Vec<dsn::Failed<'_>> = failed
+            .iter()
+            .map(|f| dsn::Failed {
+                recipient: f.recipient,
+                status: dsn::status_of(f.reason, "5.0.0"),
+                remote_mta: f.remote_mta,
+                diagnostic: f.reason,
+            })
+            .collect();
+        let dsn_id = ulid::Ulid::new().to_string();
+        let bytes = dsn::build(
+            &self.hostname,
+            id,
+            &dsn_id,
+            &envelope.sender,
+            &report,
+            message,
+            SystemTime::now(),
+        );
+        self.spool_dsn(envelope, dsn_id, bytes).await.map(Some)
+    }
+
+    /// Queues a bounce to the original sender, with the null envelope sender.
+    async fn spool_dsn(
+        &self,
+        original: &spool::Envelope,
+        id: String,
+        report: Vec<u8>,
+    ) -> Result<String, QueueError> {
+        self.spool.fault(spool::Fault::Dsn)?;
+        let envelope = spool::Envelope {
+            id: id.clone(),
+            sender: String::new(),
+            recipients: vec![original.sender.clone()],
+            received_at: crate::inbound::rfc3339(SystemTime::now()),
+            client_ip: "127.0.0.1".into(),
+            helo: self.hostname.clone(),
+            tls: None,
+            policy_version: original.policy_version,
+            smtputf8: false,
+            eight_bit: false,
+        };
+        let received = events::Received {
+            queue_id: id.clone(),
+            session: String::new(),
+            source: events::Source {
+                ip: envelope.client_ip.clone(),
+                helo: envelope.helo.clone(),
+                tls: None,
+            },
+            sender: String::new(),
+            recipients: envelope.recipients.clone(),
+            size: report.len() as u64,
+            subject: Some(dsn::SUBJECT.into()),
+            message_id: Some(format!("{id}@{}", self.hostname)),
+        };
+        let spool = self.spool.clone();
+        let incoming = tokio::task::spawn_blocking(move || {
+            let mut incoming = spool.begin(&envelope, b"");
+            incoming.write(&report);
+            incoming
+        })
+        .await
+        .map_err(|e| QueueError::Task(e.to_string()))?;
+        self.spool.commit(incoming).await?;
+        self.outbox
+            .emit(self.policy_version(), Event::Received(received));
+        let _ = self.queued.send(id.clone());
+        tracing::info!(%id, original = %original.id, "queued a delivery status notification");
+        Ok(id)
+    }
+}

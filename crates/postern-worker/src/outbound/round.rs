@@ -1,0 +1,469 @@
+//! One delivery round of one message: the due recipients grouped by (next hop, effective level,
+//! strength) as PRODUCT.md 2.3 says (an MX next hop is the recipient domain's MX hosts, so it
+//! also splits by domain), each group delivered over one connection (a cached one when it can),
+//! the next address tried before deferring, within `mx_address_limit` addresses and
+//! `mx_session_limit` sessions. Each recipient succeeds, defers or bounces on its own; the
+//! bounced get one DSN per round. Nothing after the first delivery can end the round early:
+//! whatever local step fails, what the next hops said is kept.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use postern_events::{self as events, Certificate, Event, Leg, Tls};
+use postern_policy::{CipherStrength, CompiledPolicy, Level, NextHop, normalize_lookup_domain};
+use postern_smtp::{Envelope, Reply};
+
+use super::bounce::Bounce;
+use super::deliver::{Attempt, Context, Deadlines, Target, attempt};
+use super::pool::Reuse;
+use super::queue::{LOCAL_RETRY_S, Queue, QueueError};
+use super::route::Router;
+use super::state::{Fate, MessageState};
+use crate::spool;
+
+/// Recipients that travel together.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GroupKey {
+    /// `mx`, `host:port` or `[ip]:port`.
+    pub hop: String,
+    /// The recipient domain for an MX next hop (its MX hosts are its own); empty otherwise.
+    pub mx_domain: String,
+    pub level: Level,
+    pub strength: CipherStrength,
+}
+
+/// The due recipients of `state` by group, and those whose address cannot be routed at all.
+pub fn plan(
+    state: &MessageState,
+    policy: &CompiledPolicy,
+    now: u64,
+    forced: bool,
+) -> (BTreeMap<GroupKey, Vec<usize>>, Vec<usize>) {
+    let mut groups: BTreeMap<GroupKey, Vec<usize>> = BTreeMap::new();
+    let mut unroutable = Vec::new();
+    for i in state.due(now, forced) {
+        let address = &state.recipients[i].address;
+        let Some(domain) = address
+            .rsplit_once('@')
+            .and_then(|(_, d)| normalize_lookup_domain(d))
+        else {
+            unroutable.push(i);
+            continue;
+        };
+        let hop = match policy.relay_domain(&domain) {
+            Some(relay) => relay.next_hop.clone(),
+            None => policy
+                .settings
+                .delivery
+                .smart_host
+                .clone()
+                .unwrap_or_else(|| "mx".into()),
+        };
+        let decision = policy.outbound(address);
+        let mx_domain = if hop.eq_ignore_ascii_case("mx") {
+            domain
+        } else {
+            String::new()
+        };
+        groups
+            .entry(GroupKey {
+                hop,
+                mx_domain,
+                level: decision.level,
+                strength: decision.cipher_strength,
+            })
+            .or_default()
+            .push(i);
+    }
+    (groups, unroutable)
+}
+
+/// What one recipient got from a group's delivery.
+struct RcptResult {
+    reply: Reply,
+    leg: Option<Leg>,
+    /// The next hop's host name when `reply` is its own.
+    remote_mta: Option<String>,
+}
+
+/// How `attempt` travelled, as tracking records it.
+fn leg_of(attempt: &Attempt) -> Leg {
+    Leg {
+        host: attempt.host.clone(),
+        ip: attempt.ip.clone(),
+        tls: attempt.tls.as_ref().map(|t| Tls {
+            version: t.version.into(),
+            cipher: t.cipher.into(),
+            key_exchange: t.key_exchange.into(),
+            certificate: match t.certificate {
+                postern_tls::servercert::ServerCertStatus::Verified => Certificate::Verified,
+                postern_tls::servercert::ServerCertStatus::Untrusted
+                | postern_tls::servercert::ServerCertStatus::NameMismatch => {
+                    Certificate::Unverified
+                }
+                postern_tls::servercert::ServerCertStatus::None => Certificate::None,
+            },
+        }),
+        tls_fallback: attempt.tls_fallback,
+    }
+}
+
+/// Runs `f` on a blocking thread with the spool (spool files are read and written there, never
+/// on the runtime's threads).
+pub(super) async fn blocking<T: Send + 'static>(
+    spool: &spool::Spool,
+    f: impl FnOnce(&spool::Spool) -> std::io::Result<T> + Send + 'static,
+) -> Result<T, QueueError> {
+    let spool = spool.clone();
+    tokio::task::spawn_blocking(move || f(&spool))
+        .await
+        .map_err(|e| QueueError::Task(e.to_string()))?
+        .map_err(QueueError::Read)
+}
+
+impl Queue {
+    /// One delivery round for message `id`; when it is next due (`None`: it left the queue).
+    pub(super) async fn round(
+        &self,
+        id: &str,
+        policy: &CompiledPolicy,
+    ) -> Result<Option<u64>, QueueError> {
+        let owned = id.to_string();
+        let envelope = match blocking(&self.spool, move |s| s.read_envelope(&owned)).await {
+            Ok((envelope, _)) => envelope,
+            // Gone from the spool (finished, or removed by an operator): nothing left to do.
+            Err(QueueError::Read(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.unsaved.lock().expect("unsaved lock").remove(id);
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let unsaved = self.unsaved.lock().expect("unsaved lock").get(id).cloned();
+        let mut state = match unsaved {
+            Some(state) => state,
+            None => {
+                let owned = id.to_string();
+                blocking(&self.spool, move |s| s.read_state::<MessageState>(&owned))
+                    .await?
+                    .unwrap_or_else(|| MessageState::new(&envelope, self.now()))
+            }
+        };
+        let settings = &policy.settings;
+        let forced = self.schedule().take_forced(id);
+        let (groups, unroutable) = plan(&state, policy, self.now(), forced);
+        for i in unroutable {
+            state.bounce(i, "5.1.3 bad recipient address syntax");
+        }
+        let mut body: Option<Arc<[u8]>> = None;
+        if !groups.is_empty() {
+            let router = self.router(policy);
+            for (key, members) in groups {
+                let results = match &router {
+                    Ok(router) => {
+                        self.deliver_group(
+                            router, &key, &members, &state, &envelope, &mut body, policy,
+                        )
+                        .await
+                    }
+                    Err(e) => members
+                        .iter()
+                        .map(|_| RcptResult {
+                            reply: e.reply(),
+                            leg: None,
+                            remote_mta: None,
+                        })
+                        .collect(),
+                };
+                for (i, result) in members.into_iter().zip(results) {
+                    self.apply(id, i, result, &mut state, policy);
+                }
+            }
+        }
+        state.expire(self.now(), &settings.queue);
+        self.report_bounces(id, &envelope, &mut state, body, policy)
+            .await;
+        Ok(self.save(id, state).await)
+    }
+
+    /// Records what recipient `i` got, and tracks it.
+    fn apply(
+        &self,
+        id: &str,
+        i: usize,
+        r: RcptResult,
+        state: &mut MessageState,
+        policy: &CompiledPolicy,
+    ) {
+        let now = self.now();
+        let fate = state.record(
+            i,
+            now,
+            r.leg.clone(),
+            &r.reply,
+            r.remote_mta.as_deref(),
+            &policy.settings.queue,
+        );
+        let recipient = state.recipients[i].address.clone();
+        let text = r.reply.one_line();
+        self.track(
+            policy,
+            Event::Attempt(events::Attempt {
+                queue_id: id.to_string(),
+                recipient: recipient.clone(),
+                leg: r.leg,
+                reply: text.clone(),
+            }),
+        );
+        match fate {
+            Fate::Delivered => self.track(
+                policy,
+                Event::Delivered(events::Delivered {
+                    queue_id: id.to_string(),
+                    recipient,
+                    reply: text,
+                }),
+            ),
+            Fate::Deferred { next_attempt } => self.track(
+                policy,
+                Event::Deferred(events::Deferred {
+                    queue_id: id.to_string(),
+                    recipient,
+                    reason: text,
+                    next_attempt_ms: next_attempt * 1000,
+                }),
+            ),
+            // Tracked once its DSN is queued (`report_bounces`).
+            Fate::Bounced => {}
+        }
+    }
+
+    /// Queues one DSN for every bounced recipient not yet reported; a DSN that cannot be
+    /// spooled is tried again at the next round (the recipients stay bounced meanwhile).
+    async fn report_bounces(
+        &self,
+        id: &str,
+        envelope: &spool::Envelope,
+        state: &mut MessageState,
+        body: Option<Arc<[u8]>>,
+        policy: &CompiledPolicy,
+    ) {
+        let pending = state.dsn_pending();
+        if pending.is_empty() {
+            return;
+        }
+        let message = match body {
+            Some(b) => b,
+            None => {
+                let owned = id.to_string();
+                match blocking(&self.spool, move |s| s.read(&owned)).await {
+                    Ok((_, m)) => m.into(),
+                    Err(e) => {
+                        tracing::error!(%id, error = %e, "reading a bounced message for its DSN failed; retried");
+                        return;
+                    }
+                }
+            }
+        };
+        let failed: Vec<Bounce<'_>> = pending
+            .iter()
+            .map(|i| {
+                let r = &state.recipients[*i];
+                Bounce {
+                    recipient: &r.address,
+                    reason: r.last.as_deref().unwrap_or("5.0.0 undeliverable"),
+                    remote_mta: r.remote_mta.as_deref(),
+                }
+            })
+            .collect();
+        let dsn = match self.report(id, envelope, &message, &failed).await {
+            Ok(dsn) => dsn,
+            Err(e) => {
+                tracing::error!(%id, error = %e, "queueing a DSN failed; retried");
+                return;
+            }
+        };
+        for i in pending {
+            let r = &mut state.recipients[i];
+            r.dsn_pending = false;
+            self.track(
+                policy,
+                Event::Bounced(events::Bounced {
+                    queue_id: id.to_string(),
+                    recipient: r.address.clone(),
+                    reason: r.last.clone().unwrap_or_default(),
+                    dsn: dsn.clone(),
+                }),
+            );
+        }
+    }
+
+    /// Makes the round's result durable: the message leaves the spool when finished, else its
+    /// state is written. Either may fail; the state is then kept in memory and wins over the
+    /// file, so that nothing delivered is delivered again. When the message is next due.
+    async fn save(&self, id: &str, state: MessageState) -> Option<u64> {
+        let retry = self.now() + LOCAL_RETRY_S;
+        if state.finished() {
+            return match self.spool.remove(id).await {
+                Ok(()) => {
+                    self.unsaved.lock().expect("unsaved lock").remove(id);
+                    None
+                }
+                Err(e) => {
+                    tracing::error!(%id, error = %e, "removing a finished message failed; retried");
+                    self.unsaved
+                        .lock()
+                        .expect("unsaved lock")
+                        .insert(id.to_string(), state);
+                    Some(retry)
+                }
+            };
+        }
+        let mut next = state.next_due().unwrap_or(retry);
+        if !state.dsn_pending().is_empty() {
+            next = next.min(retry);
+        }
+        match self.spool.write_state(id, &state).await {
+            Ok(()) => {
+                self.unsaved.lock().expect("unsaved lock").remove(id);
+            }
+            Err(e) => {
+                tracing::error!(%id, error = %e, "writing a delivery state failed; kept in memory");
+                self.unsaved
+                    .lock()
+                    .expect("unsaved lock")
+                    .insert(id.to_string(), state);
+            }
+        }
+        Some(next)
+    }
+
+    /// Delivers to one group; a result per member. Never fails: a local failure is the
+    /// members' deferral reason.
+    #[allow(clippy::too_many_arguments)]
+    async fn deliver_group(
+        &self,
+        router: &Router,
+        key: &GroupKey,
+        members: &[usize],
+        state: &MessageState,
+        envelope: &spool::Envelope,
+        body: &mut Option<Arc<[u8]>>,
+        policy: &CompiledPolicy,
+    ) -> Vec<RcptResult> {
+        let all = |reply: Reply| -> Vec<RcptResult> {
+            members
+                .iter()
+                .map(|_| RcptResult {
+                    reply: reply.clone(),
+                    leg: None,
+                    remote_mta: None,
+                })
+                .collect()
+        };
+        let d = &policy.settings.delivery;
+        let first_domain = state.recipients[members[0]]
+            .address
+            .rsplit_once('@')
+            .map_or("", |(_, d)| d)
+            .to_ascii_lowercase();
+        let domain = if key.mx_domain.is_empty() {
+            first_domain.as_str()
+        } else {
+            key.mx_domain.as_str()
+        };
+        let next_hop = match NextHop::parse(&key.hop) {
+            Ok(h) => h,
+            Err(e) => {
+                return all(Reply::new(
+                    451,
+                    format!("4.3.5 bad next hop {}: {e}", key.hop),
+                ));
+            }
+        };
+        let mut hops = match router.hops(&next_hop, domain, &self.own).await {
+            Ok(h) => h,
+            Err(e) => return all(e.reply()),
+        };
+        hops.truncate(d.mx_address_limit.max(1) as usize);
+        let destination = if key.mx_domain.is_empty() {
+            key.hop.as_str()
+        } else {
+            key.mx_domain.as_str()
+        };
+        let Ok(_slots) = self.slots(destination, policy).await else {
+            return all(Reply::new(451, "4.3.0 delivery stopped"));
+        };
+        let message = match body {
+            Some(b) => b.clone(),
+            None => {
+                let id = envelope.id.clone();
+                match blocking(&self.spool, move |s| s.read(&id)).await {
+                    Ok((_, m)) => {
+                        let m: Arc<[u8]> = m.into();
+                        *body = Some(m.clone());
+                        m
+                    }
+                    Err(e) => return all(Reply::new(451, format!("4.3.0 {e}"))),
+                }
+            }
+        };
+        let smtp_envelope = Envelope {
+            from: envelope.sender.clone(),
+            recipients: members
+                .iter()
+                .map(|i| state.recipients[*i].address.clone())
+                .collect(),
+            size: message.len() as u64,
+            eight_bit: envelope.eight_bit,
+            smtputf8: envelope.smtputf8,
+        };
+        let reuse = Reuse::of(d);
+        self.pool.configure(reuse);
+        let trust = policy.policy.trust.certificates();
+        let cx = Context {
+            helo: &self.hostname,
+            trust: &trust,
+            deadlines: Deadlines::of(d),
+            pool: (reuse.count > 0).then_some(&*self.pool),
+            generation: policy.version,
+        };
+        let mut last = None;
+        let mut sessions = 0;
+        for h in &hops {
+            let target = Target {
+                host: h.host.clone(),
+                addr: h.addr,
+                level: key.level,
+                strength: key.strength,
+            };
+            let a = attempt(&target, &cx, &smtp_envelope, message.clone()).await;
+            sessions += u32::from(a.greeted);
+            let deferred_all = a
+                .outcome
+                .recipients
+                .iter()
+                .all(|(_, r)| (400..500).contains(&r.code));
+            let leg = leg_of(&a);
+            let remote = (!a.outcome.local).then(|| a.host.clone());
+            let results: Vec<RcptResult> = a
+                .outcome
+                .recipients
+                .into_iter()
+                .map(|(_, reply)| RcptResult {
+                    reply,
+                    leg: Some(leg.clone()),
+                    remote_mta: remote.clone(),
+                })
+                .collect();
+            // The next address is tried before deferring (PRODUCT.md 2.3).
+            if !deferred_all {
+                return results;
+            }
+            last = Some(results);
+            if sessions >= d.mx_session_limit {
+                break;
+            }
+        }
+        last.unwrap_or_else(|| all(Reply::new(451, "4.4.0 no delivery attempt")))
+    }
+}
