@@ -145,42 +145,14 @@ async fn sigkill_under_load_loses_no_acknowledged_message() {
     );
 }
 
-/// Unmounts the tmpfs when the test ends, however it ends.
-struct Mount(std::path::PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_gives_452_and_never_a_250() {
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
     std::fs::create_dir_all(&spool).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&spool)
-        .output();
-    match mounted {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => {
-            eprintln!(
-                "SKIPPED: cannot mount a small tmpfs (needs root): {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-            return;
-        }
-        Err(e) => {
-            eprintln!("SKIPPED: cannot run mount: {e}");
-            return;
-        }
-    }
-    let _mount = Mount(spool.clone());
+    let Some(_mount) = support::Tmpfs::mount(&spool, "1m") else {
+        return;
+    };
     let pki = Pki::new(&dir.path().join("tls"));
     pki.client("w", &["w"]);
     let control = Postern::control(&dir.path().join("control"), &pki);

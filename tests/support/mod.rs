@@ -5,10 +5,11 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 pub mod dns;
+pub mod hops;
 pub mod relay;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_postern");
@@ -55,6 +56,8 @@ pub struct Postern {
     pub data_dir: PathBuf,
     /// The CA of the REST API's certificate, when it serves HTTPS.
     pub ca_pem: Option<String>,
+    /// Every line the process has logged so far.
+    pub log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Postern {
@@ -174,6 +177,19 @@ impl Postern {
         cert: &str,
         smtp_listen: &str,
     ) -> Postern {
+        Postern::worker_env(spool, pki, control_grpc, id, cert, smtp_listen, &[])
+    }
+
+    /// `worker_on` with further environment variables.
+    pub fn worker_env(
+        spool: &Path,
+        pki: &Pki,
+        control_grpc: &str,
+        id: &str,
+        cert: &str,
+        smtp_listen: &str,
+        envs: &[(&str, &str)],
+    ) -> Postern {
         let url = format!("https://{control_grpc}");
         let args = [
             "worker",
@@ -200,17 +216,28 @@ impl Postern {
             "--hostname",
             "mx.test",
         ];
-        Postern::start(&args, spool, "smtp=")
+        Postern::start_env(&args, spool, "smtp=", envs)
     }
 
     /// Starts `postern` and waits for the line reporting its addresses (`http=`/`addr=` and
     /// the `other` key).
     pub fn start(args: &[&str], data_dir: &Path, other: &str) -> Postern {
+        Postern::start_env(args, data_dir, other, &[])
+    }
+
+    /// `start` with further environment variables.
+    pub fn start_env(
+        args: &[&str],
+        data_dir: &Path,
+        other: &str,
+        envs: &[(&str, &str)],
+    ) -> Postern {
         // The tests' own HTTPS clients need the process's rustls provider too.
         postern_tls::install_crypto_provider();
         let mut child = Command::new(BIN)
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -219,6 +246,8 @@ impl Postern {
         let (tx, rx) = mpsc::channel();
         let other_key = other.to_string();
         let echo = std::env::var_os("POSTERN_TEST_LOG").is_some();
+        let log: Arc<Mutex<Vec<String>>> = Arc::default();
+        let kept = log.clone();
         std::thread::spawn(move || {
             let field = |line: &str, key: &str| {
                 line.split(key)
@@ -229,6 +258,7 @@ impl Postern {
                 if echo {
                     eprintln!("[postern] {line}");
                 }
+                kept.lock().unwrap().push(line.clone());
                 let http = field(&line, " addr=").or_else(|| field(&line, " http="));
                 if let (Some(http), Some(other)) = (http, field(&line, &other_key)) {
                     let _ = tx.send((http, other));
@@ -244,7 +274,18 @@ impl Postern {
             other,
             data_dir: data_dir.to_path_buf(),
             ca_pem: None,
+            log,
         }
+    }
+
+    /// How many logged lines contain `needle`.
+    pub fn logged(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
     }
 
     pub fn admin_token(&self) -> String {
@@ -295,11 +336,20 @@ impl Drop for Postern {
 /// A control plane and one worker `w` (SMTP on `smtp_listen`) under `dir`: certificates in
 /// `tls/`, the control plane's data in `control/`, the worker's spool in `spool/`.
 pub fn control_and_worker(dir: &Path, smtp_listen: &str) -> (Pki, Postern, Postern) {
+    control_and_worker_env(dir, smtp_listen, &[])
+}
+
+/// `control_and_worker` with further environment variables for the worker.
+pub fn control_and_worker_env(
+    dir: &Path,
+    smtp_listen: &str,
+    envs: &[(&str, &str)],
+) -> (Pki, Postern, Postern) {
     let pki = Pki::new(&dir.join("tls"));
     pki.client("w", &["w"]);
     let control = Postern::control(&dir.join("control"), &pki);
     let spool = dir.join("spool");
-    let worker = Postern::worker_on(&spool, &pki, &control.other, "w", "w", smtp_listen);
+    let worker = Postern::worker_env(&spool, &pki, &control.other, "w", "w", smtp_listen, envs);
     (pki, control, worker)
 }
 
@@ -391,4 +441,45 @@ pub fn queued_messages(spool: &Path) -> Vec<String> {
         .unwrap_or_default();
     files.sort();
     files
+}
+
+/// A small tmpfs mounted over a directory (root only), unmounted when dropped however the test
+/// ends. Without root it says why and gives `None`, except under CI, which runs as root and
+/// must run the test.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output();
+        let why = match out {
+            Ok(out) if out.status.success() => return Some(Tmpfs(dir.to_path_buf())),
+            Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            Err(e) => format!("cannot run mount: {e}"),
+        };
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root and must mount a tmpfs: {why}"
+        );
+        eprintln!("SKIPPED: cannot mount a small tmpfs (needs root): {why}");
+        None
+    }
+
+    /// Fills the file system to the last byte.
+    pub fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.0.join("filler")).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        while f.write_all(&[0u8]).is_ok() {}
+        let _ = f.sync_all();
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
 }

@@ -18,14 +18,48 @@ pub type Seen = Arc<Mutex<Vec<(Vec<String>, String)>>>;
 /// Transactions (MAIL to the final reply) open at a sink now, and the most at once. Counted
 /// from MAIL rather than from accept, because a client may open its next connection as soon as
 /// it has sent QUIT, before the sink has read it (Postfix does not wait for the QUIT reply).
-#[derive(Default)]
 pub struct Open {
     pub now: std::sync::atomic::AtomicUsize,
     pub most: std::sync::atomic::AtomicUsize,
+    /// Connections accepted (the next hop's own count of sessions).
+    pub sessions: std::sync::atomic::AtomicUsize,
+    /// Every RCPT TO address, in order.
+    pub rcpts: Mutex<Vec<String>>,
+    /// A message with a `hold...` recipient waits for a permit here before its final reply.
+    pub gate: tokio::sync::Semaphore,
 }
 
-/// A plaintext SMTP sink: refuses recipients whose local part starts with `bad` (550), answers
-/// the first `tempfail` messages' final dot with 451, accepts the rest.
+impl Default for Open {
+    fn default() -> Self {
+        Open {
+            now: Default::default(),
+            most: Default::default(),
+            sessions: Default::default(),
+            rcpts: Default::default(),
+            gate: tokio::sync::Semaphore::new(0),
+        }
+    }
+}
+
+impl Open {
+    /// How many times `address` was given in RCPT TO.
+    pub fn rcpt_count(&self, address: &str) -> usize {
+        self.rcpts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| *r == address)
+            .count()
+    }
+
+    pub fn sessions(&self) -> usize {
+        self.sessions.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A plaintext SMTP sink: refuses recipients whose local part starts with `bad` (550) and
+/// defers those starting with `later` (450), answers the first `tempfail` messages' final dot
+/// with 451, accepts the rest.
 pub async fn sink(tempfail: usize) -> (String, Seen) {
     let (addr, seen, _) = sink_counting(tempfail).await;
     (addr, seen)
@@ -36,13 +70,27 @@ pub async fn sink_counting(tempfail: usize) -> (String, Seen, Arc<Open>) {
     sink_with(tempfail, None).await
 }
 
+/// `sink` listening on `addr`.
+pub async fn sink_on(addr: &str) -> (String, Seen) {
+    let (addr, seen, _) = sink_at(addr, 0, None).await;
+    (addr, seen)
+}
+
 /// `sink`, offering STARTTLS with `tls` (a certificate and key, PEM) when given.
 pub async fn sink_with(
     tempfail: usize,
     tls: Option<(String, String)>,
 ) -> (String, Seen, Arc<Open>) {
+    sink_at("127.0.0.1:0", tempfail, tls).await
+}
+
+async fn sink_at(
+    addr: &str,
+    tempfail: usize,
+    tls: Option<(String, String)>,
+) -> (String, Seen, Arc<Open>) {
     postern_tls::install_crypto_provider();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let sink = Arc::new(Sink {
         seen: Seen::default(),
@@ -57,6 +105,9 @@ pub async fn sink_with(
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let sink = sink.clone();
+            sink.open
+                .sessions
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             tokio::spawn(async move {
                 let mut lines = BufReader::new(tcp);
                 let _ = lines.get_mut().write_all(b"220 sink.test ESMTP\r\n").await;
@@ -145,8 +196,11 @@ impl Sink {
                     .next()
                     .unwrap_or("")
                     .to_string();
+                self.open.rcpts.lock().unwrap().push(to.clone());
                 if to.starts_with("bad") {
                     format!("550 5.1.1 <{to}>: Recipient address rejected: User unknown\r\n")
+                } else if to.starts_with("later") {
+                    format!("450 4.2.0 <{to}>: Recipient address rejected: try later\r\n")
                 } else {
                     rcpts.push(to);
                     "250 2.1.5 Ok\r\n".into()
@@ -164,6 +218,9 @@ impl Sink {
                 }
                 // A little slow, so that concurrent deliveries overlap here.
                 tokio::time::sleep(Duration::from_millis(30)).await;
+                if rcpts.iter().any(|r| r.starts_with("hold")) {
+                    self.open.gate.acquire().await.unwrap().forget();
+                }
                 // Ends before the reply: the client may move on once it has it.
                 drop(transaction.take());
                 let mut f = self.failures.lock().unwrap();
@@ -200,16 +257,40 @@ pub struct Relay {
 }
 
 impl Relay {
+    /// A worker relaying `partner.example` to `sink` (`127.0.0.1:port`).
     pub async fn start(sink: &str, settings: Value) -> Relay {
-        let dir = tempfile::tempdir().unwrap();
-        let (pki, control, worker) = super::control_and_worker(dir.path(), "127.0.0.1:0");
+        Relay::start_with(
+            &[("partner.example", sink)],
+            settings,
+            tempfile::tempdir().unwrap(),
+            &[],
+        )
+        .await
+    }
+
+    /// A worker under `dir` (its spool in `dir/spool`) with `envs`, relaying each
+    /// (domain, `127.0.0.1:port`) of `routes`; loopback clients may relay anywhere.
+    pub async fn start_with(
+        routes: &[(&str, &str)],
+        settings: Value,
+        dir: tempfile::TempDir,
+        envs: &[(&str, &str)],
+    ) -> Relay {
+        let (pki, control, worker) = super::control_and_worker_env(dir.path(), "127.0.0.1:0", envs);
         let r = Relay {
             control,
             worker,
             pki,
             dir,
         };
-        let relay = json!({"domains": [{"domain": "partner.example", "next_hop": format!("[{}]:{}", "127.0.0.1", sink.rsplit(':').next().unwrap())}], "networks": ["127.0.0.0/8"]});
+        let domains: Vec<Value> = routes
+            .iter()
+            .map(|(domain, addr)| {
+                let port = addr.rsplit(':').next().unwrap();
+                json!({"domain": domain, "next_hop": format!("[127.0.0.1]:{port}")})
+            })
+            .collect();
+        let relay = json!({"domains": domains, "networks": ["127.0.0.0/8"]});
         r.rest(reqwest::Method::PUT, "/v1/relay", relay).await;
         r.rest(reqwest::Method::PUT, "/v1/settings", settings).await;
         r.control.wait_applied().await;
@@ -220,9 +301,29 @@ impl Relay {
         self.control.rest(method, path, body).await
     }
 
-    pub async fn send(&self, rcpts: &[&str]) {
+    pub async fn send(&self, rcpts: &[&str]) -> String {
         let message = "Subject: relayed\r\nMessage-ID: <m1@sender.example>\r\n\r\n..dotted\r\n";
-        send_raw(&self.worker.other, "alice@sender.example", rcpts, message).await;
+        send_raw(&self.worker.other, "alice@sender.example", rcpts, message).await
+    }
+
+    /// `GET /v1/queue`: the queued messages as the API lists them.
+    pub async fn listing(&self) -> Vec<Value> {
+        self.rest(reqwest::Method::GET, "/v1/queue", Value::Null)
+            .await["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The last reply recorded for `recipient` in the queue listing, once there is one.
+    pub async fn last_reply(&self, recipient: &str) -> Option<String> {
+        self.listing().await.iter().find_map(|m| {
+            m["recipients"].as_array()?.iter().find_map(|r| {
+                (r["address"] == recipient)
+                    .then(|| r["last_reply"].as_str().map(str::to_string))
+                    .flatten()
+            })
+        })
     }
 
     /// The queued messages: (envelope, message).

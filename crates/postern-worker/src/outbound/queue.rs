@@ -24,12 +24,16 @@ use crate::policy::PolicyStore;
 use crate::spool::{Spool, SpoolError};
 
 /// A round that could not finish its local work (a spool read, a state write, a DSN, a
-/// removal) is due again after this, without delivering anything already delivered.
-pub const LOCAL_RETRY_S: u64 = 60;
+/// removal) is due again after this (`queue.first_retry_s`, at most a minute), without
+/// delivering anything already delivered.
+pub fn local_retry_s(policy: &CompiledPolicy) -> u64 {
+    u64::from(policy.settings.queue.first_retry_s).min(60)
+}
 
-/// Rounds in flight at most, as a multiple of `delivery.concurrency`: most of them wait for a
-/// slot, holding only an envelope and a state, never a message body.
-const ROUNDS_PER_SLOT: usize = 4;
+/// Rounds in flight at most (Postfix's `qmgr_message_active_limit`). Rounds beyond the
+/// connection limits wait for a slot holding only an envelope and a state, never a message
+/// body, so a stalled destination's backlog never keeps other mail from starting its round.
+const ACTIVE_LIMIT: usize = 20_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -127,11 +131,10 @@ impl Queue {
         let (done_tx, mut done) = mpsc::unbounded_channel::<(String, Option<u64>)>();
         loop {
             if let Some(policy) = self.policy.current() {
-                let limit = (policy.settings.delivery.concurrency as usize).max(1);
                 loop {
                     let id = {
                         let mut schedule = self.schedule();
-                        if schedule.running.len() >= limit * ROUNDS_PER_SLOT {
+                        if schedule.running.len() >= ACTIVE_LIMIT {
                             break;
                         }
                         match schedule.take_due(self.now()) {
@@ -145,7 +148,7 @@ impl Queue {
                             Ok(next) => next,
                             Err(e) => {
                                 tracing::error!(%id, error = %e, "delivery round failed");
-                                Some(this.now() + LOCAL_RETRY_S)
+                                Some(this.now() + local_retry_s(&policy))
                             }
                         };
                         let _ = done_tx.send((id, next));

@@ -16,7 +16,7 @@ use postern_smtp::{Envelope, Reply};
 use super::bounce::Bounce;
 use super::deliver::{Attempt, Context, Deadlines, Target, attempt};
 use super::pool::Reuse;
-use super::queue::{LOCAL_RETRY_S, Queue, QueueError};
+use super::queue::{Queue, QueueError, local_retry_s};
 use super::route::Router;
 use super::state::{Fate, MessageState};
 use crate::spool;
@@ -182,7 +182,7 @@ impl Queue {
         state.expire(self.now(), &settings.queue);
         self.report_bounces(id, &envelope, &mut state, body, policy)
             .await;
-        Ok(self.save(id, state).await)
+        Ok(self.save(id, state, local_retry_s(policy)).await)
     }
 
     /// Records what recipient `i` got, and tracks it.
@@ -300,8 +300,8 @@ impl Queue {
     /// Makes the round's result durable: the message leaves the spool when finished, else its
     /// state is written. Either may fail; the state is then kept in memory and wins over the
     /// file, so that nothing delivered is delivered again. When the message is next due.
-    async fn save(&self, id: &str, state: MessageState) -> Option<u64> {
-        let retry = self.now() + LOCAL_RETRY_S;
+    async fn save(&self, id: &str, state: MessageState, retry_s: u64) -> Option<u64> {
+        let retry = self.now() + retry_s;
         if state.finished() {
             return match self.spool.remove(id).await {
                 Ok(()) => {
