@@ -418,3 +418,30 @@ fn control_characters_in_replies_never_come_out_raw() {
     let text = outcome.recipients[0].1.one_line();
     assert_eq!(text, "550 5.1.1 bad?Injected: yes?[2J??end");
 }
+
+#[test]
+fn with_pipelining_rset_leads_the_next_transaction_s_batch() {
+    let mut client = Client::new("relay.test", envelope(&["b@x.example"]), b"one\r\n".to_vec());
+    scripted(
+        &mut client,
+        &["220 mx\r\n", "250-mx\r\n250 PIPELINING\r\n", "250 ok\r\n250 ok\r\n354 go\r\n", "250 2.0.0 one\r\n"],
+        |c, e| {
+            match e {
+                ClientEvent::Greeted { .. } => c.proceed(),
+                other => panic!("{other:?}"),
+            }
+            None
+        },
+    );
+    client.reset(envelope(&["c@x.example"]), b"two\r\n".to_vec());
+    let (second, sent) = scripted(
+        &mut client,
+        &["250 2.0.0 reset\r\n250 ok\r\n250 ok\r\n354 go\r\n", "250 2.0.0 two\r\n"],
+        |_, e| panic!("{e:?}"),
+    );
+    assert_eq!(second.recipients[0].1.lines[0], "2.0.0 two");
+    assert_eq!(
+        sent,
+        "RSET\r\nMAIL FROM:<a@sender.example>\r\nRCPT TO:<c@x.example>\r\nDATA\r\ntwo\r\n.\r\n"
+    );
+}

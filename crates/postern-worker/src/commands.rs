@@ -86,7 +86,8 @@ impl Commands {
             Some(command::Op::Delete(delete)) => queue
                 .delete(&delete.queue_id, delete.dsn)
                 .await
-                .map(|found| result.found = found),
+                .map(|found| result.found = found)
+                .map_err(|e| format!("deleting {}: {e}", delete.queue_id)),
             Some(command::Op::Drain(_)) => {
                 if !*self.draining.borrow() {
                     tracing::warn!("draining: no new SMTP sessions, the whole queue due now");

@@ -17,8 +17,9 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
 
 /// Who sent what to whom, and how (what tracking and delivery need later).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,13 +133,11 @@ impl Drop for Incoming {
     }
 }
 
-type SyncResult = Result<(), (io::ErrorKind, String)>;
-
 #[derive(Clone)]
 pub struct Spool {
     incoming: PathBuf,
     queue: PathBuf,
-    syncer: mpsc::UnboundedSender<oneshot::Sender<SyncResult>>,
+    syncer: Arc<DirSync>,
     faults: Arc<Vec<Fault>>,
 }
 
@@ -161,7 +160,7 @@ impl Spool {
                 fs::remove_file(&path)?;
             }
         }
-        let syncer = start_dir_syncer(queue.clone());
+        let syncer = Arc::new(DirSync::new(queue.clone()));
         let faults = Fault::from_env();
         if !faults.is_empty() {
             tracing::warn!(
@@ -209,27 +208,29 @@ impl Spool {
         }
         let file = incoming.file.take().expect("an open file without an error");
         let (tmp, done) = (incoming.tmp.clone(), incoming.done.clone());
-        let synced = tokio::task::spawn_blocking(move || -> io::Result<()> {
-            file.sync_all()?;
-            drop(file);
-            fs::rename(&tmp, &done)
+        let syncer = self.syncer.clone();
+        // One blocking task for the whole commit: a thread handoff costs more than a rename.
+        tokio::task::spawn_blocking(move || -> Result<(), SpoolError> {
+            let renamed = file.sync_all().and_then(|()| {
+                drop(file);
+                fs::rename(&tmp, &done)
+            });
+            if let Err(e) = renamed {
+                let _ = fs::remove_file(&tmp);
+                return Err(e.into());
+            }
+            let Err(e) = syncer.sync() else {
+                return Ok(());
+            };
+            // Renamed but not durable: take it back (the client is told to try again), or,
+            // if even that fails, keep it for delivery.
+            match fs::remove_file(&done) {
+                Ok(()) => Err(e.into()),
+                Err(_) => Err(SpoolError::Kept(e)),
+            }
         })
         .await
-        .map_err(|e| SpoolError::Io(io::Error::other(e.to_string())))?;
-        if let Err(e) = synced {
-            let _ = fs::remove_file(&incoming.tmp);
-            return Err(e.into());
-        }
-        let Err(e) = self.sync_queue().await else {
-            return Ok(());
-        };
-        // Renamed but not durable: take it back (the client is told to try again), or, if even
-        // that fails, keep it for delivery.
-        let done = incoming.done.clone();
-        match tokio::task::spawn_blocking(move || fs::remove_file(done)).await {
-            Ok(Ok(())) => Err(e),
-            Ok(Err(_)) | Err(_) => Err(SpoolError::Kept(io::Error::other(e.to_string()))),
-        }
+        .map_err(|e| SpoolError::Io(io::Error::other(e.to_string())))?
     }
 
     /// Fails as a full disk would when `POSTERN_SPOOL_FAULTS` names `fault`.
@@ -276,15 +277,17 @@ impl Spool {
             self.queue.join(format!("{id}.state.tmp")),
             self.queue.join(format!("{id}.state")),
         );
+        let syncer = self.syncer.clone();
         tokio::task::spawn_blocking(move || -> io::Result<()> {
             let mut file = File::create(&tmp)?;
             file.write_all(&bytes)?;
             file.sync_all()?;
-            fs::rename(&tmp, &done)
+            fs::rename(&tmp, &done)?;
+            syncer.sync()
         })
         .await
         .map_err(|e| SpoolError::Io(io::Error::other(e.to_string())))??;
-        self.sync_queue().await
+        Ok(())
     }
 
     /// Removes a message that needs nothing more (delivered, or bounced and reported).
@@ -307,14 +310,6 @@ impl Spool {
         Ok(())
     }
 
-    async fn sync_queue(&self) -> Result<(), SpoolError> {
-        let stopped = || SpoolError::Io(io::Error::other("the spool syncer stopped"));
-        let (tx, rx) = oneshot::channel();
-        self.syncer.send(tx).map_err(|_| stopped())?;
-        rx.await
-            .map_err(|_| stopped())?
-            .map_err(|(kind, e)| io::Error::new(kind, e).into())
-    }
 
     /// The stored envelope of `id` and the message's size, without reading the message.
     pub fn read_envelope(&self, id: &str) -> io::Result<(Envelope, u64)> {
@@ -327,39 +322,78 @@ impl Spool {
         Ok((envelope, total.saturating_sub(line.len() as u64)))
     }
 
+    /// What a delivery round starts from, in one visit to the disk: the envelope, the delivery
+    /// state if any, and the message itself when it is at most `body_limit` bytes (a larger one
+    /// is read when a connection is ready for it).
+    pub fn load<T: serde::de::DeserializeOwned>(
+        &self,
+        id: &str,
+        body_limit: u64,
+    ) -> io::Result<(Envelope, Option<Vec<u8>>, Option<T>)> {
+        use std::io::Read;
+        let mut file = File::open(self.queue.join(format!("{id}.msg")))?;
+        let total = file.metadata()?.len();
+        let (envelope, body) = if total <= body_limit {
+            let mut bytes = Vec::with_capacity(total as usize);
+            file.read_to_end(&mut bytes)?;
+            let (envelope, body) = split(&bytes)?;
+            (envelope, Some(body.to_vec()))
+        } else {
+            drop(file);
+            (self.read_envelope(id)?.0, None)
+        };
+        Ok((envelope, body, self.read_state(id)?))
+    }
+
     /// The stored envelope and message of `id`.
     pub fn read(&self, id: &str) -> io::Result<(Envelope, Vec<u8>)> {
         let bytes = fs::read(self.queue.join(format!("{id}.msg")))?;
-        let split = bytes
-            .iter()
-            .position(|b| *b == b'\n')
-            .ok_or_else(|| io::Error::other("no envelope line"))?;
-        let envelope = serde_json::from_slice(&bytes[..split]).map_err(io::Error::other)?;
-        Ok((envelope, bytes[split + 1..].to_vec()))
+        let (envelope, body) = split(&bytes)?;
+        Ok((envelope, body.to_vec()))
     }
 }
 
-/// One task fsyncs the queue directory for every rename that finished before it started.
-fn start_dir_syncer(dir: PathBuf) -> mpsc::UnboundedSender<oneshot::Sender<SyncResult>> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<oneshot::Sender<SyncResult>>();
-    let dir = Arc::new(dir);
-    tokio::spawn(async move {
-        while let Some(first) = rx.recv().await {
-            let mut waiters = vec![first];
-            while let Ok(w) = rx.try_recv() {
-                waiters.push(w);
-            }
-            let dir = dir.clone();
-            let result = tokio::task::spawn_blocking(move || File::open(dir.as_path())?.sync_all())
-                .await
-                .map_err(|e| (io::ErrorKind::Other, e.to_string()))
-                .and_then(|r| r.map_err(|e| (e.kind(), e.to_string())));
-            for w in waiters {
-                let _ = w.send(result.clone());
-            }
+/// A spool file's envelope line, parsed, and the message after it.
+fn split(bytes: &[u8]) -> io::Result<(Envelope, &[u8])> {
+    let end = bytes
+        .iter()
+        .position(|b| *b == b'\n')
+        .ok_or_else(|| io::Error::other("no envelope line"))?;
+    let envelope = serde_json::from_slice(&bytes[..end]).map_err(io::Error::other)?;
+    Ok((envelope, &bytes[end + 1..]))
+}
+
+/// Group commit of the queue directory: each rename is counted, and an fsync of the directory
+/// covers every rename counted before it started. A committer that finds its rename already
+/// covered returns at once; the others take turns, so concurrent commits share one fsync.
+struct DirSync {
+    dir: PathBuf,
+    renamed: AtomicU64,
+    /// The count the last successful fsync covered.
+    synced: std::sync::Mutex<u64>,
+}
+
+impl DirSync {
+    fn new(dir: PathBuf) -> DirSync {
+        DirSync {
+            dir,
+            renamed: AtomicU64::new(0),
+            synced: std::sync::Mutex::new(0),
         }
-    });
-    tx
+    }
+
+    /// Makes every rename done so far by this thread durable (blocking).
+    fn sync(&self) -> io::Result<()> {
+        let mine = self.renamed.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
+        if *synced >= mine {
+            return Ok(());
+        }
+        let covers = self.renamed.load(Ordering::SeqCst);
+        File::open(&self.dir)?.sync_all()?;
+        *synced = covers;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

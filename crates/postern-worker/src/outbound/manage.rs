@@ -148,7 +148,7 @@ impl Queue {
 
     /// Deletes `id` (bouncing its non-final recipients first when `dsn`); whether it is
     /// queued here. A message in a delivery round goes when the round ends.
-    pub async fn delete(self: &Arc<Self>, id: &str, dsn: bool) -> Result<bool, String> {
+    pub async fn delete(self: &Arc<Self>, id: &str, dsn: bool) -> Result<bool, QueueError> {
         {
             let mut schedule = self.schedule();
             if schedule.running.contains(id) {
@@ -165,7 +165,7 @@ impl Queue {
                 // Still in the spool: it must stay in the schedule, or nothing would deliver it.
                 self.schedule().insert(id.to_string(), 0);
                 self.wake.notify_one();
-                Err(format!("deleting {id}: {e}"))
+                Err(e)
             }
         }
     }

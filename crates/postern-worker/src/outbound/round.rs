@@ -21,6 +21,10 @@ use super::route::Router;
 use super::state::{Fate, MessageState};
 use crate::spool;
 
+/// Messages up to this size are read with their envelope at the start of a round; larger ones
+/// only once a connection is ready, so that rounds waiting for a slot hold little memory.
+const SMALL_MESSAGE: u64 = 64 * 1024;
+
 /// Recipients that travel together.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct GroupKey {
@@ -129,8 +133,12 @@ impl Queue {
         policy: &CompiledPolicy,
     ) -> Result<Option<u64>, QueueError> {
         let owned = id.to_string();
-        let envelope = match blocking(&self.spool, move |s| s.read_envelope(&owned)).await {
-            Ok((envelope, _)) => envelope,
+        let loaded = blocking(&self.spool, move |s| {
+            s.load::<MessageState>(&owned, SMALL_MESSAGE)
+        })
+        .await;
+        let (envelope, body, saved) = match loaded {
+            Ok(loaded) => loaded,
             // Gone from the spool (finished, or removed by an operator): nothing left to do.
             Err(QueueError::Read(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.unsaved.lock().expect("unsaved lock").remove(id);
@@ -139,22 +147,16 @@ impl Queue {
             Err(e) => return Err(e),
         };
         let unsaved = self.unsaved.lock().expect("unsaved lock").get(id).cloned();
-        let mut state = match unsaved {
-            Some(state) => state,
-            None => {
-                let owned = id.to_string();
-                blocking(&self.spool, move |s| s.read_state::<MessageState>(&owned))
-                    .await?
-                    .unwrap_or_else(|| MessageState::new(&envelope, self.now()))
-            }
-        };
+        let mut state = unsaved
+            .or(saved)
+            .unwrap_or_else(|| MessageState::new(&envelope, self.now()));
+        let mut body: Option<Arc<[u8]>> = body.map(Into::into);
         let settings = &policy.settings;
         let forced = self.schedule().take_forced(id);
         let (groups, unroutable) = plan(&state, policy, self.now(), forced);
         for i in unroutable {
             state.bounce(i, "5.1.3 bad recipient address syntax");
         }
-        let mut body: Option<Arc<[u8]>> = None;
         if !groups.is_empty() {
             let router = self.router(policy);
             for (key, members) in groups {
