@@ -23,6 +23,8 @@ pub fn binary() -> PathBuf {
 pub struct Exim {
     pub dir: PathBuf,
     pub inject: String,
+    /// The next-hop services: (profile name, port).
+    pub servers: Vec<(String, u16)>,
 }
 
 impl Exim {
@@ -105,7 +107,7 @@ tls_certificate = {cert}
 tls_privatekey = {key}
 tls_require_ciphers = ${{if eq{{{prio}}}{{}}{{NORMAL}}{{{prio}}}}}
 acl_smtp_rcpt = acl_rcpt
-log_selector = +tls_cipher +tls_peerdn +smtp_confirmation +received_recipients
+log_selector = +tls_cipher +tls_peerdn +smtp_confirmation +received_recipients +smtp_connection +incoming_interface
 
 begin acl
 acl_rcpt:
@@ -175,6 +177,7 @@ begin retry
         let e = Exim {
             dir: dir.to_path_buf(),
             inject: format!("127.0.0.1:{inject_port}"),
+            servers: servers.iter().map(|s| (s.name.clone(), s.port)).collect(),
         };
         run(Command::new(binary()).args([
             "-C",

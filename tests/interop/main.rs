@@ -23,6 +23,7 @@ mod outbound;
 mod peers;
 mod pki;
 mod postfix;
+mod reuse;
 
 use std::process::Command;
 
@@ -93,6 +94,7 @@ async fn interop_lab() {
     let mut needs = lab::Needs::new();
     inbound::needs(&certs, &mut needs);
     outbound::needs(&certs, &mut needs);
+    reuse::needs(&certs, &mut needs);
     integrity::needs(&mut needs);
     let lab = lab::Lab::start(dir, certs, needs).await;
 
@@ -105,6 +107,7 @@ async fn interop_lab() {
     }
     if wanted("outbound") {
         outbound::run(&lab, &mut m).await;
+        reuse::run(&lab, &mut m).await;
     }
     if wanted("integrity") {
         integrity::run(&lab, &mut m).await;
