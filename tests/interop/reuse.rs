@@ -32,15 +32,20 @@ pub fn needs(certs: &Certs, needs: &mut Needs) {
         let profile = ServerProfile {
             name: "reuse".into(),
             port,
-            tls: ServerTls::Offer(certs.ca.server(&format!("nh-{}-reuse", key(peer)), &[&name])),
+            tls: ServerTls::Offer(
+                certs
+                    .ca
+                    .server(&format!("nh-{}-reuse", key(peer)), &[&name]),
+            ),
         };
         needs.dns.push((
             Box::leak(format!("{name}.").into_boxed_str()),
             RData::A(A(Ipv4Addr::LOCALHOST)),
         ));
-        needs
-            .relay
-            .push((format!(".reuse.{}.out.test", key(peer)), format!("{name}:{port}")));
+        needs.relay.push((
+            format!(".reuse.{}.out.test", key(peer)),
+            format!("{name}:{port}"),
+        ));
         let domains = ["may", "verify"].map(|l| domain(peer, l));
         match peer {
             Peer::Postfix => {
@@ -71,9 +76,7 @@ fn sessions(lab: &Lab, peer: Peer) -> usize {
             lab.exim
                 .log()
                 .lines()
-                .filter(|l| {
-                    l.contains("SMTP connection from") && l.contains(&format!("]:{port} "))
-                })
+                .filter(|l| l.contains("SMTP connection from") && l.contains(&format!("]:{port} ")))
                 .count()
         }
     }
@@ -134,7 +137,11 @@ async fn reuse(lab: &Lab, peer: Peer) -> Check {
         if *level == "verify" && tls["server_certificate"] != "verified" {
             return Check::fail("certificate not verified", record.to_string());
         }
-        if lab.arrival(peer, &from, Duration::from_secs(30)).await.is_none() {
+        if lab
+            .arrival(peer, &from, Duration::from_secs(30))
+            .await
+            .is_none()
+        {
             return Check::fail("not in the next hop's log", String::new());
         }
     }

@@ -421,10 +421,19 @@ fn control_characters_in_replies_never_come_out_raw() {
 
 #[test]
 fn with_pipelining_rset_leads_the_next_transaction_s_batch() {
-    let mut client = Client::new("relay.test", envelope(&["b@x.example"]), b"one\r\n".to_vec());
+    let mut client = Client::new(
+        "relay.test",
+        envelope(&["b@x.example"]),
+        b"one\r\n".to_vec(),
+    );
     scripted(
         &mut client,
-        &["220 mx\r\n", "250-mx\r\n250 PIPELINING\r\n", "250 ok\r\n250 ok\r\n354 go\r\n", "250 2.0.0 one\r\n"],
+        &[
+            "220 mx\r\n",
+            "250-mx\r\n250 PIPELINING\r\n",
+            "250 ok\r\n250 ok\r\n354 go\r\n",
+            "250 2.0.0 one\r\n",
+        ],
         |c, e| {
             match e {
                 ClientEvent::Greeted { .. } => c.proceed(),
@@ -436,7 +445,10 @@ fn with_pipelining_rset_leads_the_next_transaction_s_batch() {
     client.reset(envelope(&["c@x.example"]), b"two\r\n".to_vec());
     let (second, sent) = scripted(
         &mut client,
-        &["250 2.0.0 reset\r\n250 ok\r\n250 ok\r\n354 go\r\n", "250 2.0.0 two\r\n"],
+        &[
+            "250 2.0.0 reset\r\n250 ok\r\n250 ok\r\n354 go\r\n",
+            "250 2.0.0 two\r\n",
+        ],
         |_, e| panic!("{e:?}"),
     );
     assert_eq!(second.recipients[0].1.lines[0], "2.0.0 two");

@@ -310,7 +310,6 @@ impl Spool {
         Ok(())
     }
 
-
     /// The stored envelope of `id` and the message's size, without reading the message.
     pub fn read_envelope(&self, id: &str) -> io::Result<(Envelope, u64)> {
         use std::io::BufRead;

@@ -9,6 +9,8 @@ use std::net::{IpAddr, SocketAddr};
 pub struct OwnAddresses {
     /// Addresses on which the SMTP port is this worker.
     listening: Vec<IpAddr>,
+    /// A wildcard listener: every loopback address is this host too (Linux routes 127/8 here).
+    wildcard: bool,
     port: u16,
     /// Addresses that reach this worker whatever the port.
     proxied: Vec<IpAddr>,
@@ -23,6 +25,7 @@ impl OwnAddresses {
         };
         OwnAddresses {
             listening,
+            wildcard: listener.ip().is_unspecified(),
             port: listener.port(),
             proxied: proxied.into_iter().map(|ip| ip.to_canonical()).collect(),
         }
@@ -31,7 +34,9 @@ impl OwnAddresses {
     /// Whether delivering to `addr` would reach this worker.
     pub fn contains(&self, addr: SocketAddr) -> bool {
         let ip = addr.ip().to_canonical();
-        self.proxied.contains(&ip) || (addr.port() == self.port && self.listening.contains(&ip))
+        self.proxied.contains(&ip)
+            || (addr.port() == self.port
+                && (self.listening.contains(&ip) || (self.wildcard && ip.is_loopback())))
     }
 }
 
@@ -81,6 +86,10 @@ mod tests {
         );
         assert!(wildcard.contains("127.0.0.1:25".parse().unwrap()));
         assert!(wildcard.contains("[::1]:25".parse().unwrap()));
+        assert!(
+            wildcard.contains("127.0.0.9:25".parse().unwrap()),
+            "all of 127/8 is here"
+        );
         assert!(
             wildcard.contains("192.0.2.7:2525".parse().unwrap()),
             "NAT: any port"
