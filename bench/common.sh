@@ -30,3 +30,20 @@ start_postern() {
 }
 
 api() { curl -s -X "$1" -H "Authorization: Bearer $token" "http://127.0.0.1:18180$2" -d "$3" >/dev/null; }
+
+# Configures and starts Postfix relaying rcpt.example to the sink on 127.0.0.1:$1, with
+# smtp_tls_security_level $2 towards it.
+postfix_relay_to() {
+  postconf -e "myhostname = postfix.bench.test" "mydestination =" "inet_interfaces = 127.0.0.1" \
+    "inet_protocols = ipv4" "mynetworks = 127.0.0.0/8" "relay_domains = rcpt.example" \
+    "smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination" \
+    "smtpd_tls_security_level = may" "smtpd_tls_cert_file = $work/cert.pem" \
+    "smtpd_tls_key_file = $work/key.pem" "defer_transports =" \
+    "transport_maps =" "relay_transport = relay:[127.0.0.1]:$1" \
+    "smtp_tls_security_level = $2" "default_process_limit = 200" \
+    "smtpd_client_connection_rate_limit = 0" "smtpd_client_connection_count_limit = 0" \
+    "maillog_file = /var/log/postfix-bench.log" "compatibility_level = 3.6"
+  postsuper -d ALL >/dev/null 2>&1 || true
+  postfix start >/dev/null 2>&1 || postfix reload >/dev/null 2>&1
+  sleep 1
+}

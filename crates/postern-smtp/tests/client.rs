@@ -132,6 +132,15 @@ fn all_recipients_refused_sends_no_message() {
     assert!(queued.is_empty());
 }
 
+/// The decision of a plain transaction: go on once greeted; nothing else may happen.
+fn proceed_when_greeted(c: &mut Client, e: ClientEvent) -> Option<postern_smtp::Outcome> {
+    match e {
+        ClientEvent::Greeted { .. } => c.proceed(),
+        other => panic!("{other:?}"),
+    }
+    None
+}
+
 /// A scripted server: feeds `replies` one chunk per `NeedInput` and records the client's output.
 fn scripted(
     client: &mut Client,
@@ -323,13 +332,7 @@ fn a_clean_session_carries_the_next_message_after_rset() {
             "250 ok\r\n250 ok\r\n354 go\r\n",
             "250 2.0.0 one\r\n",
         ],
-        |c, e| {
-            match e {
-                ClientEvent::Greeted { .. } => c.proceed(),
-                other => panic!("{other:?}"),
-            }
-            None
-        },
+        proceed_when_greeted,
     );
     assert_eq!(first.recipients[0].1.lines[0], "2.0.0 one");
     assert!(client.reusable(), "no QUIT after a clean transaction");
@@ -372,13 +375,7 @@ fn a_refused_rset_is_not_the_message_s_outcome() {
             "354 go\r\n",
             "250 ok\r\n",
         ],
-        |c, e| {
-            match e {
-                ClientEvent::Greeted { .. } => c.proceed(),
-                other => panic!("{other:?}"),
-            }
-            None
-        },
+        proceed_when_greeted,
     );
     client.reset(envelope(&["c@x.example"]), b"y\r\n".to_vec());
     let mut refused = None;
@@ -407,13 +404,7 @@ fn control_characters_in_replies_never_come_out_raw() {
             "250 mx\r\n",
             "550 5.1.1 bad\rInjected: yes\x1b[2J\x00\u{85}end\r\n",
         ],
-        |c, e| {
-            match e {
-                ClientEvent::Greeted { .. } => c.proceed(),
-                other => panic!("{other:?}"),
-            }
-            None
-        },
+        proceed_when_greeted,
     );
     let text = outcome.recipients[0].1.one_line();
     assert_eq!(text, "550 5.1.1 bad?Injected: yes?[2J??end");
@@ -434,13 +425,7 @@ fn with_pipelining_rset_leads_the_next_transaction_s_batch() {
             "250 ok\r\n250 ok\r\n354 go\r\n",
             "250 2.0.0 one\r\n",
         ],
-        |c, e| {
-            match e {
-                ClientEvent::Greeted { .. } => c.proceed(),
-                other => panic!("{other:?}"),
-            }
-            None
-        },
+        proceed_when_greeted,
     );
     client.reset(envelope(&["c@x.example"]), b"two\r\n".to_vec());
     let (second, sent) = scripted(

@@ -10,6 +10,7 @@ use postern_smtp::{Answer, Envelope, Event, Limits, Reply, Server, ServerConfig}
 use postern_tls::pki::{Ca, Issued};
 use postern_tls::servercert::ServerCertStatus;
 use postern_worker::outbound::deliver::{Context, Deadlines, Target, attempt};
+use postern_worker::outbound::pool::{Pool, Reuse};
 use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -332,6 +333,84 @@ async fn a_message_needing_smtputf8_bounces_at_a_hop_without_it() {
         reply.lines[0],
         "5.6.7 SMTPUTF8 is required, but was not offered by host old.test[127.0.0.1]"
     );
+}
+
+/// A cached connection to a hop without SMTPUTF8 never carries a message that needs it: the
+/// message gets the 5.6.7 of a new session, and the hop sees one transaction only.
+#[tokio::test]
+async fn a_reused_connection_never_downgrades_smtputf8() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mails = Arc::new(Mutex::new(0usize));
+    let seen = mails.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = tcp.split();
+                let mut lines = BufReader::new(read).lines();
+                write.write_all(b"220 old.test ESMTP\r\n").await.unwrap();
+                let mut in_data = false;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let reply: &[u8] = if in_data {
+                        if line != "." {
+                            continue;
+                        }
+                        in_data = false;
+                        b"250 2.0.0 Ok: queued\r\n"
+                    } else if line.starts_with("EHLO") {
+                        b"250-old.test\r\n250 8BITMIME\r\n"
+                    } else if line.starts_with("MAIL") {
+                        *seen.lock().unwrap() += 1;
+                        b"250 2.1.0 Ok\r\n"
+                    } else if line.starts_with("DATA") {
+                        in_data = true;
+                        b"354 go ahead\r\n"
+                    } else if line.starts_with("QUIT") {
+                        b"221 2.0.0 Bye\r\n"
+                    } else {
+                        b"250 2.0.0 Ok\r\n"
+                    };
+                    if write.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let pool = Pool::start();
+    pool.configure(Reuse {
+        time: Duration::from_secs(60),
+        count: 10,
+        idle: Duration::from_secs(60),
+    });
+    let mut cx = context(&[]);
+    cx.pool = Some(&pool);
+    let target = Target {
+        host: "old.test".into(),
+        addr,
+        level: Level::May,
+        strength: CipherStrength::Medium,
+    };
+    let a = attempt(&target, &cx, &envelope(), MESSAGE.into()).await;
+    assert_eq!(a.outcome.recipients[0].1.code, 250, "{a:?}");
+    assert_eq!(
+        pool.len(),
+        1,
+        "the clean session waits for the next message"
+    );
+    let mut utf8 = envelope();
+    utf8.smtputf8 = true;
+    let a = attempt(&target, &cx, &utf8, MESSAGE.into()).await;
+    assert_eq!(a.outcome.recipients[0].1.code, 554, "{a:?}");
+    assert_eq!(
+        *mails.lock().unwrap(),
+        1,
+        "the hop never saw the second MAIL"
+    );
+    let a = attempt(&target, &cx, &envelope(), MESSAGE.into()).await;
+    assert!(a.reused, "the cached session still carries plain mail");
+    assert_eq!(*mails.lock().unwrap(), 2);
 }
 
 #[tokio::test]

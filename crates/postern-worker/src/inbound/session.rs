@@ -345,11 +345,15 @@ async fn serve(
                         tracked.messages += 1;
                         let _ = inbound.queued.send(id.clone());
                         match committed {
-                            Err(e) => {
-                                tracing::error!(%id, error = %e, "spool directory sync failed");
-                                Reply::local_error()
+                            Err(SpoolError::Kept(e)) => {
+                                tracing::error!(%id, error = %e, "spool directory sync failed; the message is kept");
+                                if e.kind() == std::io::ErrorKind::StorageFull {
+                                    Reply::storage_full()
+                                } else {
+                                    Reply::local_error()
+                                }
                             }
-                            Ok(()) => Reply::queued(&id),
+                            _ => Reply::queued(&id),
                         }
                     }
                     Err(e) => {

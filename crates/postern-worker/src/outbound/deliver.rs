@@ -194,6 +194,11 @@ pub async fn attempt(
     // A cached connection first; one that fails before RSET is answered is not counted
     // against the message, which goes on over a new connection.
     while let Some(mut conn) = cx.pool.and_then(|p| p.take(&key)) {
+        if envelope.smtputf8 && !conn.client.extensions().smtputf8 {
+            // A new session says why this next hop cannot take the message (no downgrade).
+            finish(conn, cx, key.clone());
+            break;
+        }
         conn.client.reset(envelope.clone(), message.clone());
         let before = conn.client.replies();
         match drive(&mut conn, target, cx, envelope, false, &mut record).await {
