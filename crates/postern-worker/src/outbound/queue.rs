@@ -31,8 +31,9 @@ pub fn local_retry_s(policy: &CompiledPolicy) -> u64 {
 }
 
 /// Rounds in flight at most (Postfix's `qmgr_message_active_limit`). Rounds beyond the
-/// connection limits wait for a slot holding only an envelope and a state, never a message
-/// body, so a stalled destination's backlog never keeps other mail from starting its round.
+/// connection limits wait for a slot holding an envelope, a state and at most a small body
+/// (`round::SMALL_MESSAGE`), so a stalled destination's backlog never keeps other mail from
+/// starting its round.
 const ACTIVE_LIMIT: usize = 20_000;
 
 #[derive(Debug, thiserror::Error)]
@@ -253,10 +254,5 @@ impl Queue {
     /// Messages queued here (waiting or in a round).
     pub fn queued(&self) -> usize {
         self.schedule().len()
-    }
-
-    /// Connections waiting for their next message.
-    pub fn idle_connections(&self) -> usize {
-        self.pool.len()
     }
 }

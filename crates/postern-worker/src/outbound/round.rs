@@ -21,9 +21,10 @@ use super::route::Router;
 use super::state::{Fate, MessageState};
 use crate::spool;
 
-/// Messages up to this size are read with their envelope at the start of a round; larger ones
-/// only once a connection is ready, so that rounds waiting for a slot hold little memory.
-const SMALL_MESSAGE: u64 = 64 * 1024;
+/// Messages up to this size are read with their envelope at the start of a round (one disk
+/// visit); larger ones only once a connection is ready. A round waiting for a slot holds at most
+/// this much body, so the 20,000 rounds in flight hold at most 320 MiB of bodies.
+const SMALL_MESSAGE: u64 = 16 * 1024;
 
 /// Recipients that travel together.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
