@@ -354,6 +354,28 @@ async fn connections_are_reused_as_the_next_hop_counts_them() {
     }
 }
 
+/// Recipients of two domains routed to one next hop travel in one transaction: groups are
+/// (next hop, level, strength), not domains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_domains_through_one_next_hop_share_a_transaction() {
+    let (addr, seen, counts) = sink_counting(0).await;
+    let r = Relay::start_with(
+        &[("partner.example", &addr), ("other.example", &addr)],
+        json!({"delivery": {"nameservers": [NO_DNS]}}),
+        tempfile::tempdir().unwrap(),
+        &[],
+    )
+    .await;
+    r.send(&["bob@partner.example", "carol@other.example"])
+        .await;
+    let (rcpts, _) = eventually("the delivery", Duration::from_secs(30), || async {
+        seen.lock().unwrap().first().cloned()
+    })
+    .await;
+    assert_eq!(rcpts, ["bob@partner.example", "carol@other.example"]);
+    assert_eq!(counts.sessions(), 1);
+}
+
 /// Never across levels: `may` and `none` mail to the same next hop never share a connection
 /// (tracking shows TLS exactly for the `may` message).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

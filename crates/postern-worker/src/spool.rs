@@ -155,8 +155,11 @@ impl Spool {
         File::open(&incoming)?.sync_all()?;
         for entry in fs::read_dir(&queue)? {
             let path = entry?.path();
-            // A delivery state that was being replaced when the process died.
-            if path.extension().is_some_and(|e| e == "tmp") {
+            // A delivery state that was being replaced when the process died, or one whose
+            // message was removed just before (the message goes first).
+            let orphan = path.extension().is_some_and(|e| e == "state")
+                && !path.with_extension("msg").exists();
+            if path.extension().is_some_and(|e| e == "tmp") || orphan {
                 fs::remove_file(&path)?;
             }
         }
@@ -428,6 +431,8 @@ mod tests {
         std::mem::forget(partial); // as if the process died here
         let refused = spool.begin(&envelope("C"), b"");
         refused.discard();
+        // A state left behind by a removal cut short.
+        fs::write(dir.path().join("queue/GONE.state"), b"{}").unwrap();
         let (spool, ids) = Spool::open(dir.path()).unwrap();
         assert_eq!(ids, ["A"]);
         let (env, message) = spool.read("A").unwrap();
@@ -437,5 +442,6 @@ mod tests {
             fs::read_dir(dir.path().join("incoming")).unwrap().count(),
             0
         );
+        assert!(!dir.path().join("queue/GONE.state").exists());
     }
 }
