@@ -165,22 +165,10 @@ impl Postern {
 
     /// Starts `postern worker` with the client certificate `<cert>.pem` from `pki`.
     pub fn worker(spool: &Path, pki: &Pki, control_grpc: &str, id: &str, cert: &str) -> Postern {
-        Postern::worker_on(spool, pki, control_grpc, id, cert, "127.0.0.1:0")
+        Postern::worker_env(spool, pki, control_grpc, id, cert, "127.0.0.1:0", &[])
     }
 
-    /// `worker` with its SMTP listener on `smtp_listen`.
-    pub fn worker_on(
-        spool: &Path,
-        pki: &Pki,
-        control_grpc: &str,
-        id: &str,
-        cert: &str,
-        smtp_listen: &str,
-    ) -> Postern {
-        Postern::worker_env(spool, pki, control_grpc, id, cert, smtp_listen, &[])
-    }
-
-    /// `worker_on` with further environment variables.
+    /// `worker` with its SMTP listener on `smtp_listen` and further environment variables.
     pub fn worker_env(
         spool: &Path,
         pki: &Pki,

@@ -212,7 +212,6 @@ pub async fn attempt(
             }
             Err(_) if conn.client.replies() == before || conn.reset_refused => {
                 tracing::debug!(host = %target.host, %ip, "a cached connection failed; opening a new one");
-                record.tls = None;
             }
             Err(step) => {
                 record.greeted = true;
@@ -244,10 +243,7 @@ pub async fn attempt(
                 }
                 return record;
             }
-            Err(Step::FallbackPlain) if !plaintext_only => {
-                record.tls_fallback = true;
-                record.tls = None;
-            }
+            Err(Step::FallbackPlain) if !plaintext_only => record.tls_fallback = true,
             Err(step) => {
                 record.outcome = outcome_of(step, envelope);
                 return record;

@@ -70,15 +70,9 @@ impl Queue {
     /// when its file could not be written).
     fn load(&self, id: &str) -> std::io::Result<(spool::Envelope, u64, Vec<RcptState>)> {
         let (envelope, size) = self.spool.read_envelope(id)?;
-        let unsaved = self.unsaved.lock().expect("unsaved lock").get(id).cloned();
-        let state = match unsaved {
-            Some(state) => state,
-            None => self
-                .spool
-                .read_state::<MessageState>(id)?
-                .unwrap_or_else(|| MessageState::new(&envelope, self.now())),
-        };
-        Ok((envelope, size, state.recipients))
+        let saved = self.spool.read_state::<MessageState>(id)?;
+        let recipients = self.state_of(id, &envelope, saved).recipients;
+        Ok((envelope, size, recipients))
     }
 
     /// Queued messages matching `filter`, in queue id order (reads the spool: run it on a
@@ -174,7 +168,11 @@ impl Queue {
     pub(super) async fn delete_now(&self, id: &str, dsn: bool) -> Result<(), QueueError> {
         if dsn {
             let owned = id.to_string();
-            let (envelope, message) = match blocking(&self.spool, move |s| s.read(&owned)).await {
+            let loaded = blocking(&self.spool, move |s| {
+                s.load::<MessageState>(&owned, u64::MAX)
+            })
+            .await;
+            let (envelope, message, saved) = match loaded {
                 Ok(m) => m,
                 // Its round ended it (every recipient final): nothing is left to delete.
                 Err(QueueError::Read(e)) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -182,19 +180,8 @@ impl Queue {
                 }
                 Err(e) => return Err(e),
             };
-            let owned = id.to_string();
-            let recipients = {
-                let unsaved = self.unsaved.lock().expect("unsaved lock").get(id).cloned();
-                match unsaved {
-                    Some(state) => state.recipients,
-                    None => {
-                        blocking(&self.spool, move |s| s.read_state::<MessageState>(&owned))
-                            .await?
-                            .unwrap_or_else(|| MessageState::new(&envelope, self.now()))
-                            .recipients
-                    }
-                }
-            };
+            let message = message.unwrap_or_default();
+            let recipients = self.state_of(id, &envelope, saved).recipients;
             let failed: Vec<Bounce<'_>> = recipients
                 .iter()
                 .filter(|r| r.open())
@@ -225,7 +212,7 @@ impl Queue {
             }
             Err(e) => return Err(e.into()),
         }
-        self.unsaved.lock().expect("unsaved lock").remove(id);
+        self.unsaved().remove(id);
         self.outbox.emit(
             self.policy_version(),
             Event::Deleted(events::Deleted {

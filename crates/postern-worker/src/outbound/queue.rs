@@ -21,7 +21,7 @@ use super::schedule::{Clock, Schedule, SystemClock};
 use super::state::MessageState;
 use crate::outbox::Outbox;
 use crate::policy::PolicyStore;
-use crate::spool::{Spool, SpoolError};
+use crate::spool::{self, Spool, SpoolError};
 
 /// A round that could not finish its local work (a spool read, a state write, a DSN, a
 /// removal) is due again after this (`queue.first_retry_s`, at most a minute), without
@@ -121,6 +121,24 @@ impl Queue {
 
     pub(super) fn now(&self) -> u64 {
         self.clock.now()
+    }
+
+    pub(super) fn unsaved(&self) -> std::sync::MutexGuard<'_, HashMap<String, MessageState>> {
+        self.unsaved.lock().expect("unsaved lock")
+    }
+
+    /// The delivery state of `id`: the one kept in memory when its file could not be written,
+    /// else `saved` (the file's), else a new one.
+    pub(super) fn state_of(
+        &self,
+        id: &str,
+        envelope: &spool::Envelope,
+        saved: Option<MessageState>,
+    ) -> MessageState {
+        let unsaved = self.unsaved().get(id).cloned();
+        unsaved
+            .or(saved)
+            .unwrap_or_else(|| MessageState::new(envelope, self.now()))
     }
 
     /// Runs delivery rounds until `shutdown` turns true.

@@ -142,15 +142,12 @@ impl Queue {
             Ok(loaded) => loaded,
             // Gone from the spool (finished, or removed by an operator): nothing left to do.
             Err(QueueError::Read(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.unsaved.lock().expect("unsaved lock").remove(id);
+                self.unsaved().remove(id);
                 return Ok(None);
             }
             Err(e) => return Err(e),
         };
-        let unsaved = self.unsaved.lock().expect("unsaved lock").get(id).cloned();
-        let mut state = unsaved
-            .or(saved)
-            .unwrap_or_else(|| MessageState::new(&envelope, self.now()));
+        let mut state = self.state_of(id, &envelope, saved);
         let mut body: Option<Arc<[u8]>> = body.map(Into::into);
         let settings = &policy.settings;
         let forced = self.schedule().take_forced(id);
@@ -308,15 +305,12 @@ impl Queue {
         if state.finished() {
             return match self.spool.remove(id).await {
                 Ok(()) => {
-                    self.unsaved.lock().expect("unsaved lock").remove(id);
+                    self.unsaved().remove(id);
                     None
                 }
                 Err(e) => {
                     tracing::error!(%id, error = %e, "removing a finished message failed; retried");
-                    self.unsaved
-                        .lock()
-                        .expect("unsaved lock")
-                        .insert(id.to_string(), state);
+                    self.unsaved().insert(id.to_string(), state);
                     Some(retry)
                 }
             };
@@ -327,14 +321,11 @@ impl Queue {
         }
         match self.spool.write_state(id, &state).await {
             Ok(()) => {
-                self.unsaved.lock().expect("unsaved lock").remove(id);
+                self.unsaved().remove(id);
             }
             Err(e) => {
                 tracing::error!(%id, error = %e, "writing a delivery state failed; kept in memory");
-                self.unsaved
-                    .lock()
-                    .expect("unsaved lock")
-                    .insert(id.to_string(), state);
+                self.unsaved().insert(id.to_string(), state);
             }
         }
         Some(next)
