@@ -204,7 +204,8 @@ impl Queue {
             &policy.settings.queue,
         );
         let recipient = state.recipients[i].address.clone();
-        let text = r.reply.one_line();
+        // The reply as `record` stored it.
+        let text = state.recipients[i].last.clone().unwrap_or_default();
         self.track(
             policy,
             Event::Attempt(events::Attempt {
