@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Shows with strace, for one message, the order of the system calls between its last byte and
-# its reply: the message file's fsync, the rename into queue/, the queue directory's fsync, and
-# only then the "250 2.0.0 Ok: queued as" written to the client (PRODUCT.md 4).
+# its reply: the record appended to the spool log (pwrite64 on spool/log/<n>.seg), that
+# segment's fdatasync, and only then the "250 2.0.0 Ok: queued as" written to the client
+# (PRODUCT.md 4). (A message over 256 KiB is instead fsynced, renamed into queue/ and the
+# directory fsynced.)
 # Usage: bench/spool-strace.sh   (builds nothing: uses target/release/postern or $POSTERN_BIN)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +17,7 @@ trap 'kill $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
 pid=$!
 for _ in $(seq 100); do grep -q "policy applied" "$dir/log" 2>/dev/null && break; sleep 0.1; done
 smtp=$(sed -n 's/.*dev worker listening smtp=\([^ ]*\).*/\1/p' "$dir/log" | head -1)
-strace -f -tt -y -s 60 -e trace=fsync,fdatasync,rename,renameat,renameat2,write,sendto,sendmsg \
+strace -f -tt -y -s 60 -e trace=fsync,fdatasync,pwrite64,rename,renameat,renameat2,write,sendto,sendmsg \
   -p "$pid" -o "$dir/trace" 2>/dev/null &
 tracer=$!
 sleep 0.5
@@ -27,5 +29,5 @@ with smtplib.SMTP(host, int(port)) as s:
 PY
 sleep 0.5
 kill "$tracer"; wait "$tracer" 2>/dev/null || true
-# The message's own calls: from the fsync of its file to the 250.
-grep -E 'spool/(incoming|queue)|queued as' "$dir/trace" | grep -E 'fsync|rename|queued as' | sed -E 's/^[0-9]+ +//'
+# The message's own calls: from its record in the log to the 250.
+grep -E 'spool/(log|incoming|queue)|queued as' "$dir/trace" | grep -E 'pwrite64|fsync|fdatasync|rename|queued as' | sed -E 's/^[0-9]+ +//'

@@ -417,18 +417,18 @@ pub async fn smtp_greeting(addr: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The queued messages of a worker's spool (each file: an envelope line, then the message).
+/// The queued messages of a worker's spool as a restart would find them, each as it is spooled:
+/// an envelope line, then the message.
 pub fn queued_messages(spool: &Path) -> Vec<String> {
-    let mut files: Vec<String> = std::fs::read_dir(spool.join("queue"))
-        .map(|d| {
-            d.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "msg"))
-                .filter_map(|p| std::fs::read_to_string(p).ok())
-                .collect()
+    let mut messages: Vec<String> = postern_worker::spool::Spool::messages(spool)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(envelope, body)| {
+            serde_json::to_string(&envelope).unwrap() + "\n" + &String::from_utf8_lossy(&body)
         })
-        .unwrap_or_default();
-    files.sort();
-    files
+        .collect();
+    messages.sort();
+    messages
 }
 
 /// A small tmpfs mounted over a directory (root only), unmounted when dropped however the test

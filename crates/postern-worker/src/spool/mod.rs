@@ -1,25 +1,37 @@
-//! The crash-safe spool (PRODUCT.md 4). A message is one file: its envelope as one JSON line,
-//! then the message as received (with our Received header first). It is written under
-//! `incoming/`, fsynced, renamed into `queue/`, and `queue/` is fsynced, all before the 250.
+//! The crash-safe spool (PRODUCT.md 4). A message is its envelope as one JSON line, then the
+//! message as received (with our Received header first), and it is durable before the 250.
+//! - Up to `log::INLINE_BYTES` (nearly all mail) it is held in memory while it arrives and then
+//!   appended to the shared message log (`log.rs`), whose syncs the messages that finish
+//!   together share.
+//! - A larger message is written as it arrives to a file under `incoming/`, fsynced, renamed
+//!   into `queue/`, and `queue/` is fsynced (shared by the renames that finish together too).
+//! - A message's delivery state is a file `queue/<id>.state`; when the first one is written a
+//!   message still in the log moves to `queue/<id>.msg` first, so the log only holds mail that
+//!   has not been tried yet or went out at the first attempt, and a segment rarely lives long.
+//!   A message found both in the log and in `queue/` (a move cut short) is the file.
+//!
 //! On start, whatever is left in `incoming/` was never acknowledged and is removed; every file
 //! in `queue/` is complete. Writes use std::fs on blocking threads, because tokio::fs can hide
 //! ENOSPC (DESIGN.md "Traps"); a full disk anywhere on that path is `452 4.3.1`, any other
-//! failure `451 4.3.0`. Directory fsyncs are shared by the messages that finish together (group
-//! commit). Removals are not fsynced: one lost in a power cut delivers the message again, as
-//! in Postfix, and costs no sync per delivered message.
+//! failure `451 4.3.0`. Removals are not synced: one lost in a power cut delivers the message
+//! again, as in Postfix, and costs no sync per delivered message.
 //!
 //! `POSTERN_SPOOL_FAULTS` (a comma-separated list of `state_write`, `remove`, `dsn`) makes
 //! those steps fail as on a full disk: the seam the tests use to prove that such failures
 //! never re-deliver what was delivered. Never set it in production.
+
+mod group_sync;
+mod log;
 
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use serde::{Deserialize, Serialize};
+
+use group_sync::GroupSync;
+use log::Log;
 
 /// Who sent what to whom, and how (what tracking and delivery need later).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,8 +96,11 @@ impl From<io::Error> for SpoolError {
     }
 }
 
-/// A message being received: a file under `incoming/`.
+/// A message being received: in memory while it is small enough for the log, then a file
+/// under `incoming/`.
 pub struct Incoming {
+    id: String,
+    inline: Vec<u8>,
     file: Option<File>,
     tmp: PathBuf,
     done: PathBuf,
@@ -100,6 +115,25 @@ impl Incoming {
         if self.error.is_some() {
             return;
         }
+        if self.file.is_none() {
+            if self.inline.len() + bytes.len() <= log::INLINE_BYTES {
+                self.inline.extend_from_slice(bytes);
+                return;
+            }
+            // Too large for the log: on to a file of its own.
+            match File::create(&self.tmp) {
+                Ok(file) => self.file = Some(file),
+                Err(e) => {
+                    self.error = Some(e.into());
+                    return;
+                }
+            }
+            let inline = std::mem::take(&mut self.inline);
+            self.write(&inline);
+            if self.error.is_some() {
+                return;
+            }
+        }
         if let Some(file) = self.file.as_mut()
             && let Err(e) = file.write_all(bytes)
         {
@@ -107,20 +141,11 @@ impl Incoming {
         }
     }
 
-    /// A message that could not even be started; `commit` reports `error`.
-    pub fn failed(error: io::Error) -> Incoming {
-        Incoming {
-            file: None,
-            tmp: PathBuf::new(),
-            done: PathBuf::new(),
-            error: Some(error.into()),
-        }
-    }
-
-    /// Removes the partial file (a refused message).
+    /// Removes the partial file, if there is one (a refused message).
     pub fn discard(mut self) {
-        self.file = None;
-        let _ = fs::remove_file(&self.tmp);
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
     }
 }
 
@@ -137,7 +162,9 @@ impl Drop for Incoming {
 pub struct Spool {
     incoming: PathBuf,
     queue: PathBuf,
-    syncer: Arc<DirSync>,
+    /// Group commit of the renames into `queue/`.
+    syncer: Arc<GroupSync>,
+    log: Arc<Log>,
     faults: Arc<Vec<Fault>>,
 }
 
@@ -163,7 +190,8 @@ impl Spool {
                 fs::remove_file(&path)?;
             }
         }
-        let syncer = Arc::new(DirSync::new(&queue)?);
+        let syncer = Arc::new(GroupSync::new(File::open(&queue)?, false));
+        let log = Arc::new(Log::open(&dir.join("log"))?);
         let faults = Fault::from_env();
         if !faults.is_empty() {
             tracing::warn!(
@@ -175,10 +203,43 @@ impl Spool {
             incoming,
             queue,
             syncer,
+            log,
             faults: Arc::new(faults),
         };
+        for id in spool.files()? {
+            // A move out of the log cut short: the file is complete, the log's copy goes.
+            spool.log.remove(&id)?;
+        }
         let ids = spool.list()?;
         Ok((spool, ids))
+    }
+
+    /// The messages under `dir` as `open` would find them, read without changing anything (for
+    /// inspection, and tests that look at a spool another process holds).
+    pub fn messages(dir: &Path) -> io::Result<Vec<(Envelope, Vec<u8>)>> {
+        let mut found = std::collections::BTreeMap::new();
+        for (id, bytes) in log::messages(&dir.join("log"))? {
+            found.insert(id, bytes);
+        }
+        for entry in fs::read_dir(dir.join("queue"))? {
+            let path = entry?.path();
+            if let Some(id) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".msg"))
+            {
+                match fs::read(&path) {
+                    Ok(bytes) => found.insert(id.to_string(), bytes),
+                    // Removed since the listing (delivered).
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+            }
+        }
+        found
+            .into_values()
+            .map(|bytes| split(&bytes).map(|(envelope, body)| (envelope, body.to_vec())))
+            .collect()
     }
 
     /// Starts a message: its envelope line and `prefix` (the Received header) are written now.
@@ -186,15 +247,13 @@ impl Spool {
         let tmp = self.incoming.join(format!("{}.tmp", envelope.id));
         let done = self.queue.join(format!("{}.msg", envelope.id));
         let mut incoming = Incoming {
+            id: envelope.id.clone(),
+            inline: Vec::new(),
             file: None,
             tmp,
             done,
             error: None,
         };
-        match File::create(&incoming.tmp) {
-            Ok(file) => incoming.file = Some(file),
-            Err(e) => incoming.error = Some(e.into()),
-        }
         let mut line = serde_json::to_vec(envelope).expect("envelopes serialise");
         line.extend_from_slice(b"\n");
         incoming.write(&line);
@@ -202,18 +261,36 @@ impl Spool {
         incoming
     }
 
-    /// Makes the message durable: fsync, rename into the queue, fsync the queue directory.
-    /// Only after this may the session answer 250.
+    /// Makes the message durable: appended to the log and synced, or (a large one) its file
+    /// fsynced, renamed into the queue and the queue directory fsynced. Only after this may the
+    /// session answer 250.
     pub async fn commit(&self, mut incoming: Incoming) -> Result<(), SpoolError> {
         if let Some(e) = incoming.error.take() {
             incoming.discard();
             return Err(e);
         }
-        let file = incoming.file.take().expect("an open file without an error");
+        let Some(file) = incoming.file.take() else {
+            let (log, id, bytes) = (
+                self.log.clone(),
+                incoming.id.clone(),
+                std::mem::take(&mut incoming.inline),
+            );
+            return blocking(move || {
+                let segment = log.append(&id, &bytes)?;
+                if let Err(e) = segment.sync() {
+                    // Not known to be durable, so not acknowledged: it must not be delivered
+                    // either (the client sends it again).
+                    let _ = log.remove(&id);
+                    return Err(e.into());
+                }
+                Ok(())
+            })
+            .await;
+        };
         let (tmp, done) = (incoming.tmp.clone(), incoming.done.clone());
         let syncer = self.syncer.clone();
         // One blocking task for the whole commit: a thread handoff costs more than a rename.
-        tokio::task::spawn_blocking(move || -> Result<(), SpoolError> {
+        blocking(move || {
             let renamed = file.sync_all().and_then(|()| {
                 drop(file);
                 fs::rename(&tmp, &done)
@@ -233,7 +310,6 @@ impl Spool {
             }
         })
         .await
-        .map_err(|e| SpoolError::Io(io::Error::other(e.to_string())))?
     }
 
     /// Fails as a full disk would when `POSTERN_SPOOL_FAULTS` names `fault`.
@@ -246,6 +322,15 @@ impl Spool {
 
     /// The ids of every queued message.
     pub fn list(&self) -> io::Result<Vec<String>> {
+        let mut ids = self.files()?;
+        ids.extend(self.log.ids());
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// The ids of the messages in files of their own.
+    fn files(&self) -> io::Result<Vec<String>> {
         let mut ids = Vec::new();
         for entry in fs::read_dir(&self.queue)? {
             let path = entry?.path();
@@ -257,7 +342,6 @@ impl Spool {
                 ids.push(id.to_string());
             }
         }
-        ids.sort();
         Ok(ids)
     }
 
@@ -272,50 +356,70 @@ impl Spool {
         }
     }
 
-    /// Replaces the delivery state of `id` durably (temporary file, fsync, rename, directory).
+    /// Replaces the delivery state of `id` durably (temporary file, fsync, rename, directory);
+    /// a message still in the log moves to a file of its own first.
     pub async fn write_state<T: Serialize>(&self, id: &str, state: &T) -> Result<(), SpoolError> {
         self.fault(Fault::StateWrite)?;
         let bytes = serde_json::to_vec(state).expect("states serialise");
-        let (tmp, done) = (
-            self.queue.join(format!("{id}.state.tmp")),
-            self.queue.join(format!("{id}.state")),
-        );
-        let syncer = self.syncer.clone();
-        tokio::task::spawn_blocking(move || -> io::Result<()> {
-            let mut file = File::create(&tmp)?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-            fs::rename(&tmp, &done)?;
-            syncer.sync()
+        let (spool, id) = (self.clone(), id.to_string());
+        blocking(move || {
+            let moved = spool.log.read(&id)?;
+            if let Some(message) = &moved {
+                spool.write_file(&format!("{id}.msg"), message)?;
+            }
+            spool.write_file(&format!("{id}.state"), &bytes)?;
+            spool.syncer.sync()?;
+            if moved.is_some() {
+                spool.log.forget(&id);
+            }
+            Ok(())
         })
         .await
-        .map_err(|e| SpoolError::Io(io::Error::other(e.to_string())))??;
-        Ok(())
+    }
+
+    /// Writes `queue/<name>` durably but for the directory (temporary file, fsync, rename).
+    fn write_file(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        let (tmp, done) = (
+            self.queue.join(format!("{name}.tmp")),
+            self.queue.join(name),
+        );
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, &done)
     }
 
     /// Removes a message that needs nothing more (delivered, or bounced and reported).
     pub async fn remove(&self, id: &str) -> Result<(), SpoolError> {
         self.fault(Fault::Remove)?;
+        let (log, id) = (self.log.clone(), id.to_string());
         let (msg, state) = (
             self.queue.join(format!("{id}.msg")),
             self.queue.join(format!("{id}.state")),
         );
-        tokio::task::spawn_blocking(move || {
+        blocking(move || {
+            let logged = log.remove(&id)?;
             // The message first: a state file without its message is ignored and cleaned up.
-            fs::remove_file(&msg)?;
-            match fs::remove_file(&state) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
+            for (path, required) in [(msg, !logged), (state, false)] {
+                match fs::remove_file(&path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound || required => {
+                        return Err(e.into());
+                    }
+                    _ => {}
+                }
             }
+            Ok(())
         })
         .await
-        .map_err(|e| SpoolError::Io(io::Error::other(e.to_string())))??;
-        Ok(())
     }
 
-    /// The stored envelope of `id` and the message's size, without reading the message.
+    /// The stored envelope of `id` and the message's size, without reading a message file.
     pub fn read_envelope(&self, id: &str) -> io::Result<(Envelope, u64)> {
         use std::io::BufRead;
+        if let Some(bytes) = self.log.read(id)? {
+            let (envelope, body) = split(&bytes)?;
+            return Ok((envelope, body.len() as u64));
+        }
         let file = File::open(self.queue.join(format!("{id}.msg")))?;
         let total = file.metadata()?.len();
         let mut line = Vec::new();
@@ -333,6 +437,12 @@ impl Spool {
         body_limit: u64,
     ) -> io::Result<(Envelope, Option<Vec<u8>>, Option<T>)> {
         use std::io::Read;
+        if let Some(bytes) = self.log.read(id)? {
+            let (envelope, body) = split(&bytes)?;
+            let body = (body.len() as u64 <= body_limit).then(|| body.to_vec());
+            // A message in the log has no state: its first one moves it out.
+            return Ok((envelope, body, None));
+        }
         let mut file = File::open(self.queue.join(format!("{id}.msg")))?;
         let total = file.metadata()?.len();
         let (envelope, body) = if total <= body_limit {
@@ -349,7 +459,10 @@ impl Spool {
 
     /// The stored envelope and message of `id`.
     pub fn read(&self, id: &str) -> io::Result<(Envelope, Vec<u8>)> {
-        let bytes = fs::read(self.queue.join(format!("{id}.msg")))?;
+        let bytes = match self.log.read(id)? {
+            Some(bytes) => bytes,
+            None => fs::read(self.queue.join(format!("{id}.msg")))?,
+        };
         let (envelope, body) = split(&bytes)?;
         Ok((envelope, body.to_vec()))
     }
@@ -365,38 +478,13 @@ fn split(bytes: &[u8]) -> io::Result<(Envelope, &[u8])> {
     Ok((envelope, &bytes[end + 1..]))
 }
 
-/// Group commit of the queue directory: each rename is counted, and an fsync of the directory
-/// covers every rename counted before it started. A committer that finds its rename already
-/// covered returns at once; the others take turns, so concurrent commits share one fsync.
-struct DirSync {
-    /// The queue directory, open for as long as the spool is (no path lookup per fsync).
-    dir: File,
-    renamed: AtomicU64,
-    /// The count the last successful fsync covered.
-    synced: std::sync::Mutex<u64>,
-}
-
-impl DirSync {
-    fn new(dir: &Path) -> io::Result<DirSync> {
-        Ok(DirSync {
-            dir: File::open(dir)?,
-            renamed: AtomicU64::new(0),
-            synced: std::sync::Mutex::new(0),
-        })
-    }
-
-    /// Makes every rename done so far by this thread durable (blocking).
-    fn sync(&self) -> io::Result<()> {
-        let mine = self.renamed.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
-        if *synced >= mine {
-            return Ok(());
-        }
-        let covers = self.renamed.load(Ordering::SeqCst);
-        self.dir.sync_all()?;
-        *synced = covers;
-        Ok(())
-    }
+/// Runs spool work on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, SpoolError> + Send + 'static,
+) -> Result<T, SpoolError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| SpoolError::Io(io::Error::other(e.to_string())))?
 }
 
 #[cfg(test)]
@@ -443,5 +531,90 @@ mod tests {
             0
         );
         assert!(!dir.path().join("queue/GONE.state").exists());
+    }
+
+    async fn queue(spool: &Spool, id: &str, body: &[u8]) {
+        let mut m = spool.begin(&envelope(id), b"");
+        m.write(body);
+        spool.commit(m).await.unwrap();
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn small_messages_go_to_the_log_and_large_ones_to_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let large = vec![b'x'; log::INLINE_BYTES + 1];
+        queue(&spool, "SMALL", b"small\r\n").await;
+        queue(&spool, "LARGE", &large).await;
+        assert_eq!(names(&dir.path().join("queue")), ["LARGE.msg"]);
+        assert_eq!(spool.list().unwrap(), ["LARGE", "SMALL"]);
+        assert_eq!(spool.read("SMALL").unwrap().1, b"small\r\n");
+        assert_eq!(
+            spool.read_envelope("LARGE").unwrap(),
+            (envelope("LARGE"), large.len() as u64)
+        );
+        let (env, body, state) = spool.load::<serde_json::Value>("SMALL", 3).unwrap();
+        assert_eq!((env, body, state), (envelope("SMALL"), None, None));
+        drop(spool);
+        let (spool, ids) = Spool::open(dir.path()).unwrap();
+        assert_eq!(ids, ["LARGE", "SMALL"]);
+        let mut found = Spool::messages(dir.path()).unwrap();
+        found.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        assert_eq!(
+            found,
+            [
+                (envelope("LARGE"), large),
+                (envelope("SMALL"), b"small\r\n".to_vec())
+            ]
+        );
+        spool.remove("SMALL").await.unwrap();
+        spool.remove("LARGE").await.unwrap();
+        assert!(spool.list().unwrap().is_empty());
+        assert!(Spool::open(dir.path()).unwrap().1.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_first_state_moves_the_message_out_of_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        queue(&spool, "A", b"body").await;
+        spool
+            .write_state("A", &serde_json::json!({"tries": 1}))
+            .await
+            .unwrap();
+        assert_eq!(names(&dir.path().join("queue")), ["A.msg", "A.state"]);
+        assert!(spool.log.ids().is_empty());
+        drop(spool);
+        let (spool, ids) = Spool::open(dir.path()).unwrap();
+        assert_eq!(ids, ["A"]);
+        let (env, body, state) = spool.load::<serde_json::Value>("A", 4096).unwrap();
+        assert_eq!(env, envelope("A"));
+        assert_eq!(body.unwrap(), b"body");
+        assert_eq!(state.unwrap()["tries"], 1);
+    }
+
+    #[tokio::test]
+    async fn a_move_cut_short_leaves_one_message_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        queue(&spool, "A", b"body").await;
+        // The file was written, then the process died before the log's tombstone.
+        let bytes = spool.log.read("A").unwrap().unwrap();
+        fs::write(dir.path().join("queue/A.msg"), &bytes).unwrap();
+        drop(spool);
+        let (spool, ids) = Spool::open(dir.path()).unwrap();
+        assert_eq!(ids, ["A"]);
+        assert!(spool.log.ids().is_empty());
+        spool.remove("A").await.unwrap();
+        assert!(Spool::open(dir.path()).unwrap().1.is_empty());
     }
 }
