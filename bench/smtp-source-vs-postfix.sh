@@ -6,7 +6,7 @@
 # with STARTTLS on every inbound session. The sink counts what arrives during the load and a
 # drain period after it; `delivered/s` is that count over the load's seconds. smtp-load's runs
 # also give p50/p99 from the client's final dot to arrival at the sink.
-# Usage (as root; installs and reconfigures Postfix): bench/smtp-source-vs-postfix.sh [seconds] [drain]
+# Usage (as root; installs and reconfigures Postfix): [CASES=...] bench/smtp-source-vs-postfix.sh [seconds] [drain]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-20}
@@ -51,8 +51,9 @@ postern_relay() {
   sleep 1
 }
 
-for case in "smtp-source plain" "smtp-load plain" "smtp-load tls"; do
-  set -- $case
+# CASES picks some, e.g. CASES="smtp-load:tls".
+for case in ${CASES:-smtp-source:plain smtp-load:plain smtp-load:tls}; do
+  set -- ${case/:/ }
   postfix_relay
   run postfix "$1" "$2" 127.0.0.1:25
   p=$got

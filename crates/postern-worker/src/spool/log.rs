@@ -494,10 +494,16 @@ mod tests {
         let mut ends = Vec::new();
         for (i, body) in bodies.iter().enumerate() {
             log.append(&format!("M{i}"), body).unwrap().sync().unwrap();
-            ends.push(fs::metadata(segments(dir.path()).pop().unwrap()).unwrap().len());
+            ends.push(
+                fs::metadata(segments(dir.path()).pop().unwrap())
+                    .unwrap()
+                    .len(),
+            );
         }
         log.remove("M1").unwrap();
-        let tombstoned = fs::metadata(segments(dir.path()).pop().unwrap()).unwrap().len();
+        let tombstoned = fs::metadata(segments(dir.path()).pop().unwrap())
+            .unwrap()
+            .len();
         drop(log);
         let whole = fs::read(segments(dir.path()).pop().unwrap()).unwrap();
         for cut in 0..=whole.len() {
