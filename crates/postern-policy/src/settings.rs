@@ -272,9 +272,11 @@ impl Settings {
         }
         if let Some(pm) = &s.postmaster {
             match crate::domain::domain_of_address(pm) {
+                // No control characters: the address goes into DSN headers and replies.
                 Some(d)
                     if crate::domain::normalize_domain(d).is_ok()
-                        && !pm.contains(['<', '>', ' ']) => {}
+                        && !pm.contains(['<', '>', ' '])
+                        && !pm.chars().any(char::is_control) => {}
                 _ => errors.push(FieldError::new(
                     "/postmaster",
                     "must be an address like postmaster@example.com",
@@ -296,4 +298,82 @@ fn parse_nameserver(s: &str) -> Option<SocketAddr> {
     s.parse::<std::net::IpAddr>()
         .ok()
         .map(|ip| SocketAddr::new(ip, 53))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::{Relay, RelayDomain};
+
+    /// Every string of the settings and the relay document, each spoiled with CR, LF, a tab or
+    /// a NUL, is refused at its own pointer (they reach replies, DSN headers and logs).
+    #[test]
+    fn control_characters_are_refused_in_every_string() {
+        for bad in ["\r\n", "\n", "\t", "\0", "\u{7f}"] {
+            let postmaster = Settings {
+                postmaster: Some(format!("post{bad}master@example.com")),
+                ..Settings::default()
+            };
+            let smart_host = Settings {
+                delivery: DeliverySettings {
+                    smart_host: Some(format!("relay{bad}.example:25")),
+                    ..DeliverySettings::default()
+                },
+                ..Settings::default()
+            };
+            let nameserver = Settings {
+                delivery: DeliverySettings {
+                    nameservers: vec![format!("192.0.2.53{bad}")],
+                    ..DeliverySettings::default()
+                },
+                ..Settings::default()
+            };
+            for (settings, pointer) in [
+                (postmaster, "/postmaster"),
+                (smart_host, "/delivery/smart_host"),
+                (nameserver, "/delivery/nameservers/0"),
+            ] {
+                let errors = settings.normalized().unwrap_err();
+                assert!(
+                    errors.iter().any(|e| e.pointer == pointer),
+                    "{bad:?} at {pointer}: {errors:?}"
+                );
+            }
+            let relay = |domain: &str, next_hop: &str, network: &str| Relay {
+                domains: vec![RelayDomain {
+                    domain: domain.into(),
+                    next_hop: next_hop.into(),
+                }],
+                networks: vec![network.into()],
+            };
+            for (r, pointer) in [
+                (
+                    relay(&format!("a{bad}.example"), "mx", "192.0.2.0/24"),
+                    "/domains/0/domain",
+                ),
+                (
+                    relay("a.example", &format!("h{bad}.example:25"), "192.0.2.0/24"),
+                    "/domains/0/next_hop",
+                ),
+                (
+                    relay("a.example", "mx", &format!("192.0.2.0/24{bad}")),
+                    "/networks/0",
+                ),
+            ] {
+                let errors = r.normalized().unwrap_err();
+                assert!(
+                    errors.iter().any(|e| e.pointer == pointer),
+                    "{bad:?} at {pointer}: {errors:?}"
+                );
+            }
+        }
+        assert!(
+            Settings {
+                postmaster: Some("postmaster@example.com".into()),
+                ..Settings::default()
+            }
+            .normalized()
+            .is_ok()
+        );
+    }
 }
