@@ -130,6 +130,57 @@ fn tls_connector(pki: &Pki) -> tokio_rustls::TlsConnector {
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
+/// HELO names are checked as Postfix's `reject_invalid_helo_hostname` does (the name echoed with
+/// its control characters escaped), and a HELO (not EHLO) session is recorded `with SMTP`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helo_names_are_checked_and_a_helo_session_is_recorded_as_smtp() {
+    let g = Gateway::start().await;
+    g.set(
+        reqwest::Method::PUT,
+        "/v1/relay",
+        json!({"domains": [{"domain": "partner.example", "next_hop": "mx"}], "networks": []}),
+    )
+    .await;
+    let mut r = raw(&g.worker.other).await;
+    assert_eq!(
+        r.cmd("EHLO bad\tname\u{1}").await,
+        "501 5.5.2 <bad\\tname\\u{1}>: Helo command rejected: Invalid name"
+    );
+    assert_eq!(
+        r.cmd("HELO [192.0.2.1").await,
+        "501 5.5.2 <[192.0.2.1>: Helo command rejected: Invalid name"
+    );
+    assert_eq!(
+        r.cmd("MAIL FROM:<alice@sender.example>").await,
+        "503 5.5.1 Error: send HELO/EHLO first"
+    );
+    assert_eq!(r.cmd("HELO client.example").await, "250 mx.test");
+    assert!(
+        r.cmd("MAIL FROM:<alice@sender.example>")
+            .await
+            .starts_with("250")
+    );
+    assert!(
+        r.cmd("RCPT TO:<bob@partner.example>")
+            .await
+            .starts_with("250")
+    );
+    assert!(r.cmd("DATA").await.starts_with("354"));
+    let queued = r.cmd("Subject: helo\r\n\r\nbody\r\n.").await;
+    let id = queued
+        .strip_prefix("250 2.0.0 Ok: queued as ")
+        .unwrap()
+        .to_string();
+    let messages = g.queued();
+    let (_, message) = messages[0].split_once('\n').unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "Received: from client.example (unknown [127.0.0.1])\r\n\tby mx.test (Postern) with SMTP id {id}\r\n"
+        )),
+        "{message}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lettre_delivers_over_starttls_and_the_message_is_spooled_with_its_received_header() {
     let g = Gateway::start().await;

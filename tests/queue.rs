@@ -201,6 +201,53 @@ async fn queued_mail_is_listed_retried_flushed_and_deleted() {
         "only the message deleted with a DSN is reported"
     );
     assert!(seen.lock().unwrap().is_empty(), "the sink never accepted");
+
+    // Each command is in the audit log with the admin who gave it (the viewer's refused ones
+    // are not).
+    let audit = audited(&r).await;
+    for (action, summary) in [
+        (
+            format!("POST /v1/queue/{first}/retry"),
+            format!("retry {first} on worker w"),
+        ),
+        (
+            "POST /v1/queue/flush".to_string(),
+            "flush partner.example: 2 message(s) made due".to_string(),
+        ),
+        (
+            format!("DELETE /v1/queue/{first}"),
+            format!("delete {first} without a DSN on worker w"),
+        ),
+        (
+            format!("DELETE /v1/queue/{second}"),
+            format!("delete {second} with a DSN on worker w"),
+        ),
+    ] {
+        let entry = audit
+            .iter()
+            .find(|e| e["action"] == action.as_str())
+            .unwrap_or_else(|| panic!("{action} not audited: {audit:?}"));
+        assert_eq!(entry["summary"], summary.as_str());
+        assert_eq!(entry["role"], "admin");
+        assert_ne!(entry["actor"], "postern");
+    }
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|e| e["action"].as_str().unwrap().contains("/v1/queue"))
+            .count(),
+        4,
+        "{audit:?}"
+    );
+}
+
+/// The audit log's entries, newest first.
+async fn audited(r: &Relay) -> Vec<Value> {
+    r.rest(Method::GET, "/v1/audit?limit=100", Value::Null)
+        .await["items"]
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,6 +274,9 @@ async fn a_drained_worker_refuses_sessions_and_delivers_its_queue_now() {
         .await;
     assert_eq!(drained["id"], "w");
     assert_eq!(drained["draining"], true);
+    let audit = audited(&r).await;
+    assert_eq!(audit[0]["action"], "POST /v1/workers/w/drain", "{audit:?}");
+    assert_eq!(audit[0]["summary"], "drain worker w (1 message(s) queued)");
     let workers = r.rest(Method::GET, "/v1/workers", Value::Null).await;
     assert_eq!(workers["items"][0]["draining"], true, "{workers}");
 

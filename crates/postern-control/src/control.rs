@@ -460,6 +460,30 @@ impl Control {
         .await
     }
 
+    /// Writes `action` by `actor` to the audit log, durably, for a command that changes no
+    /// stored state (queue retry, flush, delete, drain).
+    pub async fn audit(
+        &self,
+        actor: &Actor,
+        action: String,
+        summary: String,
+    ) -> Result<(), ApiError> {
+        let audit = AuditEntry {
+            seq: 0,
+            at: now_rfc3339(),
+            actor: actor.id.clone(),
+            role: actor.role.as_str().into(),
+            action,
+            summary,
+            version: None,
+        };
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.put_audit(&audit))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))??;
+        self.durable_flush().await
+    }
+
     /// Stores a token change with its audit entry, then updates memory and waits for a flush;
     /// in a task of its own, so a client going away cannot leave memory and store apart.
     async fn token_change(

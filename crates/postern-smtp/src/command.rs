@@ -51,6 +51,13 @@ pub fn parse_command(line: &[u8]) -> Result<Command, Reply> {
         "EHLO" | "HELO" if arg.is_empty() || arg.contains(' ') => {
             Err(syntax(&format!("Syntax: {verb} hostname")))
         }
+        "EHLO" | "HELO" if !valid_helo(arg) => Err(Reply::new(
+            501,
+            format!(
+                "5.5.2 <{}>: Helo command rejected: Invalid name",
+                escaped(arg)
+            ),
+        )),
         "EHLO" => Ok(Command::Ehlo(arg.to_string())),
         "HELO" => Ok(Command::Helo(arg.to_string())),
         "MAIL" => parse_mail(arg),
@@ -65,6 +72,47 @@ pub fn parse_command(line: &[u8]) -> Result<Command, Reply> {
         "HELP" => Ok(Command::Help),
         _ => Err(Reply::not_recognized()),
     }
+}
+
+/// Postfix's `reject_invalid_helo_hostname`: a host name (labels of letters, digits, `-` and
+/// `_`, at most 63 each and 255 in all, not all digits), an IP address, or an address literal
+/// (`[192.0.2.1]`, `[IPv6:2001:db8::1]`). Nothing else reaches a Received header or tracking.
+pub fn valid_helo(name: &str) -> bool {
+    if let Some(literal) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        return match literal.get(..5) {
+            Some(tag) if tag.eq_ignore_ascii_case("IPv6:") => {
+                literal[5..].parse::<std::net::Ipv6Addr>().is_ok()
+            }
+            _ => literal.parse::<std::net::Ipv4Addr>().is_ok(),
+        };
+    }
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let host = name.strip_suffix('.').unwrap_or(name);
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    host.len() <= 255
+        && host.split('.').all(label_ok)
+        && !host.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+}
+
+/// Client text for a reply: printable ASCII as it is, anything else escaped (`\t`, `\u{1}`).
+fn escaped(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c.to_string()
+            } else {
+                c.escape_default().to_string()
+            }
+        })
+        .collect()
 }
 
 /// `FROM:` or `TO:`, case-insensitively, with what follows.
@@ -122,6 +170,49 @@ mod tests {
 
     fn cmd(s: &str) -> Result<Command, Reply> {
         parse_command(s.as_bytes())
+    }
+
+    #[test]
+    fn helo_names_are_checked_as_postfix_does() {
+        for good in [
+            "client.example",
+            "mail-1.example.com.",
+            "WIN_PC",
+            "localhost",
+            "192.0.2.1",
+            "[192.0.2.1]",
+            "[IPv6:2001:db8::1]",
+            "[ipv6:::1]",
+        ] {
+            assert!(valid_helo(good), "{good}");
+            assert!(cmd(&format!("EHLO {good}")).is_ok(), "{good}");
+        }
+        for bad in [
+            "a\tb",
+            "bad\u{1}name",
+            "[192.0.2.1",
+            "192.0.2.1]",
+            "[mail.example]",
+            "[IPv6:192.0.2.1]",
+            "-lead.example",
+            "trail-.example",
+            "a..b",
+            "999.999.999.999",
+            "under<score>",
+            "caf\u{e9}.example",
+        ] {
+            assert!(!valid_helo(bad), "{bad:?}");
+        }
+        assert!(!valid_helo(&"a".repeat(64)));
+        assert!(!valid_helo(&["a"; 200].join(".")));
+        assert_eq!(
+            cmd("HELO a\tb\u{1}").unwrap_err().to_string(),
+            "501 5.5.2 <a\\tb\\u{1}>: Helo command rejected: Invalid name\r\n"
+        );
+        assert_eq!(
+            cmd("EHLO [192.0.2.1").unwrap_err().to_string(),
+            "501 5.5.2 <[192.0.2.1>: Helo command rejected: Invalid name\r\n"
+        );
     }
 
     #[test]

@@ -101,6 +101,8 @@ pub struct Server {
     closed: bool,
     tls: bool,
     helo: Option<String>,
+    /// The client greeted with EHLO (the Received header says ESMTP), not HELO (SMTP).
+    esmtp: bool,
     mail: Option<(Address, MailParams)>,
     pending_mail: Option<(Address, MailParams)>,
     pending_rcpt: Option<Address>,
@@ -128,6 +130,7 @@ impl Server {
             closed: false,
             tls: false,
             helo: None,
+            esmtp: false,
             mail: None,
             pending_mail: None,
             pending_rcpt: None,
@@ -159,6 +162,10 @@ impl Server {
 
     pub fn helo(&self) -> Option<&str> {
         self.helo.as_deref()
+    }
+
+    pub fn esmtp(&self) -> bool {
+        self.esmtp
     }
 
     pub fn sender(&self) -> Option<&Address> {
@@ -323,6 +330,7 @@ impl Server {
             Command::Ehlo(name) => {
                 self.reset_transaction();
                 self.helo = Some(name);
+                self.esmtp = true;
                 let mut lines = vec![
                     self.config.hostname.clone(),
                     "PIPELINING".into(),
@@ -341,6 +349,7 @@ impl Server {
             Command::Helo(name) => {
                 self.reset_transaction();
                 self.helo = Some(name);
+                self.esmtp = false;
                 let r = Reply::new(250, self.config.hostname.clone());
                 self.reply(r);
             }

@@ -282,6 +282,12 @@ pub async fn retry(
     });
     let done = on_message(&c, &p.id, op).await?;
     tracing::info!(actor = %a.id, id = %done.id, worker = %done.worker, "queue: retry");
+    c.audit(
+        &a,
+        format!("POST /v1/queue/{}/retry", done.id),
+        format!("retry {} on worker {}", done.id, done.worker),
+    )
+    .await?;
     Ok(Json(done))
 }
 
@@ -304,6 +310,17 @@ pub async fn delete(
     });
     let done = on_message(&c, &p.id, op).await?;
     tracing::info!(actor = %a.id, id = %done.id, worker = %done.worker, dsn = q.dsn, "queue: delete");
+    let dsn = if q.dsn {
+        " with a DSN"
+    } else {
+        " without a DSN"
+    };
+    c.audit(
+        &a,
+        format!("DELETE /v1/queue/{}", done.id),
+        format!("delete {}{dsn} on worker {}", done.id, done.worker),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -319,8 +336,9 @@ pub async fn flush(
 ) -> Result<Json<FlushResult>, ApiError> {
     a.require_admin()?;
     let req = body.map(|ApiJson(r)| r).unwrap_or_default();
+    let req_destination = destination(req.destination, "/destination")?;
     let op = command::Op::Flush(pb::FlushQueue {
-        destination: destination(req.destination, "/destination")?,
+        destination: req_destination.clone(),
     });
     let (mut workers, mut problems) = (Vec::new(), Vec::new());
     for (worker, result) in c.workers.broadcast(op).await {
@@ -334,6 +352,17 @@ pub async fn flush(
     }
     let flushed = workers.iter().map(|w| w.messages).sum();
     tracing::info!(actor = %a.id, flushed, "queue: flush");
+    let scope = if req_destination.is_empty() {
+        "the whole queue"
+    } else {
+        &req_destination
+    };
+    c.audit(
+        &a,
+        "POST /v1/queue/flush".into(),
+        format!("flush {scope}: {flushed} message(s) made due"),
+    )
+    .await?;
     Ok(Json(FlushResult {
         flushed,
         workers,
@@ -365,6 +394,12 @@ pub async fn drain(
         })?;
     c.workers.drained(&p.id);
     tracing::warn!(actor = %a.id, worker = %p.id, queued = result.count, "worker drained");
+    c.audit(
+        &a,
+        format!("POST /v1/workers/{}/drain", p.id),
+        format!("drain worker {} ({} message(s) queued)", p.id, result.count),
+    )
+    .await?;
     Ok(Json(DrainResult {
         id: p.id,
         draining: true,

@@ -140,6 +140,8 @@ pub trait Store: Send + Sync + 'static {
         token: Option<&TokenRecord>,
         audit: &AuditEntry,
     ) -> Result<(), StoreError>;
+    /// Writes an audit entry for an action that changes no stored state (queue commands).
+    fn put_audit(&self, audit: &AuditEntry) -> Result<(), StoreError>;
     /// Audit entries with `seq` below `before`, newest first.
     fn audit(&self, before: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
     /// Makes everything written so far survive the process being killed.

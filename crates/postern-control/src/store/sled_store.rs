@@ -201,6 +201,13 @@ impl Store for SledStore {
         Ok(())
     }
 
+    fn put_audit(&self, audit: &AuditEntry) -> Result<(), StoreError> {
+        let mut entry = audit.clone();
+        entry.seq = self.db.generate_id()?;
+        self.audit.insert(entry.seq.to_be_bytes(), encode(&entry))?;
+        Ok(())
+    }
+
     fn audit(&self, before: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         let end = before.unwrap_or(u64::MAX).to_be_bytes();
         self.audit

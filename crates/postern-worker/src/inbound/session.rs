@@ -503,7 +503,7 @@ fn begin(
         hostname: &inbound.hostname,
         id: &id,
         recipients: &recipients,
-        esmtp: true,
+        esmtp: server.esmtp(),
         smtputf8: params.smtputf8,
         tls: tls.map(|t| (t.suite, t.version, t.cert.as_str())),
     };
