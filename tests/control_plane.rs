@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Pki, Postern, Rng, run_to_exit};
+use support::{Pki, Postern, Rng, eventually, run_to_exit};
 
 /// Every rule acknowledged with 201 is still there after SIGKILL, over several kill rounds
 /// at random points under 16 concurrent writers.
@@ -395,4 +395,58 @@ async fn control_serves_rest_over_https() {
             .await
             .is_err()
     );
+}
+
+/// Far more silent connections than the cap (1,024) to the REST (HTTPS) and health listeners
+/// hold nothing past their first-byte deadline: both still answer, and the server closes every
+/// one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_closed_and_the_api_still_answers() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, hard.min(8192), hard).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("tls"));
+    pki.client("w", &["w"]);
+    let control = Postern::control(&dir.path().join("control"), &pki);
+    let worker = Postern::worker(&dir.path().join("spool"), &pki, &control.other, "w", "w");
+    control.wait_applied().await;
+    let token = control.admin_token();
+    for (base, path, client) in [
+        (&control.base, "/v1/policy", control.client()),
+        (&worker.base, "/healthz", reqwest::Client::new()),
+    ] {
+        let addr = base.rsplit("://").next().unwrap().to_string();
+        let mut silent = Vec::new();
+        for _ in 0..1500 {
+            silent.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+        }
+        let url = format!("{base}{path}");
+        eventually(
+            &format!("{url} to answer beside 1,500 silent connections"),
+            Duration::from_secs(90),
+            || async {
+                let r = client
+                    .get(&url)
+                    .bearer_auth(&token)
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await
+                    .ok()?;
+                (r.status() == 200).then_some(())
+            },
+        )
+        .await;
+        for tcp in &mut silent {
+            let mut buf = [0u8; 16];
+            let read = tokio::time::timeout(
+                Duration::from_secs(60),
+                tokio::io::AsyncReadExt::read(tcp, &mut buf),
+            )
+            .await
+            .expect("a silent connection was never closed");
+            assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        }
+        eprintln!("{url}: answered, and 1,500 silent connections closed");
+    }
 }

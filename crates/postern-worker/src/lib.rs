@@ -160,11 +160,11 @@ impl Worker {
             );
             let mut stop = shutdown.clone();
             tokio::spawn(async move {
-                let _ = axum::serve(http, router)
-                    .with_graceful_shutdown(async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    })
-                    .await;
+                let stopped = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                let limits = postern_http::Limits::default();
+                let _ = postern_http::serve(http, router, None, limits, stopped).await;
             });
         }
         let queue_task = tokio::spawn(queue.run(self.new_ids, shutdown.clone()));
