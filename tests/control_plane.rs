@@ -450,3 +450,53 @@ async fn silent_connections_are_closed_and_the_api_still_answers() {
         eprintln!("{url}: answered, and 1,500 silent connections closed");
     }
 }
+
+/// The data directory and the spool, even made 0755 beforehand, and everything written in them
+/// are the owner's alone (directories 0700, files 0600); the token file is never written through
+/// a symlink planted at its temporary name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_and_spool_are_private_and_no_planted_symlink_is_followed() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (data, spool) = (dir.path().join("control"), dir.path().join("spool"));
+    for d in [&data, &spool] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "untouched").unwrap();
+    std::os::unix::fs::symlink(&victim, data.join("admin-token.tmp")).unwrap();
+    let pki = Pki::new(&dir.path().join("tls"));
+    pki.client("w", &["w"]);
+    let control = Postern::control(&data, &pki);
+    let _worker = Postern::worker(&spool, &pki, &control.other, "w", "w");
+    control.wait_applied().await;
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+    let token = std::fs::symlink_metadata(data.join("admin-token")).unwrap();
+    assert!(token.is_file());
+    let mut seen = 0;
+    for top in [&data, &spool] {
+        let mut dirs = vec![top.clone()];
+        while let Some(d) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+                    continue; // removed meanwhile
+                };
+                let mode = meta.permissions().mode() & 0o777;
+                if meta.is_dir() {
+                    assert_eq!(mode, 0o700, "{}", entry.path().display());
+                    dirs.push(entry.path());
+                } else {
+                    assert_eq!(mode, 0o600, "{}", entry.path().display());
+                    seen += 1;
+                }
+            }
+        }
+        let mode = std::fs::metadata(top).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", top.display());
+    }
+    assert!(seen >= 5, "too few files to mean anything: {seen}");
+}

@@ -565,11 +565,17 @@ fn replay(store: &dyn Store, version: u64) -> Result<State, ApiError> {
 }
 
 /// Writes a secret file readable by its owner only, durably: a temporary file, fsync, rename,
-/// then the directory.
+/// then the directory. The temporary file is created exclusively (`O_EXCL`), so nothing planted
+/// at its name (a symlink to another file) is ever followed or written through; the rename
+/// replaces whatever was at `path` rather than writing through it.
 fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(&tmp)?;

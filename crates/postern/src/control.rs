@@ -60,12 +60,7 @@ pub async fn bind(flag: &str, addr: SocketAddr) -> Result<TcpListener, Fatal> {
 
 /// Opens the store, writes version 1 and the first admin token on first start.
 pub async fn open(data_dir: &Path) -> Result<Arc<Control>, Fatal> {
-    std::fs::create_dir_all(data_dir).map_err(|e| {
-        Fatal(format!(
-            "cannot create --data-dir {}: {e}",
-            data_dir.display()
-        ))
-    })?;
+    crate::private_dir("--data-dir", data_dir)?;
     let db = data_dir.join("db");
     let store = SledStore::open(&db).map_err(|e| {
         Fatal(format!(

@@ -30,12 +30,7 @@ pub async fn run(args: DevArgs) -> Result<(), Fatal> {
     let grpc = bind("--grpc-listen", args.grpc_listen).await?;
     let smtp = bind("--smtp-listen", args.smtp_listen).await?;
     let worker_http = bind("--worker-http-listen", args.worker_http_listen).await?;
-    std::fs::create_dir_all(&args.data_dir).map_err(|e| {
-        Fatal(format!(
-            "cannot create --data-dir {}: {e}",
-            args.data_dir.display()
-        ))
-    })?;
+    crate::private_dir("--data-dir", &args.data_dir)?;
     let pki = DevPki::ensure(&args.data_dir.join("tls"), &hostname)
         .map_err(|e| Fatal(format!("cannot make the dev certificates: {e}")))?;
     // Lock the spool before anything is written, so a second `postern dev` exits at once.

@@ -50,6 +50,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // Everything Postern writes (spool, outbox, stores, keys, tokens) is its own, as Postfix's
+    // queue is: directories 0700, files 0600.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     postern_tls::install_crypto_provider();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -100,6 +103,15 @@ pub fn shutdown_on_signal() -> tokio::sync::watch::Receiver<bool> {
         let _ = tx.send(true);
     });
     rx
+}
+
+/// Creates `dir` (named by `flag` in errors) if needed and makes it private (0700), also when
+/// an operator made it with wider permissions.
+pub fn private_dir(flag: &str, dir: &std::path::Path) -> Result<(), Fatal> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|e| Fatal(format!("cannot create {flag} {}: {e}", dir.display())))
 }
 
 /// The machine's name, for the SMTP banner.

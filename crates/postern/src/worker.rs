@@ -34,6 +34,7 @@ pub async fn run(args: WorkerArgs) -> Result<(), Fatal> {
             .text,
         backoff: Backoff::default(),
     };
+    crate::private_dir("--spool-dir", &args.spool_dir)?;
     let worker = Worker::start(WorkerConfig {
         worker_id: args.worker_id,
         control,
