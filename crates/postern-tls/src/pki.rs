@@ -174,6 +174,13 @@ mod tests {
             &ders(&worker.cert_pem)[0],
             "worker-8"
         ));
+        assert!(certificate_has_name(cert, "LOCALHOST."));
+        // A wildcard name claims no worker id, not even its own spelling.
+        let wildcard = ca.client(&["*.workers.example"]).unwrap();
+        let wildcard = &ders(&wildcard.cert_pem)[0];
+        for id in ["w1.workers.example", "*.workers.example", "workers.example"] {
+            assert!(!certificate_has_name(wildcard, id), "{id}");
+        }
     }
 
     #[test]
