@@ -270,6 +270,15 @@ async fn mutual_tls_refuses_the_wrong_worker_and_the_wrong_control_plane() {
         "carol",
         "carol",
     );
+    // A wildcard certificate claims no worker id under it.
+    pki.client("wild", &["*.workers.example"]);
+    let wild = Postern::worker(
+        &dir.path().join("wild"),
+        &pki,
+        &control.other,
+        "w1.workers.example",
+        "wild",
+    );
     // And the right one, for contrast.
     let alice = Postern::worker(
         &dir.path().join("alice"),
@@ -279,7 +288,21 @@ async fn mutual_tls_refuses_the_wrong_worker_and_the_wrong_control_plane() {
         "alice",
     );
     api.until_applied("alice", api.version().await).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    support::eventually(
+        "the control plane to refuse bob and the wildcard",
+        Duration::from_secs(30),
+        || async {
+            let log = control.log.lock().unwrap();
+            let refused = |id: &str| {
+                log.iter().any(|l| {
+                    l.contains("is not a name in its certificate")
+                        && l.contains(&format!("worker={id}"))
+                })
+            };
+            (refused("bob") && refused("w1.workers.example")).then_some(())
+        },
+    )
+    .await;
     let ids: Vec<Value> = api
         .workers()
         .await
@@ -287,7 +310,7 @@ async fn mutual_tls_refuses_the_wrong_worker_and_the_wrong_control_plane() {
         .map(|w| w["id"].clone())
         .collect();
     assert_eq!(ids, [json!("alice")]);
-    for refused in [&bob, &mallory, &carol] {
+    for refused in [&bob, &mallory, &carol, &wild] {
         assert_eq!(smtp_greeting(&refused.other).await, NO_POLICY);
     }
     assert_eq!(
