@@ -74,10 +74,73 @@ impl Modify for BearerAuth {
     }
 }
 
+/// The error responses every operation can give, as the server gives them (schemathesis checks
+/// the document against the server): each a `problem+json`; a 400 for a malformed request (its
+/// query, path or JSON body) on every operation that takes any; a 401 for a missing or unknown
+/// token on every operation that takes one.
+struct ProblemResponses;
+
+impl Modify for ProblemResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        let problem = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/problem+json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("Problem")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in operations.into_iter().flatten() {
+                let takes_input = op.request_body.is_some()
+                    || op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+                let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+                let responses = &mut op.responses.responses;
+                if takes_input {
+                    responses.entry("400".into()).or_insert_with(|| {
+                        problem("Malformed request: its query, path or JSON body")
+                    });
+                }
+                if secured {
+                    responses
+                        .entry("401".into())
+                        .or_insert_with(|| problem("No bearer token, or one that is not valid"));
+                }
+                for (code, response) in responses.iter_mut() {
+                    let RefOr::T(response) = response else {
+                        continue;
+                    };
+                    if !(code.starts_with('4') || code.starts_with('5')) {
+                        continue;
+                    }
+                    if let Some(content) = response.content.shift_remove("application/json") {
+                        response
+                            .content
+                            .insert("application/problem+json".into(), content);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Postern control plane", description = "SMTP TLS policy gateway: rules, relay, trust, settings, versions, tokens, workers and their queues, message tracking."),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ProblemResponses),
     paths(
         health::healthz, health::readyz, health::metrics,
         policy::get_policy, policy::list_versions, policy::rollback, policy::evaluate,

@@ -184,7 +184,8 @@ fn message(worker: &str, m: pb::QueuedMessage) -> QueuedMessage {
 #[utoipa::path(get, path = "/v1/queue", tag = "queue", operation_id = "list_queue",
     params(QueueQuery), security(("bearer" = [])),
     responses((status = 200, body = QueueList, description = "Queued and deferred mail of every connected worker"),
-        (status = 400, body = Problem, description = "Bad filter")))]
+        (status = 400, body = Problem, description = "Bad filter"),
+        (status = 404, body = Problem, description = "No such worker (the `worker` filter)")))]
 pub async fn list_queue(
     State(c): State<Arc<Control>>,
     _a: Actor,
