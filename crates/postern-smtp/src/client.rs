@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use crate::reply::Reply;
+use crate::text::printable;
 
 /// What the next hop said in EHLO.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -560,15 +561,6 @@ impl Client {
             }
         }
     }
-}
-
-/// Reply text as it may be shown and stored: invalid UTF-8 replaced, and every control
-/// character (a bare CR, NUL, escape sequences) turned into `?`, as Postfix's `printable()`.
-fn printable(raw: &[u8]) -> String {
-    String::from_utf8_lossy(raw)
-        .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
 }
 
 /// Applies dot-stuffing (a line starting with `.` gets another) to a CRLF message; a missing

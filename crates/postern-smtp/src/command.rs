@@ -2,6 +2,7 @@
 
 use crate::address::{Address, parse_path};
 use crate::reply::Reply;
+use crate::text::escaped_ascii;
 
 /// MAIL FROM parameters we support (PRODUCT.md 4: SIZE, BODY=8BITMIME, SMTPUTF8; no DSN).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -55,7 +56,7 @@ pub fn parse_command(line: &[u8]) -> Result<Command, Reply> {
             501,
             format!(
                 "5.5.2 <{}>: Helo command rejected: Invalid name",
-                escaped(arg)
+                escaped_ascii(arg)
             ),
         )),
         "EHLO" => Ok(Command::Ehlo(arg.to_string())),
@@ -100,19 +101,6 @@ pub fn valid_helo(name: &str) -> bool {
     host.len() <= 255
         && host.split('.').all(label_ok)
         && !host.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-}
-
-/// Client text for a reply: printable ASCII as it is, anything else escaped (`\t`, `\u{1}`).
-fn escaped(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_ascii_graphic() || c == ' ' {
-                c.to_string()
-            } else {
-                c.escape_default().to_string()
-            }
-        })
-        .collect()
 }
 
 /// `FROM:` or `TO:`, case-insensitively, with what follows.

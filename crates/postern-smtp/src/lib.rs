@@ -17,6 +17,7 @@ mod data;
 mod line;
 mod reply;
 mod server;
+mod text;
 
 pub use address::{Address, parse_path};
 pub use client::{Client, ClientEvent, Envelope, Extensions, Outcome, dot_stuff};
@@ -25,3 +26,4 @@ pub use data::{DataOutcome, DataReader};
 pub use line::{Line, LineReader};
 pub use reply::Reply;
 pub use server::{Answer, Event, Limits, Server, ServerConfig};
+pub use text::{escaped_ascii, escaped_controls, printable};

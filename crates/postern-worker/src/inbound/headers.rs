@@ -38,23 +38,23 @@ fn header(head: &[u8], name: &str) -> Option<String> {
     None
 }
 
-/// (Subject decoded, Message-ID without its angle brackets).
+/// (Subject decoded, Message-ID without its angle brackets), with control characters and
+/// bidirectional overrides escaped, raw or decoded (they reach tracking, the API and logs).
 pub fn subject_and_message_id(head: &[u8]) -> (Option<String>, Option<String>) {
     let subject = header(head, "subject").map(|raw| {
         // Most subjects have no encoded word; the decoder's parser is not free.
-        if !raw.contains("=?") {
-            return raw;
-        }
-        rfc2047_decoder::Decoder::new()
-            .too_long_encoded_word_strategy(rfc2047_decoder::RecoverStrategy::Decode)
-            .decode(raw.as_bytes())
-            .unwrap_or(raw)
+        let decoded = if raw.contains("=?") {
+            rfc2047_decoder::Decoder::new()
+                .too_long_encoded_word_strategy(rfc2047_decoder::RecoverStrategy::Decode)
+                .decode(raw.as_bytes())
+                .unwrap_or(raw)
+        } else {
+            raw
+        };
+        postern_smtp::escaped_controls(&decoded)
     });
     let message_id = header(head, "message-id").map(|id| {
-        id.trim()
-            .trim_start_matches('<')
-            .trim_end_matches('>')
-            .to_string()
+        postern_smtp::escaped_controls(id.trim().trim_start_matches('<').trim_end_matches('>'))
     });
     (subject, message_id)
 }
@@ -74,5 +74,15 @@ mod tests {
         assert_eq!((subject, id), (None, None));
         let (subject, _) = subject_and_message_id(b"Subject: =?bogus\r\n\r\n");
         assert_eq!(subject.as_deref(), Some("=?bogus"));
+        // Hostile bytes, raw or encoded, are escaped: a terminal escape, a bare CR, a NUL, and
+        // a right-to-left override.
+        let (subject, id) = subject_and_message_id(
+            b"Subject: a\x1b[2Jb =?UTF-8?Q?c=0Dd=00e=E2=80=AEf?=\r\nMessage-ID: <x\ry@z>\r\n\r\n",
+        );
+        assert_eq!(
+            subject.as_deref(),
+            Some("a\\u{1b}[2Jb c\\u{d}d\\u{0}e\\u{202e}f")
+        );
+        assert_eq!(id.as_deref(), Some("x\\u{d}y@z"));
     }
 }
