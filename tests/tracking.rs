@@ -277,6 +277,12 @@ async fn each_message_is_found_by_the_right_filters_with_the_right_marks() {
         ids(&messages(&r, "?violation=true").await),
         [id.to_string()]
     );
+    // The 530's session was a plaintext leg (PRODUCT.md 5).
+    assert_eq!(
+        ids(&messages(&r, "?plaintext=true&violation=true").await),
+        [id.to_string()]
+    );
+    assert!(messages(&r, "?tls=true&violation=true").await.is_empty());
     assert_eq!(
         ids(&messages(&r, "?worker=w&status=bounced").await)[0],
         bounced

@@ -453,9 +453,9 @@ impl Stored {
     fn refresh(&mut self) {
         let v = &mut self.view;
         let mut marks = Marks::default();
-        if let Some(s) = &v.source
-            && self.received
-        {
+        // The inbound session is a leg (PRODUCT.md 5), of a refused transaction too: a 530's
+        // session is marked plaintext.
+        if let Some(s) = &v.source {
             marks.tls |= s.tls.is_some();
             marks.plaintext |= s.tls.is_none();
         }
@@ -714,6 +714,8 @@ pub(crate) mod tests {
         );
         assert_eq!(m.view.status, Status::Rejected);
         assert!(m.view.marks.violation);
+        // Its session was in plaintext: `?plaintext=true&violation=true` finds it.
+        assert!(m.view.marks.plaintext && !m.view.marks.tls);
         assert_eq!(m.view.sender, "a@strict.example");
         assert!(!is_violation("554 5.7.1 <x>: Relay access denied"));
         assert!(is_violation(
