@@ -365,6 +365,7 @@ impl Control {
             tokens: self.tokens.read().expect("token lock").len(),
             tracking_events: self.tracking.events.load(Relaxed),
             tracking_lost: self.tracking.lost.load(Relaxed),
+            tracking_foreign: self.tracking.foreign.load(Relaxed),
             tracking_messages: self.tracking.count.load(Relaxed),
             tracking_bytes: self.tracking.size_on_disk(),
         }

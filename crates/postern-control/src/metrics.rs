@@ -21,6 +21,7 @@ pub struct Gauges {
     pub tokens: usize,
     pub tracking_events: u64,
     pub tracking_lost: u64,
+    pub tracking_foreign: u64,
     pub tracking_messages: u64,
     pub tracking_bytes: u64,
 }
@@ -108,6 +109,12 @@ impl Metrics {
             "counter",
             "Events workers' outboxes reported lost (gap events).",
             &[("", g.tracking_lost as f64)],
+        );
+        metric(
+            "postern_tracking_events_refused_total",
+            "counter",
+            "Events refused because their message belongs to another worker.",
+            &[("", g.tracking_foreign as f64)],
         );
         metric(
             "postern_tracking_messages",

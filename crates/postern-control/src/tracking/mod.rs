@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use postern_events::{Event, Record};
 
-use model::{ConnectionView, Listed, Stored};
+use model::{ConnectionView, Fold, Listed, Stored};
 
 pub use retention::run as run_retention;
 
@@ -58,6 +58,8 @@ pub struct Tracking {
     /// Counts, for metrics and benchmarks.
     pub events: AtomicU64,
     pub lost: AtomicU64,
+    /// Events refused because their message belongs to another worker.
+    pub foreign: AtomicU64,
     /// Messages stored (kept in step with `messages`, counted once at start).
     pub count: AtomicU64,
     /// Retention passes exclude ingest (both read, change and write whole records and their
@@ -92,6 +94,7 @@ impl Tracking {
             gaps: tree("gaps")?,
             events: AtomicU64::new(0),
             lost: AtomicU64::new(0),
+            foreign: AtomicU64::new(0),
             count: AtomicU64::new(0),
             writing: std::sync::RwLock::new(()),
             per_worker: std::sync::Mutex::default(),
@@ -210,8 +213,11 @@ impl Tracking {
                         },
                     );
                 }
-                if let Some(message) = touched.get_mut(id) {
-                    message.now.apply(worker, epoch, record);
+                if let Some(message) = touched.get_mut(id)
+                    && message.now.apply(worker, epoch, record) == Fold::Foreign
+                {
+                    self.foreign.fetch_add(1, Relaxed);
+                    tracing::warn!(%worker, owner = %message.now.view.worker, queue_id = %id, "a tracking event for another worker's message refused");
                 }
             }
         }

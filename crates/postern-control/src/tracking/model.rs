@@ -216,8 +216,8 @@ pub struct Stored {
     pub first_ms: u64,
     /// Whether a Received event was seen (else the message was rejected).
     pub received: bool,
-    /// Per outbox epoch, the highest sequence folded in: a worker's events for one message
-    /// come in order, so anything at or below it is a replay.
+    /// Per (worker, outbox epoch), as `worker epoch`, the highest sequence folded in: a
+    /// worker's events for one message come in order, so anything at or below it is a replay.
     pub applied: BTreeMap<String, u64>,
     pub view: MessageView,
 }
@@ -226,6 +226,16 @@ pub struct Stored {
 const MAX_TIMELINE: usize = 500;
 /// The attempts kept per recipient (the newest).
 const MAX_ATTEMPTS: usize = 100;
+
+/// What folding an event into a message did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fold {
+    Applied,
+    /// Folded in before.
+    Replay,
+    /// From a worker other than the message's own: refused (and counted by the caller).
+    Foreign,
+}
 
 impl Stored {
     pub fn new(id: &str, worker: &str, at_ms: u64) -> Stored {
@@ -297,12 +307,17 @@ impl Stored {
         }
     }
 
-    /// Folds one event in; false when it was applied before (a replay).
-    pub fn apply(&mut self, worker: &str, epoch: &str, record: &ev::Record) -> bool {
-        if self.applied.get(epoch).is_some_and(|s| *s >= record.seq) {
-            return false;
+    /// Folds one event in, unless it was folded in before or comes from a worker that does not
+    /// own the message (the one whose event made the record: the worker that received it).
+    pub fn apply(&mut self, worker: &str, epoch: &str, record: &ev::Record) -> Fold {
+        if worker != self.view.worker {
+            return Fold::Foreign;
         }
-        self.applied.insert(epoch.to_string(), record.seq);
+        let key = format!("{worker} {epoch}");
+        if self.applied.get(&key).is_some_and(|s| *s >= record.seq) {
+            return Fold::Replay;
+        }
+        self.applied.insert(key, record.seq);
         if record.event.queue_id().is_some() && !matches!(record.event, Event::Rejected(_)) {
             // Any queue event shows the 250 was given, even if its Received was lost.
             self.received = true;
@@ -432,8 +447,9 @@ impl Stored {
                 let how = if x.dsn { "with a DSN" } else { "without a DSN" };
                 ("deleted", format!("deleted by an operator {how}"))
             }
+            // Not message events (the store handles them): nothing to fold.
             Event::Connection(_) | Event::StartTlsLeftovers(_) | Event::OutboxGap(_) => {
-                return false;
+                return Fold::Replay;
             }
         };
         if self.view.timeline.len() < MAX_TIMELINE {
@@ -446,7 +462,7 @@ impl Stored {
             });
         }
         self.refresh();
-        true
+        Fold::Applied
     }
 
     /// Recomputes the status and the marks (PRODUCT.md 5).
@@ -599,7 +615,10 @@ pub(crate) mod tests {
     #[test]
     fn legs_marks_and_status() {
         let mut m = Stored::new("Q", "w", 1000);
-        assert!(m.apply("w", "E", &record(1, received("Q", true, &["b@y", "c@y"]))));
+        assert_eq!(
+            m.apply("w", "E", &record(1, received("Q", true, &["b@y", "c@y"]))),
+            Fold::Applied
+        );
         assert_eq!(m.view.status, Status::Queued);
         let tls_only = Marks {
             tls: true,
@@ -667,7 +686,20 @@ pub(crate) mod tests {
         );
         // A replay changes nothing.
         let before = m.clone();
-        assert!(!m.apply("w", "E", &record(4, attempt("Q", "c@y", false, false, "x"))));
+        assert_eq!(
+            m.apply("w", "E", &record(4, attempt("Q", "c@y", false, false, "x"))),
+            Fold::Replay
+        );
+        assert_eq!(m, before);
+        // Another worker can neither rewrite the message nor have its sequence taken for ours.
+        assert_eq!(
+            m.apply(
+                "intruder",
+                "E",
+                &record(99, attempt("Q", "c@y", false, false, "forged"))
+            ),
+            Fold::Foreign
+        );
         assert_eq!(m, before);
         m.apply(
             "w",
