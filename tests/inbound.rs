@@ -294,8 +294,8 @@ async fn plaintext_pipelined_after_starttls_never_runs_inside_tls() {
     g.relay_loopback().await;
     let mut c = raw(&g.worker.other).await;
     c.cmd("EHLO client.example").await;
-    c.send("STARTTLS\r\nMAIL FROM:<evil@x.example>\r\nRCPT TO:<victim@y.example>\r\n")
-        .await;
+    let injected = "MAIL FROM:<evil@x.example>\r\nRCPT TO:<victim@y.example>\r\n";
+    c.send(&format!("STARTTLS\r\n{injected}")).await;
     assert_eq!(c.reply().await, "220 2.0.0 Ready to start TLS");
     let tcp = c.io.into_inner();
     let tls = tls_connector(&g.pki)
@@ -319,6 +319,43 @@ async fn plaintext_pipelined_after_starttls_never_runs_inside_tls() {
     assert_eq!(
         t.cmd("STARTTLS").await,
         "554 5.5.1 Error: TLS already active"
+    );
+    // The session is tracked with what was discarded, and found by it.
+    assert!(t.cmd("QUIT").await.starts_with("221"));
+    let found = support::eventually(
+        "the session among connections with STARTTLS leftovers",
+        Duration::from_secs(30),
+        || async {
+            let list = g
+                .control
+                .rest(
+                    reqwest::Method::GET,
+                    "/v1/connections?starttls_leftovers=true",
+                    Value::Null,
+                )
+                .await;
+            list["items"].as_array().filter(|i| !i.is_empty()).cloned()
+        },
+    )
+    .await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["starttls_leftovers"], injected.len());
+    assert_eq!(found[0]["helo"], "client.example");
+    let clean = g
+        .control
+        .rest(
+            reqwest::Method::GET,
+            "/v1/connections?starttls_leftovers=false",
+            Value::Null,
+        )
+        .await;
+    assert!(
+        clean["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["starttls_leftovers"] == 0),
+        "{clean}"
     );
 }
 

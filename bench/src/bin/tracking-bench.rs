@@ -89,6 +89,7 @@ fn events(i: usize) -> Vec<Event> {
             tls_failure: None,
             refused: None,
             messages: 1,
+            starttls_leftovers: 0,
         }),
     ]
 }

@@ -59,6 +59,10 @@ pub struct Connection {
     pub refused: Option<String>,
     /// Messages accepted in the session.
     pub messages: u32,
+    /// Bytes the client sent in plaintext after its STARTTLS, discarded (an injection attempt,
+    /// or a broken pipelining client); 0 when none.
+    #[serde(default)]
+    pub starttls_leftovers: u64,
 }
 
 /// A message accepted (after its 250).

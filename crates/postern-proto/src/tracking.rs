@@ -86,6 +86,7 @@ impl From<ev::Record> for pb::EventRecord {
                 tls_failure: c.tls_failure,
                 refused: c.refused,
                 messages: c.messages,
+                starttls_leftovers: c.starttls_leftovers,
             }),
             ev::Event::Received(m) => PbEvent::Received(pb::Received {
                 queue_id: m.queue_id,
@@ -165,6 +166,7 @@ impl TryFrom<pb::EventRecord> for ev::Record {
                 tls_failure: c.tls_failure,
                 refused: c.refused,
                 messages: c.messages,
+                starttls_leftovers: c.starttls_leftovers,
             }),
             PbEvent::Received(m) => ev::Event::Received(ev::Received {
                 queue_id: m.queue_id,
@@ -257,6 +259,7 @@ mod tests {
                 tls_failure: Some("handshake failure".into()),
                 refused: None,
                 messages: 0,
+                starttls_leftovers: 17,
             }),
             ev::Event::Received(ev::Received {
                 queue_id: "Q".into(),

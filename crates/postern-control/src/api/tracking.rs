@@ -64,6 +64,8 @@ pub struct ConnectionQuery {
     pub until: Option<String>,
     /// Only sessions whose STARTTLS handshake failed (true) or did not (false).
     pub tls_failed: Option<bool>,
+    /// Only sessions whose client sent plaintext after STARTTLS (true), or not (false).
+    pub starttls_leftovers: Option<bool>,
     /// Page size (default 50, at most 500).
     pub limit: Option<usize>,
     pub cursor: Option<String>,
@@ -197,6 +199,7 @@ pub async fn list_connections(
         since: time("since", q.since)?,
         until: time("until", q.until)?,
         tls_failed: q.tls_failed,
+        starttls_leftovers: q.starttls_leftovers,
     };
     let tracking = c.tracking.clone();
     let (items, next_cursor) = tokio::task::spawn_blocking(move || {

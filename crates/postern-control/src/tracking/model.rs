@@ -533,6 +533,9 @@ pub struct ConnectionView {
     /// The reply that refused the connection at once.
     pub refused: Option<String>,
     pub messages: u32,
+    /// Bytes the client sent in plaintext after its STARTTLS, discarded; 0 when none.
+    #[serde(default)]
+    pub starttls_leftovers: u64,
     pub policy_version: u64,
     pub display: String,
 }
@@ -549,6 +552,7 @@ impl ConnectionView {
             tls_failure: c.tls_failure.clone(),
             refused: c.refused.clone(),
             messages: c.messages,
+            starttls_leftovers: c.starttls_leftovers,
             policy_version: version,
             display: display(
                 c.helo.as_deref().unwrap_or("unknown"),

@@ -37,6 +37,7 @@ pub struct ConnectionFilter {
     pub since: Option<u64>,
     pub until: Option<u64>,
     pub tls_failed: Option<bool>,
+    pub starttls_leftovers: Option<bool>,
 }
 
 /// A cursor this store did not make.
@@ -204,7 +205,10 @@ impl Tracking {
                 return Ok(true);
             };
             let view: ConnectionView = serde_json::from_slice(&bytes).map_err(corrupt)?;
-            if f.tls_failed.is_none_or(|b| view.tls_failure.is_some() == b) {
+            if f.tls_failed.is_none_or(|b| view.tls_failure.is_some() == b)
+                && f.starttls_leftovers
+                    .is_none_or(|b| (view.starttls_leftovers > 0) == b)
+            {
                 items.push(view);
             }
             Ok(items.len() < limit)

@@ -193,6 +193,7 @@ fn refused(inbound: &Inbound, ip: IpAddr, version: u64, reply: &str) {
             tls_failure: None,
             refused: Some(reply.trim_end().to_string()),
             messages: 0,
+            starttls_leftovers: 0,
         }),
     );
 }

@@ -54,6 +54,7 @@ struct Tracked {
     tls: Option<events::Tls>,
     tls_failure: Option<String>,
     messages: u32,
+    starttls_leftovers: u64,
 }
 
 enum Conn {
@@ -192,6 +193,7 @@ pub async fn run(
         tls: None,
         tls_failure: None,
         messages: 0,
+        starttls_leftovers: 0,
     };
     let result = serve(stream, ip, inbound, &policy, &mut tracked).await;
     inbound.outbox.emit(
@@ -205,6 +207,7 @@ pub async fn run(
             tls_failure: tracked.tls_failure,
             refused: None,
             messages: tracked.messages,
+            starttls_leftovers: tracked.starttls_leftovers,
         }),
     );
     result
@@ -387,6 +390,7 @@ async fn serve(
                     .await?;
                 if discarded > 0 {
                     tracing::info!(%ip, discarded, "discarded plaintext sent after STARTTLS");
+                    tracked.starttls_leftovers += discarded as u64;
                     inbound.outbox.emit(
                         policy.version,
                         events::Event::StartTlsLeftovers(events::StartTlsLeftovers {
