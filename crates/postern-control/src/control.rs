@@ -469,15 +469,7 @@ impl Control {
         action: String,
         summary: String,
     ) -> Result<(), ApiError> {
-        let audit = AuditEntry {
-            seq: 0,
-            at: now_rfc3339(),
-            actor: actor.id.clone(),
-            role: actor.role.as_str().into(),
-            action,
-            summary,
-            version: None,
-        };
+        let audit = audit_entry(actor, action, summary);
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.put_audit(&audit))
             .await
@@ -496,15 +488,7 @@ impl Control {
         record: Option<TokenRecord>,
         summary: String,
     ) -> Result<(), ApiError> {
-        let audit = AuditEntry {
-            seq: 0,
-            at: now_rfc3339(),
-            actor: actor.id.clone(),
-            role: actor.role.as_str().into(),
-            action,
-            summary,
-            version: None,
-        };
+        let audit = audit_entry(actor, action, summary);
         let this = self.clone();
         tokio::spawn(async move {
             let store = this.store.clone();
@@ -563,6 +547,19 @@ fn replay(store: &dyn Store, version: u64) -> Result<State, ApiError> {
     }
     state.version = version;
     Ok(state)
+}
+
+/// An audit entry for an action that made no policy version.
+fn audit_entry(actor: &Actor, action: String, summary: String) -> AuditEntry {
+    AuditEntry {
+        seq: 0,
+        at: now_rfc3339(),
+        actor: actor.id.clone(),
+        role: actor.role.as_str().into(),
+        action,
+        summary,
+        version: None,
+    }
 }
 
 /// Writes a secret file readable by its owner only, durably: a temporary file, fsync, rename,
