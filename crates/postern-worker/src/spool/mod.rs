@@ -207,8 +207,9 @@ impl Spool {
             faults: Arc::new(faults),
         };
         for id in spool.files()? {
-            // A move out of the log cut short: the file is complete, the log's copy goes.
-            spool.log.remove(&id)?;
+            // A move out of the log cut short: the file is complete, the log's copy goes
+            // (even on a full disk: then it is only forgotten until the next start).
+            spool.log.forget(&id);
         }
         let ids = spool.list()?;
         Ok((spool, ids))
