@@ -346,8 +346,10 @@ impl Log {
         self.take(id, true)
     }
 
-    /// Takes message `id`, which now has a file of its own, out of the log. Its tombstone is
-    /// written if it can be; if not, the next open finds the file and drops the log's copy.
+    /// Takes message `id` out of the log even when its tombstone cannot be written: for a
+    /// message that now has a file of its own (the next open finds the file and drops the
+    /// log's copy), or one that was never acknowledged (a failed sync: at worst it is found
+    /// again after a restart and delivered, a duplicate of one the client was told to resend).
     pub(super) fn forget(&self, id: &str) {
         let _ = self.take(id, false);
     }

@@ -243,7 +243,7 @@ impl Spool {
             .collect()
     }
 
-    /// Starts a message: its envelope line and `prefix` (the Received header) are written now.
+    /// Starts a message with its envelope line and `prefix` (the Received header).
     pub fn begin(&self, envelope: &Envelope, prefix: &[u8]) -> Incoming {
         let tmp = self.incoming.join(format!("{}.tmp", envelope.id));
         let done = self.queue.join(format!("{}.msg", envelope.id));
@@ -281,7 +281,7 @@ impl Spool {
                 if let Err(e) = segment.sync() {
                     // Not known to be durable, so not acknowledged: it must not be delivered
                     // either (the client sends it again).
-                    let _ = log.remove(&id);
+                    log.forget(&id);
                     return Err(e.into());
                 }
                 Ok(())
