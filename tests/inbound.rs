@@ -47,6 +47,16 @@ impl Gateway {
     }
 
     /// Lets loopback clients relay anywhere.
+    /// Relays `domain` (as `/v1/relay` spells it) by MX, and no network.
+    async fn relay_by_mx(&self, domain: &str) {
+        self.set(
+            reqwest::Method::PUT,
+            "/v1/relay",
+            json!({"domains": [{"domain": domain, "next_hop": "mx"}], "networks": []}),
+        )
+        .await;
+    }
+
     async fn relay_loopback(&self) {
         self.set(
             reqwest::Method::PUT,
@@ -135,12 +145,7 @@ fn tls_connector(pki: &Pki) -> tokio_rustls::TlsConnector {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helo_names_are_checked_and_a_helo_session_is_recorded_as_smtp() {
     let g = Gateway::start().await;
-    g.set(
-        reqwest::Method::PUT,
-        "/v1/relay",
-        json!({"domains": [{"domain": "partner.example", "next_hop": "mx"}], "networks": []}),
-    )
-    .await;
+    g.relay_by_mx("partner.example").await;
     let mut r = raw(&g.worker.other).await;
     assert_eq!(
         r.cmd("EHLO bad\tname\u{1}").await,
@@ -184,12 +189,7 @@ async fn helo_names_are_checked_and_a_helo_session_is_recorded_as_smtp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lettre_delivers_over_starttls_and_the_message_is_spooled_with_its_received_header() {
     let g = Gateway::start().await;
-    g.set(
-        reqwest::Method::PUT,
-        "/v1/relay",
-        json!({"domains": [{"domain": "partner.example", "next_hop": "mx"}], "networks": []}),
-    )
-    .await;
+    g.relay_by_mx("partner.example").await;
     use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
     use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
     let ca = std::fs::read(g.pki.dir.join("ca.pem")).unwrap();
@@ -236,12 +236,7 @@ async fn lettre_delivers_over_starttls_and_the_message_is_spooled_with_its_recei
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_control_and_the_must_use_tls_rule() {
     let g = Gateway::start().await;
-    g.set(
-        reqwest::Method::PUT,
-        "/v1/relay",
-        json!({"domains": [{"domain": ".partner.example", "next_hop": "mx"}], "networks": []}),
-    )
-    .await;
+    g.relay_by_mx(".partner.example").await;
     let mut c = raw(&g.worker.other).await;
     c.cmd("EHLO client.example").await;
     assert_eq!(c.cmd("MAIL FROM:<a@sender.example>").await, "250 2.1.0 Ok");

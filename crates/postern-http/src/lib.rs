@@ -131,6 +131,15 @@ impl Watched {
     fn moved(&mut self) {
         self.deadline.as_mut().reset(Instant::now() + self.idle);
     }
+
+    /// Pending until the deadline passes, then the error that ends the connection.
+    fn expired<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        ready!(self.deadline.as_mut().poll(cx));
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "HTTP connection idle",
+        )))
+    }
 }
 
 impl AsyncRead for Watched {
@@ -147,13 +156,7 @@ impl AsyncRead for Watched {
                 }
                 Poll::Ready(result)
             }
-            Poll::Pending => {
-                ready!(self.deadline.as_mut().poll(cx));
-                Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "HTTP connection idle",
-                )))
-            }
+            Poll::Pending => self.expired(cx),
         }
     }
 }
@@ -172,13 +175,7 @@ impl AsyncWrite for Watched {
                 Poll::Ready(written)
             }
             // A client that stops reading what it asked for.
-            Poll::Pending => {
-                ready!(self.deadline.as_mut().poll(cx));
-                Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "HTTP connection idle",
-                )))
-            }
+            Poll::Pending => self.expired(cx),
         }
     }
 
