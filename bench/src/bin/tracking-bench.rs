@@ -74,6 +74,7 @@ fn events(i: usize) -> Vec<Event> {
             recipient: rcpt.clone(),
             leg: Some(leg),
             reply: "250 2.0.0 Ok: queued as ABC".into(),
+            violation: None,
         }),
         Event::Delivered(ev::Delivered {
             queue_id: id,
@@ -214,8 +215,8 @@ async fn main() {
     };
     // Queries through the REST API: a page of 50, newest first. Events are stamped when
     // emitted, so every message falls within the few minutes of the filling.
-    let since = humantime::format_rfc3339_millis(fill_started).to_string();
-    let until = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    let since = postern_time::rfc3339_ms(postern_time::unix_ms(fill_started));
+    let until = postern_time::rfc3339_ms(postern_time::now_ms());
     let queries: Vec<(&str, Query<'_>)> = vec![
         (
             "sender",

@@ -7,7 +7,6 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
-use std::time::SystemTime;
 
 use postern_policy::CompiledPolicy;
 use tokio::sync::watch;
@@ -68,7 +67,7 @@ pub struct Control {
 }
 
 pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+    postern_time::rfc3339_ms(postern_time::now_ms())
 }
 
 impl Control {

@@ -6,14 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// How a certificate was judged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Certificate {
-    Verified,
-    Unverified,
-    None,
-}
+/// How a certificate was judged, and the kind of a TLS policy violation: the policy's own
+/// types, so that nothing downstream parses reply text.
+pub use postern_policy::{Certificate, Violation};
 
 /// A TLS session (IANA names).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,8 +84,10 @@ pub struct Rejected {
     pub sender: String,
     /// The recipient refused, for a RCPT TO reply.
     pub recipient: Option<String>,
-    /// The reply sent, e.g. `530 5.7.0 Must issue a STARTTLS command first`.
+    /// The reply sent, e.g. `530 5.7.0 <a@b.example>: Sender address rejected: Must use TLS`.
     pub reply: String,
+    /// Set when the TLS policy refused it.
+    pub violation: Option<Violation>,
 }
 
 /// One delivery attempt of one recipient.
@@ -102,6 +99,8 @@ pub struct Attempt {
     pub leg: Option<Leg>,
     /// The reply, or our own reason.
     pub reply: String,
+    /// Set when the TLS policy ended the attempt (`4.7.4`, `4.7.5`).
+    pub violation: Option<Violation>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +108,8 @@ pub struct Deferred {
     pub queue_id: String,
     pub recipient: String,
     pub reason: String,
+    /// Set when the TLS policy deferred it.
+    pub violation: Option<Violation>,
     /// Unix milliseconds.
     pub next_attempt_ms: u64,
 }

@@ -144,6 +144,7 @@ fn bench(c: &mut Criterion) {
                 client_ip: Some(ips[i]),
                 sender: Some(&senders[i]),
                 recipient: None,
+                tls: None,
             });
             black_box(e.decision.level)
         })

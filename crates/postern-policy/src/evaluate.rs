@@ -8,6 +8,7 @@ use crate::compiled::CompiledPolicy;
 use crate::domain::{domain_of_address, normalize_lookup_domain};
 use crate::level::{CipherStrength, Level};
 use crate::model::{Direction, Rule};
+use crate::verdict::{Certificate, MailVerdict, RcptVerdict, SessionTls};
 use crate::warnings::{Warning, rule_warnings};
 
 /// Which entry produced a decision: a rule, or the list's default.
@@ -102,11 +103,6 @@ impl CompiledPolicy {
         }
     }
 
-    /// Whether a session with this connect-time decision asks for a client certificate.
-    pub fn requests_client_cert(&self, connect: &Decision<'_>) -> bool {
-        connect.level == Level::Verify || self.any_sender_verify
-    }
-
     fn default_decision(&self, direction: Direction) -> Decision<'_> {
         let d = self.policy.default_rule(direction);
         Decision::from_entry(d.level, d.cipher_strength, RuleRef::Default(direction))
@@ -116,7 +112,8 @@ impl CompiledPolicy {
     pub fn evaluate(&self, query: &Query<'_>) -> Evaluation<'_> {
         match query.direction {
             Direction::Inbound => {
-                let connect = self.inbound_connect(query.client_ip);
+                let offer = self.connect_verdict(query.client_ip);
+                let connect = offer.decision;
                 let sender_rule = query.sender.and_then(|s| self.sender_rule(s));
                 let decision = match sender_rule {
                     Some(rule) => connect.tightened_by(Decision::from_rule(rule)),
@@ -137,9 +134,22 @@ impl CompiledPolicy {
                             .to_string(),
                     ));
                 }
+                let sender = query.sender;
+                let assumed = query.tls.unwrap_or(SessionTls {
+                    high: true,
+                    client_certificate: Certificate::Verified,
+                });
                 Evaluation {
-                    starttls_offered: connect.level != Level::None,
-                    request_client_cert: self.requests_client_cert(&connect),
+                    mail_plaintext: sender.map(|s| self.mail_verdict(&offer, s, None)),
+                    mail_tls: sender
+                        .filter(|_| offer.offer_starttls)
+                        .map(|s| self.mail_verdict(&offer, s, Some(assumed))),
+                    rcpt: query.recipient.map(|r| {
+                        let ip = query.client_ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+                        self.rcpt_verdict(ip, r)
+                    }),
+                    starttls_offered: offer.offer_starttls,
+                    request_client_cert: offer.request_client_cert,
                     decision,
                     connect: Some(connect),
                     sender_rule,
@@ -158,6 +168,9 @@ impl CompiledPolicy {
                     RuleRef::Default(_) => Vec::new(),
                 };
                 Evaluation {
+                    mail_plaintext: None,
+                    mail_tls: None,
+                    rcpt: None,
                     starttls_offered: decision.level != Level::None,
                     request_client_cert: false,
                     decision,
@@ -176,7 +189,11 @@ pub struct Query<'a> {
     pub direction: Direction,
     pub client_ip: Option<IpAddr>,
     pub sender: Option<&'a str>,
+    /// Inbound: the recipient (relay control); outbound: the recipient whose domain decides.
     pub recipient: Option<&'a str>,
+    /// Inbound: the TLS session to judge MAIL FROM in (default: a 256-bit suite and a verified
+    /// client certificate, the best a client can do).
+    pub tls: Option<SessionTls>,
 }
 
 /// What the policy decides, and why.
@@ -192,4 +209,10 @@ pub struct Evaluation<'a> {
     /// Inbound: the sender-domain rule that matched, if any.
     pub sender_rule: Option<&'a Rule>,
     pub warnings: Vec<Warning>,
+    /// Inbound, with a sender: the MAIL FROM verdict in a plaintext session.
+    pub mail_plaintext: Option<MailVerdict>,
+    /// Inbound, with a sender, when STARTTLS is offered: the verdict inside TLS (`Query::tls`).
+    pub mail_tls: Option<MailVerdict>,
+    /// Inbound, with a recipient: the RCPT TO verdict.
+    pub rcpt: Option<RcptVerdict>,
 }

@@ -15,6 +15,7 @@ mod relay;
 mod settings;
 mod trust;
 mod validate;
+mod verdict;
 mod warnings;
 
 pub use compiled::CompiledPolicy;
@@ -28,4 +29,9 @@ pub use relay::{NextHop, Relay, RelayDomain};
 pub use settings::{DeliverySettings, QueueSettings, Settings, SmtpLimits, TrackingSettings};
 pub use trust::Trust;
 pub use validate::{trust_conflict, validate_rule_input, validate_rules};
+pub use verdict::{
+    Certificate, ConnectVerdict, Deferral, EnhancedStatus, MailVerdict, RcptVerdict, SessionTls,
+    TlsStep, VerdictReply, Violation, after_ehlo, after_handshake, after_handshake_failure,
+    after_starttls_refused,
+};
 pub use warnings::{Warning, rule_warnings};

@@ -69,6 +69,7 @@ fn inbound<'a>(p: &'a CompiledPolicy, ip: &str, sender: Option<&'a str>) -> Eval
         client_ip: Some(ip),
         sender,
         recipient: None,
+        tls: None,
     })
 }
 
@@ -188,6 +189,7 @@ fn outbound_uses_the_recipient_domain() {
             client_ip: None,
             sender: None,
             recipient: Some(r),
+            tls: None,
         });
         (
             id(e.decision.level_rule).to_string(),

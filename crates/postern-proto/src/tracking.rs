@@ -6,36 +6,90 @@ use postern_events as ev;
 use crate::WireError;
 use crate::pb::{self, event_record::Event as PbEvent};
 
+fn certificate_to(c: ev::Certificate) -> pb::Certificate {
+    match c {
+        ev::Certificate::Verified => pb::Certificate::Verified,
+        ev::Certificate::Untrusted => pb::Certificate::Unverified,
+        ev::Certificate::NameMismatch => pb::Certificate::NameMismatch,
+        ev::Certificate::None => pb::Certificate::None,
+    }
+}
+
+fn certificate_from(value: i32) -> Result<ev::Certificate, WireError> {
+    match pb::Certificate::try_from(value) {
+        Ok(pb::Certificate::Verified) => Ok(ev::Certificate::Verified),
+        Ok(pb::Certificate::Unverified) => Ok(ev::Certificate::Untrusted),
+        Ok(pb::Certificate::NameMismatch) => Ok(ev::Certificate::NameMismatch),
+        Ok(pb::Certificate::None) => Ok(ev::Certificate::None),
+        _ => Err(WireError::Enum {
+            field: "tls.certificate".into(),
+            value,
+        }),
+    }
+}
+
+const VIOLATIONS: [(ev::Violation, pb::Violation); 9] = [
+    (ev::Violation::MustUseTls, pb::Violation::MustUseTls),
+    (ev::Violation::CipherTooWeak, pb::Violation::CipherTooWeak),
+    (
+        ev::Violation::UnverifiedClientCertificate,
+        pb::Violation::UnverifiedClientCertificate,
+    ),
+    (ev::Violation::MustNotUseTls, pb::Violation::MustNotUseTls),
+    (ev::Violation::TlsNotOffered, pb::Violation::TlsNotOffered),
+    (
+        ev::Violation::StartTlsRefused,
+        pb::Violation::StarttlsRefused,
+    ),
+    (
+        ev::Violation::HandshakeFailed,
+        pb::Violation::HandshakeFailed,
+    ),
+    (
+        ev::Violation::CertificateNotTrusted,
+        pb::Violation::CertificateNotTrusted,
+    ),
+    (
+        ev::Violation::CertificateNotVerified,
+        pb::Violation::CertificateNotVerified,
+    ),
+];
+
+fn violation_to(v: Option<ev::Violation>) -> i32 {
+    let found = VIOLATIONS.iter().find(|(e, _)| Some(*e) == v);
+    found.map_or(pb::Violation::Unspecified, |(_, p)| *p) as i32
+}
+
+/// Unspecified is "none"; a value this build does not know is an error, not a silent none.
+fn violation_from(value: i32, field: &str) -> Result<Option<ev::Violation>, WireError> {
+    if value == pb::Violation::Unspecified as i32 {
+        return Ok(None);
+    }
+    VIOLATIONS
+        .iter()
+        .find(|(_, p)| *p as i32 == value)
+        .map(|(e, _)| Some(*e))
+        .ok_or_else(|| WireError::Enum {
+            field: field.into(),
+            value,
+        })
+}
+
 fn tls_to(t: ev::Tls) -> pb::Tls {
     pb::Tls {
         version: t.version,
         cipher: t.cipher,
         key_exchange: t.key_exchange,
-        certificate: match t.certificate {
-            ev::Certificate::Verified => pb::Certificate::Verified,
-            ev::Certificate::Unverified => pb::Certificate::Unverified,
-            ev::Certificate::None => pb::Certificate::None,
-        } as i32,
+        certificate: certificate_to(t.certificate) as i32,
     }
 }
 
 fn tls_from(t: pb::Tls) -> Result<ev::Tls, WireError> {
-    let certificate = match pb::Certificate::try_from(t.certificate) {
-        Ok(pb::Certificate::Verified) => ev::Certificate::Verified,
-        Ok(pb::Certificate::Unverified) => ev::Certificate::Unverified,
-        Ok(pb::Certificate::None) => ev::Certificate::None,
-        _ => {
-            return Err(WireError::Enum {
-                field: "tls.certificate".into(),
-                value: t.certificate,
-            });
-        }
-    };
     Ok(ev::Tls {
         version: t.version,
         cipher: t.cipher,
         key_exchange: t.key_exchange,
-        certificate,
+        certificate: certificate_from(t.certificate)?,
     })
 }
 
@@ -105,18 +159,21 @@ impl From<ev::Record> for pb::EventRecord {
                 sender: m.sender,
                 recipient: m.recipient,
                 reply: m.reply,
+                violation: violation_to(m.violation),
             }),
             ev::Event::Attempt(a) => PbEvent::Attempt(pb::Attempt {
                 queue_id: a.queue_id,
                 recipient: a.recipient,
                 leg: a.leg.map(leg_to),
                 reply: a.reply,
+                violation: violation_to(a.violation),
             }),
             ev::Event::Deferred(d) => PbEvent::Deferred(pb::Deferred {
                 queue_id: d.queue_id,
                 recipient: d.recipient,
                 reason: d.reason,
                 next_attempt_ms: d.next_attempt_ms,
+                violation: violation_to(d.violation),
             }),
             ev::Event::Delivered(d) => PbEvent::Delivered(pb::Delivered {
                 queue_id: d.queue_id,
@@ -185,18 +242,21 @@ impl TryFrom<pb::EventRecord> for ev::Record {
                 sender: m.sender,
                 recipient: m.recipient,
                 reply: m.reply,
+                violation: violation_from(m.violation, "rejected.violation")?,
             }),
             PbEvent::Attempt(a) => ev::Event::Attempt(ev::Attempt {
                 queue_id: a.queue_id,
                 recipient: a.recipient,
                 leg: a.leg.map(leg_from).transpose()?,
                 reply: a.reply,
+                violation: violation_from(a.violation, "attempt.violation")?,
             }),
             PbEvent::Deferred(d) => ev::Event::Deferred(ev::Deferred {
                 queue_id: d.queue_id,
                 recipient: d.recipient,
                 reason: d.reason,
                 next_attempt_ms: d.next_attempt_ms,
+                violation: violation_from(d.violation, "deferred.violation")?,
             }),
             PbEvent::Delivered(d) => ev::Event::Delivered(ev::Delivered {
                 queue_id: d.queue_id,
@@ -242,7 +302,7 @@ mod tests {
             version: "TLSv1.3".into(),
             cipher: "TLS_AES_256_GCM_SHA384".into(),
             key_exchange: "x25519".into(),
-            certificate: ev::Certificate::Unverified,
+            certificate: ev::Certificate::NameMismatch,
         });
         let source = ev::Source {
             ip: "192.0.2.7".into(),
@@ -278,6 +338,7 @@ mod tests {
                 sender: "a@x".into(),
                 recipient: Some("c@z".into()),
                 reply: "554 5.7.1 no".into(),
+                violation: None,
             }),
             ev::Event::Attempt(ev::Attempt {
                 queue_id: "Q".into(),
@@ -289,12 +350,14 @@ mod tests {
                     tls_fallback: false,
                 }),
                 reply: "250 ok".into(),
+                violation: None,
             }),
             ev::Event::Deferred(ev::Deferred {
                 queue_id: "Q".into(),
                 recipient: "b@y".into(),
-                reason: "451".into(),
+                reason: "4.7.5 Server certificate not verified".into(),
                 next_attempt_ms: 9,
+                violation: Some(ev::Violation::CertificateNotVerified),
             }),
             ev::Event::Delivered(ev::Delivered {
                 queue_id: "Q".into(),
@@ -331,6 +394,19 @@ mod tests {
             let wire = pb::EventRecord::from(record.clone());
             assert_eq!(ev::Record::try_from(wire).unwrap(), record);
         }
+        // Every violation kind and certificate status crosses the wire and back.
+        for v in ev::Violation::ALL {
+            assert_eq!(violation_from(violation_to(Some(v)), "v"), Ok(Some(v)));
+        }
+        for c in [
+            ev::Certificate::Verified,
+            ev::Certificate::Untrusted,
+            ev::Certificate::NameMismatch,
+            ev::Certificate::None,
+        ] {
+            assert_eq!(certificate_from(certificate_to(c) as i32), Ok(c));
+        }
+        assert!(violation_from(99, "v").is_err());
         let empty = pb::EventRecord::default();
         assert_eq!(
             ev::Record::try_from(empty),

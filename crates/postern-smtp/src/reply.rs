@@ -22,6 +22,21 @@ impl Reply {
         Reply { code, lines }
     }
 
+    /// The enhanced status code (RFC 2034, RFC 3463) that starts the first line, as numbers:
+    /// parsed once here, at the codec, so nothing downstream reads it out of the text. It must
+    /// agree with the reply code's class, as RFC 2034 3 requires.
+    pub fn enhanced_status(&self) -> Option<[u16; 3]> {
+        let word = self.lines.first()?.split_whitespace().next()?;
+        let mut parts = word.split('.').map(|p| {
+            (!p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| p.parse::<u16>().ok())
+                .flatten()
+        });
+        let status = [parts.next()??, parts.next()??, parts.next()??];
+        let class_matches = status[0] == self.code / 100 && matches!(status[0], 2 | 4 | 5);
+        (parts.next().is_none() && class_matches).then_some(status)
+    }
+
     /// Whether the reply is a permanent or transient failure.
     pub fn is_error(&self) -> bool {
         self.code >= 400
@@ -134,5 +149,21 @@ mod tests {
             ehlo.to_string(),
             "250-mx.test\r\n250-PIPELINING\r\n250 SMTPUTF8\r\n"
         );
+    }
+
+    #[test]
+    fn enhanced_status_is_read_from_the_first_word_and_must_match_the_class() {
+        let r = |code, text: &str| Reply::new(code, text).enhanced_status();
+        assert_eq!(r(550, "5.1.1 <b@x.example>: unknown"), Some([5, 1, 1]));
+        assert_eq!(
+            r(450, "4.7.5 Server certificate not trusted"),
+            Some([4, 7, 5])
+        );
+        assert_eq!(r(550, "5.1.10 nullMX"), Some([5, 1, 10]));
+        assert_eq!(r(550, "4.1.1 wrong class"), None);
+        assert_eq!(r(550, "no status here 5.1.1"), None);
+        assert_eq!(r(550, "5.1.1.1 too long"), None);
+        assert_eq!(r(550, "5.1 short"), None);
+        assert_eq!(Reply::multi(550, vec![]).enhanced_status(), None);
     }
 }

@@ -11,7 +11,8 @@ use crate::data::{DataOutcome, DataReader};
 use crate::line::{Line, LineReader};
 use crate::reply::Reply;
 
-/// Session limits (PRODUCT.md 4; the values come from `/v1/settings`).
+/// Session limits (PRODUCT.md 4). No defaults here: the values, and their defaults, are
+/// `/v1/settings`' (postern-policy's `SmtpLimits`).
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_command_line: usize,
@@ -22,21 +23,6 @@ pub struct Limits {
     pub max_hard_errors: u32,
     pub max_commands_before_mail: u32,
     pub max_received_headers: u32,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_command_line: 512,
-            max_line: 1000,
-            max_message_size: 25 * 1024 * 1024,
-            max_header_size: 1024 * 1024,
-            max_recipients: 1000,
-            max_hard_errors: 20,
-            max_commands_before_mail: 100,
-            max_received_headers: 50,
-        }
-    }
 }
 
 #[derive(Debug, Clone)]

@@ -1,8 +1,10 @@
 //! The sans-IO client against the sans-IO server (both real, no sockets), and against scripted
 //! servers for what ours never does (refusals, injection, nonsense).
 
+mod common;
+
 use postern_smtp::{
-    Answer, Client, ClientEvent, Envelope, Event, Limits, Reply, Server, ServerConfig, dot_stuff,
+    Answer, Client, ClientEvent, Envelope, Event, Reply, Server, ServerConfig, dot_stuff,
 };
 
 fn envelope(recipients: &[&str]) -> Envelope {
@@ -25,7 +27,7 @@ fn against_server(
 ) -> (postern_smtp::Outcome, Vec<Vec<u8>>, bool) {
     let mut server = Server::new(ServerConfig {
         hostname: "mx.test".into(),
-        limits: Limits::default(),
+        limits: common::limits(),
         offer_starttls,
     });
     server.greeting();

@@ -1,5 +1,7 @@
 //! Conversations with the sans-IO server, without sockets: bytes in, replies out.
 
+mod common;
+
 use postern_smtp::{Answer, DataOutcome, Event, Limits, Reply, Server, ServerConfig};
 use proptest::prelude::*;
 
@@ -27,7 +29,7 @@ struct Shell<F: FnMut(&Event) -> Answer> {
 fn config(starttls: bool) -> ServerConfig {
     ServerConfig {
         hostname: "mx.test".into(),
-        limits: Limits::default(),
+        limits: common::limits(),
         offer_starttls: starttls,
     }
 }
@@ -280,7 +282,7 @@ fn limits_and_their_replies() {
         max_recipients: 2,
         max_message_size: 1000,
         max_hard_errors: 3,
-        ..Limits::default()
+        ..common::limits()
     };
     let mut s = Shell::new(
         ServerConfig {
@@ -326,7 +328,7 @@ fn limits_and_their_replies() {
 fn commands_before_mail_are_limited() {
     let limits = Limits {
         max_commands_before_mail: 5,
-        ..Limits::default()
+        ..common::limits()
     };
     let mut s = Shell::new(
         ServerConfig {

@@ -4,6 +4,7 @@
 //! by webpki, so the client proves it holds the key), and `check_chain` runs the real webpki
 //! check on the peer's chain afterwards.
 
+use postern_policy::Certificate;
 use std::sync::Arc;
 
 use rustls::client::danger::HandshakeSignatureValid;
@@ -82,32 +83,14 @@ impl ClientCertVerifier for RequestClientCert {
     }
 }
 
-/// What a session's client certificate amounts to (PRODUCT.md 6: `client_certificate`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CertStatus {
-    Verified,
-    Unverified,
-    None,
-}
-
-impl CertStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CertStatus::Verified => "verified",
-            CertStatus::Unverified => "unverified",
-            CertStatus::None => "none",
-        }
-    }
-}
-
 /// Checks a client's chain (end entity first) against trusted CAs. No CA at all means nothing
 /// verifies (rustls refuses to build a verifier without roots; that is not an error here).
 pub fn check_chain(
     chain: Option<&[CertificateDer<'_>]>,
     roots: &[CertificateDer<'_>],
-) -> CertStatus {
+) -> Certificate {
     let Some((end_entity, intermediates)) = chain.and_then(|c| c.split_first()) else {
-        return CertStatus::None;
+        return Certificate::None;
     };
     let mut store = RootCertStore::empty();
     for root in roots {
@@ -117,11 +100,11 @@ pub fn check_chain(
     let Ok(verifier) =
         WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider).build()
     else {
-        return CertStatus::Unverified;
+        return Certificate::Untrusted;
     };
     match verifier.verify_client_cert(end_entity, intermediates, UnixTime::now()) {
-        Ok(_) => CertStatus::Verified,
-        Err(_) => CertStatus::Unverified,
+        Ok(_) => Certificate::Verified,
+        Err(_) => Certificate::Untrusted,
     }
 }
 
@@ -138,18 +121,18 @@ mod tests {
         let client = ca.client(&["client.example"]).unwrap();
         let chain = ders(&client.cert_pem);
         let roots = ders(&ca.cert_pem);
-        assert_eq!(check_chain(Some(&chain), &roots), CertStatus::Verified);
+        assert_eq!(check_chain(Some(&chain), &roots), Certificate::Verified);
         assert_eq!(
             check_chain(Some(&chain), &ders(&other.cert_pem)),
-            CertStatus::Unverified
+            Certificate::Untrusted
         );
-        assert_eq!(check_chain(Some(&chain), &[]), CertStatus::Unverified);
-        assert_eq!(check_chain(None, &roots), CertStatus::None);
+        assert_eq!(check_chain(Some(&chain), &[]), Certificate::Untrusted);
+        assert_eq!(check_chain(None, &roots), Certificate::None);
         // A server certificate (serverAuth only) is not a client certificate.
         let server = ca.server(&["mx.example"]).unwrap();
         assert_eq!(
             check_chain(Some(&ders(&server.cert_pem)), &roots),
-            CertStatus::Unverified
+            Certificate::Untrusted
         );
     }
 

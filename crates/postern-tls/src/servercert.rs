@@ -3,6 +3,7 @@
 //! shell can tell the three outcomes apart: `verify` defers with "not trusted" or "not
 //! verified" (trusted chain, wrong name) texts, `encrypt` and `may` record the result only.
 
+use postern_policy::Certificate;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{verify_server_cert_signed_by_trust_anchor, verify_server_name};
 use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
@@ -66,38 +67,15 @@ impl ServerCertVerifier for AcceptAnyServerCert {
     }
 }
 
-/// What a next hop's certificate amounts to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServerCertStatus {
-    /// Chains to a trusted root and names the reference identity.
-    Verified,
-    /// Chains to a trusted root but does not name it: `4.7.5 Server certificate not verified`.
-    NameMismatch,
-    /// Does not chain to a trusted root (or has expired): `4.7.5 Server certificate not trusted`.
-    Untrusted,
-    /// No certificate at all.
-    None,
-}
-
-impl ServerCertStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ServerCertStatus::Verified => "verified",
-            ServerCertStatus::NameMismatch | ServerCertStatus::Untrusted => "unverified",
-            ServerCertStatus::None => "none",
-        }
-    }
-}
-
 /// Judges a server's chain (end entity first) against webpki-roots plus `extra_roots`
 /// (`/v1/trust`), then against the reference name (the MX host, the next-hop host, or the IP).
 pub fn check_server_chain(
     chain: Option<&[CertificateDer<'_>]>,
     extra_roots: &[CertificateDer<'_>],
     reference: &ServerName<'_>,
-) -> ServerCertStatus {
+) -> Certificate {
     let Some((end_entity, intermediates)) = chain.and_then(|c| c.split_first()) else {
-        return ServerCertStatus::None;
+        return Certificate::None;
     };
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
@@ -106,7 +84,7 @@ pub fn check_server_chain(
         let _ = roots.add(root.clone());
     }
     let Ok(cert) = ParsedCertificate::try_from(end_entity) else {
-        return ServerCertStatus::Untrusted;
+        return Certificate::Untrusted;
     };
     let algorithms =
         rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms;
@@ -119,11 +97,11 @@ pub fn check_server_chain(
     )
     .is_err()
     {
-        return ServerCertStatus::Untrusted;
+        return Certificate::Untrusted;
     }
     match verify_server_name(&cert, reference) {
-        Ok(()) => ServerCertStatus::Verified,
-        Err(_) => ServerCertStatus::NameMismatch,
+        Ok(()) => Certificate::Verified,
+        Err(_) => Certificate::NameMismatch,
     }
 }
 
@@ -142,24 +120,24 @@ mod tests {
         let name = |n: &'static str| ServerName::try_from(n).unwrap();
         assert_eq!(
             check_server_chain(Some(&chain), &roots, &name("mx.partner.example")),
-            ServerCertStatus::Verified
+            Certificate::Verified
         );
         assert_eq!(
             check_server_chain(Some(&chain), &roots, &name("192.0.2.25")),
-            ServerCertStatus::Verified
+            Certificate::Verified
         );
         assert_eq!(
             check_server_chain(Some(&chain), &roots, &name("mx.other.example")),
-            ServerCertStatus::NameMismatch
+            Certificate::NameMismatch
         );
         // Not under webpki-roots and not in the trust list: untrusted, whatever the name.
         assert_eq!(
             check_server_chain(Some(&chain), &[], &name("mx.partner.example")),
-            ServerCertStatus::Untrusted
+            Certificate::Untrusted
         );
         assert_eq!(
             check_server_chain(None, &roots, &name("mx.partner.example")),
-            ServerCertStatus::None
+            Certificate::None
         );
     }
 }

@@ -19,10 +19,6 @@ pub struct Commands {
     pub draining: watch::Sender<bool>,
 }
 
-fn rfc3339(unix: u64) -> String {
-    crate::inbound::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix))
-}
-
 fn listed(m: Listed) -> pb::QueuedMessage {
     pb::QueuedMessage {
         queue_id: m.envelope.id,
@@ -36,7 +32,7 @@ fn listed(m: Listed) -> pb::QueuedMessage {
             .map(|r| pb::QueuedRecipient {
                 status: format!("{:?}", r.status).to_lowercase(),
                 next_attempt: if r.status == RcptStatus::Deferred {
-                    rfc3339(r.next_attempt)
+                    postern_time::rfc3339_s(r.next_attempt)
                 } else {
                     String::new()
                 },

@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use postern_policy::Certificate;
 use postern_policy::{CipherStrength, Level};
-use postern_smtp::{Answer, Envelope, Event, Limits, Reply, Server, ServerConfig};
+use postern_smtp::{Answer, Envelope, Event, Reply, Server, ServerConfig};
 use postern_tls::pki::{Ca, Issued};
-use postern_tls::servercert::ServerCertStatus;
 use postern_worker::outbound::deliver::{Context, Deadlines, Target, attempt};
 use postern_worker::outbound::pool::{Pool, Reuse};
 use rustls::pki_types::CertificateDer;
@@ -40,7 +40,7 @@ async fn next_hop_injecting(cert: Option<Issued>, inject: &'static [u8]) -> (Soc
             tokio::spawn(async move {
                 let mut server = Server::new(ServerConfig {
                     hostname: "hop.test".into(),
-                    limits: Limits::default(),
+                    limits: postern_worker::inbound::smtp_limits(&Default::default()),
                     offer_starttls: acceptor.is_some(),
                 });
                 server.greeting();
@@ -216,7 +216,7 @@ async fn plaintext_and_tls_deliveries() {
     let a = attempt(&target, &context(&trust), &envelope(), MESSAGE.into()).await;
     assert_eq!(a.outcome.recipients[0].1.code, 250, "{a:?}");
     let tls = a.tls.unwrap();
-    assert_eq!(tls.certificate, ServerCertStatus::Verified);
+    assert_eq!(tls.certificate, Certificate::Verified);
     assert_eq!(
         (tls.version, tls.cipher),
         ("TLSv1.3", "TLS_AES_256_GCM_SHA384")
@@ -226,7 +226,7 @@ async fn plaintext_and_tls_deliveries() {
     // encrypt records an untrusted certificate but delivers.
     let a = deliver(tls_hop, "mx.partner.example", Level::Encrypt).await;
     assert_eq!(a.outcome.recipients[0].1.code, 250);
-    assert_eq!(a.tls.unwrap().certificate, ServerCertStatus::Untrusted);
+    assert_eq!(a.tls.unwrap().certificate, Certificate::Untrusted);
 }
 
 #[tokio::test]
@@ -419,7 +419,7 @@ async fn a_self_signed_certificate_encrypts_but_does_not_verify() {
     let (hop, inbox) = next_hop(Some(cert)).await;
     let a = deliver(hop, "mx.partner.example", Level::Encrypt).await;
     assert_eq!(a.outcome.recipients[0].1.code, 250, "{a:?}");
-    assert_eq!(a.tls.unwrap().certificate, ServerCertStatus::Untrusted);
+    assert_eq!(a.tls.unwrap().certificate, Certificate::Untrusted);
     assert_eq!(inbox.lock().unwrap().len(), 1);
     let a = deliver(hop, "mx.partner.example", Level::Verify).await;
     assert_eq!(reason(&a), "4.7.5 Server certificate not trusted");

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use postern_policy::{
-    CipherStrength, DefaultRule, Direction, Level, Query, Relay, Rule, RuleRef, Trust, Warning,
+    Certificate, CipherStrength, DefaultRule, Direction, Level, MailVerdict, Query, RcptVerdict,
+    Relay, Rule, RuleRef, SessionTls, TlsStep, Trust, VerdictReply, Violation, Warning, after_ehlo,
+    after_handshake, after_handshake_failure, after_starttls_refused,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -129,8 +131,131 @@ pub struct EvaluateRequest {
     pub client_ip: Option<String>,
     /// Inbound: the MAIL FROM address.
     pub sender: Option<String>,
-    /// Outbound: the recipient address.
+    /// Outbound: the recipient address whose domain decides. Inbound: a RCPT TO address, for
+    /// the relay verdict.
     pub recipient: Option<String>,
+    /// Inbound: the TLS session MAIL FROM is judged in for `mail_from_tls` (default: a 256-bit
+    /// suite and a verified client certificate).
+    pub tls: Option<SessionTlsDto>,
+}
+
+/// A TLS session as the MAIL FROM verdict needs it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionTlsDto {
+    /// A 256-bit suite was negotiated.
+    #[serde(default = "yes")]
+    pub high_cipher: bool,
+    #[serde(default = "verified")]
+    pub client_certificate: Certificate,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn verified() -> Certificate {
+    Certificate::Verified
+}
+
+/// A verdict as the client would see it: the reply a worker gives.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerdictDto {
+    /// `accept`, or why not: a violation kind (`must_use_tls`, `cipher_too_weak`,
+    /// `unverified_client_certificate`, `must_not_use_tls`) or `relay_denied`.
+    pub verdict: String,
+    pub violation: Option<Violation>,
+    pub code: Option<u16>,
+    /// The enhanced status, e.g. `5.7.0`.
+    pub status: Option<String>,
+    /// The whole reply line.
+    pub reply: Option<String>,
+    /// The worker closes the session after the reply (every 421).
+    pub closes: bool,
+}
+
+impl VerdictDto {
+    fn new(verdict: &str, violation: Option<Violation>, reply: Option<VerdictReply>) -> Self {
+        VerdictDto {
+            verdict: verdict.into(),
+            violation,
+            code: reply.as_ref().map(|r| r.code),
+            status: reply.as_ref().map(|r| r.status.to_string()),
+            closes: reply.as_ref().is_some_and(|r| r.close),
+            reply: reply.map(|r| r.to_string()),
+        }
+    }
+
+    fn mail(v: MailVerdict, sender: &str) -> Self {
+        let name = v.violation().map_or("accept", Violation::as_str);
+        VerdictDto::new(name, v.violation(), v.reply(sender))
+    }
+
+    fn rcpt(v: RcptVerdict, recipient: &str) -> Self {
+        let name = match v {
+            RcptVerdict::Accept => "accept",
+            RcptVerdict::RelayDenied => "relay_denied",
+        };
+        VerdictDto::new(name, None, v.reply(recipient))
+    }
+}
+
+/// What the worker does at one outbound TLS step under the recipient's level.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OutboundStepDto {
+    /// `starttls_offered`, `starttls_not_offered`, `starttls_refused`, `handshake_failed`,
+    /// `certificate_untrusted`, `certificate_name_mismatch`.
+    pub when: String,
+    /// `starttls`, `plaintext`, `fallback_plaintext` (a new plaintext connection, recorded as a
+    /// TLS fallback), `continue` (inside TLS) or `defer`.
+    pub action: String,
+    pub violation: Option<Violation>,
+    /// The deferral's reason, with `<host>` and `<ip>` for the next hop.
+    pub reason: Option<String>,
+}
+
+fn outbound_steps(level: Level) -> Vec<OutboundStepDto> {
+    let (host, ip) = ("<host>", "<ip>");
+    let step = |when: &str, step: Result<(), TlsStep>| {
+        let (action, deferral) = match step {
+            Ok(()) => ("continue", None),
+            Err(TlsStep::StartTls) => ("starttls", None),
+            Err(TlsStep::Plain) => ("plaintext", None),
+            Err(TlsStep::FallbackPlain) => ("fallback_plaintext", None),
+            Err(TlsStep::Defer(d)) => ("defer", Some(d)),
+        };
+        OutboundStepDto {
+            when: when.into(),
+            action: action.into(),
+            violation: deferral.as_ref().map(|d| d.violation),
+            reason: deferral.map(|d| d.to_string()),
+        }
+    };
+    let mut steps = vec![
+        step("starttls_offered", Err(after_ehlo(level, true, host, ip))),
+        step(
+            "starttls_not_offered",
+            Err(after_ehlo(level, false, host, ip)),
+        ),
+    ];
+    if level != Level::None {
+        steps.extend([
+            step(
+                "starttls_refused",
+                Err(after_starttls_refused(level, host, ip, "<reply>")),
+            ),
+            step("handshake_failed", Err(after_handshake_failure(level))),
+            step(
+                "certificate_untrusted",
+                after_handshake(level, Certificate::Untrusted),
+            ),
+            step(
+                "certificate_name_mismatch",
+                after_handshake(level, Certificate::NameMismatch),
+            ),
+        ]);
+    }
+    steps
 }
 
 /// Which entry produced a decision.
@@ -189,6 +314,15 @@ pub struct EvaluateResponse {
     /// Inbound only: the sender-domain rule that matched.
     pub sender_rule: Option<RuleRefDto>,
     pub warnings: Vec<Warning>,
+    /// Inbound, with a sender: the MAIL FROM verdict in a plaintext session.
+    pub mail_from: Option<VerdictDto>,
+    /// Inbound, with a sender, when STARTTLS is offered: the verdict inside the TLS session
+    /// described by the request's `tls`.
+    pub mail_from_tls: Option<VerdictDto>,
+    /// Inbound, with a recipient: the RCPT TO (relay) verdict.
+    pub rcpt_to: Option<VerdictDto>,
+    /// Outbound: what the worker does at each TLS step.
+    pub outbound_steps: Vec<OutboundStepDto>,
 }
 
 #[utoipa::path(post, path = "/v1/policy/evaluate", tag = "policy", operation_id = "evaluate_policy",
@@ -202,18 +336,15 @@ pub async fn evaluate(
     let mut errors = Vec::new();
     let inbound_only = |field: &str| format!("{field} applies to inbound evaluations only");
     match req.direction {
-        Direction::Inbound if req.recipient.is_some() => {
-            errors.push(postern_policy::FieldError::new(
-                "/recipient",
-                "recipient applies to outbound evaluations only",
-            ))
-        }
         Direction::Outbound if req.client_ip.is_some() => errors.push(
             postern_policy::FieldError::new("/client_ip", inbound_only("client_ip")),
         ),
         Direction::Outbound if req.sender.is_some() => errors.push(
             postern_policy::FieldError::new("/sender", inbound_only("sender")),
         ),
+        Direction::Outbound if req.tls.is_some() => {
+            errors.push(postern_policy::FieldError::new("/tls", inbound_only("tls")))
+        }
         _ => {}
     }
     let client_ip = match req.client_ip.as_deref().map(str::parse::<IpAddr>) {
@@ -236,7 +367,13 @@ pub async fn evaluate(
         client_ip,
         sender: req.sender.as_deref(),
         recipient: req.recipient.as_deref(),
+        tls: req.tls.as_ref().map(|t| SessionTls {
+            high: t.high_cipher,
+            client_certificate: t.client_certificate,
+        }),
     });
+    let sender = req.sender.as_deref().unwrap_or_default();
+    let recipient = req.recipient.as_deref().unwrap_or_default();
     Ok(Json(EvaluateResponse {
         version: compiled.version,
         level: e.decision.level,
@@ -252,5 +389,12 @@ pub async fn evaluate(
         }),
         sender_rule: e.sender_rule.map(|r| RuleRef::Rule(r).into()),
         warnings: e.warnings,
+        mail_from: e.mail_plaintext.map(|v| VerdictDto::mail(v, sender)),
+        mail_from_tls: e.mail_tls.map(|v| VerdictDto::mail(v, sender)),
+        rcpt_to: e.rcpt.map(|v| VerdictDto::rcpt(v, recipient)),
+        outbound_steps: match req.direction {
+            Direction::Inbound => Vec::new(),
+            Direction::Outbound => outbound_steps(e.decision.level),
+        },
     }))
 }

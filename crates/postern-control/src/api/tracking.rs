@@ -12,8 +12,8 @@ use super::extract::ApiQuery;
 use super::{ApiError, Problem};
 use crate::auth::Actor;
 use crate::control::Control;
-use crate::tracking::model::{ConnectionView, MessageSummary, MessageView, Status};
 use crate::tracking::query::{ConnectionFilter, MessageFilter, decode_cursor};
+use crate::tracking::view::{ConnectionView, MessageSummary, MessageView, Status};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -88,10 +88,9 @@ fn time(field: &str, value: Option<String>) -> Result<Option<u64>, ApiError> {
     let Some(value) = value else {
         return Ok(None);
     };
-    let t = time::OffsetDateTime::parse(&value, &time::format_description::well_known::Rfc3339)
-        .map_err(|e| ApiError::bad_request(field, format!("'{value}' is not RFC 3339: {e}")))?;
-    let ms = t.unix_timestamp_nanos() / 1_000_000;
-    Ok(Some(ms.max(0) as u64))
+    postern_time::parse_rfc3339_ms(&value)
+        .map(Some)
+        .map_err(|e| ApiError::bad_request(field, format!("'{value}' is not RFC 3339: {e}")))
 }
 
 fn limit(l: Option<usize>) -> Result<usize, ApiError> {

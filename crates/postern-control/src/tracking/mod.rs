@@ -8,10 +8,11 @@
 //! and each worker epoch the highest sequence stored, so a replay after a crash or a reconnect
 //! changes nothing. A batch is acknowledged only after a flush.
 
+pub mod fold;
 mod keys;
-pub mod model;
 pub mod query;
 mod retention;
+pub mod view;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -20,7 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use postern_events::{Event, Record};
 
-use model::{ConnectionView, Fold, Listed, Stored};
+use fold::{Fold, Stored};
+use view::{ConnectionView, Listed};
 
 pub use retention::run as run_retention;
 
@@ -290,9 +292,9 @@ impl Tracking {
 
 #[cfg(test)]
 mod tests {
-    use super::model::Status;
-    use super::model::tests::{received, record};
+    use super::fold::tests::{received, record};
     use super::query::{ConnectionFilter, MessageFilter};
+    use super::view::Status;
     use super::*;
 
     #[tokio::test]

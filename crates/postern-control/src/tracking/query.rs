@@ -5,7 +5,7 @@
 //! than a slow one.
 
 use super::keys;
-use super::model::{ConnectionView, Listed, MessageSummary, Status};
+use super::view::{ConnectionView, Listed, MessageSummary, Status};
 use super::{Tracking, TrackingError, corrupt};
 
 /// Index entries examined per page at most.

@@ -5,11 +5,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::model::Stored;
+use super::fold::Stored;
 use super::{Tracking, TrackingError, corrupt, keys};
 use crate::control::Control;
 
@@ -25,7 +25,11 @@ pub async fn run(
         let settings = control.read().settings.tracking.clone();
         let t = tracking.clone();
         let result = tokio::task::spawn_blocking(move || {
-            t.enforce(settings.retention_days, settings.max_bytes, now_ms())
+            t.enforce(
+                settings.retention_days,
+                settings.max_bytes,
+                postern_time::now_ms(),
+            )
         })
         .await;
         match result {
@@ -45,12 +49,6 @@ pub async fn run(
             _ = shutdown.wait_for(|s| *s) => return,
         }
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Tracking {
@@ -105,7 +103,7 @@ impl Tracking {
                 }
                 removed_by_size += 1;
             }
-            let view: super::model::ConnectionView =
+            let view: super::view::ConnectionView =
                 serde_json::from_slice(&value).map_err(corrupt)?;
             let mut ip_key = keys::prefix(&view.ip);
             ip_key.extend_from_slice(&key);

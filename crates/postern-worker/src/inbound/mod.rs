@@ -17,12 +17,25 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-pub use received::{rfc3339, rfc5322_date};
 pub use tls::TlsConfigs;
 
 use crate::outbox::Outbox;
 use crate::policy::PolicyStore;
 use crate::spool::Spool;
+
+/// The SMTP server's limits from `/v1/settings`, whose defaults are the only ones.
+pub fn smtp_limits(s: &postern_policy::SmtpLimits) -> postern_smtp::Limits {
+    postern_smtp::Limits {
+        max_command_line: s.max_command_line as usize,
+        max_line: s.max_line as usize,
+        max_message_size: s.max_message_size,
+        max_header_size: s.max_header_size,
+        max_recipients: s.max_recipients,
+        max_hard_errors: s.max_hard_errors,
+        max_commands_before_mail: s.max_commands_before_mail,
+        max_received_headers: s.max_received_headers,
+    }
+}
 
 pub const NO_POLICY: &str = "421 4.3.2 Service not available: no policy\r\n";
 
@@ -187,7 +200,7 @@ fn refused(inbound: &Inbound, ip: IpAddr, version: u64, reply: &str) {
         postern_events::Event::Connection(postern_events::Connection {
             session: ulid::Ulid::new().to_string(),
             ip: ip.to_string(),
-            started_ms: crate::outbox::now_ms(),
+            started_ms: postern_time::now_ms(),
             helo: None,
             tls: None,
             tls_failure: None,

@@ -4,11 +4,11 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use postern_policy::{CipherStrength, CompiledPolicy, Decision, Level, normalize_lookup_domain};
-use postern_smtp::{Address, Answer, DataOutcome, Event, Limits, Reply, Server, ServerConfig};
-use postern_tls::clientcert::{CertStatus, check_chain};
+use postern_policy::{Certificate, CompiledPolicy, SessionTls, VerdictReply, Violation};
+use postern_smtp::{Answer, DataOutcome, Event, Reply, Server, ServerConfig};
+use postern_tls::clientcert::check_chain;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -19,7 +19,6 @@ use postern_events as events;
 use super::Inbound;
 use super::headers;
 use super::received::{Trace, header};
-use crate::outbox::now_ms;
 use crate::spool::{Envelope, Incoming, SpoolError};
 
 /// What the handshake established.
@@ -28,7 +27,7 @@ struct TlsFacts {
     version: &'static str,
     key_exchange: &'static str,
     high: bool,
-    cert: CertStatus,
+    cert: Certificate,
 }
 
 impl TlsFacts {
@@ -37,11 +36,14 @@ impl TlsFacts {
             version: self.version.into(),
             cipher: self.suite.into(),
             key_exchange: self.key_exchange.into(),
-            certificate: match self.cert {
-                CertStatus::Verified => events::Certificate::Verified,
-                CertStatus::None => events::Certificate::None,
-                _ => events::Certificate::Unverified,
-            },
+            certificate: self.cert,
+        }
+    }
+
+    fn session(&self) -> SessionTls {
+        SessionTls {
+            high: self.high,
+            client_certificate: self.cert,
         }
     }
 }
@@ -104,79 +106,18 @@ async fn write<S: AsyncWrite + Unpin>(s: &mut S, bytes: &[u8]) -> std::io::Resul
     s.flush().await
 }
 
-fn limits(policy: &CompiledPolicy) -> Limits {
-    let s = &policy.settings.smtp;
-    Limits {
-        max_command_line: s.max_command_line as usize,
-        max_line: s.max_line as usize,
-        max_message_size: s.max_message_size,
-        max_header_size: s.max_header_size,
-        max_recipients: s.max_recipients,
-        max_hard_errors: s.max_hard_errors,
-        max_commands_before_mail: s.max_commands_before_mail,
-        max_received_headers: s.max_received_headers,
-    }
-}
-
-/// The MAIL FROM decision (PRODUCT.md 2.2).
-fn mail_verdict(
-    policy: &CompiledPolicy,
-    connect: Decision<'_>,
-    from: &Address,
-    tls: Option<&TlsFacts>,
-) -> Answer {
-    let sender = from.bracketed();
-    let sender_rule = policy.sender_rule(&from.0);
-    let decision = policy.inbound_mail_from(connect, &from.0);
-    let Some(tls) = tls else {
-        if decision.level.requires_tls() {
-            return Answer::Reply(Reply::new(
-                530,
-                format!("5.7.0 {sender}: Sender address rejected: Must use TLS"),
-            ));
+/// A verdict's reply as the SMTP server sends it; `None` accepts.
+fn answer(reply: Option<VerdictReply>) -> Answer {
+    match reply {
+        None => Answer::Accept,
+        Some(r) => {
+            let reply = Reply::new(r.code, format!("{} {}", r.status, r.text));
+            if r.close {
+                Answer::Close(reply)
+            } else {
+                Answer::Reply(reply)
+            }
         }
-        return Answer::Accept;
-    };
-    if sender_rule.is_some_and(|r| r.level == Level::None) && connect.level == Level::May {
-        return Answer::Close(Reply::new(
-            421,
-            format!("4.7.0 {sender}: Sender address rejected: Must not use TLS"),
-        ));
-    }
-    if decision.level.requires_tls()
-        && decision.cipher_strength == CipherStrength::High
-        && !tls.high
-    {
-        return Answer::Close(Reply::new(
-            421,
-            format!("4.7.0 {sender}: Sender address rejected: Cipher strength too low"),
-        ));
-    }
-    if decision.level == Level::Verify && tls.cert != CertStatus::Verified {
-        return Answer::Close(Reply::new(
-            421,
-            format!("4.7.1 {sender}: Sender address rejected: Unverified client certificate"),
-        ));
-    }
-    Answer::Accept
-}
-
-/// The RCPT TO decision (PRODUCT.md 3): never an open relay.
-fn rcpt_verdict(policy: &CompiledPolicy, ip: IpAddr, to: &Address) -> Answer {
-    if to.0.eq_ignore_ascii_case("postmaster") || policy.is_trusted_network(ip) {
-        return Answer::Accept;
-    }
-    let relayed = to
-        .domain()
-        .and_then(normalize_lookup_domain)
-        .is_some_and(|d| policy.relay_domain(&d).is_some());
-    if relayed {
-        Answer::Accept
-    } else {
-        Answer::Reply(Reply::new(
-            554,
-            format!("5.7.1 {}: Relay access denied", to.bracketed()),
-        ))
     }
 }
 
@@ -188,7 +129,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let mut tracked = Tracked {
         session: ulid::Ulid::new().to_string(),
-        started_ms: now_ms(),
+        started_ms: postern_time::now_ms(),
         helo: None,
         tls: None,
         tls_failure: None,
@@ -221,12 +162,11 @@ async fn serve(
     tracked: &mut Tracked,
 ) -> std::io::Result<()> {
     let policy = policy.clone();
-    let connect = policy.inbound_connect(Some(ip));
-    let offer_starttls = connect.level != Level::None;
+    let connect = policy.connect_verdict(Some(ip));
     let mut server = Server::new(ServerConfig {
         hostname: inbound.hostname.clone(),
-        limits: limits(&policy),
-        offer_starttls,
+        limits: super::smtp_limits(&policy.settings.smtp),
+        offer_starttls: connect.offer_starttls,
     });
     server.greeting();
     let settings = &policy.settings.smtp;
@@ -247,7 +187,8 @@ async fn serve(
                   queue_id: String,
                   sender: &str,
                   recipient: Option<String>,
-                  reply: &Reply| {
+                  reply: &Reply,
+                  violation: Option<Violation>| {
         inbound.outbox.emit(
             policy.version,
             events::Event::Rejected(events::Rejected {
@@ -257,6 +198,7 @@ async fn serve(
                 sender: sender.to_string(),
                 recipient,
                 reply: reply.one_line(),
+                violation,
             }),
         );
     };
@@ -282,20 +224,29 @@ async fn serve(
                 }
             }
             Event::Mail { from, .. } => {
-                let answer = mail_verdict(&policy, connect, &from, tls.as_ref());
+                let verdict =
+                    policy.mail_verdict(&connect, &from.0, tls.as_ref().map(TlsFacts::session));
+                let answer = answer(verdict.reply(&from.0));
                 // The tracking id is made at MAIL FROM (PRODUCT.md 5), refused or not.
                 let id = ulid::Ulid::new().to_string();
                 sender = from.0.clone();
                 match &answer {
                     Answer::Accept => transaction_id = Some(id),
-                    Answer::Reply(r) | Answer::Close(r) => {
-                        reject(tracked, tls.as_ref(), &server, id, &sender, None, r)
-                    }
+                    Answer::Reply(r) | Answer::Close(r) => reject(
+                        tracked,
+                        tls.as_ref(),
+                        &server,
+                        id,
+                        &sender,
+                        None,
+                        r,
+                        verdict.violation(),
+                    ),
                 }
                 server.answer(answer);
             }
             Event::Rcpt { to } => {
-                let answer = rcpt_verdict(&policy, ip, &to);
+                let answer = answer(policy.rcpt_verdict(ip, &to.0).reply(&to.0));
                 if let Answer::Reply(r) | Answer::Close(r) = &answer {
                     let id = transaction_id.clone().unwrap_or_default();
                     reject(
@@ -306,6 +257,7 @@ async fn serve(
                         &sender,
                         Some(to.0.clone()),
                         r,
+                        None,
                     );
                 }
                 server.answer(answer);
@@ -367,7 +319,16 @@ async fn serve(
                                 Reply::local_error()
                             }
                         };
-                        reject(tracked, tls.as_ref(), &server, id, &sender, None, &reply);
+                        reject(
+                            tracked,
+                            tls.as_ref(),
+                            &server,
+                            id,
+                            &sender,
+                            None,
+                            &reply,
+                            None,
+                        );
                         reply
                     }
                 };
@@ -380,7 +341,16 @@ async fn serve(
                 }
                 if let Some(reply) = outcome.refusal() {
                     let id = transaction_id.clone().unwrap_or_default();
-                    reject(tracked, tls.as_ref(), &server, id, &sender, None, &reply);
+                    reject(
+                        tracked,
+                        tls.as_ref(),
+                        &server,
+                        id,
+                        &sender,
+                        None,
+                        &reply,
+                        None,
+                    );
                 }
                 (head, size) = (Vec::new(), 0);
                 transaction_id = None;
@@ -499,7 +469,7 @@ fn begin(
     let id = id.clone().unwrap_or_else(|| ulid::Ulid::new().to_string());
     let params = server.mail_params().cloned().unwrap_or_default();
     let recipients = recipients(inbound, server, policy);
-    let now = SystemTime::now();
+    let now = postern_time::now_s();
     let helo = server.helo().unwrap_or("unknown").to_string();
     let trace = Trace {
         helo: &helo,
@@ -515,7 +485,7 @@ fn begin(
         id: id.clone(),
         sender: server.sender().map(|s| s.0.clone()).unwrap_or_default(),
         recipients: recipients.clone(),
-        received_at: crate::inbound::received::rfc3339(now),
+        received_at: postern_time::rfc3339_s(now),
         client_ip: ip.to_string(),
         helo: helo.clone(),
         tls: tls.map(|t| format!("{} {}", t.version, t.suite)),

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use postern_policy::{CipherStrength, CompiledPolicy, Decision};
+use postern_policy::{CompiledPolicy, ConnectVerdict};
 use postern_tls::clientcert::RequestClientCert;
 use rustls::ServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -65,15 +65,13 @@ impl TlsConfigs {
         Ok(Arc::new(config))
     }
 
-    /// The configuration for a session with this connect-time decision.
+    /// The configuration for a session with this connect-time verdict.
     pub fn for_session(
         &self,
         policy: &CompiledPolicy,
-        connect: &Decision<'_>,
+        connect: &ConnectVerdict<'_>,
     ) -> Result<Arc<ServerConfig>, String> {
-        let high_only =
-            connect.level.requires_tls() && connect.cipher_strength == CipherStrength::High;
-        let request_cert = policy.requests_client_cert(connect);
+        let (high_only, request_cert) = (connect.high_only, connect.request_client_cert);
         let mut cache = self.cache.lock().expect("tls cache lock");
         if cache.0 != policy.version {
             *cache = (policy.version, HashMap::new());
@@ -83,7 +81,7 @@ impl TlsConfigs {
         }
         let config = self.build(
             high_only,
-            policy.any_high,
+            connect.prefer_256,
             request_cert,
             &policy.policy.trust.certificates(),
         )?;

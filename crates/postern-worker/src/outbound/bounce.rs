@@ -2,8 +2,6 @@
 //! queued like any message with the null sender. A message from `<>` (a DSN itself) gets none:
 //! it is dropped, and said so.
 
-use std::time::SystemTime;
-
 use postern_events::{self as events, Event};
 
 use super::dsn;
@@ -15,6 +13,8 @@ use crate::spool;
 pub struct Bounce<'a> {
     pub recipient: &'a str,
     pub reason: &'a str,
+    /// The reason's enhanced status; `5.0.0` when it had none.
+    pub status: Option<[u16; 3]>,
     pub remote_mta: Option<&'a str>,
 }
 
@@ -41,7 +41,10 @@ impl Queue {
             .iter()
             .map(|f| dsn::Failed {
                 recipient: f.recipient,
-                status: dsn::status_of(f.reason, "5.0.0"),
+                status: match f.status {
+                    Some([a, b, c]) => format!("{a}.{b}.{c}"),
+                    None => "5.0.0".into(),
+                },
                 remote_mta: f.remote_mta,
                 diagnostic: f.reason,
             })
@@ -54,7 +57,7 @@ impl Queue {
             &envelope.sender,
             &report,
             message,
-            SystemTime::now(),
+            postern_time::now_s(),
         );
         self.spool_dsn(envelope, dsn_id, bytes).await.map(Some)
     }
@@ -71,7 +74,7 @@ impl Queue {
             id: id.clone(),
             sender: String::new(),
             recipients: vec![original.sender.clone()],
-            received_at: crate::inbound::rfc3339(SystemTime::now()),
+            received_at: postern_time::rfc3339_s(postern_time::now_s()),
             client_ip: "127.0.0.1".into(),
             helo: self.hostname.clone(),
             tls: None,

@@ -8,18 +8,53 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use postern_policy::{CipherStrength, DeliverySettings, Level};
+use postern_policy::{
+    Certificate, CipherStrength, DeliverySettings, Level, TlsStep, Violation, after_ehlo,
+    after_handshake, after_handshake_failure, after_starttls_refused,
+};
 use postern_smtp::{Client, ClientEvent, Envelope, Outcome, Reply};
-use postern_tls::servercert::{AcceptAnyServerCert, ServerCertStatus, check_server_chain};
+use postern_tls::servercert::{AcceptAnyServerCert, check_server_chain};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 
 use super::pool::{Pool, PoolKey};
-use super::tls_steps::{
-    Step, after_ehlo, after_handshake, after_handshake_failure, after_starttls_refused,
-};
+
+/// Why an attempt stopped before its transaction ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Stop {
+    /// The `may` fallback: a new plaintext connection to the same host.
+    FallbackPlain,
+    /// Deferred, by the TLS policy (with its verdict's kind) or for a reason of our own.
+    Defer {
+        text: String,
+        violation: Option<Violation>,
+    },
+}
+
+impl Stop {
+    fn defer(text: String) -> Stop {
+        Stop::Defer {
+            text,
+            violation: None,
+        }
+    }
+}
+
+/// A TLS verdict that ends the attempt (`StartTls` and `Plain` go on, and never get here).
+impl From<TlsStep> for Stop {
+    fn from(step: TlsStep) -> Stop {
+        match step {
+            TlsStep::Defer(d) => Stop::Defer {
+                text: d.to_string(),
+                violation: Some(d.violation),
+            },
+            TlsStep::FallbackPlain => Stop::FallbackPlain,
+            TlsStep::StartTls | TlsStep::Plain => Stop::defer("4.4.0 TLS step out of order".into()),
+        }
+    }
+}
 
 /// Where and how to deliver.
 #[derive(Debug, Clone)]
@@ -73,7 +108,7 @@ pub struct TlsInfo {
     pub version: &'static str,
     pub cipher: &'static str,
     pub key_exchange: &'static str,
-    pub certificate: ServerCertStatus,
+    pub certificate: Certificate,
 }
 
 /// The record of one attempt (PRODUCT.md 5: host, IP, TLS, reply and reason).
@@ -90,6 +125,8 @@ pub struct Attempt {
     pub reused: bool,
     /// Per recipient: the server's reply, or our deferral (code 4xx) when TLS failed.
     pub outcome: Outcome,
+    /// Set when the TLS policy deferred the attempt.
+    pub violation: Option<Violation>,
 }
 
 enum Stream {
@@ -189,6 +226,7 @@ pub async fn attempt(
         greeted: false,
         reused: false,
         outcome: deferred(envelope, "4.4.0 not attempted"),
+        violation: None,
     };
     let key = PoolKey::new(target, cx.generation);
     // A cached connection first; one that fails before RSET is answered is not counted
@@ -213,10 +251,10 @@ pub async fn attempt(
             Err(_) if conn.client.replies() == before || conn.reset_refused => {
                 tracing::debug!(host = %target.host, %ip, "a cached connection failed; opening a new one");
             }
-            Err(step) => {
+            Err(stop) => {
                 record.greeted = true;
                 record.reused = true;
-                record.outcome = outcome_of(step, envelope);
+                stopped(&mut record, stop, envelope);
                 return record;
             }
         }
@@ -243,9 +281,9 @@ pub async fn attempt(
                 }
                 return record;
             }
-            Err(Step::FallbackPlain) if !plaintext_only => record.tls_fallback = true,
-            Err(step) => {
-                record.outcome = outcome_of(step, envelope);
+            Err(Stop::FallbackPlain) if !plaintext_only => record.tls_fallback = true,
+            Err(stop) => {
+                stopped(&mut record, stop, envelope);
                 return record;
             }
         }
@@ -254,10 +292,15 @@ pub async fn attempt(
     record
 }
 
-fn outcome_of(step: Step, envelope: &Envelope) -> Outcome {
-    match step {
-        Step::Defer(text) => deferred(envelope, &text),
-        _ => deferred(envelope, "4.4.0 delivery could not be completed"),
+fn stopped(record: &mut Attempt, stop: Stop, envelope: &Envelope) {
+    match stop {
+        Stop::Defer { text, violation } => {
+            record.outcome = deferred(envelope, &text);
+            record.violation = violation;
+        }
+        Stop::FallbackPlain => {
+            record.outcome = deferred(envelope, "4.4.0 delivery could not be completed")
+        }
     }
 }
 
@@ -277,19 +320,19 @@ async fn session(
     message: Arc<[u8]>,
     plaintext_only: bool,
     record: &mut Attempt,
-) -> Result<(Outcome, Connection), Step> {
+) -> Result<(Outcome, Connection), Stop> {
     let (host, ip, port) = (target.host.as_str(), &record.ip, target.addr.port());
     let born = Instant::now();
     let session_end = born + cx.deadlines.session;
     let tcp = match timeout(cx.deadlines.connect, TcpStream::connect(target.addr)).await {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(e)) => {
-            return Err(Step::Defer(format!(
+            return Err(Stop::defer(format!(
                 "4.4.1 connect to {host}[{ip}]:{port}: {e}"
             )));
         }
         Err(_) => {
-            return Err(Step::Defer(format!(
+            return Err(Stop::defer(format!(
                 "4.4.1 connect to {host}[{ip}]:{port}: Connection timed out"
             )));
         }
@@ -318,21 +361,21 @@ async fn drive(
     envelope: &Envelope,
     plaintext_only: bool,
     record: &mut Attempt,
-) -> Result<Outcome, Step> {
+) -> Result<Outcome, Stop> {
     let (host, ip) = (target.host.as_str(), record.ip.clone());
     let d = cx.deadlines;
     let mut buf = vec![0u8; 16 * 1024];
-    let mut verdict: Option<Step> = None;
+    let mut verdict: Option<Stop> = None;
     // The reply being waited for, counted by replies parsed, and its deadline.
     let mut waiting: Option<(u64, Instant)> = None;
     let failed = |conn: &Connection, why: &str| {
-        Step::Defer(format!(
+        Stop::defer(format!(
             "4.4.2 conversation with {host}[{ip}] {why} while {}",
             conn.client.stage()
         ))
     };
     let lost = |e: &dyn std::fmt::Display| {
-        Step::Defer(format!("4.4.2 lost connection with {host}[{ip}]: {e}"))
+        Stop::defer(format!("4.4.2 lost connection with {host}[{ip}]: {e}"))
     };
     loop {
         match conn.client.poll() {
@@ -351,7 +394,7 @@ async fn drive(
                         Err(WriteError::TimedOut) => {
                             return Err(verdict.unwrap_or_else(|| {
                                 if body {
-                                    Step::Defer(format!(
+                                    Stop::defer(format!(
                                         "4.4.2 conversation with {host}[{ip}] timed out while sending message body"
                                     ))
                                 } else {
@@ -397,27 +440,27 @@ async fn drive(
             } => {
                 record.greeted = true;
                 let step = if plaintext_only {
-                    Step::Plain
+                    TlsStep::Plain
                 } else {
                     after_ehlo(target.level, extensions.starttls, host, &ip)
                 };
                 match step {
-                    Step::StartTls => conn.client.start_tls(),
-                    Step::Plain => proceed(&mut conn.client, envelope, &extensions, host, &ip),
+                    TlsStep::StartTls => conn.client.start_tls(),
+                    TlsStep::Plain => proceed(&mut conn.client, envelope, &extensions, host, &ip),
                     other => {
                         conn.client.quit(Reply::new(450, "4.7.0 TLS policy"));
-                        verdict = Some(other);
+                        verdict = Some(other.into());
                     }
                 }
             }
             ClientEvent::StartTlsRefused(reply) => {
-                let step = after_starttls_refused(target.level, host, &ip, &reply);
+                let step = after_starttls_refused(target.level, host, &ip, &reply.one_line());
                 conn.client.quit(Reply::new(450, "4.7.0 TLS policy"));
-                verdict = Some(step);
+                verdict = Some(step.into());
             }
             ClientEvent::ResetRefused(reply) => {
                 conn.reset_refused = true;
-                return Err(Step::Defer(format!(
+                return Err(Stop::defer(format!(
                     "4.4.2 host {host}[{ip}] refused RSET: {}",
                     reply.one_line()
                 )));
@@ -434,7 +477,7 @@ async fn drive(
                     // The EHLO queued by tls_started is followed by nothing: say QUIT instead.
                     let _ = conn.client.take_output();
                     let _ = timeout(d.command, conn.stream.write(b"QUIT\r\n")).await;
-                    return Err(step);
+                    return Err(step.into());
                 }
             }
             ClientEvent::Done(outcome) => {
@@ -459,12 +502,12 @@ async fn drive(
 
 /// Writes the STARTTLS command's leftovers, runs the handshake under the command deadline and
 /// records how it went.
-async fn starttls(conn: &mut Connection, target: &Target, cx: &Context<'_>) -> Result<(), Step> {
+async fn starttls(conn: &mut Connection, target: &Target, cx: &Context<'_>) -> Result<(), Stop> {
     let d = cx.deadlines;
     let ip = target.addr.ip().to_string();
     let output = conn.client.take_output();
     if let Err(e) = write(&mut conn.stream, &output, d.command, conn.session_end).await {
-        return Err(Step::Defer(format!(
+        return Err(Stop::defer(format!(
             "4.4.2 lost connection with {}[{ip}]: {e}",
             target.host
         )));
@@ -481,7 +524,7 @@ async fn starttls(conn: &mut Connection, target: &Target, cx: &Context<'_>) -> R
         .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert::new()))
         .with_no_client_auth();
     let Ok(name) = ServerName::try_from(target.host.clone()) else {
-        return Err(after_handshake_failure(target.level));
+        return Err(after_handshake_failure(target.level).into());
     };
     let handshake = timeout_at(
         (Instant::now() + d.command).min(conn.session_end),
@@ -489,7 +532,7 @@ async fn starttls(conn: &mut Connection, target: &Target, cx: &Context<'_>) -> R
     )
     .await;
     let Ok(Ok(tls)) = handshake else {
-        return Err(after_handshake_failure(target.level));
+        return Err(after_handshake_failure(target.level).into());
     };
     let (_, session) = tls.get_ref();
     let suite = session.negotiated_cipher_suite().map(|s| s.suite());

@@ -37,6 +37,8 @@ pub struct Listed {
 /// The text of a recipient bounced by an operator's delete with a DSN (Postfix's wording for
 /// `postsuper -e`).
 pub const DELETED: &str = "5.0.0 message is administratively expired";
+/// `DELETED`'s enhanced status, for the DSN.
+const DELETED_STATUS: [u16; 3] = [5, 0, 0];
 
 fn domain_of(address: &str) -> Option<String> {
     address
@@ -188,6 +190,7 @@ impl Queue {
                 .map(|r| Bounce {
                     recipient: &r.address,
                     reason: DELETED,
+                    status: Some(DELETED_STATUS),
                     remote_mta: None,
                 })
                 .collect();

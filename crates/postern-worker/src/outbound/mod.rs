@@ -13,4 +13,3 @@ pub mod round;
 pub mod route;
 pub mod schedule;
 pub mod state;
-pub mod tls_steps;

@@ -9,8 +9,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use postern_events::{self as events, Certificate, Event, Leg, Tls};
-use postern_policy::{CipherStrength, CompiledPolicy, Level, NextHop, normalize_lookup_domain};
+use postern_events::{self as events, Event, Leg, Tls};
+use postern_policy::{
+    CipherStrength, CompiledPolicy, Level, NextHop, Violation, normalize_lookup_domain,
+};
 use postern_smtp::{Envelope, Reply};
 
 use super::bounce::Bounce;
@@ -86,6 +88,8 @@ pub fn plan(
 /// What one recipient got from a group's delivery.
 struct RcptResult {
     reply: Reply,
+    /// Set when the TLS policy deferred it.
+    violation: Option<Violation>,
     leg: Option<Leg>,
     /// The next hop's host name when `reply` is its own.
     remote_mta: Option<String>,
@@ -100,14 +104,7 @@ fn leg_of(attempt: &Attempt) -> Leg {
             version: t.version.into(),
             cipher: t.cipher.into(),
             key_exchange: t.key_exchange.into(),
-            certificate: match t.certificate {
-                postern_tls::servercert::ServerCertStatus::Verified => Certificate::Verified,
-                postern_tls::servercert::ServerCertStatus::Untrusted
-                | postern_tls::servercert::ServerCertStatus::NameMismatch => {
-                    Certificate::Unverified
-                }
-                postern_tls::servercert::ServerCertStatus::None => Certificate::None,
-            },
+            certificate: t.certificate,
         }),
         tls_fallback: attempt.tls_fallback,
     }
@@ -153,7 +150,7 @@ impl Queue {
         let forced = self.schedule().take_forced(id);
         let (groups, unroutable) = plan(&state, policy, self.now(), forced);
         for i in unroutable {
-            state.bounce(i, "5.1.3 bad recipient address syntax");
+            state.bounce(i, &Reply::new(550, "5.1.3 bad recipient address syntax"));
         }
         if !groups.is_empty() {
             let router = self.router(policy);
@@ -169,6 +166,7 @@ impl Queue {
                         .iter()
                         .map(|_| RcptResult {
                             reply: e.reply(),
+                            violation: None,
                             leg: None,
                             remote_mta: None,
                         })
@@ -213,6 +211,7 @@ impl Queue {
                 recipient: recipient.clone(),
                 leg: r.leg,
                 reply: text.clone(),
+                violation: r.violation,
             }),
         );
         match fate {
@@ -231,6 +230,7 @@ impl Queue {
                     recipient,
                     reason: text,
                     next_attempt_ms: next_attempt * 1000,
+                    violation: r.violation,
                 }),
             ),
             // Tracked once its DSN is queued (`report_bounces`).
@@ -272,6 +272,7 @@ impl Queue {
                 Bounce {
                     recipient: &r.address,
                     reason: r.last.as_deref().unwrap_or("5.0.0 undeliverable"),
+                    status: r.last_status,
                     remote_mta: r.remote_mta.as_deref(),
                 }
             })
@@ -350,6 +351,7 @@ impl Queue {
                 .iter()
                 .map(|_| RcptResult {
                     reply: reply.clone(),
+                    violation: None,
                     leg: None,
                     remote_mta: None,
                 })
@@ -446,6 +448,7 @@ impl Queue {
                 .into_iter()
                 .map(|(_, reply)| RcptResult {
                     reply,
+                    violation: a.violation,
                     leg: Some(leg.clone()),
                     remote_mta: remote.clone(),
                 })

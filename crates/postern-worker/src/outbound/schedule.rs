@@ -2,7 +2,6 @@
 //! with the time passed in, so that the retry schedule is tested without waiting.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use postern_policy::QueueSettings;
 
@@ -15,9 +14,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
+        postern_time::now_s()
     }
 }
 

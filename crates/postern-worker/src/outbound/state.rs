@@ -31,6 +31,9 @@ pub struct RcptState {
     pub next_attempt: u64,
     /// The last reply or reason.
     pub last: Option<String>,
+    /// Its enhanced status (the DSN's Status), read from the reply where it was received.
+    #[serde(default)]
+    pub last_status: Option<[u16; 3]>,
     /// The last attempt's next hop, `host[ip]`.
     pub host: Option<String>,
     /// The host name of the next hop that gave `last`, when it was its reply (the DSN's
@@ -53,6 +56,7 @@ impl RcptState {
             attempts: 0,
             next_attempt: 0,
             last: None,
+            last_status: None,
             host: None,
             remote_mta: None,
             dsn_pending: false,
@@ -96,10 +100,8 @@ impl MessageState {
     /// A message not yet attempted; its age counts from its arrival, whenever the first
     /// round runs.
     pub fn new(envelope: &spool::Envelope, now: u64) -> MessageState {
-        let created = humantime::parse_rfc3339_weak(&envelope.received_at)
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(now, |d| d.as_secs());
+        let created =
+            postern_time::parse_rfc3339_ms(&envelope.received_at).map_or(now, |ms| ms / 1000);
         MessageState {
             created,
             recipients: envelope
@@ -138,6 +140,7 @@ impl MessageState {
         r.host = leg.as_ref().map(|l| format!("{}[{}]", l.host, l.ip));
         r.remote_mta = remote_mta.map(str::to_string);
         r.last = Some(text.clone());
+        r.last_status = reply.enhanced_status();
         if r.history.len() >= HISTORY_KEPT {
             r.history.remove(0);
         }
@@ -165,12 +168,13 @@ impl MessageState {
     }
 
     /// Bounces recipient `i` for a reason of our own (no next hop involved).
-    pub fn bounce(&mut self, i: usize, reason: &str) {
+    pub fn bounce(&mut self, i: usize, reason: &Reply) {
         let r = &mut self.recipients[i];
         r.status = RcptStatus::Bounced;
         r.dsn_pending = true;
         r.remote_mta = None;
-        r.last = Some(reason.to_string());
+        r.last = Some(reason.one_line());
+        r.last_status = reason.enhanced_status();
     }
 
     /// Bounces every open recipient once the message is older than `lifetime_s`; their indices.

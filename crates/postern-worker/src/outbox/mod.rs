@@ -15,7 +15,6 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use postern_events::{Event, OutboxGap, Record};
 use postern_proto::pb;
@@ -62,13 +61,6 @@ pub struct Outbox {
     pub metrics: Arc<Metrics>,
     /// `tracking.outbox_max_bytes`, from the policy.
     max_bytes: std::sync::atomic::AtomicU64,
-}
-
-/// Unix milliseconds, the time of tracking events.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn segment_path(dir: &Path, first: u64) -> PathBuf {
@@ -211,7 +203,7 @@ impl Outbox {
         state.next_seq += 1;
         let record = Record {
             seq,
-            at_ms: now_ms(),
+            at_ms: postern_time::now_ms(),
             policy_version: version,
             event,
         };

@@ -1,213 +1,18 @@
-//! What the control plane keeps of each message and connection, built from the workers'
-//! events (PRODUCT.md 5): the legs, the marks, the status and the timeline. Pure: `apply`
-//! folds one event into a message.
+//! The event fold (PRODUCT.md 5): what the control plane keeps of each message, built from its
+//! worker's events one at a time. Pure. Every part of a record is bounded (timeline, attempts,
+//! epochs) and folding touches the event's own recipient and the marks, so the thousandth event
+//! of a message costs what the first did.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
-use postern_events::{self as ev, Event};
+use postern_events::{self as ev, Event, Violation};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
-/// Unix milliseconds as RFC 3339.
-pub fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
-        .to_string()
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Certificate {
-    Verified,
-    Unverified,
-    None,
-}
-
-impl From<ev::Certificate> for Certificate {
-    fn from(c: ev::Certificate) -> Self {
-        match c {
-            ev::Certificate::Verified => Certificate::Verified,
-            ev::Certificate::Unverified => Certificate::Unverified,
-            ev::Certificate::None => Certificate::None,
-        }
-    }
-}
-
-/// A TLS session: `client_certificate` on the inbound leg, `server_certificate` outbound.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct TlsView {
-    pub version: String,
-    pub cipher: String,
-    pub key_exchange: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_certificate: Option<Certificate>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub server_certificate: Option<Certificate>,
-}
-
-impl TlsView {
-    fn client(t: ev::Tls) -> TlsView {
-        TlsView {
-            version: t.version,
-            cipher: t.cipher,
-            key_exchange: t.key_exchange,
-            client_certificate: Some(t.certificate.into()),
-            server_certificate: None,
-        }
-    }
-
-    fn server(t: ev::Tls) -> TlsView {
-        TlsView {
-            server_certificate: Some(t.certificate.into()),
-            client_certificate: None,
-            ..TlsView::client(t)
-        }
-    }
-}
-
-/// `name [ip]`, with ` (via TLS)` when encrypted.
-fn display(name: &str, ip: &str, tls: bool) -> String {
-    let via = if tls { " (via TLS)" } else { "" };
-    format!("{name} [{ip}]{via}")
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct SourceView {
-    pub ip: String,
-    pub helo: String,
-    pub tls: Option<TlsView>,
-    /// e.g. `client.example [192.0.2.7] (via TLS)`.
-    pub display: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum RcptStatus {
-    Queued,
-    Deferred,
-    Delivered,
-    Bounced,
-    Rejected,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct AttemptView {
-    /// RFC 3339.
-    pub at: String,
-    pub host: Option<String>,
-    pub ip: Option<String>,
-    pub tls: Option<TlsView>,
-    pub tls_fallback: bool,
-    pub reply: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct DeliveryView {
-    pub recipient: String,
-    pub status: RcptStatus,
-    /// The last attempt's next hop.
-    pub host: Option<String>,
-    pub ip: Option<String>,
-    pub tls: Option<TlsView>,
-    /// e.g. `mx.partner.example [198.51.100.2] (via TLS)`.
-    pub display: Option<String>,
-    /// The last reply or reason.
-    pub reason: Option<String>,
-    pub attempts: Vec<AttemptView>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Marks {
-    /// Some leg encrypted.
-    pub tls: bool,
-    /// Some leg in plaintext.
-    pub plaintext: bool,
-    /// A TLS rule produced a 530, a 421 4.7.x, a 4.7.4 or a 4.7.5.
-    pub violation: bool,
-    /// A `may` delivery fell back to plaintext.
-    pub tls_fallback: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Rejected,
-    Deferred,
-    Queued,
-    Bounced,
-    Delivered,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Rejected => "rejected",
-            Status::Deferred => "deferred",
-            Status::Queued => "queued",
-            Status::Bounced => "bounced",
-            Status::Delivered => "delivered",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct TimelineEntry {
-    /// RFC 3339.
-    pub at: String,
-    /// The event kind: received, rejected, attempt, deferred, delivered, bounced, deleted.
-    pub kind: String,
-    pub worker: String,
-    pub policy_version: u64,
-    pub detail: String,
-}
-
-/// One message as tracking shows it (`GET /v1/messages/{id}`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct MessageView {
-    /// The queue id (the tracking id made at MAIL FROM).
-    pub id: String,
-    pub worker: String,
-    /// RFC 3339: the first event (MAIL FROM refused, or the 250).
-    pub received_at: String,
-    pub sender: String,
-    pub recipients: Vec<String>,
-    /// Decoded (RFC 2047).
-    pub subject: Option<String>,
-    pub message_id: Option<String>,
-    pub size: Option<u64>,
-    pub status: Status,
-    pub marks: Marks,
-    /// The policy version the inbound session enforced.
-    pub policy_version: u64,
-    pub source: Option<SourceView>,
-    /// Replies that refused the transaction or some recipient.
-    pub rejections: Vec<String>,
-    pub deliveries: Vec<DeliveryView>,
-    /// The queue id of a DSN sent for it.
-    pub dsn: Option<String>,
-    pub timeline: Vec<TimelineEntry>,
-}
-
-/// A message in a list (`GET /v1/messages`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct MessageSummary {
-    pub id: String,
-    pub worker: String,
-    pub received_at: String,
-    pub sender: String,
-    pub recipients: Vec<String>,
-    pub subject: Option<String>,
-    pub message_id: Option<String>,
-    pub status: Status,
-    pub marks: Marks,
-    pub policy_version: u64,
-}
-
-/// A message as lists filter and show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Listed {
-    pub first_ms: u64,
-    pub summary: MessageSummary,
-}
+use super::view::{
+    AttemptView, DeliveryView, Marks, MessageSummary, MessageView, RcptStatus, SourceView, Status,
+    TimelineEntry, TlsView, display,
+};
+use postern_time::rfc3339_ms as rfc3339;
 
 /// What the store keeps: the view, and what indexing and deduplication need.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,13 +24,18 @@ pub struct Stored {
     /// Per (worker, outbox epoch), as `worker epoch`, the highest sequence folded in: a
     /// worker's events for one message come in order, so anything at or below it is a replay.
     pub applied: BTreeMap<String, u64>,
+    /// The keys of `applied`, oldest first (at most `MAX_EPOCHS`).
+    #[serde(default)]
+    pub epochs: VecDeque<String>,
     pub view: MessageView,
 }
 
-/// Timelines are capped so that a message retried for days stays a small value.
-const MAX_TIMELINE: usize = 500;
-/// The attempts kept per recipient (the newest).
-const MAX_ATTEMPTS: usize = 100;
+/// The newest timeline entries kept: a message retried for days stays a small value.
+const MAX_TIMELINE: usize = 200;
+/// The newest attempts kept per recipient.
+const MAX_ATTEMPTS: usize = 10;
+/// The worker epochs remembered for replay detection.
+const MAX_EPOCHS: usize = 16;
 
 /// What folding an event into a message did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,6 +53,7 @@ impl Stored {
             first_ms: at_ms,
             received: false,
             applied: BTreeMap::new(),
+            epochs: VecDeque::new(),
             view: MessageView {
                 id: id.to_string(),
                 worker: worker.to_string(),
@@ -257,9 +68,11 @@ impl Stored {
                 policy_version: 0,
                 source: None,
                 rejections: Vec::new(),
+                violations: Vec::new(),
                 deliveries: Vec::new(),
                 dsn: None,
-                timeline: Vec::new(),
+                timeline: VecDeque::new(),
+                timeline_dropped: 0,
             },
         }
     }
@@ -293,7 +106,7 @@ impl Stored {
                     tls: None,
                     display: None,
                     reason: None,
-                    attempts: Vec::new(),
+                    attempts: VecDeque::new(),
                 });
                 v.deliveries.len() - 1
             }
@@ -307,6 +120,20 @@ impl Stored {
         }
     }
 
+    fn violated(&mut self, violation: Option<Violation>) {
+        if let Some(v) = violation
+            && !self.view.violations.contains(&v)
+        {
+            self.view.violations.push(v);
+        }
+    }
+
+    fn forget_oldest_epoch(&mut self) {
+        if let Some(oldest) = self.epochs.pop_front() {
+            self.applied.remove(&oldest);
+        }
+    }
+
     /// Folds one event in, unless it was folded in before or comes from a worker that does not
     /// own the message (the one whose event made the record: the worker that received it).
     pub fn apply(&mut self, worker: &str, epoch: &str, record: &ev::Record) -> Fold {
@@ -316,6 +143,14 @@ impl Stored {
         let key = format!("{worker} {epoch}");
         if self.applied.get(&key).is_some_and(|s| *s >= record.seq) {
             return Fold::Replay;
+        }
+        if !self.applied.contains_key(&key) {
+            if self.applied.len() >= MAX_EPOCHS {
+                // A worker restarted many times while the message waited: its oldest epochs
+                // can no longer be replayed (an outbox replays only what was not ACKed).
+                self.forget_oldest_epoch();
+            }
+            self.epochs.push_back(key.clone());
         }
         self.applied.insert(key, record.seq);
         if record.event.queue_id().is_some() && !matches!(record.event, Event::Rejected(_)) {
@@ -366,6 +201,7 @@ impl Stored {
                         tls: r.source.tls.clone().map(TlsView::client),
                     });
                 }
+                self.violated(r.violation);
                 if let Some(rcpt) = &r.recipient {
                     self.add_recipient(rcpt);
                     let d = self.delivery(rcpt);
@@ -387,7 +223,10 @@ impl Stored {
                         .map(TlsView::server),
                     tls_fallback: a.leg.as_ref().is_some_and(|l| l.tls_fallback),
                     reply: a.reply.clone(),
+                    violation: a.violation,
                 };
+                self.violated(a.violation);
+                self.view.marks.tls_fallback |= view.tls_fallback;
                 let d = self.delivery(&a.recipient);
                 d.host = view.host.clone();
                 d.ip = view.ip.clone();
@@ -398,13 +237,14 @@ impl Stored {
                     .map(|l| display(&l.host, &l.ip, l.tls.is_some()));
                 d.reason = Some(a.reply.clone());
                 if d.attempts.len() >= MAX_ATTEMPTS {
-                    d.attempts.remove(0);
+                    d.attempts.pop_front();
                 }
-                d.attempts.push(view);
+                d.attempts.push_back(view);
                 let to = d.display.clone().unwrap_or_else(|| "no next hop".into());
                 ("attempt", format!("<{}> to {to}: {}", a.recipient, a.reply))
             }
             Event::Deferred(x) => {
+                self.violated(x.violation);
                 let d = self.delivery(&x.recipient);
                 d.status = RcptStatus::Deferred;
                 d.reason = Some(x.reason.clone());
@@ -452,42 +292,43 @@ impl Stored {
                 return Fold::Replay;
             }
         };
-        if self.view.timeline.len() < MAX_TIMELINE {
-            self.view.timeline.push(TimelineEntry {
-                at,
-                kind: kind.to_string(),
-                worker: worker.to_string(),
-                policy_version: record.policy_version,
-                detail,
-            });
+        let timeline = &mut self.view.timeline;
+        if timeline.len() >= MAX_TIMELINE {
+            timeline.pop_front();
+            self.view.timeline_dropped += 1;
         }
+        timeline.push_back(TimelineEntry {
+            at,
+            kind: kind.to_string(),
+            worker: worker.to_string(),
+            policy_version: record.policy_version,
+            detail,
+        });
         self.refresh();
         Fold::Applied
     }
 
-    /// Recomputes the status and the marks (PRODUCT.md 5).
+    /// Recomputes the status and the marks (PRODUCT.md 5) from the source and each
+    /// recipient's latest leg; `violation` and `tls_fallback` only ever turn on.
     fn refresh(&mut self) {
         let v = &mut self.view;
-        let mut marks = Marks::default();
         // The inbound session is a leg (PRODUCT.md 5), of a refused transaction too: a 530's
         // session is marked plaintext.
-        if let Some(s) = &v.source {
-            marks.tls |= s.tls.is_some();
-            marks.plaintext |= s.tls.is_none();
+        let source = v.source.iter().map(|s| s.tls.is_some());
+        // The leg of a recipient is the attempt that ended it (or the latest).
+        let legs = v
+            .deliveries
+            .iter()
+            .filter(|d| d.host.is_some())
+            .map(|d| d.tls.is_some());
+        let (mut tls, mut plaintext) = (false, false);
+        for encrypted in source.chain(legs) {
+            tls |= encrypted;
+            plaintext |= !encrypted;
         }
-        for d in &v.deliveries {
-            // The leg of a recipient is the attempt that ended it (or the latest).
-            if let Some(last) = d.attempts.last()
-                && last.host.is_some()
-            {
-                marks.tls |= last.tls.is_some();
-                marks.plaintext |= last.tls.is_none();
-            }
-            marks.tls_fallback |= d.attempts.iter().any(|a| a.tls_fallback);
-            marks.violation |= d.attempts.iter().any(|a| is_violation(&a.reply));
-        }
-        marks.violation |= v.rejections.iter().any(|r| is_violation(r));
-        v.marks = marks;
+        v.marks.tls = tls;
+        v.marks.plaintext = plaintext;
+        v.marks.violation = !v.violations.is_empty();
         let open = |s: RcptStatus| matches!(s, RcptStatus::Queued | RcptStatus::Deferred);
         v.status = if !self.received {
             Status::Rejected
@@ -504,62 +345,6 @@ impl Stored {
         } else {
             Status::Delivered
         };
-    }
-}
-
-/// A reply a TLS rule produced: 530, 421 4.7.x, or the outbound 4.7.4 and 4.7.5 deferrals.
-pub fn is_violation(reply: &str) -> bool {
-    let mut words = reply.split_whitespace();
-    let code = words.next().unwrap_or("");
-    let status = words.next().unwrap_or("");
-    code == "530"
-        || (code == "421" && status.starts_with("4.7."))
-        || status == "4.7.4"
-        || status == "4.7.5"
-}
-
-/// A connection as tracking shows it (`GET /v1/connections`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct ConnectionView {
-    pub session: String,
-    pub worker: String,
-    pub ip: String,
-    /// RFC 3339.
-    pub started_at: String,
-    pub helo: Option<String>,
-    pub tls: Option<TlsView>,
-    /// Why the STARTTLS handshake failed.
-    pub tls_failure: Option<String>,
-    /// The reply that refused the connection at once.
-    pub refused: Option<String>,
-    pub messages: u32,
-    /// Bytes the client sent in plaintext after its STARTTLS, discarded; 0 when none.
-    #[serde(default)]
-    pub starttls_leftovers: u64,
-    pub policy_version: u64,
-    pub display: String,
-}
-
-impl ConnectionView {
-    pub fn new(worker: &str, version: u64, c: &ev::Connection) -> ConnectionView {
-        ConnectionView {
-            session: c.session.clone(),
-            worker: worker.to_string(),
-            ip: c.ip.clone(),
-            started_at: rfc3339(c.started_ms),
-            helo: c.helo.clone(),
-            tls: c.tls.clone().map(TlsView::client),
-            tls_failure: c.tls_failure.clone(),
-            refused: c.refused.clone(),
-            messages: c.messages,
-            starttls_leftovers: c.starttls_leftovers,
-            policy_version: version,
-            display: display(
-                c.helo.as_deref().unwrap_or("unknown"),
-                &c.ip,
-                c.tls.is_some(),
-            ),
-        }
     }
 }
 
@@ -613,7 +398,17 @@ pub(crate) mod tests {
                 tls_fallback: fallback,
             }),
             reply: reply.into(),
+            violation: None,
         })
+    }
+
+    /// An attempt the TLS policy deferred.
+    fn refused_attempt(id: &str, rcpt: &str, reply: &str, violation: Violation) -> Event {
+        let Event::Attempt(mut a) = attempt(id, rcpt, false, false, reply) else {
+            unreachable!()
+        };
+        a.violation = Some(violation);
+        Event::Attempt(a)
     }
 
     #[test]
@@ -651,12 +446,11 @@ pub(crate) mod tests {
             "E",
             &record(
                 4,
-                attempt(
+                refused_attempt(
                     "Q",
                     "c@y",
-                    false,
-                    false,
                     "450 4.7.5 Server certificate not trusted",
+                    Violation::CertificateNotTrusted,
                 ),
             ),
         );
@@ -670,6 +464,7 @@ pub(crate) mod tests {
                     recipient: "c@y".into(),
                     reason: "450 4.7.5 Server certificate not trusted".into(),
                     next_attempt_ms: 9_000,
+                    violation: Some(Violation::CertificateNotTrusted),
                 }),
             ),
         );
@@ -682,7 +477,7 @@ pub(crate) mod tests {
         );
         assert_eq!(
             d.tls.as_ref().unwrap().server_certificate,
-            Some(Certificate::None)
+            Some(ev::Certificate::None)
         );
         assert_eq!(
             m.view.source.as_ref().unwrap().display,
@@ -745,6 +540,7 @@ pub(crate) mod tests {
                     recipient: None,
                     reply: "530 5.7.0 <a@strict.example>: Sender address rejected: Must use TLS"
                         .into(),
+                    violation: Some(Violation::MustUseTls),
                 }),
             ),
         );
@@ -753,12 +549,94 @@ pub(crate) mod tests {
         // Its session was in plaintext: `?plaintext=true&violation=true` finds it.
         assert!(m.view.marks.plaintext && !m.view.marks.tls);
         assert_eq!(m.view.sender, "a@strict.example");
-        assert!(!is_violation("554 5.7.1 <x>: Relay access denied"));
-        assert!(is_violation(
-            "421 4.7.1 <x>: Sender address rejected: Unverified client certificate"
-        ));
-        assert!(is_violation(
-            "450 4.7.4 TLS is required, but was not offered by host x[1.2.3.4]"
-        ));
+        assert_eq!(m.view.violations, [Violation::MustUseTls]);
+        // A refusal that is not the TLS policy's is no violation, whatever its text says.
+        let mut relay = Stored::new("D", "w", 1000);
+        relay.apply(
+            "w",
+            "E",
+            &record(
+                1,
+                Event::Rejected(ev::Rejected {
+                    queue_id: "D".into(),
+                    session: "S".into(),
+                    source: source(true),
+                    sender: "a@x.example".into(),
+                    recipient: Some("b@elsewhere.example".into()),
+                    reply: "554 5.7.1 <b@elsewhere.example>: Relay access denied".into(),
+                    violation: None,
+                }),
+            ),
+        );
+        assert!(!relay.view.marks.violation && relay.view.marks.tls);
+    }
+
+    #[test]
+    fn history_is_bounded_and_marks_outlive_it() {
+        let mut m = Stored::new("Q", "w", 1000);
+        m.apply("w", "E", &record(1, received("Q", true, &["b@y"])));
+        m.apply(
+            "w",
+            "E",
+            &record(
+                2,
+                refused_attempt(
+                    "Q",
+                    "b@y",
+                    "450 4.7.4 not offered",
+                    Violation::TlsNotOffered,
+                ),
+            ),
+        );
+        m.apply(
+            "w",
+            "E",
+            &record(3, attempt("Q", "b@y", false, true, "451 try")),
+        );
+        let size_at = |m: &Stored| serde_json::to_vec(m).unwrap().len();
+        let mut seq = 4;
+        let mut fold_until = |m: &mut Stored, n: u64| {
+            while seq < n {
+                m.apply(
+                    "w",
+                    "E",
+                    &record(seq, attempt("Q", "b@y", false, false, "451 try")),
+                );
+                seq += 1;
+            }
+        };
+        fold_until(&mut m, 400);
+        let at_400 = size_at(&m);
+        fold_until(&mut m, 2_000);
+        let v = &m.view;
+        assert_eq!(v.timeline.len(), MAX_TIMELINE);
+        assert_eq!(v.timeline_dropped, 2_000 - 1 - MAX_TIMELINE as u64);
+        assert_eq!(v.deliveries[0].attempts.len(), MAX_ATTEMPTS);
+        // The newest are kept.
+        assert_eq!(v.timeline.back().unwrap().kind, "attempt");
+        // The violating and falling-back attempts are long gone; their marks stay.
+        assert!(v.marks.violation && v.marks.tls_fallback);
+        assert_eq!(v.violations, [Violation::TlsNotOffered]);
+        // The record stops growing (same-length texts: within a few digits of the counters).
+        assert!(size_at(&m) <= at_400 + 16, "{} > {at_400}", size_at(&m));
+    }
+
+    #[test]
+    fn epochs_remembered_are_bounded() {
+        let mut m = Stored::new("Q", "w", 1000);
+        for epoch in 0..40 {
+            let e = format!("E{epoch}");
+            assert_eq!(
+                m.apply("w", &e, &record(1, received("Q", true, &["b@y"]))),
+                Fold::Applied
+            );
+        }
+        assert_eq!(m.applied.len(), MAX_EPOCHS);
+        assert_eq!(m.epochs.len(), MAX_EPOCHS);
+        // The newest epoch still detects its replays.
+        assert_eq!(
+            m.apply("w", "E39", &record(1, received("Q", true, &["b@y"]))),
+            Fold::Replay
+        );
     }
 }
