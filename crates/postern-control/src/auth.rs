@@ -1,16 +1,11 @@
-//! API tokens: `Authorization: Bearer <token>`. Only a SHA-256 of each secret is stored; the
+//! API tokens and who acts (the REST layer reads them from `Authorization: Bearer <token>`,
+//! `api/extract.rs`). Only a SHA-256 of each secret is stored; the
 //! secrets carry 256 random bits, so a fast hash is enough (there is nothing to brute-force).
 
-use std::sync::Arc;
-
-use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
-use axum::http::request::Parts;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::api::ApiError;
-use crate::control::Control;
+use crate::error::ControlError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -46,11 +41,11 @@ impl Actor {
         }
     }
 
-    /// Refuses a viewer with 403.
-    pub fn require_admin(&self) -> Result<(), ApiError> {
+    /// Refuses a viewer.
+    pub fn require_admin(&self) -> Result<(), ControlError> {
         match self.role {
             Role::Admin => Ok(()),
-            Role::Viewer => Err(ApiError::forbidden()),
+            Role::Viewer => Err(ControlError::Forbidden),
         }
     }
 }
@@ -64,26 +59,4 @@ pub fn new_secret() -> String {
 
 pub fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
-}
-
-impl FromRequestParts<Arc<Control>> for Actor {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        control: &Arc<Control>,
-    ) -> Result<Self, ApiError> {
-        let secret = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, token) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            })
-            .ok_or_else(|| ApiError::unauthorized("a bearer token is required"))?;
-        control
-            .authenticate(secret)
-            .ok_or_else(|| ApiError::unauthorized("the token is not valid"))
-    }
 }

@@ -3,7 +3,6 @@
 //! replaying the change log, tokens, and the compiled policy for `evaluate`.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
@@ -11,9 +10,9 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use postern_policy::CompiledPolicy;
 use tokio::sync::watch;
 
-use crate::api::ApiError;
 use crate::auth::{Actor, Role, hash_secret, new_secret};
 use crate::change::{Change, Op};
+use crate::error::ControlError;
 use crate::flusher::Flusher;
 use crate::metrics::{Gauges, Metrics};
 use crate::state::State;
@@ -31,11 +30,12 @@ pub struct Planned<R> {
     pub out: R,
 }
 
-/// A durable version as workers receive it, built once per version.
+/// A durable version as workers receive it, built once per version (the gRPC side keeps its
+/// wire form).
 pub struct Snapshot {
     pub version: u64,
-    pub policy: postern_proto::pb::Policy,
-    pub settings_json: String,
+    pub policy: postern_policy::Policy,
+    pub settings: postern_policy::Settings,
 }
 
 /// The snapshot workers may be sent now, and one built ahead of its flush.
@@ -122,12 +122,14 @@ impl Control {
     /// Makes one new policy version from what `plan` decides on the current state. `plan` runs
     /// under the writer lock, so its checks (If-Match, duplicates) cannot race another write.
     /// Returns after the version is durable.
-    pub async fn write<R>(
+    /// `plan`'s own errors (a missing rule, a failed If-Match) are the caller's type, which
+    /// this layer's errors convert into.
+    pub async fn write<R, E: From<ControlError>>(
         self: &Arc<Self>,
         actor: &Actor,
         action: &str,
-        plan: impl FnOnce(&State) -> Result<Planned<R>, ApiError>,
-    ) -> Result<(u64, R), ApiError> {
+        plan: impl FnOnce(&State) -> Result<Planned<R>, E>,
+    ) -> Result<(u64, R), E> {
         actor.require_admin()?;
         self.healthy()?;
         let guard = self.writer.clone().lock_owned().await;
@@ -135,7 +137,7 @@ impl Control {
             let state = self.read();
             let planned = plan(&state)?;
             if let Some(problem) = state.trust_conflict_after(&planned.ops) {
-                return Err(ApiError::unprocessable(planned.field, problem));
+                return Err(ControlError::invalid(planned.field, problem).into());
             }
             let version = state.version + 1;
             let (rules, docs) = state.delta(&planned.ops);
@@ -168,7 +170,7 @@ impl Control {
         let this = self.clone();
         let version = tokio::spawn(async move { this.finish(commit, guard).await })
             .await
-            .map_err(|e| ApiError::internal(e.to_string()))??;
+            .map_err(ControlError::from)??;
         Ok((version, out))
     }
 
@@ -178,13 +180,12 @@ impl Control {
         &self,
         commit: Commit,
         guard: tokio::sync::OwnedMutexGuard<()>,
-    ) -> Result<u64, ApiError> {
+    ) -> Result<u64, ControlError> {
         let started = std::time::Instant::now();
         let store = self.store.clone();
         // A failed transaction changed nothing, in the store or in memory.
-        let commit = tokio::task::spawn_blocking(move || store.commit(&commit).map(|()| commit))
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))??;
+        let commit =
+            tokio::task::spawn_blocking(move || store.commit(&commit).map(|()| commit)).await??;
         let version = commit.version;
         let committed_at = started.elapsed();
         {
@@ -211,7 +212,7 @@ impl Control {
     /// Waits for a shared flush. A failed flush leaves memory ahead of what is durable, so the
     /// control plane stops taking writes and reports not ready until it is restarted (and
     /// reloads what the store really holds): fail-stop, as databases do on a failed fsync.
-    async fn durable_flush(&self) -> Result<(), ApiError> {
+    async fn durable_flush(&self) -> Result<(), ControlError> {
         if let Err(e) = self.flusher.flush().await {
             tracing::error!(error = %e, "store flush failed: refusing further writes until restarted");
             let _ = self.failed.set(e);
@@ -220,21 +221,23 @@ impl Control {
     }
 
     /// 503 once a flush has failed.
-    pub fn healthy(&self) -> Result<(), ApiError> {
+    pub fn healthy(&self) -> Result<(), ControlError> {
         match self.failed.get() {
             None => Ok(()),
-            Some(e) => Err(ApiError::unavailable(format!(
-                "the store could not make a write durable ({e}); restart the control plane"
-            ))),
+            Some(e) => Err(ControlError::Stopped(e.clone())),
         }
     }
 
     /// Makes a new version whose content is that of `target` (PRODUCT.md 6: rollback).
-    pub async fn rollback(self: &Arc<Self>, actor: &Actor, target: u64) -> Result<u64, ApiError> {
+    pub async fn rollback(
+        self: &Arc<Self>,
+        actor: &Actor,
+        target: u64,
+    ) -> Result<u64, ControlError> {
         actor.require_admin()?;
         let current = self.read().version;
         if target == 0 || target >= current {
-            return Err(ApiError::unprocessable(
+            return Err(ControlError::invalid(
                 "/version",
                 format!(
                     "version must be an earlier version, between 1 and {}",
@@ -243,11 +246,9 @@ impl Control {
             ));
         }
         let store = self.store.clone();
-        let then = tokio::task::spawn_blocking(move || replay(store.as_ref(), target))
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))??;
+        let then = tokio::task::spawn_blocking(move || replay(store.as_ref(), target)).await??;
         let (version, ()) = self
-            .write(actor, "POST /v1/policy/rollback", |now| {
+            .write::<_, ControlError>(actor, "POST /v1/policy/rollback", |now| {
                 Ok(Planned {
                     ops: now.diff_to(&then),
                     summary: format!("roll back to version {target}"),
@@ -261,7 +262,7 @@ impl Control {
 
     /// The compiled form of the current version, built (off the async threads) on first use
     /// after each change.
-    pub async fn compiled(self: &Arc<Self>) -> Result<Arc<CompiledPolicy>, ApiError> {
+    pub async fn compiled(self: &Arc<Self>) -> Result<Arc<CompiledPolicy>, ControlError> {
         let mut cache = self.compiled.lock().await;
         let version = self.read().version;
         if let Some(c) = cache.as_ref().filter(|c| c.version == version) {
@@ -275,9 +276,8 @@ impl Control {
             };
             CompiledPolicy::compile(version, policy, settings)
         })
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| ApiError::internal(format!("stored policy does not compile: {e}")))?;
+        .await?
+        .map_err(|e| ControlError::Internal(format!("stored policy does not compile: {e}")))?;
         let compiled = Arc::new(compiled);
         *cache = Some(compiled.clone());
         Ok(compiled)
@@ -320,18 +320,18 @@ impl Control {
         };
         Arc::new(Snapshot {
             version,
-            policy: postern_proto::pb::Policy::from(&policy),
-            settings_json: serde_json::to_string(&settings).expect("settings serialise"),
+            policy,
+            settings,
         })
     }
 
     /// On first start (version 0), writes version 1 with the defaults made explicit, so that
     /// workers always receive a real version.
-    pub async fn initialise(self: &Arc<Self>) -> Result<(), ApiError> {
+    pub async fn initialise(self: &Arc<Self>) -> Result<(), ControlError> {
         if self.read().version != 0 {
             return Ok(());
         }
-        self.write(&Actor::system(), "initialise", |state| {
+        self.write::<_, ControlError>(&Actor::system(), "initialise", |state| {
             Ok(Planned {
                 ops: vec![
                     Op::SetDefault {
@@ -396,7 +396,7 @@ impl Control {
         actor: &Actor,
         role: Role,
         comment: String,
-    ) -> Result<(TokenRecord, String), ApiError> {
+    ) -> Result<(TokenRecord, String), ControlError> {
         let secret = new_secret();
         let record = self.store_token(actor, role, comment, &secret).await?;
         Ok((record, secret))
@@ -408,7 +408,7 @@ impl Control {
         role: Role,
         comment: String,
         secret: &str,
-    ) -> Result<TokenRecord, ApiError> {
+    ) -> Result<TokenRecord, ControlError> {
         actor.require_admin()?;
         self.healthy()?;
         let record = TokenRecord {
@@ -432,7 +432,11 @@ impl Control {
         Ok(record)
     }
 
-    pub async fn delete_token(self: &Arc<Self>, actor: &Actor, id: &str) -> Result<(), ApiError> {
+    pub async fn delete_token(
+        self: &Arc<Self>,
+        actor: &Actor,
+        id: &str,
+    ) -> Result<(), ControlError> {
         actor.require_admin()?;
         self.healthy()?;
         let guard = self.writer.clone().lock_owned().await;
@@ -440,10 +444,10 @@ impl Control {
         let record = tokens
             .iter()
             .find(|t| t.id == id)
-            .ok_or_else(|| ApiError::not_found(format!("no token {id}")))?;
+            .ok_or_else(|| ControlError::NotFound(format!("no token {id}")))?;
         let admins = tokens.iter().filter(|t| t.role == Role::Admin).count();
         if record.role == Role::Admin && admins == 1 {
-            return Err(ApiError::unprocessable(
+            return Err(ControlError::invalid(
                 "",
                 "this is the last admin token; create another admin token first",
             ));
@@ -467,12 +471,10 @@ impl Control {
         actor: &Actor,
         action: String,
         summary: String,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), ControlError> {
         let audit = audit_entry(actor, action, summary);
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.put_audit(&audit))
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))??;
+        tokio::task::spawn_blocking(move || store.put_audit(&audit)).await??;
         self.durable_flush().await
     }
 
@@ -486,15 +488,14 @@ impl Control {
         id: String,
         record: Option<TokenRecord>,
         summary: String,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), ControlError> {
         let audit = audit_entry(actor, action, summary);
         let this = self.clone();
         tokio::spawn(async move {
             let store = this.store.clone();
             let (key, stored) = (id.clone(), record.clone());
             tokio::task::spawn_blocking(move || store.put_token(&key, stored.as_ref(), &audit))
-                .await
-                .map_err(|e| ApiError::internal(e.to_string()))??;
+                .await??;
             {
                 let mut tokens = this.tokens.write().expect("token lock");
                 tokens.retain(|_, t| t.id != id);
@@ -505,8 +506,7 @@ impl Control {
             drop(guard);
             this.durable_flush().await
         })
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
+        .await?
     }
 
     /// On first start (no token at all), makes an admin token and writes its secret to `path`
@@ -520,7 +520,7 @@ impl Control {
             return Ok(false);
         }
         let secret = new_secret();
-        write_private(path, format!("{secret}\n").as_bytes())?;
+        postern_tls::files::write_durably(path, format!("{secret}\n").as_bytes(), 0o600)?;
         self.store_token(
             &Actor::system(),
             Role::Admin,
@@ -528,18 +528,18 @@ impl Control {
             &secret,
         )
         .await
-        .map_err(|e| std::io::Error::other(e.detail))?;
+        .map_err(std::io::Error::other)?;
         Ok(true)
     }
 }
 
 /// The state as it was at `version`, rebuilt from the change log.
-fn replay(store: &dyn Store, version: u64) -> Result<State, ApiError> {
+fn replay(store: &dyn Store, version: u64) -> Result<State, ControlError> {
     let mut state = State::default();
     for v in 1..=version {
         let change = store
             .change(v)?
-            .ok_or_else(|| ApiError::internal(format!("the change log has no version {v}")))?;
+            .ok_or_else(|| ControlError::Internal(format!("the change log has no version {v}")))?;
         for op in &change.ops {
             state.apply(op);
         }
@@ -559,30 +559,4 @@ fn audit_entry(actor: &Actor, action: String, summary: String) -> AuditEntry {
         summary,
         version: None,
     }
-}
-
-/// Writes a secret file readable by its owner only, durably: a temporary file, fsync, rename,
-/// then the directory. The temporary file is created exclusively (`O_EXCL`), so nothing planted
-/// at its name (a symlink to another file) is ever followed or written through; the rename
-/// replaces whatever was at `path` rather than writing through it.
-fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path)?;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::File::open(dir)?.sync_all()
 }

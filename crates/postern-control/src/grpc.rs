@@ -20,7 +20,9 @@ use tonic::codec::CompressionEncoding;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::control::Control;
+use crate::commands::{CommandOutcome, QueueCommand, QueuedMessage, QueuedRecipient};
+use crate::control::{Control, Snapshot};
+use crate::workers::{Answer, WorkerInfo};
 
 /// Snapshots of 100,000 + 100,000 rules run to tens of MB before compression.
 pub const MAX_MESSAGE: usize = 512 * 1024 * 1024;
@@ -55,6 +57,7 @@ pub async fn serve(
     let service = PolicyDistributionServer::new(PolicyService {
         control: control.clone(),
         stopping: stopping.clone(),
+        wire: Arc::default(),
     })
     .max_decoding_message_size(MAX_MESSAGE)
     .max_encoding_message_size(MAX_MESSAGE)
@@ -77,9 +80,99 @@ pub async fn serve(
         .await
 }
 
+#[derive(Clone)]
 pub struct PolicyService {
     control: Arc<Control>,
     stopping: watch::Receiver<bool>,
+    wire: Arc<WireCache>,
+}
+
+/// The newest snapshot in its wire form, converted once per version for every stream.
+#[derive(Default)]
+struct WireCache(tokio::sync::Mutex<Option<Arc<WireSnapshot>>>);
+
+struct WireSnapshot {
+    version: u64,
+    policy: pb::Policy,
+    settings_json: String,
+}
+
+impl WireCache {
+    async fn of(&self, snapshot: Arc<Snapshot>) -> Option<Arc<WireSnapshot>> {
+        let mut cached = self.0.lock().await;
+        if let Some(w) = cached.as_ref().filter(|w| w.version == snapshot.version) {
+            return Some(w.clone());
+        }
+        // Off the async threads: a large policy takes a while to convert.
+        let wire = tokio::task::spawn_blocking(move || WireSnapshot {
+            version: snapshot.version,
+            policy: pb::Policy::from(&snapshot.policy),
+            settings_json: serde_json::to_string(&snapshot.settings).expect("settings serialise"),
+        })
+        .await
+        .ok()?;
+        let wire = Arc::new(wire);
+        *cached = Some(wire.clone());
+        Some(wire)
+    }
+}
+
+/// A command as the worker receives it.
+fn command_op(c: QueueCommand) -> command::Op {
+    match c {
+        QueueCommand::List {
+            destination,
+            reason,
+            after,
+            limit,
+        } => command::Op::List(pb::ListQueue {
+            destination,
+            reason,
+            after,
+            limit,
+        }),
+        QueueCommand::Retry { queue_id } => command::Op::Retry(pb::RetryMessage { queue_id }),
+        QueueCommand::Flush { destination } => command::Op::Flush(pb::FlushQueue { destination }),
+        QueueCommand::Delete { queue_id, dsn } => {
+            command::Op::Delete(pb::DeleteMessage { queue_id, dsn })
+        }
+        QueueCommand::Drain => command::Op::Drain(pb::Drain {}),
+    }
+}
+
+/// A worker's result in the control plane's terms; empty strings are absent values.
+fn answer(r: pb::CommandResult) -> Answer {
+    if !r.error.is_empty() {
+        return Err(r.error);
+    }
+    let some = |s: String| (!s.is_empty()).then_some(s);
+    Ok(CommandOutcome {
+        found: r.found,
+        count: r.count,
+        messages: r
+            .messages
+            .into_iter()
+            .map(|m| QueuedMessage {
+                queue_id: m.queue_id,
+                sender: m.sender,
+                received_at: m.received_at,
+                size: m.size,
+                in_delivery: m.in_delivery,
+                recipients: m
+                    .recipients
+                    .into_iter()
+                    .map(|r| QueuedRecipient {
+                        address: r.address,
+                        status: r.status,
+                        attempts: r.attempts,
+                        next_attempt: some(r.next_attempt),
+                        last_reply: some(r.last_reply),
+                        host: some(r.host),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    })
 }
 
 type Outbound = Pin<Box<dyn Stream<Item = Result<pb::ControlMessage, Status>> + Send>>;
@@ -114,35 +207,38 @@ impl PolicyDistribution for PolicyService {
             )));
         }
         let (commands, command_rx) = mpsc::channel(16);
-        let token = self
-            .control
-            .workers
-            .connected(&hello, remote.clone(), commands);
+        let info = WorkerInfo {
+            id: hello.worker_id.clone(),
+            remote_addr: remote.clone(),
+            smtp_addr: hello.smtp_addr.clone(),
+            connected: true,
+            last_seen: String::new(),
+            applied_version: hello.version,
+            last_nack: None,
+            draining: hello.draining,
+        };
+        let token = self.control.workers.connected(info, commands);
         tracing::info!(worker = %hello.worker_id, %remote, version = hello.version, "worker connected");
         let (tx, rx) = mpsc::channel(1);
-        tokio::spawn(session(
-            self.control.clone(),
-            hello,
-            token,
-            inbound,
-            tx,
-            command_rx,
-            self.stopping.clone(),
-        ));
+        tokio::spawn(session(self.clone(), hello, token, inbound, tx, command_rx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 
 /// One worker's stream: send the newest snapshot it lacks, record its ACKs and NACKs.
 async fn session(
-    control: Arc<Control>,
+    service: PolicyService,
     hello: pb::Hello,
     token: u64,
     mut inbound: Streaming<pb::WorkerMessage>,
     tx: mpsc::Sender<Result<pb::ControlMessage, Status>>,
-    mut commands: mpsc::Receiver<(command::Op, oneshot::Sender<pb::CommandResult>)>,
-    mut stopping: watch::Receiver<bool>,
+    mut commands: mpsc::Receiver<(QueueCommand, oneshot::Sender<Answer>)>,
 ) {
+    let PolicyService {
+        control,
+        mut stopping,
+        wire,
+    } = service;
     let id = hello.worker_id;
     let mut versions = control.subscribe();
     let mut applied = hello.version;
@@ -153,7 +249,7 @@ async fn session(
     let mut awaiting = false;
     // Commands sent and not yet answered, by id. Dropped with the session, so their senders
     // learn that the worker went away.
-    let mut pending: HashMap<String, oneshot::Sender<pb::CommandResult>> = HashMap::new();
+    let mut pending: HashMap<String, oneshot::Sender<Answer>> = HashMap::new();
     let mut outgoing = None;
     loop {
         versions.borrow_and_update();
@@ -161,6 +257,7 @@ async fn session(
             && let Some(snapshot) = control.snapshot().await
             && snapshot.version != applied
             && sent.as_ref().is_none_or(|(_, v)| *v != snapshot.version)
+            && let Some(snapshot) = wire.of(snapshot).await
         {
             let nonce = control.new_id();
             let message = pb::ControlMessage {
@@ -185,7 +282,7 @@ async fn session(
                 Ok(Some(pb::WorkerMessage { msg: Some(worker_message::Msg::Result(result)) })) => {
                     control.workers.update(&id, token, |_| {});
                     if let Some(reply) = pending.remove(&result.id) {
-                        let _ = reply.send(result);
+                        let _ = reply.send(answer(result));
                     }
                 }
                 Ok(Some(pb::WorkerMessage { msg: Some(msg) })) => {
@@ -207,7 +304,7 @@ async fn session(
             let message = pb::ControlMessage {
                 msg: Some(control_message::Msg::Command(pb::Command {
                     id: command_id.clone(),
-                    op: Some(op),
+                    op: Some(command_op(op)),
                 })),
             };
             if tx.send(Ok(message)).await.is_err() {

@@ -6,7 +6,9 @@
 pub mod api;
 pub mod auth;
 pub mod change;
+pub mod commands;
 pub mod control;
+pub mod error;
 mod flusher;
 pub mod grpc;
 pub mod metrics;

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use postern_proto::pb::{self, command};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::commands::{CommandOutcome, QueueCommand};
 use crate::control::now_rfc3339;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -30,8 +30,11 @@ pub struct WorkerInfo {
     pub draining: bool,
 }
 
-/// A command for one worker's stream, and where its result goes.
-pub type CommandTx = mpsc::Sender<(command::Op, oneshot::Sender<pb::CommandResult>)>;
+/// A worker's answer: what it did, or why it could not.
+pub type Answer = Result<CommandOutcome, String>;
+
+/// A command for one worker's stream, and where its answer goes.
+pub type CommandTx = mpsc::Sender<(QueueCommand, oneshot::Sender<Answer>)>;
 
 /// How long a worker has to answer a command.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
@@ -77,28 +80,21 @@ impl Default for Workers {
 }
 
 impl Workers {
-    /// Records a new connection and returns its token; a newer connection of the same worker
-    /// supersedes the older one, whose later updates are then ignored.
-    pub fn connected(&self, hello: &pb::Hello, remote_addr: String, commands: CommandTx) -> u64 {
-        let id = hello.worker_id.as_str();
+    /// Records a new connection (`info` as its Hello says; the last NACK is kept) and
+    /// returns its token; a newer connection of the same worker supersedes the older one, whose
+    /// later updates are then ignored.
+    pub fn connected(&self, mut info: WorkerInfo, commands: CommandTx) -> u64 {
+        let id = info.id.clone();
         let token = self
             .connections
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
         let mut entries = self.entries.lock().expect("workers lock");
-        let last_nack = entries.get(id).and_then(|e| e.info.last_nack.clone());
-        let info = WorkerInfo {
-            id: id.to_string(),
-            remote_addr,
-            smtp_addr: hello.smtp_addr.clone(),
-            connected: true,
-            last_seen: now_rfc3339(),
-            applied_version: hello.version,
-            last_nack,
-            draining: hello.draining,
-        };
+        info.last_nack = entries.get(&id).and_then(|e| e.info.last_nack.clone());
+        info.connected = true;
+        info.last_seen = now_rfc3339();
         entries.insert(
-            id.to_string(),
+            id,
             Entry {
                 info,
                 token,
@@ -157,12 +153,12 @@ impl Workers {
             .collect()
     }
 
-    /// Sends `op` to worker `id` and waits for its result. A result with an error is an `Err`.
+    /// Sends `op` to worker `id` and waits for its answer. A failure it reports is an `Err`.
     pub async fn command(
         &self,
         id: &str,
-        op: command::Op,
-    ) -> Result<pb::CommandResult, CommandError> {
+        op: QueueCommand,
+    ) -> Result<CommandOutcome, CommandError> {
         let deadline = tokio::time::Instant::now() + COMMAND_TIMEOUT;
         let pending = self.send(id, op, deadline).await?;
         Self::answer(id, pending, deadline).await
@@ -171,8 +167,8 @@ impl Workers {
     /// Sends `op` to every connected worker at once; each worker's result.
     pub async fn broadcast(
         &self,
-        op: command::Op,
-    ) -> Vec<(String, Result<pb::CommandResult, CommandError>)> {
+        op: QueueCommand,
+    ) -> Vec<(String, Result<CommandOutcome, CommandError>)> {
         let deadline = tokio::time::Instant::now() + COMMAND_TIMEOUT;
         let mut pending = Vec::new();
         for id in self.connected_ids() {
@@ -193,9 +189,9 @@ impl Workers {
     async fn send(
         &self,
         id: &str,
-        op: command::Op,
+        op: QueueCommand,
         deadline: tokio::time::Instant,
-    ) -> Result<oneshot::Receiver<pb::CommandResult>, CommandError> {
+    ) -> Result<oneshot::Receiver<Answer>, CommandError> {
         let tx = {
             let entries = self.entries.lock().expect("workers lock");
             match entries.get(id) {
@@ -218,18 +214,14 @@ impl Workers {
 
     async fn answer(
         id: &str,
-        pending: oneshot::Receiver<pb::CommandResult>,
+        pending: oneshot::Receiver<Answer>,
         deadline: tokio::time::Instant,
-    ) -> Result<pb::CommandResult, CommandError> {
-        let result = tokio::time::timeout_at(deadline, pending)
+    ) -> Result<CommandOutcome, CommandError> {
+        tokio::time::timeout_at(deadline, pending)
             .await
             .map_err(|_| CommandError::Timeout(id.into()))?
-            .map_err(|_| CommandError::Disconnected(id.into()))?;
-        if result.error.is_empty() {
-            Ok(result)
-        } else {
-            Err(CommandError::Failed(id.into(), result.error))
-        }
+            .map_err(|_| CommandError::Disconnected(id.into()))?
+            .map_err(|e| CommandError::Failed(id.into(), e))
     }
 
     pub fn list(&self) -> Vec<WorkerInfo> {

@@ -259,6 +259,7 @@ async fn workers_keep_up_while_writes_overlap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_are_answered_by_id_beside_an_unanswered_snapshot() {
     use pb::command;
+    use postern_control::commands::QueueCommand;
     use postern_control::workers::CommandError;
     let (api, ca, addr) = start().await;
     // Version 0: the worker is sent version 1 and leaves it unanswered.
@@ -266,9 +267,9 @@ async fn commands_are_answered_by_id_beside_an_unanswered_snapshot() {
     assert!(w.snapshot(Duration::from_secs(5)).await.is_some());
     let control = api.control.clone();
     let asked = tokio::spawn(async move {
-        let op = command::Op::Flush(pb::FlushQueue {
+        let op = QueueCommand::Flush {
             destination: "partner.example".into(),
-        });
+        };
         control.workers.command("w", op).await
     });
     let command = match tokio::time::timeout(Duration::from_secs(5), w.inbound.message()).await {
@@ -296,9 +297,9 @@ async fn commands_are_answered_by_id_beside_an_unanswered_snapshot() {
     // A worker that goes away before answering fails its pending command.
     let control = api.control.clone();
     let asked = tokio::spawn(async move {
-        let op = command::Op::Retry(pb::RetryMessage {
+        let op = QueueCommand::Retry {
             queue_id: "X".into(),
-        });
+        };
         control.workers.command("w", op).await
     });
     let _ = tokio::time::timeout(Duration::from_secs(5), w.inbound.message()).await;
@@ -308,7 +309,7 @@ async fn commands_are_answered_by_id_beside_an_unanswered_snapshot() {
     let error = api
         .control
         .workers
-        .command("w", command::Op::Drain(pb::Drain {}))
+        .command("w", QueueCommand::Drain)
         .await
         .unwrap_err();
     assert_eq!(error, CommandError::NotConnected("w".into()));

@@ -2,7 +2,6 @@
 //! with DNS and IP names (a certificate for `127.0.0.1` needs an IP SAN), and client
 //! certificates with the clientAuth usage workers need.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
@@ -132,26 +131,13 @@ impl DevPki {
             (&worker, &paths.worker_cert, &paths.worker_key),
             (&smtp, &paths.smtp_cert, &paths.smtp_key),
         ] {
-            write_file(cert, issued.cert_pem.as_bytes(), 0o644)?;
-            write_file(key, issued.key_pem.as_bytes(), 0o600)?;
+            crate::files::write_durably(cert, issued.cert_pem.as_bytes(), 0o644)?;
+            crate::files::write_durably(key, issued.key_pem.as_bytes(), 0o600)?;
         }
         // The CA goes last: its presence means the set is complete.
-        write_file(&paths.ca, ca.cert_pem.as_bytes(), 0o644)?;
+        crate::files::write_durably(&paths.ca, ca.cert_pem.as_bytes(), 0o644)?;
         Ok(paths)
     }
-}
-
-/// Writes a file durably with the given mode (keys: 0600).
-pub fn write_file(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
-    #[cfg(not(unix))]
-    let _ = mode;
-    let mut file = options.open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()
 }
 
 #[cfg(test)]

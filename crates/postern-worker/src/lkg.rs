@@ -2,8 +2,7 @@
 //! temporary file, fsynced, renamed into place, and the directory fsynced, so a crash leaves
 //! either the old file or the new one, never a torn one.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use postern_proto::pb;
@@ -17,13 +16,7 @@ pub fn path(dir: &Path) -> PathBuf {
 
 pub fn save(dir: &Path, snapshot: &pb::Snapshot) -> std::io::Result<()> {
     fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!("{FILE}.tmp"));
-    let mut file = File::create(&tmp)?;
-    file.write_all(&snapshot.encode_to_vec())?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&tmp, path(dir))?;
-    File::open(dir)?.sync_all()
+    postern_tls::files::write_durably(&path(dir), &snapshot.encode_to_vec(), 0o600)
 }
 
 /// The saved snapshot; `Ok(None)` when there is none.

@@ -80,7 +80,7 @@ pub async fn open(data_dir: &Path) -> Result<Arc<Control>, Fatal> {
     control
         .initialise()
         .await
-        .map_err(|e| Fatal(format!("cannot write the initial version: {}", e.detail)))?;
+        .map_err(|e| Fatal(format!("cannot write the initial version: {}", e)))?;
     let token_path = data_dir.join("admin-token");
     if control
         .bootstrap_admin_token(&token_path)

@@ -90,7 +90,7 @@ async fn seed_relay(control: &std::sync::Arc<Control>) -> Result<(), Fatal> {
         networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
     };
     control
-        .write(&Actor::system(), "postern dev", |_| {
+        .write::<_, postern_control::error::ControlError>(&Actor::system(), "postern dev", |_| {
             Ok(Planned {
                 ops: vec![Op::SetRelay { relay }],
                 summary: "dev mode: trust loopback networks".into(),
@@ -99,6 +99,6 @@ async fn seed_relay(control: &std::sync::Arc<Control>) -> Result<(), Fatal> {
             })
         })
         .await
-        .map_err(|e| Fatal(format!("cannot seed the dev relay networks: {}", e.detail)))?;
+        .map_err(|e| Fatal(format!("cannot seed the dev relay networks: {}", e)))?;
     Ok(())
 }

@@ -32,7 +32,7 @@ pub async fn put_relay(
 ) -> Result<Response, ApiError> {
     a.require_admin()?;
     let relay = relay.normalized()?;
-    c.write(&a, "PUT /v1/relay", |state| {
+    c.write::<_, ApiError>(&a, "PUT /v1/relay", |state| {
         m.check(&etag(&state.relay))?;
         Ok(Planned {
             summary: format!(
@@ -72,7 +72,7 @@ pub async fn put_trust(
     if !errors.is_empty() {
         return Err(errors.into());
     }
-    c.write(&a, "PUT /v1/trust", |state| {
+    c.write::<_, ApiError>(&a, "PUT /v1/trust", |state| {
         m.check(&etag(&state.trust))?;
         Ok(Planned {
             summary: format!("set trust: {} CA(s)", trust.ca_pems.len()),
@@ -105,7 +105,7 @@ pub async fn put_settings(
 ) -> Result<Response, ApiError> {
     a.require_admin()?;
     let settings = settings.normalized()?;
-    c.write(&a, "PUT /v1/settings", |state| {
+    c.write::<_, ApiError>(&a, "PUT /v1/settings", |state| {
         m.check(&etag(&state.settings))?;
         Ok(Planned {
             summary: "set settings".into(),

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use postern_policy::{FieldError, ValidationErrors};
 use serde::Serialize;
 
+use crate::error::ControlError;
 use crate::store::StoreError;
 
 #[derive(Debug)]
@@ -103,6 +104,23 @@ impl From<ValidationErrors> for ApiError {
 impl From<Vec<FieldError>> for ApiError {
     fn from(errors: Vec<FieldError>) -> Self {
         ValidationErrors(errors).into()
+    }
+}
+
+/// The service layer's errors as HTTP sees them.
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::Invalid(v) => v.into(),
+            ControlError::Forbidden => ApiError::forbidden(),
+            ControlError::NotFound(detail) => ApiError::not_found(detail),
+            e @ ControlError::Stopped(_) => ApiError::unavailable(e.to_string()),
+            ControlError::Store(e) => e.into(),
+            ControlError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                ApiError::internal(detail)
+            }
+        }
     }
 }
 

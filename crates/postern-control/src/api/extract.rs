@@ -1,9 +1,11 @@
 //! Request extractors whose rejections are problem+json with a pointer to the offending field,
 //! and the ETag / If-Match helpers.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header::{ETAG, IF_MATCH};
+use axum::http::header::{AUTHORIZATION, ETAG, IF_MATCH};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -12,6 +14,8 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use super::ApiError;
+use crate::auth::Actor;
+use crate::control::Control;
 
 /// A JSON body. Anything that is not JSON or not the schema is a 400 naming the field.
 pub struct ApiJson<T>(pub T);
@@ -147,4 +151,27 @@ pub fn with_etag<B: Serialize>(status: StatusCode, etag: &str, body: &B) -> Resp
         response.headers_mut().insert(ETAG, v);
     }
     response
+}
+
+/// The token's actor; 401 without a valid bearer token.
+impl FromRequestParts<Arc<Control>> for Actor {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        control: &Arc<Control>,
+    ) -> Result<Self, ApiError> {
+        let secret = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .ok_or_else(|| ApiError::unauthorized("a bearer token is required"))?;
+        control
+            .authenticate(secret)
+            .ok_or_else(|| ApiError::unauthorized("the token is not valid"))
+    }
 }

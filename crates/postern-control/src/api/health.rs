@@ -19,7 +19,7 @@ pub async fn healthz() -> &'static str {
         (status = 503, description = "Not ready", body = String)))]
 pub async fn readyz(State(c): State<Arc<Control>>) -> impl IntoResponse {
     if let Err(e) = c.healthy() {
-        return (StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", e.detail));
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", e));
     }
     match c.store().versions(None, 1) {
         Ok(_) => (StatusCode::OK, "ready\n".to_string()),

@@ -7,13 +7,13 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use postern_policy::normalize_lookup_domain;
-use postern_proto::pb::{self, command};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{ApiJson, ApiQuery};
 use super::{ApiError, Problem};
 use crate::auth::Actor;
+use crate::commands::{self, QueueCommand};
 use crate::control::Control;
 use crate::workers::CommandError;
 
@@ -157,8 +157,7 @@ fn unreachable(id: String, e: CommandError) -> WorkerProblem {
     }
 }
 
-fn message(worker: &str, m: pb::QueuedMessage) -> QueuedMessage {
-    let some = |s: String| (!s.is_empty()).then_some(s);
+fn message(worker: &str, m: commands::QueuedMessage) -> QueuedMessage {
     QueuedMessage {
         id: m.queue_id,
         worker: worker.to_string(),
@@ -173,9 +172,9 @@ fn message(worker: &str, m: pb::QueuedMessage) -> QueuedMessage {
                 address: r.address,
                 status: r.status,
                 attempts: r.attempts,
-                next_attempt: some(r.next_attempt),
-                last_reply: some(r.last_reply),
-                host: some(r.host),
+                next_attempt: r.next_attempt,
+                last_reply: r.last_reply,
+                host: r.host,
             })
             .collect(),
     }
@@ -201,12 +200,12 @@ pub async fn list_queue(
             ));
         }
     };
-    let op = command::Op::List(pb::ListQueue {
+    let op = QueueCommand::List {
         destination: destination(q.destination, "destination")?,
         reason: q.reason.unwrap_or_default(),
         after: q.cursor.unwrap_or_default(),
         limit: limit as u32,
-    });
+    };
     let results = match &q.worker {
         Some(w) => vec![(w.clone(), c.workers.command(w, op).await)],
         None => c.workers.broadcast(op).await,
@@ -241,7 +240,7 @@ pub async fn list_queue(
 }
 
 /// Sends a command about one message to every worker; the one that holds it.
-async fn on_message(c: &Control, id: &str, op: command::Op) -> Result<QueueAction, ApiError> {
+async fn on_message(c: &Control, id: &str, op: QueueCommand) -> Result<QueueAction, ApiError> {
     queue_id(id)?;
     let mut problems = Vec::new();
     for (worker, result) in c.workers.broadcast(op).await {
@@ -278,9 +277,9 @@ pub async fn retry(
     Path(p): Path<QueuePath>,
 ) -> Result<Json<QueueAction>, ApiError> {
     a.require_admin()?;
-    let op = command::Op::Retry(pb::RetryMessage {
+    let op = QueueCommand::Retry {
         queue_id: p.id.clone(),
-    });
+    };
     let done = on_message(&c, &p.id, op).await?;
     tracing::info!(actor = %a.id, id = %done.id, worker = %done.worker, "queue: retry");
     c.audit(
@@ -305,10 +304,10 @@ pub async fn delete(
     ApiQuery(q): ApiQuery<DeleteQuery>,
 ) -> Result<StatusCode, ApiError> {
     a.require_admin()?;
-    let op = command::Op::Delete(pb::DeleteMessage {
+    let op = QueueCommand::Delete {
         queue_id: p.id.clone(),
         dsn: q.dsn,
-    });
+    };
     let done = on_message(&c, &p.id, op).await?;
     tracing::info!(actor = %a.id, id = %done.id, worker = %done.worker, dsn = q.dsn, "queue: delete");
     let dsn = if q.dsn {
@@ -338,9 +337,9 @@ pub async fn flush(
     a.require_admin()?;
     let req = body.map(|ApiJson(r)| r).unwrap_or_default();
     let req_destination = destination(req.destination, "/destination")?;
-    let op = command::Op::Flush(pb::FlushQueue {
+    let op = QueueCommand::Flush {
         destination: req_destination.clone(),
-    });
+    };
     let (mut workers, mut problems) = (Vec::new(), Vec::new());
     for (worker, result) in c.workers.broadcast(op).await {
         match result {
@@ -386,7 +385,7 @@ pub async fn drain(
     a.require_admin()?;
     let result = c
         .workers
-        .command(&p.id, command::Op::Drain(pb::Drain {}))
+        .command(&p.id, QueueCommand::Drain)
         .await
         .map_err(|e| match e {
             CommandError::Unknown(_) => ApiError::not_found(e.to_string()),

@@ -136,7 +136,7 @@ async fn create(
     let id = control.new_id();
     let action = format!("POST /v1/policy/{}/rules", direction.as_str());
     let (_, rule) = control
-        .write(actor, &action, |state| {
+        .write::<_, ApiError>(actor, &action, |state| {
             let rule = checked_rule(state, direction, id, input)?;
             Ok(Planned {
                 summary: format!(
@@ -181,7 +181,7 @@ async fn replace(
     let action = format!("PUT /v1/policy/{}/rules", direction.as_str());
     let ids: Vec<String> = body.items.iter().map(|_| control.new_id()).collect();
     let (_, rules) = control
-        .write(actor, &action, |state| {
+        .write::<_, ApiError>(actor, &action, |state| {
             if_match.check(&list_etag(state, direction))?;
             let mut errors: Vec<FieldError> = Vec::new();
             let mut rules = Vec::with_capacity(body.items.len());
@@ -282,7 +282,7 @@ async fn put(
 ) -> Result<Response, ApiError> {
     let action = format!("PUT /v1/policy/{}/rules/{id}", direction.as_str());
     let (_, rule) = control
-        .write(actor, &action, |state| {
+        .write::<_, ApiError>(actor, &action, |state| {
             existing(state, direction, &id, &if_match)?;
             let rule = checked_rule(state, direction, id.clone(), input)?;
             Ok(Planned {
@@ -320,7 +320,7 @@ async fn delete(
 ) -> Result<Response, ApiError> {
     let action = format!("DELETE /v1/policy/{}/rules/{id}", direction.as_str());
     control
-        .write(actor, &action, |state| {
+        .write::<_, ApiError>(actor, &action, |state| {
             let rule = existing(state, direction, &id, &if_match)?;
             Ok(Planned {
                 summary: format!("delete {} rule {id} {}", direction.as_str(), describe(rule)),
@@ -372,7 +372,7 @@ async fn put_default(
 ) -> Result<Response, ApiError> {
     let action = format!("PUT /v1/policy/{}/default", direction.as_str());
     control
-        .write(actor, &action, |state| {
+        .write::<_, ApiError>(actor, &action, |state| {
             if_match.check(&etag(&state.default_rule(direction)))?;
             Ok(Planned {
                 summary: format!(

@@ -130,12 +130,7 @@ impl Outbox {
                         fs::remove_file(path)?;
                     }
                 }
-                let tmp = dir.join("epoch.tmp");
-                let mut f = File::create(&tmp)?;
-                f.write_all(epoch.as_bytes())?;
-                f.sync_all()?;
-                fs::rename(&tmp, &epoch_file)?;
-                sync_dir(dir)?;
+                postern_tls::files::write_durably(&epoch_file, epoch.as_bytes(), 0o600)?;
                 epoch
             }
         };
