@@ -358,8 +358,41 @@ async fn judge(lab: &Lab, case: &Case, cell: &Cell, seen: Seen) -> Check {
             let Some(record) = found.iter().find(|r| r["status"] == "rejected") else {
                 return Check::fail("no rejected record in tracking", format!("{found:?}"));
             };
-            if record["marks"]["violation"] != true {
-                return Check::fail("rejection not marked as a violation", record.to_string());
+            let full = lab.message(record["id"].as_str().unwrap_or_default()).await;
+            if record["marks"]["violation"] != true
+                || full["violations"].as_array().is_none_or(Vec::is_empty)
+            {
+                return Check::fail("rejection not marked as a violation", full.to_string());
+            }
+            // `evaluate` gives the verdict the peer got, for the same client and session.
+            let session = match case.tls {
+                ClientTls::Never => Value::Null,
+                tls => json!({
+                    "high_cipher": tls != ClientTls::RequireAes128,
+                    "client_certificate": match case.cert {
+                        Cert::Absent => "none",
+                        Cert::Trusted => "verified",
+                        Cert::Untrusted => "unverified",
+                    },
+                }),
+            };
+            let explained = lab
+                .rest(
+                    reqwest::Method::POST,
+                    "/v1/policy/evaluate",
+                    json!({"direction": "inbound", "client_ip": cell.bind_ip, "sender": cell.sender, "tls": session}),
+                )
+                .await;
+            let step = if case.tls == ClientTls::Never {
+                "mail_from"
+            } else {
+                "mail_from_tls"
+            };
+            if explained[step]["reply"].as_str() != Some(wanted.as_str()) {
+                return Check::fail(
+                    "evaluate disagrees with the peer",
+                    format!("wanted {wanted:?}: {}", explained[step]),
+                );
             }
             // The session's certificate as Postern judged it: an untrusted certificate must have
             // been presented (and refused), not left out. gnutls-cli shares 127.0.0.1 with

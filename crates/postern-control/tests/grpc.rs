@@ -358,3 +358,120 @@ async fn event_uploads_are_acknowledged_and_checked_against_the_certificate() {
     let error = upload("alice", "bob", vec![1]).await.unwrap_err();
     assert_eq!(error.code(), tonic::Code::PermissionDenied);
 }
+
+/// Uploads `events` (seq 1, 2, ...) as `claimed` with a certificate for `cert_name`.
+async fn upload_events(
+    addr: std::net::SocketAddr,
+    ca: &Ca,
+    cert_name: &str,
+    claimed: &str,
+    events: Vec<pb::event_record::Event>,
+) -> Result<Option<pb::UploadAck>, tonic::Status> {
+    use pb::tracking_client::TrackingClient;
+    let channel = channel(addr, ca, cert_name).await;
+    let events = events
+        .into_iter()
+        .zip(1..)
+        .map(|(event, seq)| pb::EventRecord {
+            seq,
+            at_ms: 1_000 + seq,
+            policy_version: 1,
+            event: Some(event),
+        })
+        .collect();
+    let batch = pb::EventBatch {
+        worker_id: claimed.into(),
+        epoch: "E1".into(),
+        events,
+    };
+    let mut acks = TrackingClient::new(channel)
+        .upload(tokio_stream::iter(vec![batch]))
+        .await?
+        .into_inner();
+    acks.message().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cannot_rewrite_a_message_another_worker_received() {
+    use pb::event_record::Event;
+    let (api, ca, addr) = start().await;
+    let source = |ip: &str| pb::Source {
+        ip: ip.into(),
+        helo: "client.example".into(),
+        tls: None,
+    };
+    let received = |sender: &str, ip: &str| {
+        Event::Received(pb::Received {
+            queue_id: "Q".into(),
+            session: "S".into(),
+            source: Some(source(ip)),
+            sender: sender.into(),
+            recipients: vec!["b@partner.example".into()],
+            size: 10,
+            subject: Some("real".into()),
+            message_id: None,
+        })
+    };
+    let ack = upload_events(
+        addr,
+        &ca,
+        "w1",
+        "w1",
+        vec![received("a@x.example", "192.0.2.7")],
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(ack.stored_seq, 1);
+    let before = api.get("/v1/messages/Q").await.body;
+    assert_eq!(before["worker"], "w1");
+
+    // Worker w2 holds a valid certificate of its own: its events about w1's message are
+    // acknowledged (so its outbox trims them) but refused, counted, and change nothing.
+    let forged = vec![
+        received("forger@evil.example", "203.0.113.66"),
+        Event::Attempt(pb::Attempt {
+            queue_id: "Q".into(),
+            recipient: "b@partner.example".into(),
+            leg: None,
+            reply: "250 forged".into(),
+            violation: 0,
+        }),
+        Event::Delivered(pb::Delivered {
+            queue_id: "Q".into(),
+            recipient: "b@partner.example".into(),
+            reply: "250 forged".into(),
+        }),
+    ];
+    let refused_before = api
+        .control
+        .tracking
+        .foreign
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let ack = upload_events(addr, &ca, "w2", "w2", forged)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ack.stored_seq, 3);
+    let refused = api
+        .control
+        .tracking
+        .foreign
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(refused - refused_before, 3);
+    let after = api.get("/v1/messages/Q").await.body;
+    assert_eq!(after, before, "the forged events changed the record");
+    assert_eq!(after["sender"], "a@x.example");
+    assert_eq!(after["status"], "queued");
+    // Claiming to be w1 needs w1's certificate.
+    let error = upload_events(
+        addr,
+        &ca,
+        "w2",
+        "w1",
+        vec![received("x@evil.example", "1.2.3.4")],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::PermissionDenied);
+}

@@ -2,6 +2,7 @@
 //! limits, runs each session on the policy version current when it connected, and on shutdown
 //! stops accepting and gives sessions in flight a grace period.
 
+mod conn;
 mod headers;
 mod received;
 mod session;

@@ -1,6 +1,7 @@
-//! One SMTP session: the shell around `postern_smtp::Server`. It owns the socket, the timeouts,
-//! the TLS handshake, the policy decisions at MAIL FROM (PRODUCT.md 2.2) and RCPT TO (3), and
-//! the spool. The session keeps the policy version it connected under to its end.
+//! One SMTP session: the I/O shell around `postern_smtp::Server`. It owns the socket, the
+//! timeouts, the TLS handshake and the spool; what to offer, and what to answer at MAIL FROM
+//! and RCPT TO, are the policy's verdicts (postern-policy `verdict`), which it only turns into
+//! replies and tracking events. The session keeps the policy version it connected under.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -9,7 +10,6 @@ use std::time::Duration;
 use postern_policy::{Certificate, CompiledPolicy, SessionTls, VerdictReply, Violation};
 use postern_smtp::{Answer, DataOutcome, Event, Reply, Server, ServerConfig};
 use postern_tls::clientcert::check_chain;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
@@ -17,6 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use postern_events as events;
 
 use super::Inbound;
+use super::conn::Conn;
 use super::headers;
 use super::received::{Trace, header};
 use crate::spool::{Envelope, Incoming, SpoolError};
@@ -57,53 +58,6 @@ struct Tracked {
     tls_failure: Option<String>,
     messages: u32,
     starttls_leftovers: u64,
-}
-
-enum Conn {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-    /// Only while the handshake has the stream.
-    Gone,
-}
-
-impl Conn {
-    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Conn::Plain(s) => s.read(buf).await,
-            Conn::Tls(s) => s.read(buf).await,
-            Conn::Gone => Ok(0),
-        }
-    }
-
-    /// Writes and flushes; a client that stops reading is cut off after `limit`.
-    async fn write_all(&mut self, bytes: &[u8], limit: Duration) -> std::io::Result<()> {
-        let write = async {
-            match self {
-                Conn::Plain(s) => write(s, bytes).await,
-                Conn::Tls(s) => write(s.as_mut(), bytes).await,
-                Conn::Gone => Ok(()),
-            }
-        };
-        tokio::time::timeout(limit, write).await.map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::TimedOut, "the client stopped reading")
-        })?
-    }
-
-    async fn shutdown(&mut self, limit: Duration) {
-        let shutdown = async {
-            match self {
-                Conn::Plain(s) => s.shutdown().await,
-                Conn::Tls(s) => s.shutdown().await,
-                Conn::Gone => Ok(()),
-            }
-        };
-        let _ = tokio::time::timeout(limit, shutdown).await;
-    }
-}
-
-async fn write<S: AsyncWrite + Unpin>(s: &mut S, bytes: &[u8]) -> std::io::Result<()> {
-    s.write_all(bytes).await?;
-    s.flush().await
 }
 
 /// A verdict's reply as the SMTP server sends it; `None` accepts.
