@@ -27,11 +27,15 @@ pub struct Stored {
     /// The keys of `applied`, oldest first (at most `MAX_EPOCHS`).
     #[serde(default)]
     pub epochs: VecDeque<String>,
+    /// Timeline entries ever folded in. The store keeps the newest `MAX_TIMELINE` beside the
+    /// record (entry `n` under its own key), so a fold never rewrites the whole timeline.
+    #[serde(default)]
+    pub timeline_total: u64,
     pub view: MessageView,
 }
 
-/// The newest timeline entries kept: a message retried for days stays a small value.
-const MAX_TIMELINE: usize = 200;
+/// The newest timeline entries kept.
+pub const MAX_TIMELINE: usize = 500;
 /// The newest attempts kept per recipient.
 const MAX_ATTEMPTS: usize = 10;
 /// The worker epochs remembered for replay detection.
@@ -54,6 +58,7 @@ impl Stored {
             received: false,
             applied: BTreeMap::new(),
             epochs: VecDeque::new(),
+            timeline_total: 0,
             view: MessageView {
                 id: id.to_string(),
                 worker: worker.to_string(),
@@ -292,6 +297,7 @@ impl Stored {
                 return Fold::Replay;
             }
         };
+        self.timeline_total += 1;
         let timeline = &mut self.view.timeline;
         if timeline.len() >= MAX_TIMELINE {
             timeline.pop_front();
@@ -605,8 +611,8 @@ pub(crate) mod tests {
                 seq += 1;
             }
         };
-        fold_until(&mut m, 400);
-        let at_400 = size_at(&m);
+        fold_until(&mut m, 600);
+        let at_600 = size_at(&m);
         fold_until(&mut m, 2_000);
         let v = &m.view;
         assert_eq!(v.timeline.len(), MAX_TIMELINE);
@@ -618,7 +624,8 @@ pub(crate) mod tests {
         assert!(v.marks.violation && v.marks.tls_fallback);
         assert_eq!(v.violations, [Violation::TlsNotOffered]);
         // The record stops growing (same-length texts: within a few digits of the counters).
-        assert!(size_at(&m) <= at_400 + 16, "{} > {at_400}", size_at(&m));
+        assert!(size_at(&m) <= at_600 + 16, "{} > {at_600}", size_at(&m));
+        assert_eq!(m.timeline_total, 1_999);
     }
 
     #[test]

@@ -47,6 +47,13 @@ pub fn split_timed(key: &[u8], prefix_len: usize) -> Option<(u64, String)> {
     ))
 }
 
+/// value ++ 0 ++ n (big-endian): the `n`th entry under `value`, in order.
+pub fn numbered(value: &str, n: u64) -> Vec<u8> {
+    let mut k = prefix(value);
+    k.extend_from_slice(&n.to_be_bytes());
+    k
+}
+
 pub fn cursor(worker: &str, epoch: &str) -> Vec<u8> {
     format!("{worker}\0{epoch}").into_bytes()
 }

@@ -43,6 +43,9 @@ struct Touched {
 pub struct Tracking {
     db: sled::Db,
     messages: sled::Tree,
+    /// id ++ 0 ++ n (big-endian) -> the message's timeline entry `n`, the newest
+    /// `fold::MAX_TIMELINE` kept: a record is rewritten by each fold, its timeline never.
+    timeline: sled::Tree,
     /// id -> `Listed`: what lists show and filter on, small, so scans are quick.
     summaries: sled::Tree,
     by_time: sled::Tree,
@@ -75,6 +78,15 @@ fn corrupt(e: impl std::fmt::Display) -> TrackingError {
     TrackingError::Corrupt(e.to_string())
 }
 
+/// A stored record. One written before timelines were kept apart holds its timeline inline:
+/// those entries count as not yet written, so the next `put` moves them out.
+fn record_of(bytes: &[u8]) -> Result<Stored, TrackingError> {
+    let mut s: Stored = serde_json::from_slice(bytes).map_err(corrupt)?;
+    let inline = s.view.timeline.len() as u64;
+    s.timeline_total = s.timeline_total.max(inline + s.view.timeline_dropped);
+    Ok(s)
+}
+
 impl Tracking {
     pub fn open(path: &Path) -> Result<Tracking, TrackingError> {
         let db = sled::Config::new()
@@ -84,6 +96,7 @@ impl Tracking {
         let tree = |name: &str| db.open_tree(name);
         let t = Tracking {
             messages: tree("messages")?,
+            timeline: tree("messages/timeline")?,
             summaries: tree("messages/summaries")?,
             by_time: tree("messages/by_time")?,
             by_sender: tree("messages/by_sender")?,
@@ -149,8 +162,8 @@ impl Tracking {
                 stored = record.seq;
                 this.events.fetch_add(1, Relaxed);
             }
-            for message in touched.values() {
-                this.put(&message.facets_before, &message.now)?;
+            for message in touched.values_mut() {
+                this.put(&message.facets_before, &mut message.now)?;
             }
             let stored = stored.max(last_seq);
             this.cursors
@@ -200,7 +213,7 @@ impl Tracking {
                 };
                 if !touched.contains_key(id) {
                     let loaded = match self.messages.get(id)? {
-                        Some(bytes) => serde_json::from_slice(&bytes).map_err(corrupt)?,
+                        Some(bytes) => record_of(&bytes)?,
                         None => {
                             self.count.fetch_add(1, Relaxed);
                             Stored::new(id, worker, record.at_ms)
@@ -226,8 +239,19 @@ impl Tracking {
         Ok(())
     }
 
-    /// Writes a message, its list entry and its index entries.
-    fn put(&self, facets_before: &[String], s: &Stored) -> Result<(), TrackingError> {
+    /// Writes a message, its new timeline entries, its list entry and its index entries. The
+    /// record is stored without its timeline (`s.view.timeline` holds only what this batch
+    /// added, and is taken).
+    fn put(&self, facets_before: &[String], s: &mut Stored) -> Result<(), TrackingError> {
+        let added = std::mem::take(&mut s.view.timeline);
+        let first = s.timeline_total - added.len() as u64;
+        for (n, entry) in (first..).zip(&added) {
+            let entry = serde_json::to_vec(entry).expect("records serialise");
+            self.timeline.insert(keys::numbered(&s.view.id, n), entry)?;
+            if let Some(old) = n.checked_sub(fold::MAX_TIMELINE as u64) {
+                self.timeline.remove(keys::numbered(&s.view.id, old))?;
+            }
+        }
         self.index(s)?;
         let listed = Listed {
             first_ms: s.first_ms,
@@ -272,11 +296,31 @@ impl Tracking {
         Ok(())
     }
 
+    /// A message with its timeline.
     pub fn message(&self, id: &str) -> Result<Option<Stored>, TrackingError> {
-        self.messages
-            .get(id)?
-            .map(|b| serde_json::from_slice(&b).map_err(corrupt))
-            .transpose()
+        let Some(bytes) = self.messages.get(id)? else {
+            return Ok(None);
+        };
+        let mut s = record_of(&bytes)?;
+        let mut entries = std::collections::VecDeque::new();
+        for entry in self.timeline.scan_prefix(keys::prefix(id)) {
+            let (_, value) = entry?;
+            entries.push_back(serde_json::from_slice(&value).map_err(corrupt)?);
+        }
+        // A record written before timelines were kept apart still holds its own.
+        if s.view.timeline.is_empty() {
+            s.view.timeline = entries;
+        }
+        s.view.timeline_dropped = s.timeline_total - s.view.timeline.len() as u64;
+        Ok(Some(s))
+    }
+
+    /// Removes a message's timeline entries.
+    fn remove_timeline(&self, id: &str) -> Result<(), TrackingError> {
+        for entry in self.timeline.scan_prefix(keys::prefix(id)).keys() {
+            self.timeline.remove(entry?)?;
+        }
+        Ok(())
     }
 
     pub fn flush(&self) -> Result<(), TrackingError> {
@@ -404,5 +448,49 @@ mod tests {
         assert!(t.message("Q249").unwrap().is_none());
         assert!(t.message("Q250").unwrap().is_some());
         assert_eq!(t.count.load(Relaxed), 51);
+    }
+
+    #[tokio::test]
+    async fn a_long_history_keeps_the_record_small_and_the_newest_timeline() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Arc::new(Tracking::open(dir.path()).unwrap());
+        let deferral = |seq: u64| {
+            record(
+                seq,
+                Event::Deferred(postern_events::Deferred {
+                    queue_id: "Q".into(),
+                    recipient: "b@y".into(),
+                    reason: "451 4.3.0 later".into(),
+                    next_attempt_ms: seq,
+                    violation: None,
+                }),
+            )
+        };
+        t.ingest("w", "E", vec![record(1, received("Q", true, &["b@y"]))], 1)
+            .await
+            .unwrap();
+        let record_size = || t.messages.get("Q").unwrap().unwrap().len();
+        let small = record_size();
+        // One event per batch, as a message retried for days sends them.
+        for seq in 2..=1_200 {
+            t.ingest("w", "E", vec![deferral(seq)], seq).await.unwrap();
+        }
+        assert!(record_size() < small + 1024, "{} vs {small}", record_size());
+        let m = t.message("Q").unwrap().unwrap();
+        assert_eq!(m.view.timeline.len(), fold::MAX_TIMELINE);
+        assert_eq!(m.view.timeline_dropped, 1_200 - fold::MAX_TIMELINE as u64);
+        assert_eq!(
+            m.view.timeline.back().unwrap().detail.split(';').next(),
+            Some("<b@y>: 451 4.3.0 later")
+        );
+        assert!(m.view.timeline.front().unwrap().at < m.view.timeline.back().unwrap().at);
+        assert_eq!(
+            t.timeline.scan_prefix(keys::prefix("Q")).count(),
+            fold::MAX_TIMELINE
+        );
+        // Retention takes the timeline with the record.
+        t.remove_message(&keys::timed(m.first_ms, "Q"), "Q")
+            .unwrap();
+        assert_eq!(t.timeline.scan_prefix(keys::prefix("Q")).count(), 0);
     }
 }

@@ -114,9 +114,9 @@ impl Tracking {
         Ok((messages, connections))
     }
 
-    fn remove_message(&self, time_key: &[u8], id: &str) -> Result<(), TrackingError> {
+    pub(super) fn remove_message(&self, time_key: &[u8], id: &str) -> Result<(), TrackingError> {
         if let Some(bytes) = self.messages.remove(id)? {
-            let s: Stored = serde_json::from_slice(&bytes).map_err(corrupt)?;
+            let s: Stored = super::record_of(&bytes)?;
             let at = s.first_ms;
             let v = &s.view;
             self.by_sender
@@ -129,6 +129,7 @@ impl Tracking {
                 self.by_msgid.remove(keys::indexed(m, at, id))?;
             }
             self.summaries.remove(id)?;
+            self.remove_timeline(id)?;
             for facet in keys::facets(&s.summary()) {
                 self.by_facet.remove(keys::indexed(&facet, at, id))?;
             }

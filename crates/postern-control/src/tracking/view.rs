@@ -169,7 +169,7 @@ pub struct MessageView {
     pub deliveries: Vec<DeliveryView>,
     /// The queue id of a DSN sent for it.
     pub dsn: Option<String>,
-    /// The newest events, oldest first (at most 200).
+    /// The newest events, oldest first (at most 500).
     #[schema(value_type = Vec<TimelineEntry>)]
     pub timeline: VecDeque<TimelineEntry>,
     /// Older events left out of `timeline`.
