@@ -500,3 +500,63 @@ async fn data_and_spool_are_private_and_no_planted_symlink_is_followed() {
     }
     assert!(seen >= 5, "too few files to mean anything: {seen}");
 }
+
+/// The README's production walk-through (issue 13, point 4): `postern pki init`, one
+/// `postern pki worker` per worker, then `postern control` and two `postern worker` processes
+/// with only those files; both workers connect and enforce the policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_production_setup_from_postern_pki_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki_dir = dir.path().join("pki");
+    let pki_arg = pki_dir.to_str().unwrap();
+    let init = [
+        "pki",
+        "init",
+        "--dir",
+        pki_arg,
+        "--name",
+        "localhost,127.0.0.1",
+    ];
+    let (code, err) = run_to_exit(&init, &[]);
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = run_to_exit(&init, &[]);
+    assert_eq!(code, 2, "init twice must refuse: {err}");
+    assert!(err.contains("refusing to overwrite"), "{err}");
+    for id in ["w1", "w2"] {
+        let (code, err) = run_to_exit(&["pki", "worker", id, "--dir", pki_arg], &[]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let (code, err) = run_to_exit(&["pki", "worker", "bad id", "--dir", pki_arg], &[]);
+    assert_eq!(code, 2, "{err}");
+    let pki = Pki::made_by_postern(&pki_dir);
+    let control = Postern::control(&dir.path().join("control"), &pki);
+    let workers: Vec<Postern> = ["w1", "w2"]
+        .iter()
+        .map(|id| {
+            let spool = dir.path().join(format!("spool-{id}"));
+            Postern::worker(&spool, &pki, &control.other, id, &format!("worker-{id}"))
+        })
+        .collect();
+    let version = control
+        .rest(reqwest::Method::GET, "/v1/policy", Value::Null)
+        .await["version"]
+        .clone();
+    eventually(
+        "both workers to apply the policy",
+        Duration::from_secs(30),
+        || async {
+            let list = control
+                .rest(reqwest::Method::GET, "/v1/workers", Value::Null)
+                .await;
+            let applied: HashSet<String> = list["items"]
+                .as_array()?
+                .iter()
+                .filter(|w| w["connected"] == true && w["applied_version"] == version)
+                .filter_map(|w| w["id"].as_str().map(str::to_string))
+                .collect();
+            (applied.len() == 2).then_some(())
+        },
+    )
+    .await;
+    drop(workers);
+}

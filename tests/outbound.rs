@@ -73,6 +73,21 @@ async fn a_refused_recipient_bounces_with_a_dsn_and_the_others_are_delivered() {
     let own_id = format!("Message-ID: <{}@", dsn.0["id"].as_str().unwrap());
     assert!(dsn.1.contains(&own_id), "{own_id} missing:\n{}", dsn.1);
     assert_eq!(seen.lock().unwrap()[0].0, ["bob@partner.example"]);
+    // One maillog line per outcome, in Postfix's shape (issue 13, point 6).
+    for (to, dsn_status) in [
+        ("bob@partner.example", "dsn=2.0.0, status=sent (250"),
+        ("bad@partner.example", "dsn=5.1.1, status=bounced (550"),
+    ] {
+        let head =
+            format!("from=<alice@sender.example>, to=<{to}>, relay=127.0.0.1[127.0.0.1], delay=");
+        eventually("the maillog line", Duration::from_secs(10), || async {
+            let log = r.worker.log.lock().unwrap();
+            log.iter()
+                .any(|l| l.contains(&head) && l.contains(dsn_status))
+                .then_some(())
+        })
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

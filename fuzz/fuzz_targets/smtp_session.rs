@@ -6,7 +6,18 @@ use libfuzzer_sys::fuzz_target;
 use postern_smtp::{Answer, Event, Limits, Reply, Server, ServerConfig};
 
 fuzz_target!(|data: &[u8]| {
-    let config = ServerConfig { hostname: "mx.fuzz".into(), limits: Limits::default(), offer_starttls: true };
+    // The product's defaults (PRODUCT.md 4); the SMTP crate takes its limits from its caller.
+    let limits = Limits {
+        max_command_line: 512,
+        max_line: 1000,
+        max_message_size: 25 * 1024 * 1024,
+        max_header_size: 1024 * 1024,
+        max_recipients: 1000,
+        max_hard_errors: 20,
+        max_commands_before_mail: 100,
+        max_received_headers: 50,
+    };
+    let config = ServerConfig { hostname: "mx.fuzz".into(), limits, offer_starttls: true };
     let mut server = Server::new(config);
     server.greeting();
     let (split, data) = data.split_first().map_or((1, data), |(s, d)| (usize::from(*s).max(1), d));

@@ -122,7 +122,8 @@ pub struct Lab {
     pub sink: String,
     control: Postern,
     worker: Postern,
-    _pki: Pki,
+    /// The certificates of the control plane and its workers.
+    pki: Pki,
     pub dir: tempfile::TempDir,
 }
 
@@ -173,7 +174,7 @@ impl Lab {
             sink,
             control,
             worker,
-            _pki: pki,
+            pki,
             dir,
         };
         let mut domains = vec![
@@ -206,6 +207,45 @@ impl Lab {
         )
         .await;
         lab
+    }
+
+    /// Starts another worker of the lab's control plane (its own certificate and spool),
+    /// with further environment variables.
+    pub async fn start_worker(&self, id: &str, envs: &[(&str, &str)]) -> Postern {
+        self.pki.client(id, &[id]);
+        let spool = self.dir.path().join(format!("spool-{id}"));
+        Postern::worker_env(
+            &spool,
+            &self.pki,
+            &self.control.other,
+            id,
+            id,
+            "127.0.0.1:0",
+            envs,
+        )
+    }
+
+    /// Waits until worker `id` enforces the current policy version.
+    pub async fn worker_applied(&self, id: &str) {
+        let version = self
+            .rest(reqwest::Method::GET, "/v1/policy", Value::Null)
+            .await["version"]
+            .clone();
+        let applied = poll(Duration::from_secs(30), async || {
+            let workers = self
+                .rest(reqwest::Method::GET, "/v1/workers", Value::Null)
+                .await;
+            workers["items"]
+                .as_array()?
+                .iter()
+                .any(|w| w["id"] == id && w["applied_version"] == version && w["connected"] == true)
+                .then_some(())
+        })
+        .await;
+        assert!(
+            applied.is_some(),
+            "worker {id} did not apply version {version}"
+        );
     }
 
     /// Postern's SMTP address.

@@ -5,6 +5,8 @@
 //! results become the Markdown matrix in the README (`UPDATE_INTEROP_MATRIX=1` rewrites it; a
 //! run that differs from the README fails, like a stale OpenAPI document).
 //!
+//! Since issue 13 it also puts HAProxy (PROXY protocol v1 and v2) in front of a worker.
+//!
 //! Needs root (the MTAs drop privileges to their own users) and the packages `.ci/run`
 //! installs; without them the suite says why and is skipped, except under CI, where it fails.
 
@@ -14,6 +16,7 @@ mod support;
 mod clients;
 mod dsn;
 mod exim;
+mod haproxy;
 mod inbound;
 mod integrity;
 mod lab;
@@ -23,6 +26,7 @@ mod outbound;
 mod peers;
 mod pki;
 mod postfix;
+mod proxy;
 mod reuse;
 
 use std::process::Command;
@@ -37,7 +41,14 @@ fn missing_prerequisites() -> Vec<String> {
     if String::from_utf8_lossy(&uid).trim() != "0" {
         missing.push("root (Postfix and Exim start as root and drop to their own users)".into());
     }
-    for tool in ["postfix", "swaks", "openssl", "gnutls-cli", "python3"] {
+    for tool in [
+        "postfix",
+        "swaks",
+        "openssl",
+        "gnutls-cli",
+        "python3",
+        "haproxy",
+    ] {
         let found = Command::new("sh")
             .args([
                 "-c",
@@ -112,6 +123,9 @@ async fn interop_lab() {
     if wanted("integrity") {
         integrity::run(&lab, &mut m).await;
         dsn::run(&lab, &mut m).await;
+    }
+    if wanted("proxy") {
+        proxy::run(&lab, &mut m).await;
     }
 
     let table = m.markdown();

@@ -34,6 +34,15 @@ impl Pki {
         }
     }
 
+    /// The files `postern pki init` made in `dir` (the same names as `new`'s).
+    pub fn made_by_postern(dir: &Path) -> Pki {
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+        Pki {
+            dir: dir.to_path_buf(),
+            ca: postern_tls::pki::Ca::load(&read("ca.pem"), &read("ca.key")).unwrap(),
+        }
+    }
+
     pub fn path(&self, name: &str) -> String {
         self.dir.join(name).to_str().unwrap().to_string()
     }

@@ -1,6 +1,6 @@
-//! A small certificate authority for `postern dev` and the tests (rcgen): server certificates
-//! with DNS and IP names (a certificate for `127.0.0.1` needs an IP SAN), and client
-//! certificates with the clientAuth usage workers need.
+//! A small certificate authority (rcgen) for `postern pki`, `postern dev` and the tests: server
+//! certificates with DNS and IP names (a certificate for `127.0.0.1` needs an IP SAN), and
+//! client certificates with the clientAuth usage workers need.
 
 use std::path::{Path, PathBuf};
 
@@ -57,6 +57,20 @@ impl Ca {
         })
     }
 
+    /// A CA saved by `postern pki init`, to issue more certificates.
+    pub fn load(cert_pem: &str, key_pem: &str) -> Result<Ca, rcgen::Error> {
+        let key = KeyPair::from_pem(key_pem)?;
+        Ok(Ca {
+            issuer: Issuer::from_ca_cert_pem(cert_pem, key)?,
+            cert_pem: cert_pem.to_string(),
+        })
+    }
+
+    /// The CA's private key, PEM (`postern pki init` keeps it, mode 0600).
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
     fn issue(
         &self,
         names: &[&str],
@@ -82,6 +96,114 @@ impl Ca {
     pub fn client(&self, names: &[&str]) -> Result<Issued, rcgen::Error> {
         self.issue(names, ExtendedKeyUsagePurpose::ClientAuth)
     }
+}
+
+/// The files `postern pki` makes under its directory: the CA (its key never leaves it), the
+/// control plane's certificate, and one client certificate per worker.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub ca: PathBuf,
+    pub ca_key: PathBuf,
+    pub control_cert: PathBuf,
+    pub control_key: PathBuf,
+    dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("{0} exists; refusing to overwrite it (move it away to start again)")]
+    Exists(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Certificate(#[from] rcgen::Error),
+    #[error("'{0}' is not a worker id (letters, digits, '-' and '.', as in a DNS name)")]
+    WorkerId(String),
+}
+
+impl Layout {
+    pub fn new(dir: &Path) -> Layout {
+        Layout {
+            ca: dir.join("ca.pem"),
+            ca_key: dir.join("ca.key"),
+            control_cert: dir.join("control.pem"),
+            control_key: dir.join("control.key"),
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Worker `id`'s certificate and key.
+    pub fn worker(&self, id: &str) -> (PathBuf, PathBuf) {
+        (
+            self.dir.join(format!("worker-{id}.pem")),
+            self.dir.join(format!("worker-{id}.key")),
+        )
+    }
+
+    /// `postern pki init`: a new CA and the control plane's certificate for `names` (the DNS
+    /// names and IP addresses workers and API clients dial it by).
+    pub fn init(&self, names: &[&str]) -> Result<(), PkiError> {
+        for path in [
+            &self.ca,
+            &self.ca_key,
+            &self.control_cert,
+            &self.control_key,
+        ] {
+            if path.exists() {
+                return Err(PkiError::Exists(path.display().to_string()));
+            }
+        }
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| PkiError::Io { path, source }
+        };
+        std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        let ca = Ca::new("Postern CA")?;
+        let control = ca.server(names)?;
+        write_pair(&control, &self.control_cert, &self.control_key).map_err(io(&self.dir))?;
+        crate::files::write_durably(&self.ca_key, ca.key_pem().as_bytes(), 0o600)
+            .map_err(io(&self.ca_key))?;
+        crate::files::write_durably(&self.ca, ca.cert_pem.as_bytes(), 0o644)
+            .map_err(io(&self.ca))?;
+        Ok(())
+    }
+
+    /// `postern pki worker ID`: a client certificate whose DNS name is the worker id. Issuing
+    /// again replaces it (a renewal; the worker picks it up at its next connection).
+    pub fn issue_worker(&self, id: &str) -> Result<(PathBuf, PathBuf), PkiError> {
+        let valid = !id.is_empty()
+            && id.len() <= 253
+            && !id.starts_with(['-', '.'])
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !valid {
+            return Err(PkiError::WorkerId(id.to_string()));
+        }
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).map_err(|source| PkiError::Io {
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        let ca = Ca::load(&read(&self.ca)?, &read(&self.ca_key)?)?;
+        let issued = ca.client(&[id])?;
+        let (cert, key) = self.worker(id);
+        write_pair(&issued, &cert, &key).map_err(|source| PkiError::Io {
+            path: cert.display().to_string(),
+            source,
+        })?;
+        Ok((cert, key))
+    }
+}
+
+/// The key first (0600), then the certificate.
+fn write_pair(issued: &Issued, cert: &Path, key: &Path) -> std::io::Result<()> {
+    crate::files::write_durably(key, issued.key_pem.as_bytes(), 0o600)?;
+    crate::files::write_durably(cert, issued.cert_pem.as_bytes(), 0o644)
 }
 
 /// The files `postern dev` uses, under `<data-dir>/tls`.
@@ -185,5 +307,44 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn pki_init_then_workers_from_the_saved_ca() {
+        let dir = std::env::temp_dir().join(format!("postern-pki-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let layout = Layout::new(&dir);
+        layout.init(&["control.example", "10.0.0.2"]).unwrap();
+        assert!(matches!(
+            layout.init(&["control.example"]),
+            Err(PkiError::Exists(_))
+        ));
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        #[cfg(unix)]
+        for key in [&layout.ca_key, &layout.control_key] {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(key).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", key.display());
+        }
+        let roots = ders(&read(&layout.ca));
+        let control = ders(&read(&layout.control_cert));
+        assert!(certificate_has_name(&control[0], "control.example"));
+        assert!(certificate_has_name(&control[0], "10.0.0.2"));
+        let (cert, key) = layout.issue_worker("worker-1").unwrap();
+        let chain = ders(&read(&cert));
+        assert!(certificate_has_name(&chain[0], "worker-1"));
+        // A client certificate the saved CA signed: it verifies as one (clientAuth).
+        assert_eq!(
+            crate::clientcert::check_chain(Some(&chain), &roots),
+            postern_policy::Certificate::Verified
+        );
+        assert!(read(&key).contains("PRIVATE KEY"));
+        for bad in ["", "-w", "w 1", "w/1", "*.w"] {
+            assert!(
+                matches!(layout.issue_worker(bad), Err(PkiError::WorkerId(_))),
+                "{bad:?}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -34,6 +34,9 @@ pub struct WorkerConfig {
     pub hostname: String,
     /// Addresses that reach this worker through NAT or a load balancer (an MX host there loops).
     pub proxy_interfaces: Vec<std::net::IpAddr>,
+    /// Networks of the load balancers whose connections start with a PROXY protocol header
+    /// (v1 or v2); empty: the listener takes none.
+    pub proxy_protocol_from: Vec<ipnet::IpNet>,
     /// The SMTP server certificate chain and key (PEM) for STARTTLS.
     pub smtp_cert_pem: String,
     pub smtp_key_pem: String,
@@ -92,6 +95,7 @@ impl Worker {
             tls,
             queued,
             outbox.clone(),
+            config.proxy_protocol_from.clone(),
         );
         Ok(Worker {
             config,

@@ -11,6 +11,7 @@ pub struct Metrics {
     pub control_connects: AtomicU64,
     pub smtp_connections: AtomicU64,
     pub smtp_refused_no_policy: AtomicU64,
+    pub smtp_proxy_refused: AtomicU64,
     pub events_lost: AtomicU64,
     pub outbox_bytes: AtomicU64,
 }
@@ -65,6 +66,12 @@ impl Metrics {
             "counter",
             "SMTP connections answered 421 for want of a policy.",
             self.smtp_refused_no_policy.load(Relaxed),
+        );
+        metric(
+            "postern_worker_smtp_proxy_refused_total",
+            "counter",
+            "SMTP connections closed for want of a valid PROXY protocol header from a trusted network.",
+            self.smtp_proxy_refused.load(Relaxed),
         );
         metric(
             "postern_worker_events_lost_total",

@@ -14,6 +14,21 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// `text` (for people), or `json`: one object per line with every field, for log
+    /// pipelines.
+    #[arg(
+        long,
+        global = true,
+        env = "POSTERN_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -25,6 +40,31 @@ pub enum Command {
     Control(ControlArgs),
     /// An SMTP worker: enforces what the control plane sends it.
     Worker(WorkerArgs),
+    /// Certificates for a production deployment: a CA, the control plane's, one per worker.
+    #[command(subcommand)]
+    Pki(PkiCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PkiCommand {
+    /// Makes the CA (`ca.pem`, `ca.key`) and the control plane's server certificate
+    /// (`control.pem`, `control.key`) for the names it is dialled by. Keys are 0600; nothing
+    /// existing is overwritten.
+    Init {
+        #[arg(long, env = "POSTERN_PKI_DIR", default_value = "./pki")]
+        dir: PathBuf,
+        /// DNS names and IP addresses of the control plane (comma-separated), e.g.
+        /// `postern-control.mail.svc,postern-control,10.0.0.2`.
+        #[arg(long, value_delimiter = ',', required = true)]
+        name: Vec<String>,
+    },
+    /// Makes (or renews) worker ID's client certificate (`worker-ID.pem`, `worker-ID.key`):
+    /// clientAuth, with the id as its DNS name, signed by the CA of `pki init`.
+    Worker {
+        id: String,
+        #[arg(long, env = "POSTERN_PKI_DIR", default_value = "./pki")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -52,6 +92,11 @@ pub struct DevArgs {
     /// `proxy_interfaces`): an MX host at one of them is this worker.
     #[arg(long, env = "POSTERN_PROXY_INTERFACES", value_delimiter = ',')]
     pub proxy_interfaces: Vec<std::net::IpAddr>,
+    /// Load balancers (CIDR, comma-separated) whose connections to the SMTP listener start
+    /// with a PROXY protocol v1 or v2 header naming the real client. With it set, the listener
+    /// takes connections only from these networks and requires the header.
+    #[arg(long, env = "POSTERN_SMTP_PROXY_PROTOCOL_FROM", value_delimiter = ',')]
+    pub smtp_proxy_protocol_from: Vec<ipnet::IpNet>,
     /// Allow plain HTTP on a non-loopback address.
     #[arg(long, env = "POSTERN_INSECURE_HTTP")]
     pub insecure_http: bool,
@@ -111,4 +156,9 @@ pub struct WorkerArgs {
     /// `proxy_interfaces`): an MX host at one of them is this worker.
     #[arg(long, env = "POSTERN_PROXY_INTERFACES", value_delimiter = ',')]
     pub proxy_interfaces: Vec<std::net::IpAddr>,
+    /// Load balancers (CIDR, comma-separated) whose connections to the SMTP listener start
+    /// with a PROXY protocol v1 or v2 header naming the real client. With it set, the listener
+    /// takes connections only from these networks and requires the header.
+    #[arg(long, env = "POSTERN_SMTP_PROXY_PROTOCOL_FROM", value_delimiter = ',')]
+    pub smtp_proxy_protocol_from: Vec<ipnet::IpNet>,
 }

@@ -47,6 +47,7 @@ pub async fn run(args: DevArgs) -> Result<(), Fatal> {
         spool_dir: args.data_dir.join("spool"),
         hostname,
         proxy_interfaces: args.proxy_interfaces.clone(),
+        proxy_protocol_from: args.smtp_proxy_protocol_from.clone(),
         smtp_cert_pem: read(&pki.smtp_cert)?,
         smtp_key_pem: read(&pki.smtp_key)?,
     })

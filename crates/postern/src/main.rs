@@ -42,14 +42,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        cli::LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        cli::LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     // Everything Postern writes (spool, outbox, stores, keys, tokens) is its own, as Postfix's
     // queue is: directories 0700, files 0600.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
             cli::Command::Dev(args) => dev::run(args).await,
             cli::Command::Control(args) => control::run(args).await,
             cli::Command::Worker(args) => worker::run(args).await,
+            cli::Command::Pki(command) => pki(command),
         }
     });
     match result {
@@ -121,4 +126,35 @@ pub fn machine_hostname() -> String {
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into())
+}
+
+/// `postern pki init|worker`: writes the files and says which flags take them.
+fn pki(command: cli::PkiCommand) -> Result<(), Fatal> {
+    use postern_tls::pki::Layout;
+    match command {
+        cli::PkiCommand::Init { dir, name } => {
+            let layout = Layout::new(&dir);
+            let names: Vec<&str> = name.iter().map(String::as_str).collect();
+            layout.init(&names).map_err(|e| Fatal(e.to_string()))?;
+            println!(
+                "CA: {} (key {}, keep it offline)\ncontrol plane: --tls-cert {} --tls-key {} --client-ca {}",
+                layout.ca.display(),
+                layout.ca_key.display(),
+                layout.control_cert.display(),
+                layout.control_key.display(),
+                layout.ca.display()
+            );
+        }
+        cli::PkiCommand::Worker { id, dir } => {
+            let layout = Layout::new(&dir);
+            let (cert, key) = layout.issue_worker(&id).map_err(|e| Fatal(e.to_string()))?;
+            println!(
+                "worker {id}: --worker-id {id} --client-cert {} --client-key {} --control-ca {}",
+                cert.display(),
+                key.display(),
+                layout.ca.display()
+            );
+        }
+    }
+    Ok(())
 }

@@ -41,6 +41,7 @@ pub async fn run(args: WorkerArgs) -> Result<(), Fatal> {
         spool_dir: args.spool_dir,
         hostname: args.hostname.unwrap_or_else(crate::machine_hostname),
         proxy_interfaces: args.proxy_interfaces,
+        proxy_protocol_from: args.smtp_proxy_protocol_from,
         smtp_cert_pem,
         smtp_key_pem,
     })

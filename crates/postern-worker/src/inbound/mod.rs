@@ -4,6 +4,7 @@
 
 mod conn;
 mod headers;
+pub mod proxy;
 mod received;
 mod session;
 mod tls;
@@ -49,6 +50,8 @@ pub struct Inbound {
     /// Tells the delivery queue about each message queued.
     pub queued: tokio::sync::mpsc::UnboundedSender<String>,
     pub outbox: Arc<Outbox>,
+    /// Networks whose connections start with a PROXY protocol header (empty: off).
+    pub proxy_protocol_from: Vec<ipnet::IpNet>,
     sessions: Mutex<HashMap<IpAddr, u32>>,
 }
 
@@ -60,6 +63,7 @@ impl Inbound {
         tls: TlsConfigs,
         queued: tokio::sync::mpsc::UnboundedSender<String>,
         outbox: Arc<Outbox>,
+        proxy_protocol_from: Vec<ipnet::IpNet>,
     ) -> Arc<Inbound> {
         Arc::new(Inbound {
             policy,
@@ -68,6 +72,7 @@ impl Inbound {
             tls,
             queued,
             outbox,
+            proxy_protocol_from,
             sessions: Mutex::default(),
         })
     }
@@ -169,7 +174,25 @@ async fn shutdown_sessions(inbound: &Inbound, mut sessions: JoinSet<()>) {
 
 async fn connection(mut stream: TcpStream, peer: SocketAddr, inbound: Arc<Inbound>) {
     // A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d; rules and limits want IPv4.
-    let ip = peer.ip().to_canonical();
+    let mut ip = peer.ip().to_canonical();
+    let mut early = Vec::new();
+    if !inbound.proxy_protocol_from.is_empty() {
+        let from = &inbound.proxy_protocol_from;
+        match proxy::read_header(&mut stream, peer, from, proxy::HEADER_TIMEOUT).await {
+            Ok(proxied) => (ip, early) = (proxied.client, proxied.early),
+            Err(e) => {
+                // No greeting: whoever this is does not speak for a client.
+                tracing::warn!(peer = %peer, error = %e, "connection closed");
+                inbound
+                    .policy
+                    .metrics
+                    .smtp_proxy_refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let _ = stream.shutdown().await;
+                return;
+            }
+        }
+    }
     let Some(policy) = inbound.policy.current() else {
         inbound
             .policy
@@ -189,7 +212,7 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, inbound: Arc<Inboun
         refused(&inbound, ip, policy.version, &reply.to_string());
         return;
     };
-    if let Err(e) = session::run(stream, ip, &inbound, policy).await {
+    if let Err(e) = session::run(stream, ip, early, &inbound, policy).await {
         tracing::debug!(%ip, error = %e, "SMTP session ended with an error");
     }
 }

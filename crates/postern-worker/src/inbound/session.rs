@@ -75,9 +75,12 @@ fn answer(reply: Option<VerdictReply>) -> Answer {
     }
 }
 
+/// Runs a session for client `ip`; `early` is what it sent before the greeting (read with a
+/// PROXY protocol header).
 pub async fn run(
     stream: TcpStream,
     ip: IpAddr,
+    early: Vec<u8>,
     inbound: &Arc<Inbound>,
     policy: Arc<CompiledPolicy>,
 ) -> std::io::Result<()> {
@@ -90,7 +93,7 @@ pub async fn run(
         messages: 0,
         starttls_leftovers: 0,
     };
-    let result = serve(stream, ip, inbound, &policy, &mut tracked).await;
+    let result = serve(stream, ip, early, inbound, &policy, &mut tracked).await;
     inbound.outbox.emit(
         policy.version,
         events::Event::Connection(events::Connection {
@@ -111,6 +114,7 @@ pub async fn run(
 async fn serve(
     stream: TcpStream,
     ip: IpAddr,
+    early: Vec<u8>,
     inbound: &Arc<Inbound>,
     policy: &Arc<CompiledPolicy>,
     tracked: &mut Tracked,
@@ -123,6 +127,9 @@ async fn serve(
         offer_starttls: connect.offer_starttls,
     });
     server.greeting();
+    if !early.is_empty() {
+        server.receive(&early);
+    }
     let settings = &policy.settings.smtp;
     let command_timeout = Duration::from_secs(settings.command_timeout_s.into());
     let deadline = Instant::now() + Duration::from_secs(settings.session_timeout_s.into());

@@ -5,6 +5,7 @@
 pub mod bounce;
 pub mod deliver;
 pub mod dsn;
+pub mod maillog;
 pub mod manage;
 pub mod own;
 pub mod pool;

@@ -17,6 +17,7 @@ use postern_smtp::{Envelope, Reply};
 
 use super::bounce::Bounce;
 use super::deliver::{Attempt, Context, Deadlines, Target, attempt};
+use super::maillog;
 use super::pool::Reuse;
 use super::queue::{Queue, QueueError, local_retry_s};
 use super::route::Router;
@@ -173,7 +174,7 @@ impl Queue {
                         .collect(),
                 };
                 for (i, result) in members.into_iter().zip(results) {
-                    self.apply(id, i, result, &mut state, policy);
+                    self.apply(id, &envelope.sender, i, result, &mut state, policy);
                 }
             }
         }
@@ -183,10 +184,12 @@ impl Queue {
         Ok(self.save(id, state, local_retry_s(policy)).await)
     }
 
-    /// Records what recipient `i` got, and tracks it.
+    /// Records what recipient `i` got, tracks it and logs it (a delivery or a deferral; a
+    /// bounce is logged with its DSN).
     fn apply(
         &self,
         id: &str,
+        from: &str,
         i: usize,
         r: RcptResult,
         state: &mut MessageState,
@@ -204,6 +207,23 @@ impl Queue {
         let recipient = state.recipients[i].address.clone();
         // The reply as `record` stored it.
         let text = state.recipients[i].last.clone().unwrap_or_default();
+        if !matches!(fate, Fate::Bounced) {
+            maillog::Outcome {
+                queue_id: id,
+                from,
+                to: &recipient,
+                leg: r.leg.as_ref(),
+                delay_s: now.saturating_sub(state.created),
+                dsn: state.recipients[i].last_status,
+                status: if matches!(fate, Fate::Delivered) {
+                    "sent"
+                } else {
+                    "deferred"
+                },
+                reply: &text,
+            }
+            .log();
+        }
         self.track(
             policy,
             Event::Attempt(events::Attempt {
@@ -284,9 +304,27 @@ impl Queue {
                 return;
             }
         };
+        let now = self.now();
         for i in pending {
             let r = &mut state.recipients[i];
             r.dsn_pending = false;
+            let reason = r.last.as_deref().unwrap_or_default();
+            maillog::Outcome {
+                queue_id: id,
+                from: &envelope.sender,
+                to: &r.address,
+                leg: r.history.last().and_then(|a| a.leg.as_ref()),
+                delay_s: now.saturating_sub(state.created),
+                dsn: r.last_status,
+                // A 4xx reason that ended in a bounce is the queue lifetime running out.
+                status: if r.last_status.is_some_and(|s| s[0] == 4) {
+                    "expired"
+                } else {
+                    "bounced"
+                },
+                reply: reason,
+            }
+            .log();
             self.track(
                 policy,
                 Event::Bounced(events::Bounced {
