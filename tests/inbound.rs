@@ -623,3 +623,30 @@ async fn nothing_is_smuggled_over_a_real_socket() {
         g.queued()
     );
 }
+
+/// A renewed STARTTLS certificate (issue 13, point 4) is served from the next handshake on, with
+/// no restart, and a session that started before keeps going.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_smtp_certificate_is_picked_up_without_a_restart() {
+    let g = Gateway::start().await;
+    let served = |t: &Raw<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>, name: &str| {
+        let (_, session) = t.io.get_ref().get_ref();
+        let cert = &session.peer_certificates().unwrap()[0];
+        postern_tls::names::certificate_has_name(cert, name)
+    };
+    let mut before = tls_session(&g, None).await;
+    assert!(!served(&before, "renewed.test"));
+    // The worker's STARTTLS files (support's worker uses control.pem/control.key).
+    g.pki
+        .server("control", &["renewed.test", "localhost", "127.0.0.1"]);
+    support::eventually(
+        "the renewed certificate",
+        Duration::from_secs(15),
+        || async {
+            let t = tls_session(&g, None).await;
+            served(&t, "renewed.test").then_some(())
+        },
+    )
+    .await;
+    assert_eq!(before.cmd("NOOP").await, "250 2.0.0 Ok");
+}

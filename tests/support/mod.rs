@@ -47,6 +47,14 @@ impl Pki {
         self.dir.join(name).to_str().unwrap().to_string()
     }
 
+    /// Issues `<file>.pem` and `<file>.key`: a server certificate for these names (the key
+    /// first, as a renewal tool writes them).
+    pub fn server(&self, file: &str, names: &[&str]) {
+        let c = self.ca.server(names).unwrap();
+        std::fs::write(self.dir.join(format!("{file}.key")), c.key_pem).unwrap();
+        std::fs::write(self.dir.join(format!("{file}.pem")), c.cert_pem).unwrap();
+    }
+
     /// Issues `<name>.pem` and `<name>.key`: a client certificate for these names.
     pub fn client(&self, file: &str, names: &[&str]) {
         let c = self.ca.client(names).unwrap();

@@ -8,6 +8,7 @@ pub mod clientcert;
 pub mod files;
 pub mod names;
 pub mod pki;
+pub mod reload;
 pub mod servercert;
 pub mod suites;
 

@@ -37,9 +37,10 @@ pub struct WorkerConfig {
     /// Networks of the load balancers whose connections start with a PROXY protocol header
     /// (v1 or v2); empty: the listener takes none.
     pub proxy_protocol_from: Vec<ipnet::IpNet>,
-    /// The SMTP server certificate chain and key (PEM) for STARTTLS.
-    pub smtp_cert_pem: String,
-    pub smtp_key_pem: String,
+    /// The SMTP server certificate chain and key files (PEM) for STARTTLS, re-read when they
+    /// change.
+    pub smtp_cert: PathBuf,
+    pub smtp_key: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +78,7 @@ impl Worker {
         );
         let outbox = outbox::Outbox::open(&config.spool_dir.join("outbox"), metrics)
             .map_err(|e| spool(format!("event outbox: {e}")))?;
-        let tls = inbound::TlsConfigs::new(&config.smtp_cert_pem, &config.smtp_key_pem)
+        let tls = inbound::TlsConfigs::new(&config.smtp_cert, &config.smtp_key)
             .map_err(StartError::Tls)?;
         let (spool_store, queued) =
             spool::Spool::open(&config.spool_dir).map_err(|e| spool(e.to_string()))?;

@@ -48,8 +48,8 @@ pub async fn run(args: DevArgs) -> Result<(), Fatal> {
         hostname,
         proxy_interfaces: args.proxy_interfaces.clone(),
         proxy_protocol_from: args.smtp_proxy_protocol_from.clone(),
-        smtp_cert_pem: read(&pki.smtp_cert)?,
-        smtp_key_pem: read(&pki.smtp_key)?,
+        smtp_cert: pki.smtp_cert.clone(),
+        smtp_key: pki.smtp_key.clone(),
     })
     .map_err(fatal)?;
     let control = open(&args.data_dir).await?;

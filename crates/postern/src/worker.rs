@@ -15,12 +15,9 @@ pub async fn run(args: WorkerArgs) -> Result<(), Fatal> {
             args.control
         )));
     }
-    let smtp_cert_pem = files::certificates("--tls-cert", &args.tls_cert)
-        .map_err(fatal)?
-        .text;
-    let smtp_key_pem = files::private_key("--tls-key", &args.tls_key)
-        .map_err(fatal)?
-        .text;
+    // Checked here for errors that name the flag; the worker reads them again on renewal.
+    files::certificates("--tls-cert", &args.tls_cert).map_err(fatal)?;
+    files::private_key("--tls-key", &args.tls_key).map_err(fatal)?;
     let control = ControlConnection {
         url: args.control,
         ca_pem: files::certificates("--control-ca", &args.control_ca)
@@ -42,8 +39,8 @@ pub async fn run(args: WorkerArgs) -> Result<(), Fatal> {
         hostname: args.hostname.unwrap_or_else(crate::machine_hostname),
         proxy_interfaces: args.proxy_interfaces,
         proxy_protocol_from: args.smtp_proxy_protocol_from,
-        smtp_cert_pem,
-        smtp_key_pem,
+        smtp_cert: args.tls_cert.clone(),
+        smtp_key: args.tls_key.clone(),
     })
     .map_err(fatal)?;
     let smtp = bind("--smtp-listen", args.smtp_listen).await?;

@@ -6,32 +6,27 @@ use std::sync::{Arc, Mutex};
 
 use postern_policy::{CompiledPolicy, ConnectVerdict};
 use postern_tls::clientcert::RequestClientCert;
+use postern_tls::reload::ReloadingCert;
 use rustls::ServerConfig;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
+use std::path::Path;
 
 /// Configurations by (256-bit suites only, client certificate requested).
 type ByKind = HashMap<(bool, bool), Arc<ServerConfig>>;
 
 pub struct TlsConfigs {
-    certs: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
+    /// The STARTTLS certificate, re-read from its files when they change.
+    cert: Arc<ReloadingCert>,
     /// For one policy version at a time.
     cache: Mutex<(u64, ByKind)>,
 }
 
 impl TlsConfigs {
-    /// From the worker's `--tls-cert`/`--tls-key` PEM text.
-    pub fn new(cert_pem: &str, key_pem: &str) -> Result<TlsConfigs, String> {
-        use rustls::pki_types::pem::PemObject;
-        let certs = postern_tls::files::ders(cert_pem);
-        if certs.is_empty() {
-            return Err("no certificate".into());
-        }
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| e.to_string())?;
-        // Build once to find a bad certificate/key pair now rather than at the first STARTTLS.
+    /// From the worker's `--tls-cert`/`--tls-key` files (a pair that does not load fails
+    /// here, not at the first STARTTLS).
+    pub fn new(cert: &Path, key: &Path) -> Result<TlsConfigs, String> {
         let this = TlsConfigs {
-            certs,
-            key,
+            cert: ReloadingCert::open(cert, key)?,
             cache: Mutex::new((0, HashMap::new())),
         };
         this.build(false, false, false, &[])?;
@@ -55,9 +50,7 @@ impl TlsConfigs {
         } else {
             builder.with_no_client_auth()
         };
-        let mut config = builder
-            .with_single_cert(self.certs.clone(), self.key.clone_key())
-            .map_err(|e| e.to_string())?;
+        let mut config = builder.with_cert_resolver(self.cert.clone());
         // PRODUCT.md 2.1: with any enabled high rule the server prefers 256-bit suites.
         config.ignore_client_order = prefer_256;
         // SMTP clients do not resume sessions; tickets would cost a write after every handshake.
