@@ -228,7 +228,7 @@ async fn a_worker_without_policy_answers_421() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("postern_worker_smtp_refused_no_policy_total 1"),
+        metrics.contains("postern_worker_smtp_sessions_total{outcome=\"refused_no_policy\"} 1"),
         "{metrics}"
     );
 }

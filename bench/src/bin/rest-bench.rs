@@ -106,8 +106,8 @@ async fn metric(http: &reqwest::Client, base: &str, name: &str) -> f64 {
 /// `clients` clients creating rules for `secs` seconds; prints rate, latency and flush sharing.
 async fn creates(s: &Server, label: &str, clients: usize, secs: u64, prefix: &str) {
     let http = s.http.clone();
-    let flushes = metric(&http, &s.base, "postern_store_flushes_total").await;
-    let waiters = metric(&http, &s.base, "postern_store_flush_waiters_total").await;
+    let flushes = metric(&http, &s.base, "postern_control_store_flushes_total").await;
+    let waiters = metric(&http, &s.base, "postern_control_store_flush_waiters_total").await;
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -149,8 +149,8 @@ async fn creates(s: &Server, label: &str, clients: usize, secs: u64, prefix: &st
     }
     let elapsed = started.elapsed().as_secs_f64();
     all.sort();
-    let flushes = metric(&http, &s.base, "postern_store_flushes_total").await - flushes;
-    let waiters = metric(&http, &s.base, "postern_store_flush_waiters_total").await - waiters;
+    let flushes = metric(&http, &s.base, "postern_control_store_flushes_total").await - flushes;
+    let waiters = metric(&http, &s.base, "postern_control_store_flush_waiters_total").await - waiters;
     println!(
         "{label:<44} {:>8.0} creates/s  p50 {:>7.2} ms  p99 {:>7.2} ms  {:>6.2} writes per flush",
         all.len() as f64 / elapsed,

@@ -195,7 +195,8 @@ impl Control {
             }
             state.version = version;
         }
-        self.metrics.policy_writes.fetch_add(1, Relaxed);
+        self.metrics.policy_writes.inc();
+        self.metrics.version_written(version);
         drop(guard);
         self.durable_flush().await?;
         tracing::debug!(version, ?committed_at, durable_at = ?started.elapsed(), "policy write");
@@ -362,11 +363,18 @@ impl Control {
             inbound_rules: state.rules(postern_policy::Direction::Inbound).len(),
             outbound_rules: state.rules(postern_policy::Direction::Outbound).len(),
             tokens: self.tokens.read().expect("token lock").len(),
+            workers: self
+                .workers
+                .list()
+                .iter()
+                .map(|w| (w.applied_version, w.connected))
+                .collect(),
             tracking_events: self.tracking.events.load(Relaxed),
             tracking_lost: self.tracking.lost.load(Relaxed),
             tracking_foreign: self.tracking.foreign.load(Relaxed),
             tracking_messages: self.tracking.count.load(Relaxed),
             tracking_bytes: self.tracking.size_on_disk(),
+            tracking_lag: self.tracking.lag.clone(),
         }
     }
 

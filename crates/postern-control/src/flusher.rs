@@ -3,7 +3,6 @@
 //! started after its transaction committed has completed.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
@@ -33,13 +32,11 @@ impl Flusher {
                     .await
                     .map_err(|e| e.to_string())
                     .and_then(|r| r.map_err(|e| e.to_string()));
-                metrics.store_flushes.fetch_add(1, Relaxed);
+                metrics.store_flushes.inc();
+                metrics.store_flush_waiters.inc_by(waiters.len() as u64);
                 metrics
-                    .store_flush_waiters
-                    .fetch_add(waiters.len() as u64, Relaxed);
-                metrics
-                    .store_flush_micros
-                    .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+                    .store_flush_seconds
+                    .inc_by(started.elapsed().as_secs_f64());
                 if let Err(e) = &result {
                     tracing::error!(error = %e, "store flush failed");
                 }

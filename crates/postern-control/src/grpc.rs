@@ -242,8 +242,10 @@ async fn session(
     let id = hello.worker_id;
     let mut versions = control.subscribe();
     let mut applied = hello.version;
-    // The nonce and version of the last snapshot sent; only a reply with this nonce counts.
-    let mut sent: Option<(String, u64)> = None;
+    let connected = std::time::Instant::now();
+    // (nonce, version, where its push latency starts) of the last snapshot sent; only a reply
+    // with this nonce counts.
+    let mut sent: Option<(String, u64, std::time::Instant)> = None;
     // Nothing new is sent while a snapshot awaits its answer, so a worker that falls behind
     // (slow to compile, say) gets only the newest version once it answers.
     let mut awaiting = false;
@@ -256,7 +258,7 @@ async fn session(
         if !awaiting
             && let Some(snapshot) = control.snapshot().await
             && snapshot.version != applied
-            && sent.as_ref().is_none_or(|(_, v)| *v != snapshot.version)
+            && sent.as_ref().is_none_or(|(_, v, _)| *v != snapshot.version)
             && let Some(snapshot) = wire.of(snapshot).await
         {
             let nonce = control.new_id();
@@ -271,7 +273,8 @@ async fn session(
             if tx.send(Ok(message)).await.is_err() {
                 break;
             }
-            sent = Some((nonce, snapshot.version));
+            let started = control.metrics.push_started(snapshot.version, connected);
+            sent = Some((nonce, snapshot.version, started));
             awaiting = true;
         }
         tokio::select! {
@@ -322,13 +325,17 @@ fn handle_reply(
     control: &Control,
     id: &str,
     token: u64,
-    sent: &Option<(String, u64)>,
+    sent: &Option<(String, u64, std::time::Instant)>,
     applied: &mut u64,
     msg: worker_message::Msg,
 ) -> bool {
-    let current_nonce = sent.as_ref().map(|(n, _)| n.as_str());
+    let current_nonce = sent.as_ref().map(|(n, _, _)| n.as_str());
     match msg {
         worker_message::Msg::Ack(ack) if Some(ack.nonce.as_str()) == current_nonce => {
+            if let Some((_, _, started)) = sent {
+                let took = started.elapsed().as_secs_f64();
+                control.metrics.policy_push.observe(took);
+            }
             *applied = ack.version;
             control.workers.update(id, token, |w| {
                 w.applied_version = ack.version;

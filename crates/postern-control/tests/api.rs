@@ -644,10 +644,13 @@ async fn health_metrics_docs_and_unknown_paths() {
     let m = api.call("GET", "/metrics", None, None, &[]).await;
     let text = m.body.as_str().unwrap();
     assert!(
-        text.contains("postern_policy_rules{direction=\"inbound\"} 1"),
+        text.contains("postern_control_policy_rules{direction=\"inbound\"} 1"),
         "{text}"
     );
-    assert!(text.contains("postern_policy_writes_total 1"), "{text}");
+    assert!(text.contains("postern_control_policy_writes_total 1"), "{text}");
+    // Timed by route template, so that ids never make new series.
+    let created = "postern_control_http_request_seconds_count{route=\"/v1/policy/inbound/rules\",method=\"POST\",status=\"2xx\"} 1";
+    assert!(text.contains(created), "{text}");
     let docs = api.call("GET", "/docs/", None, None, &[]).await;
     assert_eq!(docs.status, StatusCode::OK);
     assert!(docs.body.as_str().unwrap().contains("swagger"));

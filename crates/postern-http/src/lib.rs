@@ -16,6 +16,7 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
+use tower::ServiceExt;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -75,10 +76,10 @@ pub async fn serve(
             let _permit = permit;
             let io = Watched::new(tcp, limits.first_byte, limits.idle);
             let result = match acceptor {
-                None => connection(io, app, &limits).await,
+                None => connection(io, app, peer, &limits).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(limits.first_byte, acceptor.accept(io)).await {
-                        Ok(Ok(stream)) => connection(stream, app, &limits).await,
+                        Ok(Ok(stream)) => connection(stream, app, peer, &limits).await,
                         Ok(Err(e)) => Err(e.into()),
                         Err(_) => Err("TLS handshake timed out".into()),
                     }
@@ -91,9 +92,11 @@ pub async fn serve(
     }
 }
 
+/// Serves one connection; handlers can read the peer as `ConnectInfo<SocketAddr>`.
 async fn connection<I>(
     io: I,
     app: axum::Router,
+    peer: std::net::SocketAddr,
     limits: &Limits,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
@@ -106,7 +109,17 @@ where
         .header_read_timeout(limits.header_read);
     builder.http2().timer(TokioTimer::new());
     builder
-        .serve_connection(TokioIo::new(io), TowerToHyperService::new(app))
+        .serve_connection(
+            TokioIo::new(io),
+            TowerToHyperService::new(app.map_request(
+                move |mut request: axum::http::Request<_>| {
+                    request
+                        .extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    request
+                },
+            )),
+        )
         .await
 }
 

@@ -19,6 +19,8 @@ pub enum Level {
 }
 
 impl Level {
+    pub const ALL: [Level; 4] = [Level::None, Level::May, Level::Encrypt, Level::Verify];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Level::None => "none",

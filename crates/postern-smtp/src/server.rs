@@ -97,6 +97,8 @@ pub struct Server {
     data_end: Option<DataOutcome>,
     hard_errors: u32,
     commands_before_mail: u32,
+    /// Replies that enforced a limit (for the rejection metric).
+    limits_hit: u32,
 }
 
 /// Spool chunks of about this size, so a large message is never held whole.
@@ -124,6 +126,7 @@ impl Server {
             data_end: None,
             hard_errors: 0,
             commands_before_mail: 0,
+            limits_hit: 0,
         }
     }
 
@@ -166,6 +169,12 @@ impl Server {
         self.mail.as_ref().map(|(_, p)| p)
     }
 
+    /// Replies so far that enforced one of the limits (line length, recipients, errors,
+    /// commands before MAIL); the DATA limits are the `DataEnd` outcomes.
+    pub fn limits_hit(&self) -> u32 {
+        self.limits_hit
+    }
+
     pub fn is_tls(&self) -> bool {
         self.tls
     }
@@ -200,6 +209,7 @@ impl Server {
         if permanent {
             self.hard_errors += 1;
             if self.hard_errors >= self.config.limits.max_hard_errors {
+                self.limits_hit += 1;
                 let r = Reply::too_many_errors(&self.config.hostname);
                 self.close_with(r);
             }
@@ -286,7 +296,10 @@ impl Server {
             let command = match line {
                 Line::Ok(l) => parse_command(&l),
                 Line::Bare => Err(Reply::bare_line_end()),
-                Line::TooLong => Err(Reply::command_too_long()),
+                Line::TooLong => {
+                    self.limits_hit += 1;
+                    Err(Reply::command_too_long())
+                }
             };
             if !matches!(
                 command,
@@ -295,6 +308,7 @@ impl Server {
             {
                 self.commands_before_mail += 1;
                 if self.commands_before_mail > self.config.limits.max_commands_before_mail {
+                    self.limits_hit += 1;
                     let r = Reply::too_many_errors(&self.config.hostname);
                     self.close_with(r);
                     continue;
@@ -359,6 +373,7 @@ impl Server {
                 if self.mail.is_none() {
                     self.error(Reply::new(503, "5.5.1 Error: need MAIL command"));
                 } else if self.recipients.len() as u32 >= self.config.limits.max_recipients {
+                    self.limits_hit += 1;
                     self.reply(Reply::too_many_recipients());
                 } else {
                     self.waiting = Some(Waiting::Rcpt);

@@ -84,21 +84,27 @@ impl Commands {
                 .await
                 .map(|found| result.found = found)
                 .map_err(|e| format!("deleting {}: {e}", delete.queue_id)),
-            Some(command::Op::Drain(_)) => {
-                if !*self.draining.borrow() {
-                    tracing::warn!("draining: no new SMTP sessions, the whole queue due now");
-                }
-                self.draining.send_replace(true);
-                blocking(move || queue.flush(None)).await.map(|_| {
-                    result.count = self.queue.queued() as u32;
-                })
-            }
+            Some(command::Op::Drain(_)) => self.drain().await.map(|n| result.count = n as u32),
             None => Err("unknown command (a newer control plane?)".into()),
         };
         if let Err(e) = outcome {
             result.error = e;
         }
         result
+    }
+}
+
+impl Commands {
+    /// Stops new SMTP sessions and makes the whole queue due; the messages still queued.
+    /// From the control plane's drain command or the worker's own `POST /drain`.
+    pub async fn drain(&self) -> Result<usize, String> {
+        if !*self.draining.borrow() {
+            tracing::warn!("draining: no new SMTP sessions, the whole queue due now");
+        }
+        self.draining.send_replace(true);
+        let queue = self.queue.clone();
+        blocking(move || queue.flush(None)).await?;
+        Ok(self.queue.queued())
     }
 }
 

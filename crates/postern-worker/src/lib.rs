@@ -154,14 +154,15 @@ impl Worker {
             self.config.worker_id.clone(),
             smtp_addr,
             self.policy.clone(),
-            Some(commands),
+            Some(commands.clone()),
             shutdown.clone(),
         ));
         if let Some(http) = http {
             let router = http::router(
                 self.policy.clone(),
                 self.config.spool_dir.clone(),
-                drained.clone(),
+                commands.clone(),
+                self.outbox.clone(),
             );
             let mut stop = shutdown.clone();
             tokio::spawn(async move {

@@ -5,7 +5,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 
 use postern_policy::{CompiledPolicy, Policy, Settings};
 use postern_proto::pb;
@@ -104,11 +103,11 @@ impl PolicyStore {
             Ok(compiled) => {
                 let version = compiled.version;
                 self.current.send_replace(Some(Arc::new(compiled)));
-                self.metrics.snapshots_applied.fetch_add(1, Relaxed);
+                self.metrics.snapshots_applied.inc();
                 Ok(version)
             }
             Err(e) => {
-                self.metrics.snapshots_rejected.fetch_add(1, Relaxed);
+                self.metrics.snapshots_rejected.inc();
                 Err(e)
             }
         }

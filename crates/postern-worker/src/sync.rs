@@ -4,7 +4,6 @@
 //! commands arrive on the same stream and are answered as each finishes.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use postern_proto::pb::policy_distribution_client::PolicyDistributionClient;
@@ -97,7 +96,7 @@ pub async fn run(
             commands.as_ref(),
         )
         .await;
-        policy.metrics.control_connected.store(0, Relaxed);
+        policy.metrics.control_connected.set(0);
         outcome
     };
     reconnecting(control.backoff, "policy stream", shutdown, stream).await;
@@ -162,8 +161,8 @@ async fn session(
     })
     .await?;
     let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
-    policy.metrics.control_connected.store(1, Relaxed);
-    policy.metrics.control_connects.fetch_add(1, Relaxed);
+    policy.metrics.control_connected.set(1);
+    policy.metrics.control_connects.inc();
     tracing::info!(url = ?endpoint.uri(), version = policy.version(), "policy stream open");
     let mut received = false;
     while let Some(message) = inbound.message().await? {

@@ -43,6 +43,20 @@ pub enum Command {
     /// Certificates for a production deployment: a CA, the control plane's, one per worker.
     #[command(subcommand)]
     Pki(PkiCommand),
+    /// Drains the worker on this host (for a Kubernetes `preStop`): no new SMTP sessions, the
+    /// whole queue due now; waits until the queue is empty and the sessions ended. Exits 0
+    /// then, 1 if --timeout passed first (what is left stays in the spool), 2 on an error.
+    Drain(DrainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    /// The worker's --http-listen, on loopback (the only address it takes a drain from).
+    #[arg(long, env = "POSTERN_WORKER_HTTP", default_value = "http://127.0.0.1:9090")]
+    pub http: String,
+    /// Seconds to wait for the queue to empty.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,6 +5,7 @@
 mod cli;
 mod control;
 mod dev;
+mod drain;
 mod worker;
 
 use std::process::ExitCode;
@@ -71,10 +72,15 @@ fn main() -> ExitCode {
             cli::Command::Control(args) => control::run(args).await,
             cli::Command::Worker(args) => worker::run(args).await,
             cli::Command::Pki(command) => pki(command),
+            cli::Command::Drain(args) => drain::run(args).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(Fatal(message)) if message.starts_with(drain::TIMED_OUT) => {
+            eprintln!("postern: {message}");
+            ExitCode::from(1)
+        }
         Err(Fatal(message)) => {
             eprintln!("postern: {message}");
             ExitCode::from(2)

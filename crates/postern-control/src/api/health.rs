@@ -34,7 +34,7 @@ pub async fn readyz(State(c): State<Arc<Control>>) -> impl IntoResponse {
     responses((status = 200, description = "Prometheus text exposition format", body = String)))]
 pub async fn metrics(State(c): State<Arc<Control>>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        c.metrics.render(&c.gauges()),
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        c.metrics.render(c.gauges()),
     )
 }

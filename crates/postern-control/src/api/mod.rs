@@ -170,9 +170,19 @@ pub fn openapi_json() -> String {
     json
 }
 
+/// Times every request by route template (a path no route matches is `unmatched`).
 async fn count_responses(State(c): State<Arc<Control>>, req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let method = req.method().clone();
     let response = next.run(req).await;
-    c.metrics.count_response(response.status().as_u16());
+    let status = response.status().as_u16();
+    c.metrics
+        .response(route, method.as_str(), status, started.elapsed());
     response
 }
 

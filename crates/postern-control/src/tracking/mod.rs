@@ -67,6 +67,8 @@ pub struct Tracking {
     pub foreign: AtomicU64,
     /// Messages stored (kept in step with `messages`, counted once at start).
     pub count: AtomicU64,
+    /// Seconds from an event's creation on its worker to its storage here.
+    pub lag: prometheus_client::metrics::histogram::Histogram,
     /// Retention passes exclude ingest (both read, change and write whole records and their
     /// index entries); ingest batches of different workers touch different messages and run
     /// side by side, those of one worker (an old and a new stream) one after the other.
@@ -111,6 +113,9 @@ impl Tracking {
             lost: AtomicU64::new(0),
             foreign: AtomicU64::new(0),
             count: AtomicU64::new(0),
+            lag: prometheus_client::metrics::histogram::Histogram::new(
+                crate::metrics::INGEST_BUCKETS,
+            ),
             writing: std::sync::RwLock::new(()),
             per_worker: std::sync::Mutex::default(),
             db,
@@ -161,6 +166,8 @@ impl Tracking {
                 this.apply(&worker, &epoch, &record, &mut touched)?;
                 stored = record.seq;
                 this.events.fetch_add(1, Relaxed);
+                let age_ms = postern_time::now_ms().saturating_sub(record.at_ms);
+                this.lag.observe(age_ms as f64 / 1000.0);
             }
             for message in touched.values_mut() {
                 this.put(&message.facets_before, &mut message.now)?;

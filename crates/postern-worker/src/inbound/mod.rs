@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 
 pub use tls::TlsConfigs;
 
+use crate::metrics::{Metrics, session as outcome};
 use crate::outbox::Outbox;
 use crate::policy::PolicyStore;
 use crate::spool::Spool;
@@ -86,6 +87,7 @@ struct Place<'a> {
 
 impl Drop for Place<'_> {
     fn drop(&mut self) {
+        self.inbound.metrics().sessions_active.dec();
         let mut sessions = self.inbound.sessions.lock().expect("sessions lock");
         if let Some(n) = sessions.get_mut(&self.ip) {
             *n -= 1;
@@ -97,6 +99,10 @@ impl Drop for Place<'_> {
 }
 
 impl Inbound {
+    fn metrics(&self) -> &Metrics {
+        &self.policy.metrics
+    }
+
     /// Takes a place for a session from `ip`, within the overall and per-IP limits.
     fn place(&self, ip: IpAddr, max: u32, max_per_ip: u32) -> Option<Place<'_>> {
         let mut sessions = self.sessions.lock().expect("sessions lock");
@@ -106,6 +112,7 @@ impl Inbound {
             return None;
         }
         *sessions.entry(ip).or_insert(0) += 1;
+        self.metrics().sessions_active.inc();
         Some(Place { inbound: self, ip })
     }
 }
@@ -130,11 +137,6 @@ pub async fn serve(
         };
         match accepted {
             Ok((stream, peer)) => {
-                inbound
-                    .policy
-                    .metrics
-                    .smtp_connections
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 sessions.spawn(connection(stream, peer, inbound.clone()));
             }
             Err(e) => {
@@ -183,22 +185,14 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, inbound: Arc<Inboun
             Err(e) => {
                 // No greeting: whoever this is does not speak for a client.
                 tracing::warn!(peer = %peer, error = %e, "connection closed");
-                inbound
-                    .policy
-                    .metrics
-                    .smtp_proxy_refused
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                inbound.metrics().session_ended(outcome::PROXY_REFUSED);
                 let _ = stream.shutdown().await;
                 return;
             }
         }
     }
     let Some(policy) = inbound.policy.current() else {
-        inbound
-            .policy
-            .metrics
-            .smtp_refused_no_policy
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        inbound.metrics().session_ended(outcome::REFUSED_NO_POLICY);
         let _ = stream.write_all(NO_POLICY.as_bytes()).await;
         let _ = stream.shutdown().await;
         refused(&inbound, ip, 0, NO_POLICY);
@@ -206,15 +200,21 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, inbound: Arc<Inboun
     };
     let limits = &policy.settings.smtp;
     let Some(_place) = inbound.place(ip, limits.max_sessions, limits.max_sessions_per_ip) else {
+        inbound.metrics().session_ended(outcome::REFUSED_LIMIT);
         let reply = postern_smtp::Reply::too_many_connections(&inbound.hostname);
         let _ = stream.write_all(&reply.to_bytes()).await;
         let _ = stream.shutdown().await;
         refused(&inbound, ip, policy.version, &reply.to_string());
         return;
     };
-    if let Err(e) = session::run(stream, ip, early, &inbound, policy).await {
-        tracing::debug!(%ip, error = %e, "SMTP session ended with an error");
-    }
+    let outcome = match session::run(stream, ip, early, &inbound, policy).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            tracing::debug!(%ip, error = %e, "SMTP session ended with an error");
+            outcome::ERROR
+        }
+    };
+    inbound.metrics().session_ended(outcome);
 }
 
 /// Tracks a connection refused before its session began.

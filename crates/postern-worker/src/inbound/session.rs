@@ -20,6 +20,7 @@ use super::Inbound;
 use super::conn::Conn;
 use super::headers;
 use super::received::{Trace, header};
+use crate::metrics::{Reason, TlsSession, session as outcome};
 use crate::spool::{Envelope, Incoming, SpoolError};
 
 /// What the handshake established.
@@ -60,6 +61,16 @@ struct Tracked {
     starttls_leftovers: u64,
 }
 
+/// A refused command, as tracking records it and the rejection metric counts it.
+struct Refusal<'a> {
+    queue_id: String,
+    recipient: Option<String>,
+    reply: &'a Reply,
+    violation: Option<Violation>,
+    /// The metric's reason when there is no violation.
+    reason: &'static str,
+}
+
 /// A verdict's reply as the SMTP server sends it; `None` accepts.
 fn answer(reply: Option<VerdictReply>) -> Answer {
     match reply {
@@ -83,7 +94,7 @@ pub async fn run(
     early: Vec<u8>,
     inbound: &Arc<Inbound>,
     policy: Arc<CompiledPolicy>,
-) -> std::io::Result<()> {
+) -> std::io::Result<&'static str> {
     let mut tracked = Tracked {
         session: ulid::Ulid::new().to_string(),
         started_ms: postern_time::now_ms(),
@@ -118,7 +129,7 @@ async fn serve(
     inbound: &Arc<Inbound>,
     policy: &Arc<CompiledPolicy>,
     tracked: &mut Tracked,
-) -> std::io::Result<()> {
+) -> std::io::Result<&'static str> {
     let policy = policy.clone();
     let connect = policy.connect_verdict(Some(ip));
     let mut server = Server::new(ServerConfig {
@@ -142,24 +153,25 @@ async fn serve(
     let mut sender = String::new();
     let mut head: Vec<u8> = Vec::new();
     let mut size = 0u64;
+    let mut ended = outcome::COMPLETED;
     let reject = |tracked: &Tracked,
                   tls: Option<&TlsFacts>,
                   server: &Server,
-                  queue_id: String,
                   sender: &str,
-                  recipient: Option<String>,
-                  reply: &Reply,
-                  violation: Option<Violation>| {
+                  r: Refusal<'_>| {
+        inbound
+            .metrics()
+            .rejected(r.violation.map_or(r.reason, Violation::as_str));
         inbound.outbox.emit(
             policy.version,
             events::Event::Rejected(events::Rejected {
-                queue_id,
+                queue_id: r.queue_id,
                 session: tracked.session.clone(),
                 source: source(ip, server, tls),
                 sender: sender.to_string(),
-                recipient,
-                reply: reply.one_line(),
-                violation,
+                recipient: r.recipient,
+                reply: r.reply.one_line(),
+                violation: r.violation,
             }),
         );
     };
@@ -175,13 +187,17 @@ async fn serve(
                 // never meet the timer.
                 if Instant::now() >= deadline {
                     server.close_with(Reply::timeout(&inbound.hostname));
+                    ended = outcome::TIMEOUT;
                     continue;
                 }
                 let wait = command_timeout.min(deadline.saturating_duration_since(Instant::now()));
                 match tokio::time::timeout(wait, conn.read(&mut buf)).await {
                     Ok(Ok(0)) | Ok(Err(_)) => break,
                     Ok(Ok(n)) => server.receive(&buf[..n]),
-                    Err(_) => server.close_with(Reply::timeout(&inbound.hostname)),
+                    Err(_) => {
+                        server.close_with(Reply::timeout(&inbound.hostname));
+                        ended = outcome::TIMEOUT;
+                    }
                 }
             }
             Event::Mail { from, .. } => {
@@ -197,11 +213,14 @@ async fn serve(
                         tracked,
                         tls.as_ref(),
                         &server,
-                        id,
                         &sender,
-                        None,
-                        r,
-                        verdict.violation(),
+                        Refusal {
+                            queue_id: id,
+                            recipient: None,
+                            reply: r,
+                            violation: verdict.violation(),
+                            reason: "policy",
+                        },
                     ),
                 }
                 server.answer(answer);
@@ -214,11 +233,14 @@ async fn serve(
                         tracked,
                         tls.as_ref(),
                         &server,
-                        id,
                         &sender,
-                        Some(to.0.clone()),
-                        r,
-                        None,
+                        Refusal {
+                            queue_id: id,
+                            recipient: Some(to.0.clone()),
+                            reply: r,
+                            violation: None,
+                            reason: "relay_denied",
+                        },
                     );
                 }
                 server.answer(answer);
@@ -259,6 +281,7 @@ async fn serve(
                             }),
                         );
                         tracked.messages += 1;
+                        inbound.metrics().messages_received.inc();
                         let _ = inbound.queued.send(id.clone());
                         match committed {
                             Err(SpoolError::Kept(e)) => {
@@ -284,11 +307,14 @@ async fn serve(
                             tracked,
                             tls.as_ref(),
                             &server,
-                            id,
                             &sender,
-                            None,
-                            &reply,
-                            None,
+                            Refusal {
+                                queue_id: id,
+                                recipient: None,
+                                reply: &reply,
+                                violation: None,
+                                reason: "storage",
+                            },
                         );
                         reply
                     }
@@ -306,11 +332,14 @@ async fn serve(
                         tracked,
                         tls.as_ref(),
                         &server,
-                        id,
                         &sender,
-                        None,
-                        &reply,
-                        None,
+                        Refusal {
+                            queue_id: id,
+                            recipient: None,
+                            reply: &reply,
+                            violation: None,
+                            reason: "limit",
+                        },
                     );
                 }
                 (head, size) = (Vec::new(), 0);
@@ -346,12 +375,14 @@ async fn serve(
                     Ok(Err(e)) => {
                         tracing::info!(%ip, error = %e, "TLS handshake failed");
                         tracked.tls_failure = Some(e.to_string());
-                        return Ok(());
+                        inbound.metrics().inbound_tls_failures.inc();
+                        return Ok(outcome::TLS_FAILED);
                     }
                     Err(_) => {
                         tracing::info!(%ip, "TLS handshake timed out");
                         tracked.tls_failure = Some("handshake timed out".into());
-                        return Ok(());
+                        inbound.metrics().inbound_tls_failures.inc();
+                        return Ok(outcome::TLS_FAILED);
                     }
                 };
                 let (_, session) = stream.get_ref();
@@ -370,6 +401,13 @@ async fn serve(
                         &policy.policy.trust.certificates(),
                     ),
                 });
+                if let Some(t) = &tls {
+                    let labels = TlsSession {
+                        version: t.version,
+                        suite: t.suite,
+                    };
+                    inbound.metrics().inbound_tls.get_or_create(&labels).inc();
+                }
                 tracked.tls = tls.as_ref().map(TlsFacts::event);
                 conn = Conn::Tls(Box::new(stream));
                 server.tls_started();
@@ -386,7 +424,12 @@ async fn serve(
         tokio::task::spawn_blocking(move || message.discard());
     }
     conn.shutdown(command_timeout).await;
-    Ok(())
+    let limits = u64::from(server.limits_hit());
+    if limits > 0 {
+        let reason = Reason { reason: "limit" };
+        inbound.metrics().rejections.get_or_create(&reason).inc_by(limits);
+    }
+    Ok(ended)
 }
 
 /// Where the session's mail comes from, for tracking.

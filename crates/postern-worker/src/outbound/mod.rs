@@ -6,6 +6,7 @@ pub mod bounce;
 pub mod deliver;
 pub mod dsn;
 pub mod maillog;
+mod measure;
 pub mod manage;
 pub mod own;
 pub mod pool;

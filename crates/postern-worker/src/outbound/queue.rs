@@ -273,4 +273,12 @@ impl Queue {
     pub fn queued(&self) -> usize {
         self.schedule().len()
     }
+
+    /// (active, deferred): messages due or in a round, and those waiting for a later attempt.
+    pub fn counts(&self) -> (usize, usize) {
+        let now = self.now();
+        let schedule = self.schedule();
+        let deferred = schedule.waiting_after(now);
+        (schedule.len() - deferred, deferred)
+    }
 }

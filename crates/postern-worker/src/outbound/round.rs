@@ -18,6 +18,7 @@ use postern_smtp::{Envelope, Reply};
 use super::bounce::Bounce;
 use super::deliver::{Attempt, Context, Deadlines, Target, attempt};
 use super::maillog;
+use super::measure;
 use super::pool::Reuse;
 use super::queue::{Queue, QueueError, local_retry_s};
 use super::route::Router;
@@ -205,6 +206,21 @@ impl Queue {
             &policy.settings.queue,
         );
         let recipient = state.recipients[i].address.clone();
+        let metrics = &self.policy.metrics;
+        let level = policy.outbound(&recipient).level;
+        match fate {
+            Fate::Delivered => {
+                measure::recipient(metrics, "delivered", level);
+                let age = now.saturating_sub(state.created);
+                metrics.delivery_seconds.observe(age as f64);
+            }
+            Fate::Deferred { .. } => {
+                measure::recipient(metrics, "deferred", level);
+                let (tls_policy, remote) = (r.violation.is_some(), r.remote_mta.is_some());
+                measure::deferred(metrics, tls_policy, remote, &r.reply);
+            }
+            Fate::Bounced => {}
+        }
         // The reply as `record` stored it.
         let text = state.recipients[i].last.clone().unwrap_or_default();
         if !matches!(fate, Fate::Bounced) {
@@ -305,10 +321,17 @@ impl Queue {
             }
         };
         let now = self.now();
+        let metrics = &self.policy.metrics;
         for i in pending {
             let r = &mut state.recipients[i];
             r.dsn_pending = false;
             let reason = r.last.as_deref().unwrap_or_default();
+            // A 4xx reason that ended in a bounce is the queue lifetime running out.
+            let status = if r.last_status.is_some_and(|s| s[0] == 4) {
+                "expired"
+            } else {
+                "bounced"
+            };
             maillog::Outcome {
                 queue_id: id,
                 from: &envelope.sender,
@@ -316,15 +339,11 @@ impl Queue {
                 leg: r.history.last().and_then(|a| a.leg.as_ref()),
                 delay_s: now.saturating_sub(state.created),
                 dsn: r.last_status,
-                // A 4xx reason that ended in a bounce is the queue lifetime running out.
-                status: if r.last_status.is_some_and(|s| s[0] == 4) {
-                    "expired"
-                } else {
-                    "bounced"
-                },
+                status,
                 reply: reason,
             }
             .log();
+            measure::recipient(metrics, status, policy.outbound(&r.address).level);
             self.track(
                 policy,
                 Event::Bounced(events::Bounced {
@@ -472,6 +491,7 @@ impl Queue {
                 strength: key.strength,
             };
             let a = attempt(&target, &cx, &smtp_envelope, message.clone()).await;
+            measure::attempt(&self.policy.metrics, &a);
             sessions += u32::from(a.greeted);
             let deferred_all = a
                 .outcome

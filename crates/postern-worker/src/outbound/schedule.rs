@@ -117,6 +117,11 @@ impl Schedule {
         self.at.len() + self.running.len()
     }
 
+    /// Messages waiting for an attempt later than `now`.
+    pub fn waiting_after(&self, now: u64) -> usize {
+        self.due.range((now + 1, String::new())..).count()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -47,6 +47,28 @@ struct State {
     lost: Option<(u64, u64)>,
     segments: VecDeque<Segment>,
     acked: u64,
+    /// (first sequence, emitted at ms), at most one a second: the age of the oldest
+    /// unacknowledged event to within a second, at the cost of one entry per second of lag.
+    marks: VecDeque<(u64, u64)>,
+}
+
+impl State {
+    fn mark(&mut self, seq: u64, at_ms: u64) {
+        if self.marks.back().is_none_or(|&(_, at)| at_ms >= at + 1000) {
+            self.marks.push_back((seq, at_ms));
+        }
+    }
+
+    /// Forgets the marks whose events are all acknowledged.
+    fn unmark(&mut self) {
+        let oldest = self.acked + 1;
+        if oldest >= self.next_seq {
+            self.marks.clear();
+        }
+        while self.marks.len() > 1 && self.marks[1].0 <= oldest {
+            self.marks.pop_front();
+        }
+    }
 }
 
 pub struct Outbox {
@@ -179,6 +201,11 @@ impl Outbox {
                 lost: None,
                 segments,
                 acked,
+                // Events left from before the restart: their age counts from now.
+                marks: (last_written > acked)
+                    .then(|| (acked + 1, postern_time::now_ms()))
+                    .into_iter()
+                    .collect(),
             }),
             written: watch::Sender::new(last_written),
             metrics,
@@ -196,15 +223,17 @@ impl Outbox {
         let mut state = self.state();
         let seq = state.next_seq;
         state.next_seq += 1;
+        let at_ms = postern_time::now_ms();
+        state.mark(seq, at_ms);
         let record = Record {
             seq,
-            at_ms: postern_time::now_ms(),
+            at_ms,
             policy_version: version,
             event,
         };
         if self.tx.try_send(record).is_err() {
             lose(&mut state, seq, seq);
-            self.metrics.events_lost.fetch_add(1, Relaxed);
+            self.metrics.events_lost.inc();
         }
     }
 
@@ -226,6 +255,14 @@ impl Outbox {
 
     pub fn acked(&self) -> u64 {
         self.state().acked
+    }
+
+    /// Seconds since the oldest event the control plane has not acknowledged was emitted.
+    pub fn lag_s(&self) -> f64 {
+        let state = self.state();
+        state.marks.front().map_or(0.0, |&(_, at)| {
+            postern_time::now_ms().saturating_sub(at) as f64 / 1000.0
+        })
     }
 
     /// Bytes on disk.
@@ -256,7 +293,7 @@ impl Outbox {
                 lose(&mut self.state(), first, last);
                 self.metrics
                     .events_lost
-                    .fetch_add(last - first + 1, Relaxed);
+                    .inc_by(last - first + 1);
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
             // Report what was lost, in sequence like any other event.
@@ -349,15 +386,12 @@ impl Outbox {
                 );
                 self.metrics
                     .events_lost
-                    .fetch_add(oldest.last - first + 1, Relaxed);
+                    .inc_by(oldest.last - first + 1);
                 // The gap runs from the last acknowledged event, so that it also covers the
                 // earlier gap events that may have been dropped with this segment.
                 lose(state, state.acked + 1, oldest.last);
             }
         }
-        self.metrics
-            .outbox_bytes
-            .store(state.segments.iter().map(|s| s.bytes).sum(), Relaxed);
     }
 
     /// The control plane stored everything up to `seq`: whole segments up to it go. Blocking
@@ -368,13 +402,11 @@ impl Outbox {
             return;
         }
         state.acked = seq;
+        state.unmark();
         let mut done = Vec::new();
         while state.segments.len() > 1 && state.segments[0].last <= seq {
             done.extend(state.segments.pop_front());
         }
-        self.metrics
-            .outbox_bytes
-            .store(state.segments.iter().map(|s| s.bytes).sum(), Relaxed);
         // Files go after the lock is released: emitting (SMTP sessions) waits on it.
         drop(state);
         for s in done {
@@ -459,6 +491,35 @@ mod tests {
         records.iter().map(|r| r.seq).collect()
     }
 
+    #[test]
+    fn the_lag_is_the_age_of_the_oldest_unacknowledged_event_within_a_second() {
+        let mut s = State {
+            next_seq: 1,
+            lost: None,
+            segments: VecDeque::new(),
+            acked: 0,
+            marks: VecDeque::new(),
+        };
+        for (seq, at) in [(1, 0), (2, 500), (3, 1000), (4, 2500)] {
+            s.next_seq = seq + 1;
+            s.mark(seq, at);
+        }
+        assert_eq!(Vec::from(s.marks.clone()), [(1, 0), (3, 1000), (4, 2500)]);
+        let front = |s: &State| s.marks.front().copied();
+        s.acked = 1;
+        s.unmark();
+        assert_eq!(front(&s), Some((1, 0)), "2 was emitted within a second of 1");
+        s.acked = 2;
+        s.unmark();
+        assert_eq!(front(&s), Some((3, 1000)));
+        s.acked = 3;
+        s.unmark();
+        assert_eq!(front(&s), Some((4, 2500)));
+        s.acked = 4;
+        s.unmark();
+        assert_eq!(front(&s), None, "all acknowledged: no lag");
+    }
+
     #[tokio::test]
     async fn events_persist_until_acknowledged() {
         let dir = tempfile::tempdir().unwrap();
@@ -527,7 +588,7 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         outbox.settle(std::time::Duration::from_secs(5)).await;
         assert!(outbox.bytes() <= 4 * SEGMENT_BYTES, "{}", outbox.bytes());
-        let lost = outbox.metrics.events_lost.load(Relaxed);
+        let lost = outbox.metrics.events_lost.get();
         assert!(lost > 0);
         let records = outbox.read(1, 10_000, &mut None).unwrap();
         let gaps: Vec<(u64, u64)> = records
