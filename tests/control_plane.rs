@@ -558,5 +558,101 @@ async fn a_production_setup_from_postern_pki_alone() {
         },
     )
     .await;
+
+    // Renewals without a restart. The control plane's certificate: both listeners serve the
+    // new one from the next handshake, and the workers' streams in flight are not dropped.
+    let rest = control.base.trim_start_matches("https://").to_string();
+    let client = Some(("worker-w2.pem", "worker-w2.key"));
+    let (rest_before, grpc_before) = (
+        served_certificate(&rest, &pki, None).await,
+        served_certificate(&control.other, &pki, client).await,
+    );
+    let renew = [
+        "pki",
+        "control",
+        "--dir",
+        pki_arg,
+        "--name",
+        "localhost,127.0.0.1",
+    ];
+    let (code, err) = run_to_exit(&renew, &[]);
+    assert_eq!(code, 0, "{err}");
+    eventually(
+        "both listeners to serve the renewed certificate",
+        Duration::from_secs(30),
+        || async {
+            let rest_now = served_certificate(&rest, &pki, None).await;
+            let grpc_now = served_certificate(&control.other, &pki, client).await;
+            (rest_now != rest_before && grpc_now != grpc_before).then_some(())
+        },
+    )
+    .await;
+    for w in &workers {
+        let page = reqwest::get(format!("{}/metrics", w.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            page.contains("postern_worker_control_connects_total 1\n"),
+            "a stream was dropped:\n{page}"
+        );
+    }
+    // A worker's client certificate: read again for its next connection (here, after the
+    // control plane restarts on the same gRPC address).
+    let (code, err) = run_to_exit(&["pki", "worker", "w1", "--dir", pki_arg], &[]);
+    assert_eq!(code, 0, "{err}");
+    let grpc = control.other.clone();
+    control.terminate();
+    let control = Postern::control_on(&dir.path().join("control"), &pki, &grpc);
+    eventually(
+        "w1 to reconnect with its renewed certificate",
+        Duration::from_secs(30),
+        || async {
+            let list = control
+                .rest(reqwest::Method::GET, "/v1/workers", Value::Null)
+                .await;
+            let back = list["items"]
+                .as_array()?
+                .iter()
+                .any(|w| w["id"] == "w1" && w["connected"] == true);
+            (back && workers[0].logged("control plane client certificate reloaded") > 0)
+                .then_some(())
+        },
+    )
+    .await;
     drop(workers);
+}
+
+/// The certificate a TLS listener presents now (a new handshake), with a client certificate
+/// (`client`: PEM files in the PKI directory) when it wants one.
+async fn served_certificate(addr: &str, pki: &Pki, client: Option<(&str, &str)>) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for der in CertificateDer::pem_file_iter(pki.path("ca.pem")).unwrap() {
+        roots.add(der.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let mut config = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_file_iter(pki.path(cert))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            let key = PrivateKeyDer::from_pem_file(pki.path(key)).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+        .await
+        .unwrap()
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }

@@ -90,17 +90,25 @@ async fn the_metrics_pages_say_what_happened() {
             let p = page(url).await;
             let delivered = r#"postern_worker_deliveries_total{outcome="delivered",level="may"}"#;
             (sample(&p, delivered) == Some(2.0)
-                && sample(&p, r#"postern_worker_smtp_sessions_total{outcome="completed"}"#)
-                    == Some(3.0))
+                && sample(
+                    &p,
+                    r#"postern_worker_smtp_sessions_total{outcome="completed"}"#,
+                ) == Some(3.0))
             .then_some(p)
         }
     })
     .await;
     let expect = [
-        (r#"postern_worker_smtp_rejections_total{reason="must_use_tls"}"#, 1.0),
+        (
+            r#"postern_worker_smtp_rejections_total{reason="must_use_tls"}"#,
+            1.0,
+        ),
         ("postern_worker_messages_received_total", 2.0),
         ("postern_worker_delivery_seconds_count", 2.0),
-        (r#"postern_worker_outbound_tls_total{outcome="plaintext"}"#, 2.0),
+        (
+            r#"postern_worker_outbound_tls_total{outcome="plaintext"}"#,
+            2.0,
+        ),
         (r#"postern_worker_queue_messages{state="active"}"#, 0.0),
         (r#"postern_worker_queue_messages{state="deferred"}"#, 0.0),
         ("postern_worker_smtp_sessions_active", 0.0),
@@ -124,21 +132,30 @@ async fn the_metrics_pages_say_what_happened() {
     );
 
     let control = format!("{}/metrics", r.control.base);
-    let version = r.rest(reqwest::Method::GET, "/v1/policy", json!(null)).await["version"]
+    let version = r
+        .rest(reqwest::Method::GET, "/v1/policy", json!(null))
+        .await["version"]
         .as_u64()
         .unwrap();
-    let c = eventually("the control plane to store the events", Duration::from_secs(30), || {
-        let url = control.clone();
-        async move {
-            let p = page(url).await;
-            (sample(&p, "postern_control_tracking_ingest_lag_seconds_count") >= Some(1.0))
-                .then_some(p)
-        }
-    })
+    let c = eventually(
+        "the control plane to store the events",
+        Duration::from_secs(30),
+        || {
+            let url = control.clone();
+            async move {
+                let p = page(url).await;
+                (sample(&p, "postern_control_tracking_ingest_lag_seconds_count") >= Some(1.0))
+                    .then_some(p)
+            }
+        },
+    )
     .await;
     let workers = format!(r#"postern_control_workers{{version="{version}",connected="true"}}"#);
     assert_eq!(sample(&c, &workers), Some(1.0), "{c}");
-    assert!(sample(&c, "postern_control_policy_push_seconds_count") >= Some(1.0), "{c}");
+    assert!(
+        sample(&c, "postern_control_policy_push_seconds_count") >= Some(1.0),
+        "{c}"
+    );
     let rule_added = r#"postern_control_http_request_seconds_count{route="/v1/policy/inbound/rules",method="POST",status="2xx"}"#;
     assert_eq!(sample(&c, rule_added), Some(1.0), "{c}");
 
@@ -149,8 +166,11 @@ async fn the_metrics_pages_say_what_happened() {
         std::fs::write(dir.join("control.txt"), &c).unwrap();
     }
     // The contract with deploy/: every name listed there is on one of the two pages.
-    let listed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/metrics.txt"))
-        .unwrap();
+    let listed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/metrics.txt"
+    ))
+    .unwrap();
     let missing: Vec<&str> = listed
         .lines()
         .map(str::trim)

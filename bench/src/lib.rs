@@ -37,11 +37,7 @@ pub async fn plane() -> Plane {
         .to_string();
     let ca = Ca::new("bench CA").unwrap();
     let server = ca.server(&["127.0.0.1"]).unwrap();
-    let tls = GrpcTls {
-        cert_pem: server.cert_pem,
-        key_pem: server.key_pem,
-        client_ca_pem: ca.cert_pem.clone(),
-    };
+    let tls = GrpcTls::from_pem(&server.cert_pem, &server.key_pem, &ca.cert_pem).unwrap();
     let rest = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (base, grpc_addr) = (

@@ -30,6 +30,7 @@ fn workers(plane: &Plane, n: usize, shutdown: &watch::Receiver<bool>) -> tempfil
             client_cert_pem: cert.cert_pem.clone(),
             client_key_pem: cert.key_pem.clone(),
             backoff: Backoff::default(),
+            files: None,
         };
         let store = Arc::new(PolicyStore::open(dir.path().join(&id), Arc::default()).unwrap());
         tokio::spawn(postern_worker::sync::run(

@@ -150,7 +150,8 @@ async fn creates(s: &Server, label: &str, clients: usize, secs: u64, prefix: &st
     let elapsed = started.elapsed().as_secs_f64();
     all.sort();
     let flushes = metric(&http, &s.base, "postern_control_store_flushes_total").await - flushes;
-    let waiters = metric(&http, &s.base, "postern_control_store_flush_waiters_total").await - waiters;
+    let waiters =
+        metric(&http, &s.base, "postern_control_store_flush_waiters_total").await - waiters;
     println!(
         "{label:<44} {:>8.0} creates/s  p50 {:>7.2} ms  p99 {:>7.2} ms  {:>6.2} writes per flush",
         all.len() as f64 / elapsed,

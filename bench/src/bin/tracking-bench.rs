@@ -166,6 +166,7 @@ async fn main() {
             client_cert_pem: cert.cert_pem,
             client_key_pem: cert.key_pem,
             backoff: Backoff::default(),
+            files: None,
         };
         tokio::spawn(postern_worker::outbox::upload::run(
             connection,

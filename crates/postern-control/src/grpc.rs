@@ -14,10 +14,11 @@ use postern_proto::pb::tracking_server::{Tracking, TrackingServer};
 use postern_proto::pb::{self, command, control_message, worker_message};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_rustls::rustls::server::ResolvesServerCert;
 use tokio_stream::Stream;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::CompressionEncoding;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::commands::{CommandOutcome, QueueCommand, QueuedMessage, QueuedRecipient};
@@ -30,12 +31,22 @@ pub const MAX_MESSAGE: usize = 512 * 1024 * 1024;
 /// HTTP/2 pings, so a partitioned worker is seen as gone within about this much twice.
 const KEEPALIVE: Duration = Duration::from_secs(10);
 
-/// The gRPC server's TLS material, PEM.
+/// The gRPC server's TLS material.
 pub struct GrpcTls {
-    pub cert_pem: String,
-    pub key_pem: String,
-    /// The CA that signs worker client certificates.
+    /// The server certificate: fixed (`from_pem`), or a `ReloadingCert` that follows its files.
+    pub cert: Arc<dyn ResolvesServerCert>,
+    /// The CA that signs worker client certificates (PEM).
     pub client_ca_pem: String,
+}
+
+impl GrpcTls {
+    pub fn from_pem(cert_pem: &str, key_pem: &str, client_ca_pem: &str) -> Result<GrpcTls, String> {
+        let key = postern_tls::reload::certified_key(cert_pem, key_pem)?;
+        Ok(GrpcTls {
+            cert: Arc::new(tokio_rustls::rustls::sign::SingleCertAndKey::from(key)),
+            client_ca_pem: client_ca_pem.to_string(),
+        })
+    }
 }
 
 /// Serves the gRPC services on `listener` with mutual TLS until `shutdown` completes.
@@ -44,10 +55,10 @@ pub async fn serve(
     control: Arc<Control>,
     tls: GrpcTls,
     shutdown: impl std::future::Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
-    let tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(tls.cert_pem, tls.key_pem))
-        .client_ca_root(Certificate::from_pem(tls.client_ca_pem));
+) -> Result<(), GrpcError> {
+    let config =
+        postern_tls::mtls_server_config(tls.cert, &tls.client_ca_pem).map_err(GrpcError::Tls)?;
+    let incoming = crate::incoming::tls_incoming(listener, Arc::new(config));
     // Open worker streams never end by themselves; they must end for the server to stop.
     let (stop, stopping) = watch::channel(false);
     let shutdown = async move {
@@ -71,13 +82,21 @@ pub async fn serve(
     .send_compressed(CompressionEncoding::Gzip)
     .accept_compressed(CompressionEncoding::Gzip);
     Server::builder()
-        .tls_config(tls)?
         .http2_keepalive_interval(Some(KEEPALIVE))
         .http2_keepalive_timeout(Some(KEEPALIVE))
         .add_service(service)
         .add_service(tracking)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
+        .map_err(GrpcError::Transport)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GrpcError {
+    #[error("gRPC TLS: {0}")]
+    Tls(String),
+    #[error("gRPC: {0}")]
+    Transport(#[from] tonic::transport::Error),
 }
 
 #[derive(Clone)]

@@ -11,6 +11,7 @@ pub mod control;
 pub mod error;
 mod flusher;
 pub mod grpc;
+mod incoming;
 pub mod metrics;
 pub mod state;
 pub mod store;

@@ -647,7 +647,10 @@ async fn health_metrics_docs_and_unknown_paths() {
         text.contains("postern_control_policy_rules{direction=\"inbound\"} 1"),
         "{text}"
     );
-    assert!(text.contains("postern_control_policy_writes_total 1"), "{text}");
+    assert!(
+        text.contains("postern_control_policy_writes_total 1"),
+        "{text}"
+    );
     // Timed by route template, so that ids never make new series.
     let created = "postern_control_http_request_seconds_count{route=\"/v1/policy/inbound/rules\",method=\"POST\",status=\"2xx\"} 1";
     assert!(text.contains(created), "{text}");

@@ -108,11 +108,7 @@ async fn start() -> (Api, Ca, std::net::SocketAddr) {
     api.control.initialise().await.unwrap();
     let ca = Ca::new("test CA").unwrap();
     let server = ca.server(&["127.0.0.1"]).unwrap();
-    let tls = GrpcTls {
-        cert_pem: server.cert_pem,
-        key_pem: server.key_pem,
-        client_ca_pem: ca.cert_pem.clone(),
-    };
+    let tls = GrpcTls::from_pem(&server.cert_pem, &server.key_pem, &ca.cert_pem).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(serve(

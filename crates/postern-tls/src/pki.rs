@@ -171,6 +171,27 @@ impl Layout {
         Ok(())
     }
 
+    /// `postern pki control`: a new certificate for the control plane, for `names`, from the CA
+    /// of `init` (a renewal; the running control plane serves it from the next handshake).
+    pub fn issue_control(&self, names: &[&str]) -> Result<(), PkiError> {
+        let ca = self.ca()?;
+        let issued = ca.server(names)?;
+        write_pair(&issued, &self.control_cert, &self.control_key).map_err(|source| PkiError::Io {
+            path: self.control_cert.display().to_string(),
+            source,
+        })
+    }
+
+    fn ca(&self) -> Result<Ca, PkiError> {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).map_err(|source| PkiError::Io {
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        Ok(Ca::load(&read(&self.ca)?, &read(&self.ca_key)?)?)
+    }
+
     /// `postern pki worker ID`: a client certificate whose DNS name is the worker id. Issuing
     /// again replaces it (a renewal; the worker picks it up at its next connection).
     pub fn issue_worker(&self, id: &str) -> Result<(PathBuf, PathBuf), PkiError> {
@@ -183,14 +204,7 @@ impl Layout {
         if !valid {
             return Err(PkiError::WorkerId(id.to_string()));
         }
-        let read = |path: &Path| {
-            std::fs::read_to_string(path).map_err(|source| PkiError::Io {
-                path: path.display().to_string(),
-                source,
-            })
-        };
-        let ca = Ca::load(&read(&self.ca)?, &read(&self.ca_key)?)?;
-        let issued = ca.client(&[id])?;
+        let issued = self.ca()?.client(&[id])?;
         let (cert, key) = self.worker(id);
         write_pair(&issued, &cert, &key).map_err(|source| PkiError::Io {
             path: cert.display().to_string(),

@@ -40,16 +40,22 @@ fn stamp(cert: &Path, key: &Path) -> Stamp {
 
 fn load(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, String> {
     let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
-    let chain = crate::files::ders(&read(cert)?);
+    certified_key(&read(cert)?, &read(key)?)
+        .map_err(|e| format!("{} and {}: {e}", cert.display(), key.display()))
+}
+
+/// A chain and its key from PEM text; an error unless the key is the chain's.
+pub fn certified_key(cert_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>, String> {
+    let chain = crate::files::ders(cert_pem);
     if chain.is_empty() {
-        return Err(format!("{}: no certificate", cert.display()));
+        return Err("no certificate".into());
     }
-    let key_der = PrivateKeyDer::from_pem_slice(read(key)?.as_bytes())
-        .map_err(|e| format!("{}: {e}", key.display()))?;
+    let key_der = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| format!("private key: {e}"))?;
     let provider: &CryptoProvider = &rustls::crypto::aws_lc_rs::default_provider();
     CertifiedKey::from_der(chain, key_der, provider)
         .map(Arc::new)
-        .map_err(|e| format!("{} and {}: {e}", cert.display(), key.display()))
+        .map_err(|e| e.to_string())
 }
 
 impl ReloadingCert {

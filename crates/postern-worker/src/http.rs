@@ -90,7 +90,10 @@ async fn metrics(State(ctx): State<Ctx>) -> impl IntoResponse {
     }
     m.outbox_bytes.set(ctx.outbox.bytes() as i64);
     m.outbox_lag_seconds.set(ctx.outbox.lag_s());
-    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], m.render())
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        m.render(),
+    )
 }
 
 /// What `postern drain` waits on.

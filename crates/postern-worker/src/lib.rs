@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use policy::PolicyStore;
-pub use sync::{Backoff, ControlConnection};
+pub use sync::{Backoff, ControlConnection, PemFiles};
 
 /// Everything a worker needs besides its listeners.
 pub struct WorkerConfig {

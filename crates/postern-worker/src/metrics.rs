@@ -66,9 +66,7 @@ const REJECTIONS: [&str; 7] = [
 const DEFERRALS: [&str; 5] = ["tls_policy", "connection", "dns", "reply", "other"];
 
 /// Seconds from the 250 to the delivery: a minute is good, a day is the queue's business.
-const DELIVERY_BUCKETS: [f64; 9] = [
-    1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0,
-];
+const DELIVERY_BUCKETS: [f64; 9] = [1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0];
 
 pub struct Metrics {
     registry: Registry,

@@ -3,6 +3,7 @@
 //! backoff and full jitter; HTTP/2 keepalives notice a partitioned control plane. Operators'
 //! commands arrive on the same stream and are answered as each finishes.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,16 @@ pub struct ControlConnection {
     pub client_cert_pem: String,
     pub client_key_pem: String,
     pub backoff: Backoff,
+    /// Where the PEMs came from: read again before each connection, so a renewed client
+    /// certificate (or CA) is used from the next one on, with no restart.
+    pub files: Option<PemFiles>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PemFiles {
+    pub ca: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
 }
 
 /// Reconnect delays: doubling from `initial` to `max`, each drawn uniformly below the current
@@ -55,6 +66,37 @@ fn jittered(ceiling: Duration) -> Duration {
 }
 
 impl ControlConnection {
+    /// This connection with its PEMs read again from their files. Files that do not read, or
+    /// a certificate and key that do not match (a renewal half written), leave it as it was.
+    pub fn reread(&mut self) {
+        let Some(files) = &self.files else { return };
+        let read =
+            |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+        let fresh = (|| {
+            let (ca, cert, key) = (
+                read(&files.ca)?,
+                read(&files.client_cert)?,
+                read(&files.client_key)?,
+            );
+            postern_tls::reload::certified_key(&cert, &key)?;
+            if postern_tls::files::ders(&ca).is_empty() {
+                return Err(format!("{}: no certificate", files.ca.display()));
+            }
+            Ok::<_, String>((ca, cert, key))
+        })();
+        match fresh {
+            Ok((ca, cert, key)) => {
+                if cert != self.client_cert_pem || key != self.client_key_pem || ca != self.ca_pem {
+                    tracing::info!(cert = %files.client_cert.display(), "control plane client certificate reloaded");
+                }
+                (self.ca_pem, self.client_cert_pem, self.client_key_pem) = (ca, cert, key);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "client certificate files do not load; keeping the previous ones")
+            }
+        }
+    }
+
     pub fn endpoint(&self) -> Result<Endpoint, tonic::transport::Error> {
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&self.ca_pem))
@@ -80,14 +122,14 @@ pub async fn run(
     commands: Option<Arc<Commands>>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let endpoint = match control.endpoint() {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::error!(error = %e, url = %control.url, "invalid control plane address; the worker will not receive policy");
-            return;
-        }
-    };
+    if let Err(e) = control.endpoint() {
+        tracing::error!(error = %e, url = %control.url, "invalid control plane address; the worker will not receive policy");
+        return;
+    }
+    let backoff = control.backoff;
+    let control = std::sync::Mutex::new(control);
     let stream = || async {
+        let endpoint = fresh_endpoint(&control)?;
         let outcome = session(
             &endpoint,
             &worker_id,
@@ -99,7 +141,16 @@ pub async fn run(
         policy.metrics.control_connected.set(0);
         outcome
     };
-    reconnecting(control.backoff, "policy stream", shutdown, stream).await;
+    reconnecting(backoff, "policy stream", shutdown, stream).await;
+}
+
+/// The endpoint for the next connection, from the certificate files as they are now.
+pub(crate) fn fresh_endpoint(
+    control: &std::sync::Mutex<ControlConnection>,
+) -> Result<Endpoint, StreamError> {
+    let mut control = control.lock().expect("connection lock");
+    control.reread();
+    Ok(control.endpoint()?)
 }
 
 pub(crate) type StreamError = Box<dyn std::error::Error + Send + Sync>;

@@ -52,7 +52,11 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct DrainArgs {
     /// The worker's --http-listen, on loopback (the only address it takes a drain from).
-    #[arg(long, env = "POSTERN_WORKER_HTTP", default_value = "http://127.0.0.1:9090")]
+    #[arg(
+        long,
+        env = "POSTERN_WORKER_HTTP",
+        default_value = "http://127.0.0.1:9090"
+    )]
     pub http: String,
     /// Seconds to wait for the queue to empty.
     #[arg(long, default_value_t = 300)]
@@ -69,6 +73,15 @@ pub enum PkiCommand {
         dir: PathBuf,
         /// DNS names and IP addresses of the control plane (comma-separated), e.g.
         /// `postern-control.mail.svc,postern-control,10.0.0.2`.
+        #[arg(long, value_delimiter = ',', required = true)]
+        name: Vec<String>,
+    },
+    /// Renews the control plane's certificate (`control.pem`, `control.key`) from the CA of
+    /// `pki init`; a running control plane serves it from the next handshake.
+    Control {
+        #[arg(long, env = "POSTERN_PKI_DIR", default_value = "./pki")]
+        dir: PathBuf,
+        /// DNS names and IP addresses of the control plane (comma-separated).
         #[arg(long, value_delimiter = ',', required = true)]
         name: Vec<String>,
     },

@@ -10,6 +10,7 @@ use postern_control::grpc::GrpcTls;
 use postern_control::store::SledStore;
 use postern_control::tracking::Tracking;
 use postern_tls::files;
+use postern_tls::reload::ReloadingCert;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -17,20 +18,18 @@ use crate::Fatal;
 use crate::cli::ControlArgs;
 
 pub async fn run(args: ControlArgs) -> Result<(), Fatal> {
+    // Both listeners present the same certificate, read again when its files change (a
+    // renewal is served from the next handshake; connections in flight keep theirs).
+    let cert = ReloadingCert::open(&args.tls_cert, &args.tls_key)
+        .map_err(|e| Fatal(format!("--tls-cert/--tls-key: {e}")))?;
     let tls = GrpcTls {
-        cert_pem: files::certificates("--tls-cert", &args.tls_cert)
-            .map_err(fatal)?
-            .text,
-        key_pem: files::private_key("--tls-key", &args.tls_key)
-            .map_err(fatal)?
-            .text,
+        cert: cert.clone(),
         client_ca_pem: files::certificates("--client-ca", &args.client_ca)
             .map_err(fatal)?
             .text,
     };
     // PRODUCT.md 6: the REST listener serves HTTPS when given --tls-cert/--tls-key.
-    let https = postern_tls::server_config(&tls.cert_pem, &tls.key_pem)
-        .map_err(|e| Fatal(format!("--tls-cert/--tls-key: {e}")))?;
+    let https = postern_tls::server_config_with(cert);
     let http = bind("--http-listen", args.http_listen).await?;
     let grpc = bind("--grpc-listen", args.grpc_listen).await?;
     let control = open(&args.data_dir).await?;

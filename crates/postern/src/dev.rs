@@ -43,6 +43,7 @@ pub async fn run(args: DevArgs) -> Result<(), Fatal> {
             client_cert_pem: read(&pki.worker_cert)?,
             client_key_pem: read(&pki.worker_key)?,
             backoff: Backoff::default(),
+            files: None,
         },
         spool_dir: args.data_dir.join("spool"),
         hostname,
@@ -54,11 +55,12 @@ pub async fn run(args: DevArgs) -> Result<(), Fatal> {
     .map_err(fatal)?;
     let control = open(&args.data_dir).await?;
     seed_relay(&control).await?;
-    let tls = GrpcTls {
-        cert_pem: read(&pki.control_cert)?,
-        key_pem: read(&pki.control_key)?,
-        client_ca_pem: read(&pki.ca)?,
-    };
+    let tls = GrpcTls::from_pem(
+        &read(&pki.control_cert)?,
+        &read(&pki.control_key)?,
+        &read(&pki.ca)?,
+    )
+    .map_err(|e| Fatal(format!("the dev certificates: {e}")))?;
     let shutdown = crate::shutdown_on_signal();
     tracing::info!(smtp = %smtp.local_addr().map_err(fatal)?, worker_http = %worker_http.local_addr().map_err(fatal)?, "dev worker listening");
     let worker_task = tokio::spawn(worker.run(smtp, Some(worker_http), shutdown.clone()));

@@ -151,6 +151,18 @@ fn pki(command: cli::PkiCommand) -> Result<(), Fatal> {
                 layout.ca.display()
             );
         }
+        cli::PkiCommand::Control { dir, name } => {
+            let layout = Layout::new(&dir);
+            let names: Vec<&str> = name.iter().map(String::as_str).collect();
+            layout
+                .issue_control(&names)
+                .map_err(|e| Fatal(e.to_string()))?;
+            println!(
+                "control plane: {} and {} renewed",
+                layout.control_cert.display(),
+                layout.control_key.display()
+            );
+        }
         cli::PkiCommand::Worker { id, dir } => {
             let layout = Layout::new(&dir);
             let (cert, key) = layout.issue_worker(&id).map_err(|e| Fatal(e.to_string()))?;

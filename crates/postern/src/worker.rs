@@ -2,7 +2,7 @@
 //! plane and serve SMTP.
 
 use postern_tls::files;
-use postern_worker::{Backoff, ControlConnection, Worker, WorkerConfig};
+use postern_worker::{Backoff, ControlConnection, PemFiles, Worker, WorkerConfig};
 
 use crate::Fatal;
 use crate::cli::WorkerArgs;
@@ -30,6 +30,11 @@ pub async fn run(args: WorkerArgs) -> Result<(), Fatal> {
             .map_err(fatal)?
             .text,
         backoff: Backoff::default(),
+        files: Some(PemFiles {
+            ca: args.control_ca.clone(),
+            client_cert: args.client_cert.clone(),
+            client_key: args.client_key.clone(),
+        }),
     };
     crate::private_dir("--spool-dir", &args.spool_dir)?;
     let worker = Worker::start(WorkerConfig {

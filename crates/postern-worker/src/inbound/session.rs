@@ -427,7 +427,11 @@ async fn serve(
     let limits = u64::from(server.limits_hit());
     if limits > 0 {
         let reason = Reason { reason: "limit" };
-        inbound.metrics().rejections.get_or_create(&reason).inc_by(limits);
+        inbound
+            .metrics()
+            .rejections
+            .get_or_create(&reason)
+            .inc_by(limits);
     }
     Ok(ended)
 }

@@ -291,9 +291,7 @@ impl Outbox {
             if let Ok(Err((e, first, last))) = result {
                 tracing::error!(error = %e, first, last, "tracking events could not be written; they are lost");
                 lose(&mut self.state(), first, last);
-                self.metrics
-                    .events_lost
-                    .inc_by(last - first + 1);
+                self.metrics.events_lost.inc_by(last - first + 1);
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
             // Report what was lost, in sequence like any other event.
@@ -384,9 +382,7 @@ impl Outbox {
                     last = oldest.last,
                     "the event outbox is full: unacknowledged events dropped"
                 );
-                self.metrics
-                    .events_lost
-                    .inc_by(oldest.last - first + 1);
+                self.metrics.events_lost.inc_by(oldest.last - first + 1);
                 // The gap runs from the last acknowledged event, so that it also covers the
                 // earlier gap events that may have been dropped with this segment.
                 lose(state, state.acked + 1, oldest.last);
@@ -508,7 +504,11 @@ mod tests {
         let front = |s: &State| s.marks.front().copied();
         s.acked = 1;
         s.unmark();
-        assert_eq!(front(&s), Some((1, 0)), "2 was emitted within a second of 1");
+        assert_eq!(
+            front(&s),
+            Some((1, 0)),
+            "2 was emitted within a second of 1"
+        );
         s.acked = 2;
         s.unmark();
         assert_eq!(front(&s), Some((3, 1000)));

@@ -13,7 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::CompressionEncoding;
 
 use super::Outbox;
-use crate::sync::{ControlConnection, MAX_MESSAGE, StreamError, reconnecting};
+use crate::sync::{ControlConnection, MAX_MESSAGE, StreamError, fresh_endpoint, reconnecting};
 
 /// Events per batch.
 const BATCH: usize = 1000;
@@ -30,15 +30,17 @@ pub async fn run(
     outbox: Arc<Outbox>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let endpoint = match control.endpoint() {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::error!(error = %e, "invalid control plane address; events stay in the outbox");
-            return;
-        }
+    if let Err(e) = control.endpoint() {
+        tracing::error!(error = %e, "invalid control plane address; events stay in the outbox");
+        return;
+    }
+    let backoff = control.backoff;
+    let control = std::sync::Mutex::new(control);
+    let stream = || async {
+        let endpoint = fresh_endpoint(&control)?;
+        session(&endpoint, &worker_id, &outbox).await
     };
-    let stream = || session(&endpoint, &worker_id, &outbox);
-    reconnecting(control.backoff, "event upload", shutdown, stream).await;
+    reconnecting(backoff, "event upload", shutdown, stream).await;
 }
 
 /// One upload stream; returns whether anything was acknowledged.
