@@ -237,12 +237,25 @@ impl Postern {
         other: &str,
         envs: &[(&str, &str)],
     ) -> Postern {
+        let mut command = Command::new(BIN);
+        command.args(args).envs(envs.iter().copied());
+        Postern::start_command(command, data_dir, other)
+    }
+
+    /// `postern` in network namespace `netns` (`ip netns exec`, which execs it: signals reach
+    /// it as usual).
+    pub fn start_netns(netns: &str, args: &[&str], data_dir: &Path, other: &str) -> Postern {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", netns, BIN]).args(args);
+        Postern::start_command(command, data_dir, other)
+    }
+
+    /// Runs `command` (a `postern` invocation) and waits for its addresses.
+    fn start_command(mut command: Command, data_dir: &Path, other: &str) -> Postern {
         // The tests' own HTTPS clients need the process's rustls provider too.
         postern_tls::install_crypto_provider();
-        let mut child = Command::new(BIN)
-            .args(args)
+        let mut child = command
             .env("RUST_LOG", "info")
-            .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
