@@ -3,7 +3,8 @@
 //! clients, and this test's next hop) and a control network (10.78.0.0/24: the control plane
 //! and the workers' second interfaces). HAProxy from Debian sends PROXY v2 and checks each
 //! worker's `/readyz`; clients are swaks from their own namespaces. Shown here: an IP rule
-//! applies to the real client behind HAProxy; draining and stopping a worker under traffic
+//! applies to the real client behind HAProxy; draining a worker with `postern drain` (as a
+//! Kubernetes preStop does) and stopping it under traffic
 //! loses nothing and the load moves; cutting one worker's control link (the link: its veth
 //! goes down) keeps its mail flowing under the last policy, and once the link is back it
 //! follows the newest version and its events arrive exactly once. Needs root, iproute2,
@@ -443,10 +444,29 @@ async fn three_workers_behind_haproxy_in_network_namespaces() {
         )
         .await;
     }
-    let (w3_mail, drain_started) = (WORKERS[2].1, Instant::now());
-    control
-        .rest(reqwest::Method::POST, "/v1/workers/w3/drain", json!({}))
-        .await;
+    // Only a process on the worker's own host may drain it.
+    let (w1_mail, w3_mail) = (WORKERS[0].1, WORKERS[2].1);
+    let refused = reqwest::Client::new()
+        .post(format!("http://{w1_mail}:9090/drain"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    // As a Kubernetes preStop does it: `postern drain` on w3's host, waiting for its queue.
+    let drain_started = Instant::now();
+    let drain = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            "pn-w3",
+            support::BIN,
+            "drain",
+            "--timeout",
+            "60",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     eventually(
         "w3 to report not ready",
         Duration::from_secs(30),
@@ -459,16 +479,11 @@ async fn three_workers_behind_haproxy_in_network_namespaces() {
     )
     .await;
     let unready = drain_started.elapsed();
-    eventually("w3's queue to empty", Duration::from_secs(60), || async {
-        let status: Value = reqwest::get(format!("http://{w3_mail}:9090/drain"))
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        (status["queued"] == 0 && status["sessions"] == 0).then_some(())
-    })
-    .await;
+    let drained = tokio::task::spawn_blocking(move || drain.wait_with_output().unwrap());
+    let drained = drained.await.unwrap();
+    let said = String::from_utf8_lossy(&drained.stderr);
+    assert!(drained.status.success(), "postern drain: {said}");
+    assert!(said.contains("drained: queue empty"), "{said}");
     let emptied = drain_started.elapsed();
     let w3_received = metric(w3_mail, "postern_worker_messages_received_total")
         .await
@@ -510,14 +525,14 @@ async fn three_workers_behind_haproxy_in_network_namespaces() {
     }
     eprintln!(
         "netns drain: {} messages queued under load, none lost; w3 took {w3_received} before \
-         the drain; not ready {unready:?} after the drain command, queue empty after \
-         {emptied:?}, stopped {stopped:?} after SIGTERM; w1+w2 took {on_others}",
+         `postern drain`; not ready {unready:?} after it started, which returned (queue empty) \
+         after {emptied:?}, stopped {stopped:?} after SIGTERM; w1+w2 took {on_others}",
         accepted.len()
     );
 
     // 3. Cut w1's control link: mail keeps flowing under the last policy; after the link
     // returns, w1 follows the newest version and its events arrive exactly once.
-    let (w1_mail, cut_at) = (WORKERS[0].1, Instant::now());
+    let cut_at = Instant::now();
     net.control_link("w1", false);
     let before = current_version(&control).await;
     let rule = json!({"match": "late.example", "level": "may"});
@@ -640,7 +655,8 @@ async fn three_workers_behind_haproxy_in_network_namespaces() {
 fn start_worker(pki: &Pki, dir: &std::path::Path, id: &str, mail: &str) -> Postern {
     let spool = dir.join(format!("spool-{id}"));
     std::fs::create_dir_all(&spool).unwrap();
-    let (smtp, http) = (format!("{mail}:25"), format!("{mail}:9090"));
+    // HTTP on every address, as in a pod: metrics for this test, drain from loopback.
+    let (smtp, http) = (format!("{mail}:25"), "0.0.0.0:9090".to_string());
     Postern::start_netns(
         &format!("pn-{id}"),
         &[
