@@ -4,10 +4,10 @@
 //! and the workers' second interfaces). HAProxy from Debian sends PROXY v2 and checks each
 //! worker's `/readyz`; clients are swaks from their own namespaces. Shown here: an IP rule
 //! applies to the real client behind HAProxy; draining a worker with `postern drain` (as a
-//! Kubernetes preStop does) and stopping it under traffic
-//! loses nothing and the load moves; cutting one worker's control link (the link: its veth
-//! goes down) keeps its mail flowing under the last policy, and once the link is back it
-//! follows the newest version and its events arrive exactly once. Needs root, iproute2,
+//! Kubernetes preStop does) and stopping it under traffic loses nothing and the load moves;
+//! cutting one worker's control link (the link: its veth goes down) keeps its mail flowing
+//! under the last policy, and once the link is back it follows the newest version and its
+//! events arrive exactly once. Needs root, iproute2,
 //! HAProxy and swaks: skipped with the reason otherwise, except under CI, which must run it.
 //! The timings are printed (`--nocapture`).
 
