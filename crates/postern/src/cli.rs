@@ -47,6 +47,13 @@ pub enum Command {
     /// whole queue due now; waits until the queue is empty and the sessions ended. Exits 0
     /// then, 1 if --timeout passed first (what is left stays in the spool), 2 on an error.
     Drain(DrainArgs),
+    /// The command-line client of the REST API. Exit codes: 0 done, 1 refused by the API
+    /// (4xx: the problem is printed), 2 bad usage or no token, 3 API unreachable or failing.
+    Ctl(crate::ctl::CtlArgs),
+    /// Shell completions for `postern` (bash, zsh, fish, elvish, powershell) on standard output.
+    Completions { shell: clap_complete::Shell },
+    /// The man page of `postern` (roff) on standard output.
+    Man,
 }
 
 #[derive(Debug, Args)]

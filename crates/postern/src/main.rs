@@ -4,6 +4,7 @@
 
 mod cli;
 mod control;
+mod ctl;
 mod dev;
 mod drain;
 mod worker;
@@ -66,13 +67,43 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let command = match cli.command {
+        cli::Command::Ctl(args) => {
+            return match runtime.block_on(ctl::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("postern ctl: {e}");
+                    ExitCode::from(e.exit_code())
+                }
+            };
+        }
+        cli::Command::Completions { shell } => {
+            let mut command = <cli::Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "postern", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        cli::Command::Man => {
+            let command = <cli::Cli as clap::CommandFactory>::command();
+            return match clap_mangen::Man::new(command).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("postern: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        command => command,
+    };
     let result = runtime.block_on(async {
-        match cli.command {
+        match command {
             cli::Command::Dev(args) => dev::run(args).await,
             cli::Command::Control(args) => control::run(args).await,
             cli::Command::Worker(args) => worker::run(args).await,
             cli::Command::Pki(command) => pki(command),
             cli::Command::Drain(args) => drain::run(args).await,
+            cli::Command::Ctl(_) | cli::Command::Completions { .. } | cli::Command::Man => {
+                unreachable!("handled above")
+            }
         }
     });
     match result {

@@ -1,0 +1,196 @@
+//! `postern ctl` against a real `postern control` over HTTPS with its private CA (issue 14
+//! point 4): rules added, listed, edited, replaced and removed, the API's warnings and
+//! problems printed, explain, versions and rollback, tokens and roles, and the exit codes
+//! scripts rely on (0 done, 1 refused, 2 usage, 3 unreachable); completions and the man page.
+
+mod support;
+
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+use support::{BIN, Pki, Postern};
+
+struct Ctl {
+    url: String,
+    ca: String,
+    token_file: String,
+}
+
+struct Ran {
+    code: i32,
+    out: String,
+    err: String,
+}
+
+impl Ctl {
+    fn run(&self, args: &[&str]) -> Ran {
+        self.run_env(args, &[("POSTERN_TOKEN_FILE", &self.token_file)])
+    }
+
+    fn run_env(&self, args: &[&str], envs: &[(&str, &str)]) -> Ran {
+        let out = Command::new(BIN)
+            .arg("ctl")
+            .args(args)
+            .env("POSTERN_URL", &self.url)
+            .env("POSTERN_CA", &self.ca)
+            .env_remove("POSTERN_TOKEN")
+            .env_remove("POSTERN_TOKEN_FILE")
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        Ran {
+            code: out.status.code().unwrap_or(-1),
+            out: String::from_utf8_lossy(&out.stdout).into_owned(),
+            err: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// A command that must succeed, its JSON output.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        let r = self.run(&all);
+        assert_eq!(r.code, 0, "{args:?}: {}", r.err);
+        serde_json::from_str(&r.out).unwrap_or(Value::Null)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postern_ctl_drives_the_api_with_exit_codes_scripts_can_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("tls"));
+    let control = Postern::control(&dir.path().join("control"), &pki);
+    let ctl = Ctl {
+        url: control.base.clone(),
+        ca: pki.path("ca.pem"),
+        token_file: dir
+            .path()
+            .join("control/admin-token")
+            .to_str()
+            .unwrap()
+            .into(),
+    };
+
+    // Add: the API's warning comes back with the rule.
+    let added = ctl.json(&[
+        "rules",
+        "add",
+        "inbound",
+        "--match",
+        "bank.example",
+        "--level",
+        "none",
+    ]);
+    let id = added["id"].as_str().unwrap().to_string();
+    assert!(!added["warnings"].as_array().unwrap().is_empty(), "{added}");
+    let table = ctl.run(&["rules", "list", "inbound"]);
+    assert_eq!(table.code, 0, "{}", table.err);
+    let mut lines = table.out.lines();
+    assert!(lines.next().unwrap().starts_with("ID "), "{}", table.out);
+    let row = lines.next().unwrap();
+    assert!(
+        row.starts_with(&id) && row.contains("bank.example") && row.contains("none"),
+        "{row}"
+    );
+
+    // Edit changes only what is given.
+    let edited = ctl.json(&["rules", "edit", "inbound", &id, "--level", "encrypt"]);
+    assert_eq!(edited["level"], "encrypt");
+    assert_eq!(edited["match"], "bank.example");
+
+    // A refused request: exit 1, the problem with the field it names.
+    let bad = ctl.run(&[
+        "rules",
+        "add",
+        "inbound",
+        "--match",
+        "not a domain",
+        "--level",
+        "may",
+    ]);
+    assert_eq!(bad.code, 1, "{}", bad.err);
+    assert!(
+        bad.err.contains("422") && bad.err.contains("/match"),
+        "{}",
+        bad.err
+    );
+
+    // Explain: the verdict for a plaintext sender of the now-encrypt domain.
+    let verdict = ctl.json(&[
+        "explain",
+        "inbound",
+        "--client-ip",
+        "192.0.2.7",
+        "--sender",
+        "a@bank.example",
+    ]);
+    assert_eq!(verdict["mail_from"]["code"], 530, "{verdict}");
+
+    // Replace from a file, in one version; then roll back to before it.
+    let before = ctl.json(&["versions"])["current"].as_u64().unwrap();
+    let file = dir.path().join("rules.json");
+    std::fs::write(
+        &file,
+        r#"[{"match": "a.example", "level": "encrypt"}, {"match": "10.0.0.0/8", "level": "may"}]"#,
+    )
+    .unwrap();
+    ctl.json(&["rules", "replace", "inbound", file.to_str().unwrap()]);
+    let versions = ctl.json(&["versions"]);
+    assert_eq!(
+        versions["current"].as_u64(),
+        Some(before + 1),
+        "one version"
+    );
+    let listed = ctl.json(&["rules", "list", "inbound"]);
+    assert_eq!(listed["items"].as_array().unwrap().len(), 2);
+    ctl.json(&["rollback", &before.to_string()]);
+    let listed = ctl.json(&["rules", "list", "inbound"]);
+    assert_eq!(listed["items"][0]["match"], "bank.example", "{listed}");
+    let rm = ctl.run(&["rules", "rm", "inbound", &id]);
+    assert_eq!(rm.code, 0, "{}", rm.err);
+
+    // Roles: a viewer token reads and is refused writes (exit 1, 403).
+    let token = ctl.json(&["tokens", "create", "--role", "viewer"]);
+    let secret = token["token"].as_str().unwrap();
+    let viewer = [("POSTERN_TOKEN", secret)];
+    assert_eq!(ctl.run_env(&["rules", "list", "outbound"], &viewer).code, 0);
+    let refused = ctl.run_env(
+        &[
+            "rules",
+            "add",
+            "outbound",
+            "--match",
+            "x.example",
+            "--level",
+            "may",
+        ],
+        &viewer,
+    );
+    assert_eq!(refused.code, 1, "{}", refused.err);
+    assert!(refused.err.contains("403"), "{}", refused.err);
+    let audit = ctl.run(&["audit"]);
+    assert!(
+        audit.out.contains("POST /v1/policy/inbound/rules"),
+        "{}",
+        audit.out
+    );
+
+    // Usage and reachability.
+    let no_token = ctl.run_env(&["rules", "list", "inbound"], &[]);
+    assert_eq!(no_token.code, 2, "{}", no_token.err);
+    let gone = ctl.run_env(
+        &["rules", "list", "inbound", "--url", "https://127.0.0.1:9"],
+        &viewer,
+    );
+    assert_eq!(gone.code, 3, "{}", gone.err);
+
+    // Completions and the man page come from the same definitions.
+    let completions = Command::new(BIN)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&completions.stdout).contains("ctl"));
+    let man = Command::new(BIN).arg("man").output().unwrap();
+    assert!(String::from_utf8_lossy(&man.stdout).contains(".TH postern"));
+}
