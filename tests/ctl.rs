@@ -76,6 +76,7 @@ async fn postern_ctl_drives_the_api_with_exit_codes_scripts_can_use() {
     let added = ctl.json(&[
         "rules",
         "add",
+        "--direction",
         "inbound",
         "--match",
         "bank.example",
@@ -84,7 +85,7 @@ async fn postern_ctl_drives_the_api_with_exit_codes_scripts_can_use() {
     ]);
     let id = added["id"].as_str().unwrap().to_string();
     assert!(!added["warnings"].as_array().unwrap().is_empty(), "{added}");
-    let table = ctl.run(&["rules", "list", "inbound"]);
+    let table = ctl.run(&["rules", "list", "--direction", "inbound"]);
     assert_eq!(table.code, 0, "{}", table.err);
     let mut lines = table.out.lines();
     assert!(lines.next().unwrap().starts_with("ID "), "{}", table.out);
@@ -95,7 +96,15 @@ async fn postern_ctl_drives_the_api_with_exit_codes_scripts_can_use() {
     );
 
     // Edit changes only what is given.
-    let edited = ctl.json(&["rules", "edit", "inbound", &id, "--level", "encrypt"]);
+    let edited = ctl.json(&[
+        "rules",
+        "edit",
+        "--direction",
+        "inbound",
+        &id,
+        "--level",
+        "encrypt",
+    ]);
     assert_eq!(edited["level"], "encrypt");
     assert_eq!(edited["match"], "bank.example");
 
@@ -103,6 +112,7 @@ async fn postern_ctl_drives_the_api_with_exit_codes_scripts_can_use() {
     let bad = ctl.run(&[
         "rules",
         "add",
+        "--direction",
         "inbound",
         "--match",
         "not a domain",
@@ -135,30 +145,41 @@ async fn postern_ctl_drives_the_api_with_exit_codes_scripts_can_use() {
         r#"[{"match": "a.example", "level": "encrypt"}, {"match": "10.0.0.0/8", "level": "may"}]"#,
     )
     .unwrap();
-    ctl.json(&["rules", "replace", "inbound", file.to_str().unwrap()]);
+    ctl.json(&[
+        "rules",
+        "replace",
+        "--direction",
+        "inbound",
+        file.to_str().unwrap(),
+    ]);
     let versions = ctl.json(&["versions"]);
     assert_eq!(
         versions["current"].as_u64(),
         Some(before + 1),
         "one version"
     );
-    let listed = ctl.json(&["rules", "list", "inbound"]);
+    let listed = ctl.json(&["rules", "list", "--direction", "inbound"]);
     assert_eq!(listed["items"].as_array().unwrap().len(), 2);
     ctl.json(&["rollback", &before.to_string()]);
-    let listed = ctl.json(&["rules", "list", "inbound"]);
+    let listed = ctl.json(&["rules", "list", "--direction", "inbound"]);
     assert_eq!(listed["items"][0]["match"], "bank.example", "{listed}");
-    let rm = ctl.run(&["rules", "rm", "inbound", &id]);
+    let rm = ctl.run(&["rules", "rm", "--direction", "inbound", &id]);
     assert_eq!(rm.code, 0, "{}", rm.err);
 
     // Roles: a viewer token reads and is refused writes (exit 1, 403).
     let token = ctl.json(&["tokens", "create", "--role", "viewer"]);
     let secret = token["token"].as_str().unwrap();
     let viewer = [("POSTERN_TOKEN", secret)];
-    assert_eq!(ctl.run_env(&["rules", "list", "outbound"], &viewer).code, 0);
+    assert_eq!(
+        ctl.run_env(&["rules", "list", "--direction", "outbound"], &viewer)
+            .code,
+        0
+    );
     let refused = ctl.run_env(
         &[
             "rules",
             "add",
+            "--direction",
             "outbound",
             "--match",
             "x.example",
@@ -177,13 +198,85 @@ async fn postern_ctl_drives_the_api_with_exit_codes_scripts_can_use() {
     );
 
     // Usage and reachability.
-    let no_token = ctl.run_env(&["rules", "list", "inbound"], &[]);
+    let no_token = ctl.run_env(&["rules", "list", "--direction", "inbound"], &[]);
     assert_eq!(no_token.code, 2, "{}", no_token.err);
     let gone = ctl.run_env(
-        &["rules", "list", "inbound", "--url", "https://127.0.0.1:9"],
+        &[
+            "rules",
+            "list",
+            "--direction",
+            "inbound",
+            "--url",
+            "https://127.0.0.1:9",
+        ],
         &viewer,
     );
     assert_eq!(gone.code, 3, "{}", gone.err);
+
+    // A Postfix TLS policy table into the outbound rules: a dry run changes nothing, then one
+    // version; each line without an equivalent is reported.
+    let table = dir.path().join("tls_policy");
+    std::fs::write(
+        &table,
+        "# from main.cf's smtp_tls_policy_maps\nexample.com verify ciphers=high\n\
+         .example.net encrypt\n  protocols=!SSLv3\n[relay.example]:587 encrypt\n\
+         dane.example dane\n",
+    )
+    .unwrap();
+    let table = table.to_str().unwrap();
+    let dry = ctl.run(&["import", "postfix-tls-policy", table, "--dry-run"]);
+    assert_eq!(dry.code, 0, "{}", dry.err);
+    assert!(dry.out.contains("+ example.com verify/high"), "{}", dry.out);
+    assert!(
+        dry.err
+            .contains("line 5: [relay.example]:587: a next-hop key"),
+        "{}",
+        dry.err
+    );
+    assert!(
+        dry.err.contains("line 6: dane.example dane: mapped to may"),
+        "{}",
+        dry.err
+    );
+    let outbound = ctl.json(&["rules", "list", "--direction", "outbound"]);
+    assert_eq!(
+        outbound["items"].as_array().unwrap().len(),
+        0,
+        "a dry run changes nothing"
+    );
+    let v = ctl.json(&["versions"])["current"].as_u64().unwrap();
+    let done = ctl.run(&["import", "postfix-tls-policy", table]);
+    assert_eq!(done.code, 0, "{}", done.err);
+    assert_eq!(ctl.json(&["versions"])["current"].as_u64(), Some(v + 1));
+    let outbound = ctl.json(&["rules", "list", "--direction", "outbound"]);
+    let matches: Vec<&str> = outbound["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["match"].as_str().unwrap())
+        .collect();
+    assert_eq!(matches, ["example.com", ".example.net", "dane.example"]);
+
+    // A CSV export of 200,000 inbound rules, in one version.
+    let csv = dir.path().join("rules.csv");
+    let mut text = String::from("match,level,cipher_strength,enabled,comment\n");
+    for i in 0..200_000u32 {
+        let [_, b, c, d] = i.to_be_bytes();
+        text.push_str(&format!("10.{b}.{c}.{d}/32,encrypt,,true,host {i}\n"));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let started = std::time::Instant::now();
+    let csv = csv.to_str().unwrap();
+    let imported = ctl.run(&["rules", "import", "--direction", "inbound", csv]);
+    assert_eq!(imported.code, 0, "{}", imported.err);
+    assert!(
+        imported.out.starts_with("200000 rules in place"),
+        "{}",
+        imported.out
+    );
+    eprintln!("200,000-line CSV import: {:?}", started.elapsed());
+    let page = ctl.json(&["rules", "list", "--direction", "inbound", "--limit", "1"]);
+    assert_eq!(page["items"][0]["match"], "10.0.0.0/32", "{page}");
 
     // Completions and the man page come from the same definitions.
     let completions = Command::new(BIN)

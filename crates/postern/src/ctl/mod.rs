@@ -3,6 +3,7 @@
 //! is the API's answer (`--output json`) or a table of it.
 
 mod client;
+mod import;
 mod output;
 
 use std::path::PathBuf;
@@ -92,6 +93,9 @@ pub enum CtlCommand {
     Tokens(TokensCommand),
     /// The audit log, newest first.
     Audit(Page),
+    /// Rules from another system's files.
+    #[command(subcommand)]
+    Import(ImportCommand),
 }
 
 #[derive(Debug, Args)]
@@ -111,7 +115,7 @@ pub struct RuleFields {
     /// none, may, encrypt or verify.
     #[arg(long)]
     pub level: Option<String>,
-    /// any or high (256-bit suites only).
+    /// medium or high (256-bit suites only).
     #[arg(long)]
     pub cipher_strength: Option<String>,
     #[arg(long)]
@@ -142,47 +146,69 @@ impl RuleFields {
 #[derive(Debug, Subcommand)]
 pub enum RulesCommand {
     List {
-        #[arg(value_enum)]
+        #[arg(long, value_enum)]
         direction: Direction,
         #[command(flatten)]
         page: Page,
     },
     /// Adds a rule; the API's warnings are printed with it.
     Add {
-        #[arg(value_enum)]
+        #[arg(long, value_enum)]
         direction: Direction,
         #[command(flatten)]
         rule: RuleFields,
     },
     /// Changes the fields given of rule ID.
     Edit {
-        #[arg(value_enum)]
+        #[arg(long, value_enum)]
         direction: Direction,
         id: String,
         #[command(flatten)]
         rule: RuleFields,
     },
     Rm {
-        #[arg(value_enum)]
+        #[arg(long, value_enum)]
         direction: Direction,
         id: String,
     },
     /// Replaces every rule of the direction, in one version, with FILE's JSON list.
     Replace {
-        #[arg(value_enum)]
+        #[arg(long, value_enum)]
         direction: Direction,
         file: PathBuf,
+    },
+    /// Replaces every rule of the direction, in one version, with a CSV list
+    /// (`match,level,cipher_strength,enabled,comment`, as other gateways' consoles export).
+    Import {
+        #[arg(long, value_enum)]
+        direction: Direction,
+        file: PathBuf,
+        /// Print what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// A Postfix `smtp_tls_policy_maps` table into the outbound rules; each line without an
+    /// exact equivalent is reported with what it became or why it was skipped.
+    PostfixTlsPolicy {
+        file: PathBuf,
+        /// Print what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum DefaultsCommand {
     Show {
-        #[arg(value_enum)]
+        #[arg(long, value_enum)]
         direction: Direction,
     },
     Set {
-        #[arg(value_enum)]
+        #[arg(long, value_enum)]
         direction: Direction,
         level: String,
         #[arg(long)]
@@ -421,19 +447,36 @@ impl Call {
     }
 }
 
-fn read_json(file: &std::path::Path) -> Result<Value, CtlError> {
-    let text = if file.as_os_str() == "-" {
+/// FILE's text (`-`: standard input).
+fn read_text(file: &std::path::Path) -> Result<String, CtlError> {
+    if file.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin())
     } else {
         std::fs::read_to_string(file)
     }
-    .map_err(|e| CtlError::Usage(format!("{}: {e}", file.display())))?;
-    serde_json::from_str(&text).map_err(|e| CtlError::Usage(format!("{}: {e}", file.display())))
+    .map_err(|e| CtlError::Usage(format!("{}: {e}", file.display())))
+}
+
+fn read_json(file: &std::path::Path) -> Result<Value, CtlError> {
+    serde_json::from_str(&read_text(file)?)
+        .map_err(|e| CtlError::Usage(format!("{}: {e}", file.display())))
 }
 
 pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
     let client = Client::new(&args.url, args.token_file.as_deref(), args.ca.as_deref())?;
     let call = match args.command {
+        CtlCommand::Rules(RulesCommand::Import {
+            direction,
+            file,
+            dry_run,
+        }) => {
+            let rules = import::csv_rules(&read_text(&file)?);
+            return replace_all(&client, direction, rules, dry_run, args.output).await;
+        }
+        CtlCommand::Import(ImportCommand::PostfixTlsPolicy { file, dry_run }) => {
+            let rules = import::postfix_tls_policy(&read_text(&file)?);
+            return replace_all(&client, Direction::Outbound, rules, dry_run, args.output).await;
+        }
         CtlCommand::Rules(c) => rules(&client, c).await?,
         CtlCommand::Defaults(DefaultsCommand::Show { direction }) => {
             Call::get(format!("/v1/policy/{}/default", direction.path()), &[])
@@ -577,7 +620,72 @@ async fn rules(client: &Client, command: RulesCommand) -> Result<Call, CtlError>
             };
             Call::send(Method::PUT, base(direction), Some(body))
         }
+        RulesCommand::Import { .. } => unreachable!("run() imports"),
     })
+}
+
+/// Replaces the direction's rules with an import's, in one version (`dry_run`: prints the
+/// difference against the current rules instead). The notes go to standard error.
+async fn replace_all(
+    client: &Client,
+    direction: Direction,
+    imported: import::Imported,
+    dry_run: bool,
+    output: Output,
+) -> Result<(), CtlError> {
+    for note in &imported.notes {
+        eprintln!("{note}");
+    }
+    let path = format!("/v1/policy/{}/rules", direction.path());
+    let progress = indicatif::ProgressBar::new_spinner();
+    progress.enable_steady_tick(std::time::Duration::from_millis(100));
+    progress.set_message("reading the current rules");
+    let mut current = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut query = vec![("limit".to_string(), "100000".to_string())];
+        query.extend(cursor.take().map(|c| ("cursor".to_string(), c)));
+        let page = client.call(Method::GET, &path, &query, None).await?;
+        current.extend(page["items"].as_array().cloned().unwrap_or_default());
+        progress.set_message(format!("read {} current rules", current.len()));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    let changes = import::difference(&current, &imported.rules);
+    if dry_run {
+        progress.finish_and_clear();
+        for change in &changes {
+            println!("{change}");
+        }
+        eprintln!(
+            "dry run: {} rules would replace {} ({} changes); nothing was changed",
+            imported.rules.len(),
+            current.len(),
+            changes.len()
+        );
+        return Ok(());
+    }
+    progress.set_message(format!("replacing with {} rules", imported.rules.len()));
+    let body = json!({"items": imported.rules});
+    let answer = client.call(Method::PUT, &path, &[], Some(&body)).await;
+    progress.finish_and_clear();
+    let answer = answer?;
+    match output {
+        Output::Json => output::print(&answer, output, &[]),
+        Output::Table => {
+            println!(
+                "{} rules in place ({} changes)",
+                imported.rules.len(),
+                changes.len()
+            );
+            for w in answer["warnings"].as_array().into_iter().flatten() {
+                println!("warning: {}: {}", cell(&w["code"]), cell(&w["detail"]));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn document(path: &str, command: DocumentCommand) -> Result<Call, CtlError> {
@@ -585,4 +693,8 @@ fn document(path: &str, command: DocumentCommand) -> Result<Call, CtlError> {
         DocumentCommand::Show => Call::get(path, &[]),
         DocumentCommand::Set { file } => Call::send(Method::PUT, path, Some(read_json(&file)?)),
     })
+}
+
+fn cell(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_string)
 }
