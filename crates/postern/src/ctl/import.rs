@@ -26,7 +26,10 @@ impl Imported {
         if self.seen.insert(m.to_ascii_lowercase()) {
             self.rules.push(rule);
         } else {
-            self.note(line, format_args!("{m} again: skipped, the first entry stands"));
+            self.note(
+                line,
+                format_args!("{m} again: skipped, the first entry stands"),
+            );
         }
     }
 }
