@@ -92,9 +92,7 @@ impl Commands {
         }
         result
     }
-}
 
-impl Commands {
     /// Stops new SMTP sessions and makes the whole queue due; the messages still queued.
     /// From the control plane's drain command or the worker's own `POST /drain`.
     pub async fn drain(&self) -> Result<usize, String> {

@@ -67,51 +67,41 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let command = match cli.command {
-        cli::Command::Ctl(args) => {
-            return match runtime.block_on(ctl::run(args)) {
+    runtime.block_on(async {
+        match cli.command {
+            cli::Command::Dev(args) => exit(dev::run(args).await),
+            cli::Command::Control(args) => exit(control::run(args).await),
+            cli::Command::Worker(args) => exit(worker::run(args).await),
+            cli::Command::Pki(command) => exit(pki(command)),
+            cli::Command::Drain(args) => drain::run(args).await,
+            cli::Command::Ctl(args) => match ctl::run(args).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("postern ctl: {e}");
                     ExitCode::from(e.exit_code())
                 }
-            };
-        }
-        cli::Command::Completions { shell } => {
-            let mut command = <cli::Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut command, "postern", &mut std::io::stdout());
-            return ExitCode::SUCCESS;
-        }
-        cli::Command::Man => {
-            let command = <cli::Cli as clap::CommandFactory>::command();
-            return match clap_mangen::Man::new(command).render(&mut std::io::stdout()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("postern: {e}");
-                    ExitCode::from(2)
-                }
-            };
-        }
-        command => command,
-    };
-    let result = runtime.block_on(async {
-        match command {
-            cli::Command::Dev(args) => dev::run(args).await,
-            cli::Command::Control(args) => control::run(args).await,
-            cli::Command::Worker(args) => worker::run(args).await,
-            cli::Command::Pki(command) => pki(command),
-            cli::Command::Drain(args) => drain::run(args).await,
-            cli::Command::Ctl(_) | cli::Command::Completions { .. } | cli::Command::Man => {
-                unreachable!("handled above")
+            },
+            cli::Command::Completions { shell } => {
+                let mut command = <cli::Cli as clap::CommandFactory>::command();
+                clap_complete::generate(shell, &mut command, "postern", &mut std::io::stdout());
+                ExitCode::SUCCESS
+            }
+            cli::Command::Man => {
+                let command = <cli::Cli as clap::CommandFactory>::command();
+                exit(
+                    clap_mangen::Man::new(command)
+                        .render(&mut std::io::stdout())
+                        .map_err(|e| Fatal(e.to_string())),
+                )
             }
         }
-    });
+    })
+}
+
+/// A server command's end: 0, or its one-line error and 2.
+fn exit(result: Result<(), Fatal>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Fatal(message)) if message.starts_with(drain::TIMED_OUT) => {
-            eprintln!("postern: {message}");
-            ExitCode::from(1)
-        }
         Err(Fatal(message)) => {
             eprintln!("postern: {message}");
             ExitCode::from(2)
