@@ -118,6 +118,23 @@ pub async fn delete_token(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The token a request was made with: what a client (the console, `postern ctl`) may offer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Whoami {
+    /// The token id (not the secret).
+    pub id: String,
+    pub role: Role,
+}
+
+#[utoipa::path(get, path = "/v1/whoami", tag = "tokens", operation_id = "whoami",
+    security(("bearer" = [])), responses((status = 200, body = Whoami, description = "OK")))]
+pub async fn whoami(a: Actor) -> Json<Whoami> {
+    Json(Whoami {
+        id: a.id,
+        role: a.role,
+    })
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditList {
     /// Newest first.

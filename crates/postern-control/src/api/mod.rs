@@ -2,6 +2,7 @@
 
 mod admin;
 mod config;
+mod console;
 mod error;
 mod extract;
 mod health;
@@ -152,7 +153,7 @@ impl Modify for ProblemResponses {
         rules::outbound::get_default_rule, rules::outbound::set_default_rule,
         config::get_relay, config::put_relay, config::get_trust, config::put_trust,
         config::get_settings, config::put_settings,
-        admin::create_token, admin::list_tokens, admin::delete_token, admin::list_audit,
+        admin::create_token, admin::list_tokens, admin::delete_token, admin::whoami, admin::list_audit,
         admin::list_workers, queue::drain,
         queue::list_queue, queue::retry, queue::flush, queue::delete,
         tracking::list_messages, tracking::get_message, tracking::list_connections,
@@ -242,6 +243,7 @@ pub fn router(control: Arc<Control>) -> Router {
             "/v1/tokens/{id}",
             axum::routing::delete(admin::delete_token),
         )
+        .route("/v1/whoami", get(admin::whoami))
         .route("/v1/audit", get(admin::list_audit))
         .route("/v1/workers", get(admin::list_workers))
         .route("/v1/workers/{id}/drain", post(queue::drain))
@@ -260,4 +262,5 @@ pub fn router(control: Arc<Control>) -> Router {
         ))
         .with_state(control);
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+        .merge(console::router())
 }
