@@ -129,7 +129,10 @@ async fn the_console_in_chromium_against_postern_dev() {
         .unwrap()
         .to_string();
     let workers = p.rest(Method::GET, "/v1/workers", Value::Null).await;
-    let smtp = workers["items"][0]["smtp_addr"].as_str().unwrap().to_string();
+    let smtp = workers["items"][0]["smtp_addr"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     let screenshots = std::env::var("CONSOLE_SCREENSHOTS").map_or_else(
         |_| Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots"),
@@ -159,7 +162,15 @@ async fn the_console_in_chromium_against_postern_dev() {
         String::from_utf8_lossy(&out.stderr)
     );
     println!("{said}");
-    assert!(out.status.success(), "the browser test failed:\n{said}");
+    if !out.status.success() {
+        // What the server saw, to tell a console fault from a mail one.
+        for path in ["/v1/queue", "/v1/messages?limit=10"] {
+            let got = p.rest(Method::GET, path, Value::Null).await;
+            eprintln!("{path}: {got:#}");
+        }
+        eprintln!("postern dev said:\n{}", p.log.lock().unwrap().join("\n"));
+        panic!("the browser test failed:\n{said}");
+    }
 
     // What the browser did, seen from the server's side.
     let rules = p
@@ -172,11 +183,21 @@ async fn the_console_in_chromium_against_postern_dev() {
         .map(|r| (r["match"].as_str().unwrap(), r["level"].as_str().unwrap()))
         .collect();
     assert!(levels.contains(&("plain.example", "none")), "{levels:?}");
-    assert!(levels.contains(&("secure.example", "encrypt")), "{levels:?}");
+    assert!(
+        levels.contains(&("secure.example", "encrypt")),
+        "{levels:?}"
+    );
     let queue = p.rest(Method::GET, "/v1/queue", Value::Null).await;
-    assert_eq!(queue["items"], json!([]), "the deferred message was deleted");
+    assert_eq!(
+        queue["items"],
+        json!([]),
+        "the deferred message was deleted"
+    );
     let delivered = seen.lock().unwrap().len();
-    assert_eq!(delivered, 2, "the plaintext and the STARTTLS message reached the next hop");
+    assert_eq!(
+        delivered, 2,
+        "the plaintext and the STARTTLS message reached the next hop"
+    );
     let audit = p.rest(Method::GET, "/v1/audit", Value::Null).await;
     let actions: Vec<&str> = audit["items"]
         .as_array()

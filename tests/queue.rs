@@ -303,3 +303,28 @@ async fn a_drained_worker_refuses_sessions_and_delivers_its_queue_now() {
     assert_eq!(ready.status(), 503);
     assert!(ready.text().await.unwrap().contains("draining"));
 }
+
+/// `postern drain` (a Kubernetes preStop) against a worker whose queue cannot empty: the
+/// next hop defers everything, so the timeout passes; it exits 1 and the message stays queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postern_drain_gives_up_at_its_timeout_and_the_spool_keeps_the_rest() {
+    let (addr, _seen) = sink(usize::MAX).await;
+    let r = Relay::start(&addr, settings()).await;
+    let id = r.send(&["bob@partner.example"]).await;
+    attempts_reach(&r, &id, 1).await;
+    let out = std::process::Command::new(support::BIN)
+        .args(["drain", "--http", &r.worker.base, "--timeout", "1"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("drain timed out") && said.contains("1 messages still queued"),
+        "{said}"
+    );
+    assert_eq!(r.queue().len(), 1, "the message stays in the spool");
+    let ready = reqwest::get(format!("{}/readyz", r.worker.base))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503, "a drained worker is not ready");
+}

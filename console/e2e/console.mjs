@@ -83,7 +83,12 @@ page.on("pageerror", (e) => browserErrors.push(`page error: ${e.message}`));
 page.on("console", (m) => {
   if (m.type() === "error" && !/status of (401|422|400|404)/.test(m.text())) browserErrors.push(m.text());
 });
-const screen = (hash) => page.goto(`${base}/console/#/${hash}`);
+// Going to the address the page is already at changes nothing: load it again instead.
+const screen = async (hash) => {
+  const url = `${base}/console/#/${hash}`;
+  if (page.url() === url) await page.reload();
+  else await page.goto(url);
+};
 const shot = (name) => page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
 const h1 = (text) => page.locator("h1", { hasText: text }).waitFor();
 
@@ -185,12 +190,12 @@ try {
   if ((await rowFor(`tls-${run}`).locator(".subject .mark-plain").count()) !== 0) fail("a plain mark on the STARTTLS message");
   await shot("messages");
 
-  step("the TLS filter keeps only the STARTTLS message");
-  await page.locator("form[aria-label='Message filters'] select[name=tls]").selectOption("true");
+  step("the filters: no plaintext leg keeps only the STARTTLS message");
+  await page.locator("form[aria-label='Message filters'] select[name=plaintext]").selectOption("false");
   await page.getByRole("button", { name: "Search" }).click();
-  await until("the tls=true page", async () => page.url().includes("tls=true"));
+  await until("the plaintext=false page", async () => page.url().includes("plaintext=false"));
   await rowFor(`tls-${run}`).waitFor();
-  if ((await rowFor(`plain-${run}`).count()) !== 0) fail("tls=true shows the plaintext message");
+  if ((await rowFor(`plain-${run}`).count()) !== 0) fail("plaintext=false shows the plaintext message");
 
   step("the 530 refusal is found with its violation mark");
   await screen("messages?violation=true&sender=alice%40secure.example");
@@ -213,12 +218,19 @@ try {
     return (await queued.locator("code", { hasText: "450" }).count()) > 0;
   });
   await shot("queue");
-  await queued.getByRole("button", { name: "Retry now" }).click();
+  await queued.getByRole("button", { name: /^Retry / }).click();
   await page.getByRole("status").filter({ hasText: "scheduled for delivery now" }).waitFor();
   page.once("dialog", (d) => d.accept());
-  await page.locator("tbody tr", { hasText: `later@${partner}` }).getByRole("button", { name: /^Delete / }).first().click();
+  await page.locator("tbody tr", { hasText: `later@${partner}` }).getByRole("button", { name: /^Delete \S+$/ }).click();
   await page.getByRole("status").filter({ hasText: "deleted" }).waitFor();
   await until("the queue without the deleted message", async () => (await queued.count()) === 0);
+  await screen(`messages?subject=deferred-${run}`);
+  await rowFor(`deferred-${run}`).locator("a").click();
+  await until("the deletion in the message's timeline", async () => {
+    await page.reload();
+    await page.locator("main h1").waitFor();
+    return (await page.locator("td", { hasText: "deleted by an operator without a DSN" }).count()) > 0;
+  });
 
   step("every screen fits 400 and 1920 pixels without scrolling sideways");
   const screens = ["messages", "connections", "rules/inbound", "rules/outbound", "relay", "trust", "settings", "versions", "queue", "workers", "audit", "tokens"];
@@ -230,10 +242,10 @@ try {
       const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
       if (overflow > 0) fail(`#/${s} is ${overflow} px wider than ${width} px`);
     }
+    await screen(`messages?subject=${run}`);
+    await rowFor(`tls-${run}`).waitFor();
+    await shot(`messages-${width}px`);
   }
-  await screen(`messages?subject=${run}`);
-  await rowFor(`tls-${run}`).waitFor();
-  await shot("messages-400px");
   await page.setViewportSize({ width: 1280, height: 900 });
 
   step("a viewer sees every screen but no write control");
@@ -245,7 +257,7 @@ try {
     await page.locator("main h1").waitFor();
     await page.locator("main .table-wrap, main .empty, main dl, main form").first().waitFor();
     const writes = await page.locator("[data-write]").count();
-    const named = await page.getByRole("button", { name: /^(Add rule|Delete|Retry now|Save|Drain|Remove|Roll back)/ }).count();
+    const named = await page.getByRole("button", { name: /^(Add rule|Edit|Enable|Disable|Delete|Retry|Flush|Save|Drain|Remove|Roll back|Create|Revoke)/ }).count();
     if (writes || named) fail(`#/${s} shows a viewer ${writes + named} write controls`);
   }
   await screen("rules/inbound");

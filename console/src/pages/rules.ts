@@ -238,10 +238,10 @@ function editRule(direction: Direction, rule: Rule | null): void {
   });
 }
 
+/** A verdict and the reply it gives (its text already carries the code and enhanced status). */
 function verdict(v: Schemas["VerdictDto"] | null | undefined): Child {
   if (!v) return null;
-  const reply = v.code ? `${v.code} ${v.status ?? ""} ${v.reply ?? ""}`.replace(/\s+/g, " ").trim() : "";
-  return [v.verdict, reply ? h("code", { class: "reply" }, ` ${reply}`) : null, v.closes ? " (closes the session)" : null];
+  return [v.verdict, v.reply ? [" ", h("code", { class: "reply" }, v.reply)] : null, v.closes ? " (closes the session)" : null];
 }
 
 function ruleRef(r: Schemas["RuleRefDto"] | null | undefined): string {
@@ -254,7 +254,9 @@ function explainBox(direction: Direction): HTMLElement {
   const ip = input({ name: "client_ip", placeholder: "192.0.2.7" });
   const sender = input({ name: "sender", placeholder: "alice@partner.example" });
   const recipient = input({ name: "recipient", placeholder: "bob@partner.example" });
-  const cert = select(["", "none", "unverified", "verified"], "", { name: "client_certificate" });
+  const cert = select(["plaintext", "TLS, no client certificate", "TLS, unverified certificate", "TLS, verified certificate"], "plaintext", {
+    name: "session",
+  });
   const high = h("input", { type: "checkbox", name: "high_cipher" });
   const out = h("div", { "aria-live": "polite" });
   const form = h(
@@ -264,7 +266,7 @@ function explainBox(direction: Direction): HTMLElement {
       ? [
           field("Client IP", "/client_ip", ip),
           field("Sender", "/sender", sender),
-          field("Client certificate (over TLS)", "/tls/client_certificate", cert, "Leave at any to ask about a plaintext session."),
+          field("Session", "/tls/client_certificate", cert),
           field("256-bit cipher", "/tls/high_cipher", high),
         ]
       : field("Recipient", "/recipient", recipient),
@@ -272,7 +274,9 @@ function explainBox(direction: Direction): HTMLElement {
     formError(),
   );
   onSubmit(form, async () => {
-    const tls = cert.value ? { client_certificate: cert.value as Schemas["Certificate"], high_cipher: high.checked } : undefined;
+    const certificates: Schemas["Certificate"][] = ["none", "unverified", "verified"];
+    const chosen = certificates[cert.selectedIndex - 1];
+    const tls = chosen ? { client_certificate: chosen, high_cipher: high.checked } : undefined;
     const body: Schemas["EvaluateRequest"] = inbound
       ? { direction, client_ip: ip.value.trim() || undefined, sender: sender.value.trim() || undefined, tls }
       : { direction, recipient: recipient.value.trim() || undefined };

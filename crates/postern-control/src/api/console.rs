@@ -59,7 +59,10 @@ impl IntoResponse for &'static Asset {
 
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
-        .route("/console", get(|| async { Redirect::permanent("/console/") }))
+        .route(
+            "/console",
+            get(|| async { Redirect::permanent("/console/") }),
+        )
         .route("/console/", get(|| async { &INDEX }))
         .route("/console/app.js", get(|| async { &SCRIPT }))
         .route("/console/app.css", get(|| async { &STYLE }))
