@@ -9,6 +9,7 @@
 
 import { spawnSync } from "node:child_process";
 import { mkdirSync } from "node:fs";
+import { connect } from "node:net";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
@@ -58,6 +59,27 @@ function swaks(from, to, subject, tls) {
   if (tls) args.push("--tls");
   const r = spawnSync("swaks", args, { encoding: "utf8", timeout: 60_000 });
   return { ok: r.status === 0, out: `${r.stdout}${r.stderr}` };
+}
+
+/** A client that asks for STARTTLS and then sends no TLS handshake: a failed handshake. */
+async function brokenStartTls() {
+  const [host, port] = [smtp.slice(0, smtp.lastIndexOf(":")), Number(smtp.slice(smtp.lastIndexOf(":") + 1))];
+  const socket = connect({ host, port });
+  socket.setTimeout(30_000, () => socket.destroy(new Error("the SMTP server stalled")));
+  let got = "";
+  const waitFor = (re) =>
+    until(`the server to say ${re}`, async () => {
+      if (socket.destroyed) fail(`the connection closed; it said: ${got}`);
+      return re.test(got);
+    });
+  socket.on("data", (d) => (got += d.toString("latin1")));
+  await waitFor(/^220 /m);
+  socket.write("EHLO broken.example\r\n");
+  await waitFor(/^250 /m);
+  socket.write("STARTTLS\r\n");
+  await waitFor(/^220 2\.0\.0/m);
+  socket.end("this is not a TLS ClientHello\r\n");
+  await until("the server to close", async () => socket.destroyed || socket.closed);
 }
 
 const browser = await chromium.launch({
@@ -209,6 +231,36 @@ try {
   await page.locator(".via", { hasText: "(via TLS)" }).first().waitFor();
   await page.locator("section", { hasText: "Timeline" }).locator("tbody tr").first().waitFor();
   await shot("message-detail");
+
+  step("connections: a failed STARTTLS handshake is found");
+  await brokenStartTls();
+  await until("the failed handshake in connections", async () => {
+    await screen("connections?tls_failed=true");
+    await page.locator(".table-wrap, .empty").first().waitFor();
+    return (await page.locator("tbody tr", { hasText: "broken.example" }).locator(".mark-violation").count()) > 0;
+  });
+  await shot("connections");
+
+  step("settings: a value the API refuses is shown beside its field");
+  await screen("settings");
+  const maxLine = page.locator("input[name='/smtp/max_line']");
+  await maxLine.fill("10");
+  await page.getByRole("button", { name: "Save settings" }).click();
+  await page.locator("input[name='/smtp/max_line'][aria-invalid=true]").waitFor();
+  const lineError = await page.locator(`#${await maxLine.getAttribute("id")}-error`).textContent();
+  if (!/1000/.test(lineError ?? "")) fail(`no RFC 5321 limit beside max_line: ${lineError}`);
+
+  step("disable a rule, then roll the policy back to before it");
+  const before = (await rest("/v1/policy")).version;
+  await screen("rules/inbound");
+  await page.getByRole("button", { name: "Disable plain.example" }).click();
+  await page.getByRole("button", { name: "Enable plain.example" }).waitFor();
+  await screen("versions");
+  page.once("dialog", (d) => d.accept());
+  await page.getByRole("button", { name: `Roll back to ${before}` }).click();
+  await page.locator("strong", { hasText: `${before + 2} (current)` }).waitFor();
+  await screen("rules/inbound");
+  await page.getByRole("button", { name: "Disable plain.example" }).waitFor();
 
   step("the deferred message is retried, then deleted, from the queue screen");
   const queued = page.locator("tbody tr", { hasText: `later@${partner}` });
