@@ -170,6 +170,13 @@ async fn postern_ctl_drives_the_api_with_exit_codes_scripts_can_use() {
     let token = ctl.json(&["tokens", "create", "--role", "viewer"]);
     let secret = token["token"].as_str().unwrap();
     let viewer = [("POSTERN_TOKEN", secret)];
+    let me = ctl.run_env(&["whoami"], &viewer);
+    assert_eq!(me.code, 0, "{}", me.err);
+    assert!(
+        me.out.contains("role: viewer") && me.out.contains(token["id"].as_str().unwrap()),
+        "{}",
+        me.out
+    );
     assert_eq!(
         ctl.run_env(&["rules", "list", "--direction", "outbound"], &viewer)
             .code,

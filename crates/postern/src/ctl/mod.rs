@@ -93,6 +93,8 @@ pub enum CtlCommand {
     Tokens(TokensCommand),
     /// The audit log, newest first.
     Audit(Page),
+    /// The token in use: its id and role.
+    Whoami,
     /// Rules from another system's files.
     #[command(subcommand)]
     Import(ImportCommand),
@@ -576,6 +578,7 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
             Call::send(Method::DELETE, format!("/v1/tokens/{id}"), None)
         }
         CtlCommand::Audit(p) => Call::get("/v1/audit", AUDIT).page(p),
+        CtlCommand::Whoami => Call::get("/v1/whoami", &[]),
     };
     let answer = client
         .call(call.method, &call.path, &call.query, call.body.as_ref())
