@@ -1,0 +1,217 @@
+//! The policy file (RFC 8461 3.2), parsed strictly: `version: STSv1` first, `mode`,
+//! `max_age` (at most 31557600 s), and `mx` patterns (at least one unless the mode is `none`);
+//! lines end in LF or CRLF; unknown fields are ignored, known ones may not repeat (but `mx`).
+//! Anything else makes the policy invalid, which is a failure, not "no policy".
+
+use serde::{Deserialize, Serialize};
+
+/// RFC 8461 3.2: max_age is at most a year.
+pub const MAX_AGE_LIMIT: u64 = 31_557_600;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Only matching MX hosts, over TLS with a verified certificate; else defer.
+    Enforce,
+    /// Deliver as without a policy; record what enforcing would have refused.
+    Testing,
+    /// As without a policy.
+    None,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Testing => "testing",
+            Mode::None => "none",
+        }
+    }
+}
+
+/// An `mx:` value: a host name, or `*.` and a name (the `*` stands for exactly one label).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MxPattern(String);
+
+impl MxPattern {
+    pub fn parse(text: &str) -> Result<MxPattern, PolicyError> {
+        let lower = text.trim_end_matches('.').to_ascii_lowercase();
+        let name = lower.strip_prefix("*.").unwrap_or(&lower);
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if name.len() > 253 || !name.contains('.') || !name.split('.').all(label_ok) {
+            return Err(PolicyError(format!(
+                "mx pattern {text:?} is not a host name or *.name"
+            )));
+        }
+        Ok(MxPattern(lower))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether MX host `host` matches (case-insensitively, a trailing dot ignored).
+    pub fn matches(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        match self.0.strip_prefix("*.") {
+            Some(parent) => host
+                .split_once('.')
+                .is_some_and(|(first, rest)| !first.is_empty() && rest == parent),
+            None => host == self.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    pub mode: Mode,
+    pub max_age: u64,
+    pub mx: Vec<MxPattern>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid MTA-STS policy: {0}")]
+pub struct PolicyError(pub String);
+
+impl Policy {
+    pub fn parse(text: &str) -> Result<Policy, PolicyError> {
+        let err = |s: String| Err(PolicyError(s));
+        let mut version = false;
+        let (mut mode, mut max_age, mut mx) = (None, None, Vec::new());
+        for (n, raw) in text.split('\n').enumerate() {
+            let line = raw.strip_suffix('\r').unwrap_or(raw);
+            if line.is_empty() {
+                continue;
+            }
+            let Some((key, value)) = line.split_once(':') else {
+                return err(format!("line {} has no ':'", n + 1));
+            };
+            let value = value.trim_matches([' ', '\t']);
+            if n == 0 && key != "version" {
+                return err("the first line is not version".into());
+            }
+            match key {
+                "version" if n == 0 && value == "STSv1" => version = true,
+                "version" => {
+                    return err(format!("version {value:?} (only STSv1, on the first line)"));
+                }
+                "mode" if mode.is_none() => {
+                    mode = Some(match value {
+                        "enforce" => Mode::Enforce,
+                        "testing" => Mode::Testing,
+                        "none" => Mode::None,
+                        other => return err(format!("mode {other:?}")),
+                    })
+                }
+                "max_age" if max_age.is_none() => {
+                    let age = value.parse::<u64>().ok().filter(|a| {
+                        value.len() <= 10
+                            && value.bytes().all(|b| b.is_ascii_digit())
+                            && *a <= MAX_AGE_LIMIT
+                    });
+                    match age {
+                        Some(a) => max_age = Some(a),
+                        None => return err(format!("max_age {value:?} (0 to {MAX_AGE_LIMIT})")),
+                    }
+                }
+                "mode" | "max_age" => return err(format!("{key} given twice")),
+                "mx" => mx.push(MxPattern::parse(value)?),
+                // Extension fields are ignored (RFC 8461 3.2), if well formed.
+                k if !k.is_empty()
+                    && k.len() <= 32
+                    && k.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.'
+                    }) => {}
+                k => return err(format!("malformed field name {k:?}")),
+            }
+        }
+        let (Some(mode), Some(max_age)) = (mode, max_age) else {
+            return err("version, mode and max_age are required".into());
+        };
+        if !version {
+            return err("no version".into());
+        }
+        if mode != Mode::None && mx.is_empty() {
+            return err(format!("mode {} without an mx", mode.as_str()));
+        }
+        Ok(Policy { mode, max_age, mx })
+    }
+
+    /// Whether MX host `host` is one the policy allows.
+    pub fn allows(&self, host: &str) -> bool {
+        self.mx.iter().any(|p| p.matches(host))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmx: *.example.net\r\nmx: backupmx.example.com\r\nmax_age: 604800\r\n";
+
+    #[test]
+    fn the_rfc_example_parses() {
+        let p = Policy::parse(GOOD).unwrap();
+        assert_eq!(p.mode, Mode::Enforce);
+        assert_eq!(p.max_age, 604_800);
+        let mx: Vec<&str> = p.mx.iter().map(MxPattern::as_str).collect();
+        assert_eq!(
+            mx,
+            ["mail.example.com", "*.example.net", "backupmx.example.com"]
+        );
+        // LF line ends, blanks around values, extension fields and no trailing newline.
+        let p = Policy::parse(
+            "version: STSv1\nmode:testing \nmx:\tMX.Example.ORG.\nfoo_bar: 1\nmax_age: 0",
+        )
+        .unwrap();
+        assert_eq!((p.mode, p.max_age), (Mode::Testing, 0));
+        assert!(p.allows("mx.example.org"));
+        let none = Policy::parse("version: STSv1\nmode: none\nmax_age: 86400\n").unwrap();
+        assert_eq!(none.mode, Mode::None);
+    }
+
+    #[test]
+    fn malformed_policies_are_failures() {
+        for bad in [
+            "",
+            "mode: enforce\nversion: STSv1\nmx: a.example\nmax_age: 1\n",
+            "version: STSv2\nmode: enforce\nmx: a.example\nmax_age: 1\n",
+            "version: STSv1\nmode: enforcing\nmx: a.example\nmax_age: 1\n",
+            "version: STSv1\nmode: enforce\nmx: a.example\n",
+            "version: STSv1\nmode: enforce\nmax_age: 1\n",
+            "version: STSv1\nmode: enforce\nmx: a.example\nmax_age: 31557601\n",
+            "version: STSv1\nmode: enforce\nmx: a.example\nmax_age: -1\n",
+            "version: STSv1\nmode: enforce\nmx: a.example\nmax_age: 1\nmax_age: 2\n",
+            "version: STSv1\nmode: enforce\nmode: testing\nmx: a.example\nmax_age: 1\n",
+            "version: STSv1\nmode: enforce\nmx: a.*.example\nmax_age: 1\n",
+            "version: STSv1\nmode: enforce\nmx: *example.com\nmax_age: 1\n",
+            "version: STSv1\nmode: enforce\nmx: localhost\nmax_age: 1\n",
+            "version: STSv1\nmode: enforce\nmx: a.example\nmax_age: 1\nthis line has no colon\n",
+            "<html><body>not found</body></html>",
+        ] {
+            assert!(Policy::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_wildcard_matches_exactly_one_leftmost_label() {
+        let p = MxPattern::parse("*.example.net").unwrap();
+        assert!(p.matches("mx1.example.net"));
+        assert!(p.matches("MX1.EXAMPLE.NET."));
+        assert!(!p.matches("example.net"));
+        assert!(!p.matches("a.b.example.net"));
+        assert!(!p.matches("mx1.example.net.evil"));
+        assert!(!p.matches("mx1example.net"));
+        let exact = MxPattern::parse("mail.example.com").unwrap();
+        assert!(exact.matches("Mail.Example.com"));
+        assert!(!exact.matches("x.mail.example.com"));
+    }
+}
