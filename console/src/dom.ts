@@ -1,6 +1,8 @@
 // A small hyperscript helper: every page is built from DOM nodes, and text always goes in as
 // text nodes (never innerHTML), so nothing from the API or the mail can become markup.
 
+import { isAdmin } from "./session";
+
 export type Child = Node | string | number | null | undefined | false | Child[];
 type Handler = (e: Event) => void;
 export type Attrs = Record<string, string | number | boolean | Handler | null | undefined>;
@@ -46,6 +48,8 @@ export function table<T>(
   empty = "Nothing to show.",
 ): HTMLElement {
   if (rows.length === 0) return h("p", { class: "empty" }, empty);
+  // A column without a title holds a row's actions; name it for screen readers.
+  columns = columns.map(([name, cell]) => [name || "Actions", cell]);
   return h(
     "div",
     { class: "table-wrap", tabindex: 0, role: "region", "aria-label": caption },
@@ -84,13 +88,13 @@ export function field(label: string, pointer: string, control: HTMLElement, hint
   control.id = id;
   control.dataset.pointer = pointer;
   const error = h("p", { class: "field-error", id: `${id}-error`, "aria-live": "polite" });
-  control.setAttribute("aria-describedby", `${id}-error`);
+  control.setAttribute("aria-describedby", hint ? `${id}-error ${id}-hint` : `${id}-error`);
   return h(
     "div",
     { class: "field" },
     h("label", { for: id }, label),
     control,
-    hint ? h("p", { class: "hint" }, hint) : null,
+    hint ? h("p", { class: "hint", id: `${id}-hint` }, hint) : null,
     error,
   );
 }
@@ -108,9 +112,13 @@ export function input(attrs: Attrs): HTMLInputElement {
   return h("input", { type: "text", ...attrs });
 }
 
-/** A button; `write` marks a control that changes something (hidden from viewers). */
 export function button(text: string, onclick: Handler, attrs: Attrs = {}): HTMLButtonElement {
   return h("button", { type: "button", onclick, ...attrs }, text);
+}
+
+/** A button that changes something: none at all for a viewer (marked `data-write` for tests). */
+export function writeButton(text: string, onclick: Handler, attrs: Attrs = {}): HTMLButtonElement | null {
+  return isAdmin() ? button(text, onclick, { "data-write": true, ...attrs }) : null;
 }
 
 export function time(iso: string | null | undefined): Child {

@@ -4,6 +4,7 @@
 
 import { ApiProblem } from "./api/client";
 import { type Child, h, replace } from "./dom";
+import { refresh } from "./pages/page";
 
 export function formError(): HTMLElement {
   return h("p", { class: "form-error", role: "alert" });
@@ -55,6 +56,20 @@ export function showProblem(form: HTMLElement, err: unknown): void {
     );
   }
   first?.focus();
+}
+
+/**
+ * A row or page action: asks `question` first (if any), runs `f`, draws the screen again, or
+ * shows what the API said in `where` (an element holding a `formError()`).
+ */
+export async function act(where: HTMLElement, question: string | null, f: () => Promise<unknown>): Promise<void> {
+  if (question && !confirm(question)) return;
+  try {
+    await f();
+    refresh();
+  } catch (err) {
+    showProblem(where, err);
+  }
 }
 
 /** Runs `action` for a submitted form, showing its error; the submit button waits meanwhile. */

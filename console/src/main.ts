@@ -60,6 +60,8 @@ function current(): { path: string; params: URLSearchParams } {
 }
 
 function render(): void {
+  // A dialog left open (Back pressed under it) belongs to the screen being left.
+  for (const d of document.querySelectorAll("dialog")) d.remove();
   const s = session();
   if (!s) {
     renderSignIn();
@@ -107,7 +109,13 @@ function render(): void {
     return;
   }
   document.title = `${route.title} · Postern`;
-  const arg = route.path.endsWith("/") ? decodeURIComponent(path.slice(route.path.length)) : undefined;
+  let arg: string | undefined;
+  try {
+    arg = route.path.endsWith("/") ? decodeURIComponent(path.slice(route.path.length)) : undefined;
+  } catch {
+    main.append(h("h1", null, "Not found"), h("p", null, "This address is malformed."));
+    return;
+  }
   route.page({ main, params, arg }).catch((err: unknown) => {
     main.append(h("p", { class: "form-error", role: "alert" }, err instanceof Error ? err.message : String(err)));
   });
@@ -117,7 +125,7 @@ function render(): void {
 
 function renderSignIn(): void {
   document.title = "Sign in · Postern";
-  const token = h("input", { type: "password", name: "token", autocomplete: "off", required: true, spellcheck: false });
+  const token = h("input", { type: "password", name: "token", autocomplete: "off", required: true, spellcheck: "false" });
   const form = h(
     "form",
     { class: "signin" },

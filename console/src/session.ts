@@ -32,7 +32,8 @@ export function signIn(s: Session): void {
 }
 
 export function signOut(reason = ""): void {
-  sessionStorage.removeItem(KEY);
+  // Everything the console kept for this tab goes with the token.
+  for (const k of Object.keys(sessionStorage)) if (k.startsWith("postern.")) sessionStorage.removeItem(k);
   onSignOut(reason);
 }
 

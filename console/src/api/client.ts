@@ -26,15 +26,25 @@ export class ApiProblem extends Error {
   }
 }
 
+type Pending<T> = Promise<{ data?: T; error?: unknown; response: Response }>;
+
 /** Awaits an openapi-fetch call: its data, or an `ApiProblem`. A 401 ends the session. */
-export async function call<T>(
-  pending: Promise<{ data?: T; error?: unknown; response: Response }>,
-): Promise<T> {
+export async function call<T>(pending: Pending<T>): Promise<T> {
+  return (await callTagged(pending)).data;
+}
+
+/** `call`, keeping the resource's ETag for a later write's `If-Match`. */
+export async function callTagged<T>(pending: Pending<T>): Promise<{ data: T; etag: string | undefined }> {
   const { data, error, response } = await pending;
-  if (response.ok) return data as T;
+  if (response.ok) return { data: data as T, etag: response.headers.get("ETag") ?? undefined };
   const problem = asProblem(error, response);
   if (response.status === 401 && session()) signOut(problem.detail || "Your token is not valid any more.");
   throw new ApiProblem(problem);
+}
+
+/** The header that makes a write fail with 412 if someone changed the resource since it was read. */
+export function ifMatch(etag: string | undefined): Record<string, string> {
+  return etag ? { "If-Match": etag } : {};
 }
 
 function asProblem(error: unknown, response: Response): Problem {

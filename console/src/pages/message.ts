@@ -27,7 +27,7 @@ export const message: Page = async ({ main, arg }) => {
         ["Policy version", String(m.policy_version)],
         ["Violations", m.violations?.length ? m.violations.join(", ") : null],
         ["Rejections", m.rejections.length ? h("ul", null, m.rejections.map((r) => h("li", null, r))) : null],
-        ["DSN", m.dsn],
+        ["DSN", m.dsn ? h("a", { href: `#/messages/${encodeURIComponent(m.dsn)}` }, m.dsn) : null],
       ]),
     ),
     section(

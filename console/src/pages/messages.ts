@@ -51,7 +51,7 @@ export const messages: Page = async ({ main, params }) => {
             worker: text(params, "worker"),
             since: text(params, "since"),
             until: text(params, "until"),
-            status: (text(params, "status") as (typeof STATUSES)[number] | undefined) || undefined,
+            status: text(params, "status") as Exclude<(typeof STATUSES)[number], ""> | undefined,
             tls: flag(params, "tls"),
             plaintext: flag(params, "plaintext"),
             violation: flag(params, "violation"),
@@ -73,7 +73,8 @@ export const messages: Page = async ({ main, params }) => {
           ["Queue id", (m) => h("a", { href: `#/messages/${encodeURIComponent(m.id)}` }, m.id)],
         ],
         page.items,
-        "No message matches.",
+        // A page may be empty while later ones are not (the API stops after a bounded scan).
+        page.next_cursor ? "No match in this stretch; try the next page." : "No message matches.",
       ),
       pager("messages", params, page.next_cursor),
     );

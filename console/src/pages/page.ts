@@ -14,7 +14,10 @@ export function go(path: string, params?: Record<string, string | undefined>): v
   const q = new URLSearchParams();
   for (const [k, v] of Object.entries(params ?? {})) if (v !== undefined && v !== "") q.set(k, v);
   const qs = q.toString();
-  location.hash = `#/${path}${qs ? `?${qs}` : ""}`;
+  const hash = `#/${path}${qs ? `?${qs}` : ""}`;
+  // The same address again (a search repeated): no hashchange comes, so draw it anew.
+  if (location.hash === hash) refresh();
+  else location.hash = hash;
 }
 
 /** Draws the current screen again (after a write). */

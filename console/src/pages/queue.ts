@@ -1,11 +1,13 @@
 // The workers' queues: filters, retry now, flush, delete with or without a DSN to the sender.
 
 import { api, call } from "../api/client";
-import { button, field, h, input, table, time } from "../dom";
-import { formError, onSubmit, showProblem, values } from "../forms";
-import { isAdmin } from "../session";
-import { go, type Page, refresh } from "./page";
+import { field, h, input, table, time, writeButton } from "../dom";
+import { act, formError, onSubmit, showProblem, values } from "../forms";
+import { go, type Page } from "./page";
 import { pager, text } from "./paging";
+
+/** What the last action did, told on the screen drawn after it. */
+let said = "";
 
 export const queue: Page = async ({ main, params }) => {
   const form = h(
@@ -18,40 +20,33 @@ export const queue: Page = async ({ main, params }) => {
     formError(),
   );
   onSubmit(form, async () => go("queue", values(form) as Record<string, string>));
-  const error = h("div", { class: "queue-status" }, formError());
+  const error = h("div", null, formError());
   const done = h("p", { role: "status", class: "hint" });
-  const act = async (question: string | null, f: () => Promise<unknown>, said?: string) => {
-    if (question && !confirm(question)) return;
-    try {
-      await f();
-      if (said) sessionStorage.setItem("postern.queue.said", said);
-      refresh();
-    } catch (err) {
-      showProblem(error, err);
-    }
-  };
-  main.append(h("h1", null, "Queue"), form);
-  if (isAdmin()) {
-    const destination = params.get("destination") ?? undefined;
-    main.append(
-      h(
-        "p",
-        null,
-        button(
-          destination ? `Flush mail for ${destination}` : "Flush all queues",
-          () =>
-            act(null, async () => {
-              const r = await call(api.POST("/v1/queue/flush", { body: { destination } }));
-              sessionStorage.setItem("postern.queue.said", `${r.flushed} messages scheduled for delivery now.`);
-            }),
-          { "data-write": true },
-        ),
+  const run = (question: string | null, f: () => Promise<string>) =>
+    act(error, question, async () => {
+      said = await f();
+    });
+  const destination = params.get("destination") ?? undefined;
+  main.append(
+    h("h1", null, "Queue"),
+    form,
+    h(
+      "p",
+      null,
+      writeButton(destination ? `Flush mail for ${destination}` : "Flush all queues", () =>
+        run(`Deliver ${destination ? `the mail for ${destination}` : "every queued message"} now?`, async () => {
+          const r = await call(api.POST("/v1/queue/flush", { body: { destination } }));
+          const missed = r.unreachable.map((u) => `${u.worker} (${u.detail})`).join(", ");
+          return `${r.flushed} messages scheduled for delivery now.${missed ? ` Not reached: ${missed}.` : ""}`;
+        }),
       ),
-    );
-  }
-  done.textContent = sessionStorage.getItem("postern.queue.said") ?? "";
-  sessionStorage.removeItem("postern.queue.said");
-  main.append(done, error);
+    ),
+    done,
+    error,
+  );
+  // Filled once the live region is in the page, so that it is announced.
+  done.textContent = said;
+  said = "";
 
   const list = await call(
     api.GET("/v1/queue", {
@@ -80,6 +75,11 @@ export const queue: Page = async ({ main, params }) => {
       ),
     );
   }
+  const remove = (id: string, dsn: boolean) =>
+    run(`Delete ${id}${dsn ? " and send its sender a DSN" : " without telling the sender"}?`, async () => {
+      await call(api.DELETE("/v1/queue/{id}", { params: { path: { id }, query: { dsn } } }));
+      return dsn ? `${id} deleted; its sender gets a DSN.` : `${id} deleted.`;
+    });
   main.append(
     table(
       "Queued messages",
@@ -111,37 +111,21 @@ export const queue: Page = async ({ main, params }) => {
         [
           "",
           (m) =>
-            isAdmin()
-              ? h(
-                  "div",
-                  { class: "row-actions" },
-                  button(
-                    "Retry now",
-                    () => act(null, () => call(api.POST("/v1/queue/{id}/retry", { params: { path: { id: m.id } } })), `${m.id} scheduled for delivery now.`),
-                    { "data-write": true, "aria-label": `Retry ${m.id}` },
-                  ),
-                  button(
-                    "Delete",
-                    () =>
-                      act(
-                        `Delete ${m.id} without telling the sender?`,
-                        () => call(api.DELETE("/v1/queue/{id}", { params: { path: { id: m.id }, query: { dsn: false } } })),
-                        `${m.id} deleted.`,
-                      ),
-                    { "data-write": true, class: "danger", "aria-label": `Delete ${m.id}` },
-                  ),
-                  button(
-                    "Delete and bounce",
-                    () =>
-                      act(
-                        `Delete ${m.id} and send its sender a DSN?`,
-                        () => call(api.DELETE("/v1/queue/{id}", { params: { path: { id: m.id }, query: { dsn: true } } })),
-                        `${m.id} deleted; its sender gets a DSN.`,
-                      ),
-                    { "data-write": true, class: "danger", "aria-label": `Delete ${m.id} and bounce` },
-                  ),
-                )
-              : null,
+            h(
+              "div",
+              { class: "row-actions" },
+              writeButton(
+                "Retry now",
+                () =>
+                  run(null, async () => {
+                    await call(api.POST("/v1/queue/{id}/retry", { params: { path: { id: m.id } } }));
+                    return `${m.id} scheduled for delivery now.`;
+                  }),
+                { "aria-label": `Retry ${m.id}` },
+              ),
+              writeButton("Delete", () => remove(m.id, false), { class: "danger", "aria-label": `Delete ${m.id}` }),
+              writeButton("Delete and bounce", () => remove(m.id, true), { class: "danger", "aria-label": `Delete ${m.id} and bounce` }),
+            ),
         ],
       ],
       list.items,

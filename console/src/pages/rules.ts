@@ -2,9 +2,9 @@
 // with its default entry, an add/edit dialog, enable/disable and delete, the warnings the API
 // gave for each rule, and an "explain" box backed by POST /v1/policy/evaluate.
 
-import { api, call, type Schemas } from "../api/client";
-import { button, type Child, facts, field, h, input, replace, section, select, table } from "../dom";
-import { dialog, formError, onSubmit, showProblem } from "../forms";
+import { api, call, callTagged, ifMatch, type Schemas } from "../api/client";
+import { button, type Child, facts, field, h, input, replace, section, select, table, writeButton } from "../dom";
+import { act, dialog, formError, onSubmit, showProblem } from "../forms";
 import { isAdmin } from "../session";
 import { type Page, refresh } from "./page";
 import { pager, text } from "./paging";
@@ -30,10 +30,15 @@ function ops(direction: Direction) {
       inbound
         ? call(api.POST("/v1/policy/inbound/rules", { body }))
         : call(api.POST("/v1/policy/outbound/rules", { body })),
-    update: (id: string, body: RuleInput) =>
+    get: (id: string) =>
       inbound
-        ? call(api.PUT("/v1/policy/inbound/rules/{id}", { params: { path: { id } }, body }))
-        : call(api.PUT("/v1/policy/outbound/rules/{id}", { params: { path: { id } }, body })),
+        ? callTagged(api.GET("/v1/policy/inbound/rules/{id}", { params: { path: { id } } }))
+        : callTagged(api.GET("/v1/policy/outbound/rules/{id}", { params: { path: { id } } })),
+    /** Fails with 412 when the rule changed since `etag` was read. */
+    update: (id: string, body: RuleInput, etag: string | undefined) =>
+      inbound
+        ? call(api.PUT("/v1/policy/inbound/rules/{id}", { params: { path: { id } }, body, headers: ifMatch(etag) }))
+        : call(api.PUT("/v1/policy/outbound/rules/{id}", { params: { path: { id } }, body, headers: ifMatch(etag) })),
     remove: (id: string) =>
       inbound
         ? call(api.DELETE("/v1/policy/inbound/rules/{id}", { params: { path: { id } } }))
@@ -47,11 +52,20 @@ function ops(direction: Direction) {
   };
 }
 
-/** The warnings of the last write of each rule, for this tab (the list does not carry them). */
+/**
+ * The warnings of the last write of each rule, for this tab: the API returns them with each
+ * write, and the list does not carry them.
+ */
 const warnings = {
   key: (d: Direction) => `postern.warnings.${d}`,
   all(d: Direction): Record<string, Warning[]> {
     return JSON.parse(sessionStorage.getItem(this.key(d)) ?? "{}") as Record<string, Warning[]>;
+  },
+  /** Forgets rules that are gone (when `present` is the whole list). */
+  keep(d: Direction, present: Set<string>): void {
+    const all = this.all(d);
+    for (const id of Object.keys(all)) if (!present.has(id)) delete all[id];
+    sessionStorage.setItem(this.key(d), JSON.stringify(all));
   },
   set(d: Direction, id: string, w: Warning[] | undefined): void {
     const all = this.all(d);
@@ -75,18 +89,13 @@ export function rules(direction: Direction): Page {
     const op = ops(direction);
     const inbound = direction === "inbound";
     const [def, page] = await Promise.all([op.getDefault(), op.list(text(params, "cursor"))]);
+    if (!params.get("cursor") && !page.next_cursor) warnings.keep(direction, new Set(page.items.map((r) => r.id)));
     const shown = warnings.all(direction);
 
     // A refused row action (a rule another admin removed meanwhile, say) is told above the table.
     const rowError = h("div", null, formError());
-    const write = async (f: () => Promise<unknown>) => {
-      try {
-        await f();
-        refresh();
-      } catch (err) {
-        showProblem(rowError, err);
-      }
-    };
+    // Opening the dialog reads the rule first; a failure (it was deleted) is told above the table.
+    const open = (id: string | null) => editRule(direction, id).catch((err: unknown) => showProblem(rowError, err));
 
     const ruleTable = table<Rule>(
       `${inbound ? "Inbound" : "Outbound"} rules`,
@@ -104,26 +113,26 @@ export function rules(direction: Direction): Page {
               ? h(
                   "div",
                   { class: "row-actions" },
-                  button("Edit", () => editRule(direction, r), { "data-write": true, "aria-label": `Edit ${r.match}` }),
-                  button(
+                  writeButton("Edit", () => open(r.id), { "aria-label": `Edit ${r.match}` }),
+                  writeButton(
                     r.enabled ? "Disable" : "Enable",
                     () =>
-                      write(async () => {
-                        const saved = await op.update(r.id, { ...inputOf(r), enabled: !r.enabled });
+                      act(rowError, null, async () => {
+                        // Only the switch changes: the rest is the rule as it is now.
+                        const { data: now, etag } = await op.get(r.id);
+                        const saved = await op.update(r.id, { ...inputOf(now), enabled: !r.enabled }, etag);
                         warnings.set(direction, r.id, saved.warnings);
                       }),
-                    { "data-write": true, "aria-label": `${r.enabled ? "Disable" : "Enable"} ${r.match}` },
+                    { "aria-label": `${r.enabled ? "Disable" : "Enable"} ${r.match}` },
                   ),
-                  button(
+                  writeButton(
                     "Delete",
-                    () => {
-                      if (!confirm(`Delete the rule for ${r.match}?`)) return;
-                      void write(async () => {
+                    () =>
+                      act(rowError, `Delete the rule for ${r.match}?`, async () => {
                         await op.remove(r.id);
                         warnings.set(direction, r.id, undefined);
-                      });
-                    },
-                    { "data-write": true, class: "danger", "aria-label": `Delete ${r.match}` },
+                      }),
+                    { class: "danger", "aria-label": `Delete ${r.match}` },
                   ),
                 )
               : null,
@@ -145,9 +154,7 @@ export function rules(direction: Direction): Page {
       defaultSection(direction, def, op.setDefault),
       section(
         "Rules",
-        isAdmin()
-          ? h("p", null, button("Add rule", () => editRule(direction, null), { "data-write": true }))
-          : null,
+        h("p", null, writeButton("Add rule", () => open(null))),
         rowError,
         ruleTable,
         pager(`rules/${direction}`, params, page.next_cursor),
@@ -190,6 +197,7 @@ function defaultSection(
     formError(),
   );
   onSubmit(form, async () => {
+    replace(saved);
     const r = await save({ level: level.value as DefaultRule["level"], cipher_strength: strength.value as Schemas["CipherStrength"] });
     replace(shownWarnings, warningList(r.warnings));
     replace(saved, "Saved.");
@@ -197,8 +205,11 @@ function defaultSection(
   return section("Default", h("p", { class: "hint" }, "Applies to every peer no rule matches."), form, shownWarnings);
 }
 
-function editRule(direction: Direction, rule: Rule | null): void {
+/** The add/edit dialog; an edit starts from the rule as it is now and fails if it changes meanwhile. */
+async function editRule(direction: Direction, id: string | null): Promise<void> {
   const op = ops(direction);
+  const current = id ? await op.get(id) : null;
+  const rule = current?.data ?? null;
   dialog(rule ? `Edit rule ${rule.match}` : `Add ${direction} rule`, (close) => {
     const match = input({ name: "match", value: rule?.match ?? "", required: true, autocomplete: "off" });
     const level = select(LEVELS, rule?.level ?? "may", { name: "level" });
@@ -229,7 +240,7 @@ function editRule(direction: Direction, rule: Rule | null): void {
         enabled: enabled.checked,
         comment: comment.value,
       };
-      const saved = rule ? await op.update(rule.id, body) : await op.create(body);
+      const saved = rule ? await op.update(rule.id, body, current?.etag) : await op.create(body);
       warnings.set(direction, saved.id, saved.warnings);
       close();
       refresh();
@@ -254,7 +265,8 @@ function explainBox(direction: Direction): HTMLElement {
   const ip = input({ name: "client_ip", placeholder: "192.0.2.7" });
   const sender = input({ name: "sender", placeholder: "alice@partner.example" });
   const recipient = input({ name: "recipient", placeholder: "bob@partner.example" });
-  const cert = select(["plaintext", "TLS, no client certificate", "TLS, unverified certificate", "TLS, verified certificate"], "plaintext", {
+  const certificates: Schemas["Certificate"][] = ["none", "unverified", "verified"];
+  const session = select(["plaintext", "TLS, no client certificate", "TLS, unverified certificate", "TLS, verified certificate"], "plaintext", {
     name: "session",
   });
   const high = h("input", { type: "checkbox", name: "high_cipher" });
@@ -266,7 +278,8 @@ function explainBox(direction: Direction): HTMLElement {
       ? [
           field("Client IP", "/client_ip", ip),
           field("Sender", "/sender", sender),
-          field("Session", "/tls/client_certificate", cert),
+          field("Recipient", "/recipient", recipient, "For the relay decision at RCPT TO."),
+          field("Session", "/tls/client_certificate", session),
           field("256-bit cipher", "/tls/high_cipher", high),
         ]
       : field("Recipient", "/recipient", recipient),
@@ -274,23 +287,26 @@ function explainBox(direction: Direction): HTMLElement {
     formError(),
   );
   onSubmit(form, async () => {
-    const certificates: Schemas["Certificate"][] = ["none", "unverified", "verified"];
-    const chosen = certificates[cert.selectedIndex - 1];
+    const chosen = certificates[session.selectedIndex - 1];
     const tls = chosen ? { client_certificate: chosen, high_cipher: high.checked } : undefined;
+    const value = (el: HTMLInputElement) => el.value.trim() || undefined;
     const body: Schemas["EvaluateRequest"] = inbound
-      ? { direction, client_ip: ip.value.trim() || undefined, sender: sender.value.trim() || undefined, tls }
-      : { direction, recipient: recipient.value.trim() || undefined };
+      ? { direction, client_ip: value(ip), sender: value(sender), recipient: value(recipient), tls }
+      : { direction, recipient: value(recipient) };
     const r = await call(api.POST("/v1/policy/evaluate", { body }));
+    const none: [string, Child] = ["", null];
     replace(
       out,
       facts([
+        r.connect ? ["At connect", `${r.connect.level} (from ${ruleRef(r.connect.level_rule)}), cipher strength ${r.connect.cipher_strength}`] : none,
         ["Security level", `${r.level} (from ${ruleRef(r.level_rule)})`],
         ["Cipher strength", `${r.cipher_strength}${r.strength_rule ? ` (from ${ruleRef(r.strength_rule)})` : ""}`],
         ["Sender rule", ruleRef(r.sender_rule)],
-        inbound ? ["STARTTLS offered", r.starttls_offered ? "yes" : "no"] : ["", null],
-        inbound ? ["Client certificate requested", r.request_client_cert ? "yes" : "no"] : ["", null],
+        inbound ? ["STARTTLS offered", r.starttls_offered ? "yes" : "no"] : none,
+        inbound ? ["Client certificate requested", r.request_client_cert ? "yes" : "no"] : none,
         ["MAIL FROM in plaintext", verdict(r.mail_from)],
-        ["MAIL FROM over TLS", verdict(r.mail_from_tls)],
+        // Without a described session the API assumes the best one: show it only when asked.
+        tls ? ["MAIL FROM over this TLS session", verdict(r.mail_from_tls)] : none,
         ["RCPT TO", verdict(r.rcpt_to)],
         [
           "Delivery steps",

@@ -2,7 +2,7 @@
 // The form is drawn from the document the server sends, so a new setting appears without a
 // console change; its type (number, text, list) comes from the current value.
 
-import { api, call, type Schemas } from "../api/client";
+import { api, call, callTagged, ifMatch, type Schemas } from "../api/client";
 import { facts, field, h, section } from "../dom";
 import { formError, onSubmit } from "../forms";
 import { isAdmin } from "../session";
@@ -21,9 +21,11 @@ function show(v: Value): string {
 }
 
 export const settings: Page = async ({ main }) => {
-  const s = (await call(api.GET("/v1/settings"))) as Record<string, Group | Value>;
-  const groups = Object.entries(s).filter((e): e is [string, Group] => !!e[1] && typeof e[1] === "object" && !Array.isArray(e[1]));
-  const top = Object.entries(s).filter(([, v]) => !(v && typeof v === "object" && !Array.isArray(v))) as [string, Value][];
+  const { data, etag } = await callTagged(api.GET("/v1/settings"));
+  const isGroup = (v: unknown): v is Group => !!v && typeof v === "object" && !Array.isArray(v);
+  const entries = Object.entries(data as Record<string, Group | Value>);
+  const groups = entries.filter((e): e is [string, Group] => isGroup(e[1]));
+  const top = entries.filter((e): e is [string, Value] => !isGroup(e[1]));
   main.append(h("h1", null, "Settings"));
 
   if (!isAdmin()) {
@@ -65,7 +67,7 @@ export const settings: Page = async ({ main }) => {
       if (k === undefined) body[g] = value;
       else ((body[g] ??= {}) as Group)[k] = value;
     }
-    await call(api.PUT("/v1/settings", { body: body as Schemas["Settings"] }));
+    await call(api.PUT("/v1/settings", { body: body as Schemas["Settings"], headers: ifMatch(etag) }));
     refresh();
   });
   main.append(form);

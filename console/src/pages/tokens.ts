@@ -1,15 +1,17 @@
 // API tokens (admins only): create one (its secret is shown once), list, revoke.
 
-import { api, call } from "../api/client";
-import { button, field, h, input, replace, section, select, table, time } from "../dom";
-import { formError, onSubmit, showProblem } from "../forms";
+import { api, call, type Schemas } from "../api/client";
+import { field, h, input, section, select, table, time, writeButton } from "../dom";
+import { act, formError, onSubmit } from "../forms";
 import { session } from "../session";
 import { type Page, refresh } from "./page";
+
+/** The token just created: its secret is shown once, on the screen drawn after it. */
+let created: Schemas["NewToken"] | null = null;
 
 export const tokens: Page = async ({ main }) => {
   const list = await call(api.GET("/v1/tokens"));
   const error = h("div", null, formError());
-  const created = h("div", { "aria-live": "polite" });
   const role = select(["viewer", "admin"], "viewer", { name: "role" });
   const comment = input({ name: "comment" });
   const form = h(
@@ -21,20 +23,25 @@ export const tokens: Page = async ({ main }) => {
     formError(),
   );
   onSubmit(form, async () => {
-    const t = await call(api.POST("/v1/tokens", { body: { role: role.value as "admin" | "viewer", comment: comment.value } }));
-    replace(
-      created,
-      h(
-        "div",
-        { class: "notice" },
-        h("p", null, `Token ${t.id} (${t.role}) created. Copy its secret now: it is not shown again.`),
-        h("code", { class: "secret" }, t.token),
-      ),
-    );
+    created = await call(api.POST("/v1/tokens", { body: { role: role.value as Schemas["Role"], comment: comment.value } }));
+    refresh();
   });
+  const shown = created;
+  created = null;
   main.append(
     h("h1", null, "Tokens"),
-    section("New token", form, created),
+    section(
+      "New token",
+      form,
+      shown
+        ? h(
+            "div",
+            { class: "notice", role: "status" },
+            h("p", null, `Token ${shown.id} (${shown.role}) created. Copy its secret now: it is not shown again.`),
+            h("code", { class: "secret" }, shown.token),
+          )
+        : null,
+    ),
     section(
       "Tokens",
       error,
@@ -50,18 +57,10 @@ export const tokens: Page = async ({ main }) => {
             (t) =>
               t.id === session()?.id
                 ? h("span", { class: "hint" }, "this session")
-                : button(
+                : writeButton(
                     "Revoke",
-                    async () => {
-                      if (!confirm(`Revoke token ${t.id}?`)) return;
-                      try {
-                        await call(api.DELETE("/v1/tokens/{id}", { params: { path: { id: t.id } } }));
-                        refresh();
-                      } catch (err) {
-                        showProblem(error, err);
-                      }
-                    },
-                    { "data-write": true, class: "danger", "aria-label": `Revoke ${t.id}` },
+                    () => act(error, `Revoke token ${t.id}?`, () => call(api.DELETE("/v1/tokens/{id}", { params: { path: { id: t.id } } }))),
+                    { class: "danger", "aria-label": `Revoke ${t.id}` },
                   ),
           ],
         ],

@@ -1,23 +1,17 @@
 // Workers: version applied, connection, last NACK, and drain.
 
 import { api, call } from "../api/client";
-import { button, h, table, time, yesNo } from "../dom";
-import { formError, showProblem } from "../forms";
-import { isAdmin } from "../session";
-import { type Page, refresh } from "./page";
+import { h, table, time, writeButton, yesNo } from "../dom";
+import { act, formError } from "../forms";
+import type { Page } from "./page";
 
 export const workers: Page = async ({ main }) => {
   const [list, policy] = await Promise.all([call(api.GET("/v1/workers")), call(api.GET("/v1/policy"))]);
   const error = h("div", null, formError());
-  const drain = async (id: string) => {
-    if (!confirm(`Drain ${id}? It stops taking sessions and delivers its queue now.`)) return;
-    try {
-      await call(api.POST("/v1/workers/{id}/drain", { params: { path: { id } } }));
-      refresh();
-    } catch (err) {
-      showProblem(error, err);
-    }
-  };
+  const drain = (id: string) =>
+    act(error, `Drain ${id}? It stops taking sessions and delivers its queue now.`, () =>
+      call(api.POST("/v1/workers/{id}/drain", { params: { path: { id } } })),
+    );
   main.append(
     h("h1", null, "Workers"),
     h("p", null, `Current policy version: ${policy.version}.`),
@@ -33,7 +27,7 @@ export const workers: Page = async ({ main }) => {
         ["Last NACK", (w) => w.last_nack ?? ""],
         ["Draining", (w) => yesNo(w.draining)],
         ["Remote address", (w) => w.remote_addr],
-        ["", (w) => (isAdmin() && w.connected && !w.draining ? button("Drain", () => drain(w.id), { "data-write": true, "aria-label": `Drain ${w.id}` }) : null)],
+        ["", (w) => (w.connected && !w.draining ? writeButton("Drain", () => drain(w.id), { "aria-label": `Drain ${w.id}` }) : null)],
       ],
       list.items,
       "No worker has connected.",
