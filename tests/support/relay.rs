@@ -70,6 +70,12 @@ pub async fn sink_counting(tempfail: usize) -> (String, Seen, Arc<Open>) {
     sink_with(tempfail, None).await
 }
 
+/// `sink` listening on `addr`, offering STARTTLS with `tls` (certificate and key, PEM).
+pub async fn tls_sink_on(addr: &str, tls: (String, String)) -> (String, Seen) {
+    let (addr, seen, _) = sink_at(addr, 0, Some(tls)).await;
+    (addr, seen)
+}
+
 /// `sink` listening on `addr`.
 pub async fn sink_on(addr: &str) -> (String, Seen) {
     let (addr, seen, _) = sink_at(addr, 0, None).await;

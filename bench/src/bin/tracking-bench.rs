@@ -75,6 +75,7 @@ fn events(i: usize) -> Vec<Event> {
             leg: Some(leg),
             reply: "250 2.0.0 Ok: queued as ABC".into(),
             violation: None,
+            policy: ev::PolicySource::Default,
         }),
         Event::Delivered(ev::Delivered {
             queue_id: id,

@@ -473,7 +473,14 @@ export interface components {
             at: string;
             host?: string | null;
             ip?: string | null;
+            /** @description What set the TLS level: `rule`, `mta-sts` or `default`. */
+            policy_source?: string;
             reply: string;
+            /** @description What MTA-STS found wrong (a TLS-RPT result type); in `testing` mode the delivery went on. */
+            sts_failure?: string | null;
+            sts_mode?: string | null;
+            /** @description The MTA-STS policy followed: its record id and mode. */
+            sts_policy_id?: string | null;
             tls?: components["schemas"]["TlsView"] | null;
             tls_fallback: boolean;
             violation?: components["schemas"]["Violation"] | null;
@@ -616,6 +623,18 @@ export interface components {
              * @default 300
              */
             greeting_timeout_s: number;
+            /**
+             * @description Apply the MTA-STS policies recipient domains publish (RFC 8461) where no local outbound
+             *     rule matches; a local rule for a domain exempts it.
+             * @default true
+             */
+            mta_sts: boolean;
+            /**
+             * Format: int32
+             * @description The HTTPS port of `mta-sts.<domain>` (443; tests point it elsewhere, as `mx_port`).
+             * @default 443
+             */
+            mta_sts_port: number;
             /**
              * Format: int32
              * @description Addresses tried per delivery attempt, over all MX hosts (`smtp_mx_address_limit`, 5).
@@ -1033,6 +1052,8 @@ export interface components {
              *       "connection_reuse_time_s": 300,
              *       "data_timeout_s": 180,
              *       "greeting_timeout_s": 300,
+             *       "mta_sts": true,
+             *       "mta_sts_port": 443,
              *       "mx_address_limit": 5,
              *       "mx_port": 25,
              *       "mx_session_limit": 2,

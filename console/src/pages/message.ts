@@ -1,7 +1,7 @@
 // One message: envelope, headers we track, the policy version, its source and every delivery
 // (host, IP and "(via TLS)"), the TLS details, every attempt and deferral reason, the timeline.
 
-import { api, call } from "../api/client";
+import { api, call, type Schemas } from "../api/client";
 import { facts, h, section, table, time, yesNo } from "../dom";
 import { policyMarks, status, tlsMark, tlsText } from "../marks";
 import type { Page } from "./page";
@@ -64,6 +64,7 @@ export const message: Page = async ({ main, arg }) => {
                   ["TLS", (a) => tlsText(a.tls) || "none"],
                   ["Fallback", (a) => yesNo(a.tls_fallback)],
                   ["Violation", (a) => a.violation ?? ""],
+                  ["Policy", (a) => policyOf(a)],
                   ["Reply", (a) => h("code", null, a.reply)],
                 ],
                 d.attempts,
@@ -90,3 +91,11 @@ export const message: Page = async ({ main, arg }) => {
     ),
   );
 };
+
+/** What set an attempt's TLS level: a local rule, the default, or an MTA-STS policy (its id,
+ * mode and what it found wrong). */
+function policyOf(a: Schemas["AttemptView"]): string {
+  if (a.policy_source !== "mta-sts") return a.policy_source ?? "default";
+  const failure = a.sts_failure ? `: ${a.sts_failure}` : "";
+  return `MTA-STS ${a.sts_mode ?? ""} (id ${a.sts_policy_id ?? "?"})${failure}`;
+}

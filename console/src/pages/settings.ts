@@ -8,7 +8,7 @@ import { formError, onSubmit } from "../forms";
 import { isAdmin } from "../session";
 import { type Page, refresh } from "./page";
 
-type Value = number | string | string[] | null | undefined;
+type Value = number | boolean | string | string[] | null | undefined;
 type Group = Record<string, Value>;
 
 function label(key: string): string {
@@ -17,6 +17,7 @@ function label(key: string): string {
 
 function show(v: Value): string {
   if (Array.isArray(v)) return v.join(", ") || "(none)";
+  if (typeof v === "boolean") return v ? "yes" : "no";
   return v === null || v === undefined || v === "" ? "(not set)" : String(v);
 }
 
@@ -38,6 +39,7 @@ export const settings: Page = async ({ main }) => {
 
   const control = (pointer: string, v: Value) => {
     if (typeof v === "number") return h("input", { type: "number", name: pointer, value: String(v), min: 0, step: 1 });
+    if (typeof v === "boolean") return h("input", { type: "checkbox", name: pointer, checked: v });
     const el = h("input", { type: "text", name: pointer, value: Array.isArray(v) ? v.join(", ") : (v ?? "") });
     if (Array.isArray(v)) el.dataset.list = "true";
     return el;
@@ -63,7 +65,15 @@ export const settings: Page = async ({ main }) => {
       const [g = "", k] = el.name.slice(1).split("/");
       const raw = el.value.trim();
       const value: Value =
-        el.type === "number" ? (raw === "" ? null : Number(raw)) : el.dataset.list ? raw.split(",").map((x) => x.trim()).filter(Boolean) : raw || null;
+        el.type === "checkbox"
+          ? el.checked
+          : el.type === "number"
+            ? raw === ""
+              ? null
+              : Number(raw)
+            : el.dataset.list
+              ? raw.split(",").map((x) => x.trim()).filter(Boolean)
+              : raw || null;
       if (k === undefined) body[g] = value;
       else ((body[g] ??= {}) as Group)[k] = value;
     }

@@ -432,6 +432,7 @@ async fn a_worker_cannot_rewrite_a_message_another_worker_received() {
             leg: None,
             reply: "250 forged".into(),
             violation: 0,
+            policy: None,
         }),
         Event::Delivered(pb::Delivered {
             queue_id: "Q".into(),

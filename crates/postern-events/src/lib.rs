@@ -90,6 +90,30 @@ pub struct Rejected {
     pub violation: Option<Violation>,
 }
 
+/// Which entry set an outbound attempt's TLS level (issue 15: rule > MTA-STS > default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PolicySource {
+    /// A local outbound rule for the domain.
+    Rule,
+    /// The domain's published MTA-STS policy.
+    MtaSts(StsApplied),
+    /// The outbound default.
+    #[default]
+    Default,
+}
+
+/// The MTA-STS policy an attempt followed, and what it found wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StsApplied {
+    /// The `id` of the `_mta-sts` record the policy was fetched under.
+    pub id: String,
+    /// `enforce` or `testing`.
+    pub mode: String,
+    /// What enforcing found (or would have found, in `testing`), as a TLS-RPT result type
+    /// (`validation-failure`, `certificate-host-mismatch`, ...); `None` when all was well.
+    pub failure: Option<String>,
+}
+
 /// One delivery attempt of one recipient.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attempt {
@@ -101,6 +125,9 @@ pub struct Attempt {
     pub reply: String,
     /// Set when the TLS policy ended the attempt (`4.7.4`, `4.7.5`).
     pub violation: Option<Violation>,
+    /// What set the TLS level (events from before issue 15 have `Default`).
+    #[serde(default)]
+    pub policy: PolicySource,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -120,12 +120,19 @@ pub struct DeliverySettings {
     pub connection_reuse_count: u32,
     /// How long an unused connection waits for the next message (`smtp_connection_cache_time_limit`, 2).
     pub connection_idle_s: u32,
+    /// Apply the MTA-STS policies recipient domains publish (RFC 8461) where no local outbound
+    /// rule matches; a local rule for a domain exempts it.
+    pub mta_sts: bool,
+    /// The HTTPS port of `mta-sts.<domain>` (443; tests point it elsewhere, as `mx_port`).
+    pub mta_sts_port: u16,
 }
 
 impl Default for DeliverySettings {
     fn default() -> Self {
         DeliverySettings {
             smart_host: None,
+            mta_sts: true,
+            mta_sts_port: 443,
             nameservers: Vec::new(),
             mx_port: 25,
             concurrency: 100,

@@ -128,6 +128,43 @@ fn leg_from(l: pb::Leg) -> Result<ev::Leg, WireError> {
     })
 }
 
+fn policy_source_to(p: ev::PolicySource) -> Option<pb::PolicySource> {
+    use pb::policy_source::Kind;
+    Some(match p {
+        ev::PolicySource::Default => return None,
+        ev::PolicySource::Rule => pb::PolicySource {
+            kind: Kind::Rule as i32,
+            ..Default::default()
+        },
+        ev::PolicySource::MtaSts(s) => pb::PolicySource {
+            kind: Kind::MtaSts as i32,
+            sts_id: s.id,
+            sts_mode: s.mode,
+            sts_failure: s.failure,
+        },
+    })
+}
+
+fn policy_source_from(p: Option<pb::PolicySource>) -> Result<ev::PolicySource, WireError> {
+    use pb::policy_source::Kind;
+    let Some(p) = p else {
+        return Ok(ev::PolicySource::Default);
+    };
+    match Kind::try_from(p.kind) {
+        Ok(Kind::Default) => Ok(ev::PolicySource::Default),
+        Ok(Kind::Rule) => Ok(ev::PolicySource::Rule),
+        Ok(Kind::MtaSts) => Ok(ev::PolicySource::MtaSts(ev::StsApplied {
+            id: p.sts_id,
+            mode: p.sts_mode,
+            failure: p.sts_failure,
+        })),
+        Err(_) => Err(WireError::Enum {
+            field: "attempt.policy.kind".into(),
+            value: p.kind,
+        }),
+    }
+}
+
 impl From<ev::Record> for pb::EventRecord {
     fn from(r: ev::Record) -> Self {
         let event = match r.event {
@@ -167,6 +204,7 @@ impl From<ev::Record> for pb::EventRecord {
                 leg: a.leg.map(leg_to),
                 reply: a.reply,
                 violation: violation_to(a.violation),
+                policy: policy_source_to(a.policy),
             }),
             ev::Event::Deferred(d) => PbEvent::Deferred(pb::Deferred {
                 queue_id: d.queue_id,
@@ -250,6 +288,7 @@ impl TryFrom<pb::EventRecord> for ev::Record {
                 leg: a.leg.map(leg_from).transpose()?,
                 reply: a.reply,
                 violation: violation_from(a.violation, "attempt.violation")?,
+                policy: policy_source_from(a.policy)?,
             }),
             PbEvent::Deferred(d) => ev::Event::Deferred(ev::Deferred {
                 queue_id: d.queue_id,
@@ -351,6 +390,11 @@ mod tests {
                 }),
                 reply: "250 ok".into(),
                 violation: None,
+                policy: ev::PolicySource::MtaSts(ev::StsApplied {
+                    id: "20261206".into(),
+                    mode: "enforce".into(),
+                    failure: None,
+                }),
             }),
             ev::Event::Deferred(ev::Deferred {
                 queue_id: "Q".into(),

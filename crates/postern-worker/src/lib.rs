@@ -15,6 +15,7 @@ pub mod outbound;
 pub mod outbox;
 pub mod policy;
 pub mod spool;
+pub mod sts;
 pub mod sync;
 
 use std::path::PathBuf;

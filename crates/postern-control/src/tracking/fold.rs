@@ -14,6 +14,14 @@ use super::view::{
 };
 use postern_time::rfc3339_ms as rfc3339;
 
+/// The MTA-STS policy an attempt followed, if one did.
+fn sts(p: &ev::PolicySource) -> Option<&ev::StsApplied> {
+    match p {
+        ev::PolicySource::MtaSts(s) => Some(s),
+        _ => None,
+    }
+}
+
 /// What the store keeps: the view, and what indexing and deduplication need.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stored {
@@ -229,6 +237,15 @@ impl Stored {
                     tls_fallback: a.leg.as_ref().is_some_and(|l| l.tls_fallback),
                     reply: a.reply.clone(),
                     violation: a.violation,
+                    policy_source: match &a.policy {
+                        ev::PolicySource::Rule => "rule",
+                        ev::PolicySource::MtaSts(_) => "mta-sts",
+                        ev::PolicySource::Default => "default",
+                    }
+                    .into(),
+                    sts_policy_id: sts(&a.policy).map(|s| s.id.clone()),
+                    sts_mode: sts(&a.policy).map(|s| s.mode.clone()),
+                    sts_failure: sts(&a.policy).and_then(|s| s.failure.clone()),
                 };
                 self.violated(a.violation);
                 self.view.marks.tls_fallback |= view.tls_fallback;
@@ -405,6 +422,7 @@ pub(crate) mod tests {
             }),
             reply: reply.into(),
             violation: None,
+            policy: ev::PolicySource::Default,
         })
     }
 

@@ -77,6 +77,21 @@ pub struct AttemptView {
     pub reply: String,
     /// Set when the TLS policy deferred the attempt.
     pub violation: Option<Violation>,
+    /// What set the TLS level: `rule`, `mta-sts` or `default`.
+    #[serde(default = "default_source")]
+    pub policy_source: String,
+    /// The MTA-STS policy followed: its record id and mode.
+    #[serde(default)]
+    pub sts_policy_id: Option<String>,
+    #[serde(default)]
+    pub sts_mode: Option<String>,
+    /// What MTA-STS found wrong (a TLS-RPT result type); in `testing` mode the delivery went on.
+    #[serde(default)]
+    pub sts_failure: Option<String>,
+}
+
+fn default_source() -> String {
+    "default".into()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -54,6 +54,8 @@ type RouterKey = (Vec<String>, u16);
 
 pub struct Queue {
     pub(super) spool: Spool,
+    /// MTA-STS policies of recipient domains (issue 15).
+    pub(super) sts: crate::sts::StsCache,
     pub(super) policy: Arc<PolicyStore>,
     pub(super) hostname: String,
     /// The addresses that reach this worker: a next hop among them loops.
@@ -97,7 +99,9 @@ impl Queue {
         for id in spool.list().unwrap_or_default() {
             schedule.insert(id, 0);
         }
+        let sts = crate::sts::StsCache::open(spool.root());
         Arc::new(Queue {
+            sts,
             spool,
             policy,
             hostname,

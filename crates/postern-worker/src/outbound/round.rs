@@ -11,9 +11,11 @@ use std::sync::Arc;
 
 use postern_events::{self as events, Event, Leg, Tls};
 use postern_policy::{
-    CipherStrength, CompiledPolicy, Level, NextHop, Violation, normalize_lookup_domain,
+    Certificate, CipherStrength, CompiledPolicy, Level, NextHop, RuleRef, Violation,
+    normalize_lookup_domain,
 };
 use postern_smtp::{Envelope, Reply};
+use postern_sts::{Mode, Source};
 
 use super::bounce::Bounce;
 use super::deliver::{Attempt, Context, Deadlines, Target, attempt};
@@ -39,6 +41,8 @@ pub struct GroupKey {
     pub mx_domain: String,
     pub level: Level,
     pub strength: CipherStrength,
+    /// A local outbound rule set the level (it beats a published MTA-STS policy).
+    pub rule: bool,
 }
 
 /// The due recipients of `state` by group, and those whose address cannot be routed at all.
@@ -80,6 +84,7 @@ pub fn plan(
                 mx_domain,
                 level: decision.level,
                 strength: decision.cipher_strength,
+                rule: matches!(decision.level_rule, RuleRef::Rule(_)),
             })
             .or_default()
             .push(i);
@@ -95,6 +100,8 @@ struct RcptResult {
     leg: Option<Leg>,
     /// The next hop's host name when `reply` is its own.
     remote_mta: Option<String>,
+    /// What set the TLS level.
+    policy: events::PolicySource,
 }
 
 /// How `attempt` travelled, as tracking records it.
@@ -171,6 +178,7 @@ impl Queue {
                             violation: None,
                             leg: None,
                             remote_mta: None,
+                            policy: events::PolicySource::Default,
                         })
                         .collect(),
                 };
@@ -248,6 +256,7 @@ impl Queue {
                 leg: r.leg,
                 reply: text.clone(),
                 violation: r.violation,
+                policy: r.policy,
             }),
         );
         match fate {
@@ -411,6 +420,7 @@ impl Queue {
                     violation: None,
                     leg: None,
                     remote_mta: None,
+                    policy: events::PolicySource::Default,
                 })
                 .collect()
         };
@@ -438,6 +448,49 @@ impl Queue {
             Ok(h) => h,
             Err(e) => return all(e.reply()),
         };
+        let trust = policy.policy.trust.certificates();
+        // MTA-STS (issue 15): a domain's published policy governs its MX hosts unless a local
+        // rule decides (`choose`: rule > MTA-STS > default).
+        let lookup = if !key.mx_domain.is_empty() && !key.rule && d.mta_sts {
+            let now = self.now();
+            self.sts
+                .lookup(domain, router, d.mta_sts_port, &trust, now)
+                .await
+        } else {
+            crate::sts::Lookup::default()
+        };
+        let sts = match postern_sts::choose(key.rule, d.mta_sts, lookup.policy.as_ref()) {
+            Source::Sts(c) => Some(c.clone()),
+            Source::Rule | Source::Default => None,
+        };
+        let mut level = key.level;
+        if let Some(c) = sts.as_ref().filter(|c| c.policy.mode == Mode::Enforce) {
+            let mut names: Vec<String> = hops.iter().map(|h| h.host.clone()).collect();
+            names.dedup();
+            hops.retain(|h| c.policy.allows(&h.host));
+            if hops.is_empty() {
+                return members
+                    .iter()
+                    .map(|_| RcptResult {
+                        reply: Reply::new(
+                            451,
+                            format!(
+                                "4.7.5 Server certificate not verified: MTA-STS policy {} of {domain} allows none of its MX hosts ({})",
+                                c.id,
+                                names.join(", ")
+                            ),
+                        ),
+                        violation: Some(Violation::CertificateNotVerified),
+                        leg: None,
+                        remote_mta: None,
+                        policy: sts_applied(c, Some("validation-failure")),
+                    })
+                    .collect();
+            }
+            // STARTTLS, TLS 1.2 or later (all we speak) and a certificate verified for the
+            // MX host name (also the SNI) against webpki's roots and /v1/trust: `verify`.
+            level = Level::Verify;
+        }
         hops.truncate(d.mx_address_limit.max(1) as usize);
         let destination = if key.mx_domain.is_empty() {
             key.hop.as_str()
@@ -473,7 +526,6 @@ impl Queue {
         };
         let reuse = Reuse::of(d);
         self.pool.configure(reuse);
-        let trust = policy.policy.trust.certificates();
         let cx = Context {
             helo: &self.hostname,
             trust: &trust,
@@ -487,10 +539,18 @@ impl Queue {
             let target = Target {
                 host: h.host.clone(),
                 addr: h.addr,
-                level: key.level,
+                level,
                 strength: key.strength,
             };
             let a = attempt(&target, &cx, &smtp_envelope, message.clone()).await;
+            let source = match &sts {
+                Some(c) => sts_applied(c, sts_failure(&c.policy, &a)),
+                None if key.rule => events::PolicySource::Rule,
+                None => events::PolicySource::Default,
+            };
+            if let (Some(c), Some(failure)) = (&sts, sts_failure_of(&source)) {
+                tracing::warn!(%domain, id = %c.id, mode = c.policy.mode.as_str(), host = %a.host, %failure, "MTA-STS validation failed");
+            }
             measure::attempt(&self.policy.metrics, &a);
             sessions += u32::from(a.greeted);
             let deferred_all = a
@@ -509,6 +569,7 @@ impl Queue {
                     violation: a.violation,
                     leg: Some(leg.clone()),
                     remote_mta: remote.clone(),
+                    policy: source.clone(),
                 })
                 .collect();
             // The next address is tried before deferring (PRODUCT.md 2.3).
@@ -521,5 +582,47 @@ impl Queue {
             }
         }
         last.unwrap_or_else(|| all(Reply::new(451, "4.4.0 no delivery attempt")))
+    }
+}
+
+fn sts_applied(c: &postern_sts::Cached, failure: Option<&str>) -> events::PolicySource {
+    events::PolicySource::MtaSts(events::StsApplied {
+        id: c.id.clone(),
+        mode: c.policy.mode.as_str().into(),
+        failure: failure.map(str::to_string),
+    })
+}
+
+fn sts_failure_of(p: &events::PolicySource) -> Option<&str> {
+    match p {
+        events::PolicySource::MtaSts(s) => s.failure.as_deref(),
+        _ => None,
+    }
+}
+
+/// What an MTA-STS policy finds wrong with an attempt, as a TLS-RPT result type (RFC 8460
+/// 4.3.2): enforced, it deferred the attempt; in `testing`, the delivery went on regardless.
+/// `None` for an attempt that reached no server, or that met every requirement.
+fn sts_failure(policy: &postern_sts::Policy, a: &super::deliver::Attempt) -> Option<&'static str> {
+    if !policy.allows(&a.host) {
+        return Some("validation-failure");
+    }
+    match (&a.tls, a.violation) {
+        (Some(t), _) => match t.certificate {
+            Certificate::Verified => None,
+            Certificate::NameMismatch => Some("certificate-host-mismatch"),
+            Certificate::Untrusted => Some("certificate-not-trusted"),
+            Certificate::None => Some("validation-failure"),
+        },
+        // Enforced, the attempt stopped at the failed check (its record keeps no TLS).
+        (None, Some(Violation::TlsNotOffered | Violation::StartTlsRefused)) => {
+            Some("starttls-not-supported")
+        }
+        (None, Some(Violation::CertificateNotVerified)) => Some("certificate-host-mismatch"),
+        (None, Some(Violation::CertificateNotTrusted)) => Some("certificate-not-trusted"),
+        (None, Some(_)) => Some("validation-failure"),
+        (None, None) if a.tls_fallback => Some("validation-failure"),
+        (None, None) if a.greeted => Some("starttls-not-supported"),
+        (None, None) => None,
     }
 }

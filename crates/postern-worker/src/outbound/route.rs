@@ -116,6 +116,41 @@ impl Router {
         Ok(hops)
     }
 
+    /// The TXT records at `name`, each record's strings joined (MTA-STS, TLS-RPT); `Ok(empty)`
+    /// when there are none or the name does not exist.
+    pub async fn txt(&self, name: &str) -> Result<Vec<String>, RouteError> {
+        match self
+            .resolver
+            .txt_lookup(format!("{}.", name.trim_end_matches('.')))
+            .await
+        {
+            Ok(txt) => Ok(txt
+                .iter()
+                .map(|r| {
+                    r.txt_data()
+                        .iter()
+                        .map(|part| String::from_utf8_lossy(part))
+                        .collect::<String>()
+                })
+                .collect()),
+            Err(e) => match classify(e, name, "TXT") {
+                RouteError::NotFound { .. } => Ok(Vec::new()),
+                RouteError::Temporary(t) if t.starts_with("no address") => Ok(Vec::new()),
+                e => Err(e),
+            },
+        }
+    }
+
+    /// The addresses of `host` (an HTTPS host such as `mta-sts.<domain>`).
+    pub async fn ips(&self, host: &str) -> Result<Vec<IpAddr>, RouteError> {
+        Ok(self
+            .addresses(host, 0)
+            .await?
+            .into_iter()
+            .map(|h| h.addr.ip())
+            .collect())
+    }
+
     async fn addresses(&self, host: &str, port: u16) -> Result<Vec<Hop>, RouteError> {
         let ips = self
             .resolver

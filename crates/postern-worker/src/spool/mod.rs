@@ -161,6 +161,7 @@ impl Drop for Incoming {
 #[derive(Clone)]
 pub struct Spool {
     incoming: PathBuf,
+    /// `<spool>/queue`.
     queue: PathBuf,
     /// Group commit of the renames into `queue/`.
     syncer: Arc<GroupSync>,
@@ -169,6 +170,11 @@ pub struct Spool {
 }
 
 impl Spool {
+    /// The spool directory (other durable state lives beside the queue: MTA-STS policies).
+    pub fn root(&self) -> &Path {
+        self.queue.parent().unwrap_or(&self.queue)
+    }
+
     /// Opens the spool under `dir`, removing what was never acknowledged, and returns the ids
     /// of the messages in the queue. Must run inside a tokio runtime.
     pub fn open(dir: &Path) -> io::Result<(Spool, Vec<String>)> {

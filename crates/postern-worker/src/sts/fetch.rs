@@ -1,0 +1,134 @@
+//! Fetches `https://mta-sts.<domain>/.well-known/mta-sts.txt` (RFC 8461 3.3): at the addresses
+//! our own resolver found (the `delivery.nameservers`), the certificate checked for that name
+//! against webpki's roots and the CAs of `/v1/trust`, no redirects, only a 200, within a time
+//! limit and 64 KiB. Each failure is sorted into its TLS-RPT result type.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use postern_sts::Policy;
+use rustls::pki_types::CertificateDer;
+
+/// RFC 8461 3.3 allows senders to stop reading a policy at 64 KiB.
+pub const MAX_POLICY_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    /// No answer, a refused connection, a status other than 200, a redirect, too large...
+    #[error("MTA-STS policy fetch failed: {0}")]
+    Fetch(String),
+    /// The HTTPS server's certificate is not valid for `mta-sts.<domain>`.
+    #[error("MTA-STS policy host certificate not valid: {0}")]
+    WebPki(String),
+    /// Fetched, but not a valid policy.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl FetchError {
+    /// The TLS-RPT (RFC 8460 4.3.2.2) result type.
+    pub fn result_type(&self) -> &'static str {
+        match self {
+            FetchError::Fetch(_) => "sts-policy-fetch-error",
+            FetchError::WebPki(_) => "sts-webpki-invalid",
+            FetchError::Invalid(_) => "sts-policy-invalid",
+        }
+    }
+}
+
+/// The policy text and its parse, from `addrs` of `mta-sts.<domain>` on `port`.
+pub async fn fetch(
+    domain: &str,
+    addrs: &[IpAddr],
+    port: u16,
+    extra_roots: &[CertificateDer<'static>],
+    limit: Duration,
+) -> Result<(String, Policy), FetchError> {
+    let host = format!("mta-sts.{domain}");
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for ca in extra_roots {
+        let _ = roots.add(ca.clone());
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| FetchError::Fetch(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let pinned: Vec<SocketAddr> = addrs.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .https_only(true)
+        .no_proxy()
+        .timeout(limit)
+        .resolve_to_addrs(&host, &pinned)
+        .build()
+        .map_err(|e| FetchError::Fetch(e.to_string()))?;
+    let url = if port == 443 {
+        format!("https://{host}/.well-known/mta-sts.txt")
+    } else {
+        format!("https://{host}:{port}/.well-known/mta-sts.txt")
+    };
+    let mut response = client.get(&url).send().await.map_err(|e| sort(&url, &e))?;
+    let status = response.status();
+    if status != reqwest::StatusCode::OK {
+        return Err(FetchError::Fetch(format!(
+            "{url}: HTTP {status} (only 200 is a policy)"
+        )));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| sort(&url, &e))? {
+        if body.len() + chunk.len() > MAX_POLICY_BYTES {
+            return Err(FetchError::Fetch(format!(
+                "{url}: larger than {MAX_POLICY_BYTES} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8(body)
+        .map_err(|_| FetchError::Invalid(format!("invalid MTA-STS policy: {url} is not UTF-8")))?;
+    let policy = Policy::parse(&text).map_err(|e| FetchError::Invalid(e.to_string()))?;
+    Ok((text, policy))
+}
+
+/// A failed request: a certificate rustls refused is `WebPki`, anything else `Fetch`.
+fn sort(url: &str, e: &reqwest::Error) -> FetchError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(rustls::Error::InvalidCertificate(why)) = rustls_error(err) {
+            return FetchError::WebPki(format!("{url}: {why:?}"));
+        }
+        source = err.source();
+    }
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else {
+        "failed"
+    };
+    FetchError::Fetch(format!("{url}: {kind}: {}", chain(e)))
+}
+
+/// The rustls error in `err`, looking through `io::Error`s (each layer of the HTTP client
+/// wraps the one below in its own, and `io::Error::source` skips the wrapped error itself).
+fn rustls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(e) = err.downcast_ref::<rustls::Error>() {
+        return Some(e);
+    }
+    let inner = err.downcast_ref::<std::io::Error>()?.get_ref()?;
+    rustls_error(inner)
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

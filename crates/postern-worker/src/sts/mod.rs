@@ -1,0 +1,190 @@
+//! MTA-STS on the worker (RFC 8461): the DNS and HTTPS around `postern-sts`'s pure logic. One
+//! `StsCache` per worker keeps each domain's policy in memory and on disk (`store`), asks
+//! `postern_sts::next_step` whether to fetch, fetches (`fetch`) one domain at a time and
+//! remembers failures so that they are retried no sooner than the back-off.
+
+pub mod fetch;
+pub mod store;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use postern_sts::{Cached, Step, Txt, next_step, sts_record};
+use rustls::pki_types::CertificateDer;
+
+use crate::outbound::route::Router;
+
+/// How long a policy fetch may take, from connect to the last byte.
+const FETCH_LIMIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Default, Clone)]
+struct Entry {
+    cached: Option<Cached>,
+    /// When the last fetch failed, and its TLS-RPT result type.
+    last_failure: Option<(u64, &'static str)>,
+}
+
+/// The policy a delivery follows, and what went wrong finding it.
+#[derive(Debug, Clone, Default)]
+pub struct Lookup {
+    /// A valid policy (fetched now or cached), whatever its mode.
+    pub policy: Option<Cached>,
+    /// A failed fetch (now, or within the back-off): its TLS-RPT result type and detail.
+    pub failure: Option<(&'static str, String)>,
+}
+
+pub struct StsCache {
+    dir: PathBuf,
+    entries: Mutex<HashMap<String, Entry>>,
+    /// Fetches for one domain are never concurrent: the second waits and uses the first's.
+    fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl StsCache {
+    /// The cache kept under `spool` (loaded now: call from a blocking context or at start).
+    pub fn open(spool: &Path) -> StsCache {
+        let dir = store::dir(spool);
+        let entries = store::load(&dir)
+            .into_iter()
+            .map(|(d, c)| {
+                (
+                    d,
+                    Entry {
+                        cached: Some(c),
+                        last_failure: None,
+                    },
+                )
+            })
+            .collect();
+        StsCache {
+            dir,
+            entries: Mutex::new(entries),
+            fetching: Mutex::default(),
+        }
+    }
+
+    fn entry(&self, domain: &str) -> Entry {
+        self.entries
+            .lock()
+            .expect("sts lock")
+            .get(domain)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The policy for mail to `domain` at `now` (unix seconds): TXT `_mta-sts.<domain>`, then
+    /// the cache or a fetch from port `port` of `mta-sts.<domain>`.
+    pub async fn lookup(
+        &self,
+        domain: &str,
+        router: &Router,
+        port: u16,
+        extra_roots: &[CertificateDer<'static>],
+        now: u64,
+    ) -> Lookup {
+        let gate = self
+            .fetching
+            .lock()
+            .expect("sts lock")
+            .entry(domain.to_string())
+            .or_default()
+            .clone();
+        let _one_at_a_time = gate.lock().await;
+        let txt = match router.txt(&format!("_mta-sts.{domain}")).await {
+            Ok(records) => match sts_record(&records) {
+                Ok(r) => Txt::Record(r.id),
+                Err(_) => Txt::Absent,
+            },
+            Err(_) => Txt::Failed,
+        };
+        let entry = self.entry(domain);
+        let valid = entry.cached.clone().filter(|c| c.valid_at(now));
+        let remembered = entry
+            .last_failure
+            .filter(|(at, _)| now < at + postern_sts::FAILURE_BACKOFF_S)
+            .map(|(_, kind)| (kind, "an earlier fetch failed; not retried yet".to_string()));
+        match next_step(
+            now,
+            entry.cached.as_ref(),
+            &txt,
+            entry.last_failure.map(|(at, _)| at),
+        ) {
+            Step::UseCached => Lookup {
+                policy: valid,
+                failure: remembered.filter(|_| matches!(txt, Txt::Record(_))),
+            },
+            Step::NoPolicy => Lookup {
+                policy: None,
+                failure: remembered.filter(|_| matches!(txt, Txt::Record(_))),
+            },
+            Step::Fetch => {
+                let Txt::Record(id) = txt else {
+                    unreachable!("next_step fetches only with a record")
+                };
+                match self.fetch(domain, router, port, extra_roots).await {
+                    Ok((text, policy)) => {
+                        let cached = Cached {
+                            id,
+                            policy,
+                            text,
+                            fetched_at: now,
+                        };
+                        self.keep(domain, cached.clone()).await;
+                        tracing::info!(%domain, id = %cached.id, mode = cached.policy.mode.as_str(), max_age = cached.policy.max_age, "MTA-STS policy fetched");
+                        Lookup {
+                            policy: Some(cached),
+                            failure: None,
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(%domain, error = %e, cached = valid.is_some(), "MTA-STS policy fetch failed");
+                        self.entries
+                            .lock()
+                            .expect("sts lock")
+                            .entry(domain.to_string())
+                            .or_default()
+                            .last_failure = Some((now, e.result_type()));
+                        Lookup {
+                            policy: valid,
+                            failure: Some((e.result_type(), e.to_string())),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn fetch(
+        &self,
+        domain: &str,
+        router: &Router,
+        port: u16,
+        extra_roots: &[CertificateDer<'static>],
+    ) -> Result<(String, postern_sts::Policy), fetch::FetchError> {
+        let host = format!("mta-sts.{domain}");
+        let ips = router
+            .ips(&host)
+            .await
+            .map_err(|e| fetch::FetchError::Fetch(format!("{host}: {e}")))?;
+        fetch::fetch(domain, &ips, port, extra_roots, FETCH_LIMIT).await
+    }
+
+    /// Replaces the domain's policy, in memory at once and on disk (a failed write is logged:
+    /// the policy still applies until the process ends).
+    async fn keep(&self, domain: &str, cached: Cached) {
+        self.entries.lock().expect("sts lock").insert(
+            domain.to_string(),
+            Entry {
+                cached: Some(cached.clone()),
+                last_failure: None,
+            },
+        );
+        let (dir, name) = (self.dir.clone(), domain.to_string());
+        let saved = tokio::task::spawn_blocking(move || store::save(&dir, &name, &cached)).await;
+        if !matches!(saved, Ok(Ok(()))) {
+            tracing::error!(%domain, "could not save the MTA-STS policy to the spool; it stays in memory");
+        }
+    }
+}

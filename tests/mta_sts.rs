@@ -1,0 +1,454 @@
+//! MTA-STS (issue 15) end to end and offline: the test's DNS server (MX, A, TXT), an HTTPS
+//! policy host whose certificate comes from a test CA given to `/v1/trust`, and next hops on
+//! 127.0.0.2-4 with a certificate for their MX name, one for another name, and no STARTTLS.
+//! Every outcome is read from tracking (`GET /v1/messages/{id}`) and the next hops.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hickory_resolver::proto::rr::rdata::{A, MX, TXT};
+use hickory_resolver::proto::rr::{Name, RData};
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::dns::{Zone, dns_shared};
+use support::eventually;
+use support::relay::{Relay, Seen, send_raw, sink_on, tls_sink_on};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// What the policy host answers for one `mta-sts.<domain>`: a status and a body.
+type Routes = Arc<Mutex<HashMap<String, (u16, String)>>>;
+
+/// An HTTPS server for every `mta-sts.<domain>` name in `names`, answering by Host header and
+/// counting requests per host.
+async fn policy_host(cert: (String, String)) -> (u16, Routes, Arc<Mutex<HashMap<String, usize>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let config = postern_tls::server_config(&cert.0, &cert.1).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let routes: Routes = Arc::default();
+    let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let (r, h) = (routes.clone(), hits.clone());
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, routes, hits) = (acceptor.clone(), r.clone(), h.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let request = String::from_utf8_lossy(&request).to_ascii_lowercase();
+                let host = request
+                    .lines()
+                    .find_map(|l| l.strip_prefix("host:"))
+                    .map(|h| h.trim().split(':').next().unwrap().to_string())
+                    .unwrap_or_default();
+                let right_path = request.starts_with("get /.well-known/mta-sts.txt ");
+                *hits.lock().unwrap().entry(host.clone()).or_default() += 1;
+                let (status, body) = match routes.lock().unwrap().get(&host) {
+                    Some(r) if right_path => r.clone(),
+                    _ => (404, "not found".into()),
+                };
+                let location = if (300..400).contains(&status) {
+                    format!("Location: https://{host}/elsewhere\r\n")
+                } else {
+                    String::new()
+                };
+                let response = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{location}Connection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(response.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (port, routes, hits)
+}
+
+fn policy(mode: &str, mx: &[&str]) -> String {
+    let mut p = format!("version: STSv1\r\nmode: {mode}\r\nmax_age: 86400\r\n");
+    for m in mx {
+        p.push_str(&format!("mx: {m}\r\n"));
+    }
+    p
+}
+
+struct Lab {
+    relay: Relay,
+    zone: Zone,
+    routes: Routes,
+    hits: Arc<Mutex<HashMap<String, usize>>>,
+    good: Seen,
+    wrong_name: Seen,
+    plain: Seen,
+}
+
+impl Lab {
+    fn set_txt(&self, name: &str, text: &str) {
+        let mut zone = self.zone.lock().unwrap();
+        zone.retain(|(n, r)| !(n == name && matches!(r, RData::TXT(_))));
+        zone.push((name.into(), RData::TXT(TXT::new(vec![text.into()]))));
+    }
+
+    fn serve(&self, domain: &str, status: u16, body: String) {
+        self.routes
+            .lock()
+            .unwrap()
+            .insert(format!("mta-sts.{domain}"), (status, body));
+    }
+
+    fn hits(&self, domain: &str) -> usize {
+        let hits = self.hits.lock().unwrap();
+        hits.get(&format!("mta-sts.{domain}")).copied().unwrap_or(0)
+    }
+
+    async fn send(&self, rcpt: &str) -> String {
+        let message = format!("Subject: to {rcpt}\r\n\r\nhello\r\n");
+        send_raw(
+            &self.relay.worker.other,
+            "alice@sender.test",
+            &[rcpt],
+            &message,
+        )
+        .await
+    }
+
+    /// The message's last attempt, once it has one.
+    async fn attempt(&self, id: &str) -> Value {
+        eventually(
+            "an attempt in tracking",
+            Duration::from_secs(30),
+            || async {
+                let (status, m) = self
+                    .relay
+                    .control
+                    .call(Method::GET, &format!("/v1/messages/{id}"), None, None)
+                    .await;
+                if status != 200 {
+                    return None;
+                }
+                m["deliveries"][0]["attempts"]
+                    .as_array()
+                    .and_then(|a| a.last().cloned())
+            },
+        )
+        .await
+    }
+}
+
+fn received(seen: &Seen, rcpt: &str) -> bool {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .any(|(rcpts, _)| rcpts.iter().any(|r| r == rcpt))
+}
+
+async fn lab() -> Lab {
+    let ca = postern_tls::pki::Ca::new("mta-sts test CA").unwrap();
+    let pair = |names: &[&str]| {
+        let c = ca.server(names).unwrap();
+        (c.cert_pem, c.key_pem)
+    };
+    // The next hops share one port (delivery.mx_port) on three loopback addresses.
+    let (good_addr, good) = tls_sink_on("127.0.0.2:0", pair(&["mx.good.test"])).await;
+    let port = good_addr.rsplit(':').next().unwrap().to_string();
+    let (_, wrong_name) =
+        tls_sink_on(&format!("127.0.0.3:{port}"), pair(&["elsewhere.test"])).await;
+    let (_, plain) = sink_on(&format!("127.0.0.4:{port}")).await;
+
+    let hosted = [
+        "good",
+        "mismatch",
+        "badcert",
+        "testing",
+        "ruled",
+        "nostarttls",
+        "missing",
+        "redirect",
+        "oversized",
+        "invalid",
+    ];
+    let sans: Vec<String> = hosted.iter().map(|d| format!("mta-sts.{d}.test")).collect();
+    let sans: Vec<&str> = sans.iter().map(String::as_str).collect();
+    let (https_port, routes, hits) = policy_host(pair(&sans)).await;
+
+    let a = |ip: &str| RData::A(A(ip.parse().unwrap()));
+    let mx = |host: &str| RData::MX(MX::new(10, Name::from_ascii(host).unwrap()));
+    let mut zone: Vec<(String, RData)> = vec![
+        ("mx.good.test.".into(), a("127.0.0.2")),
+        ("mx.bad.test.".into(), a("127.0.0.3")),
+        ("mx.plain.test.".into(), a("127.0.0.4")),
+    ];
+    let mx_of = [
+        ("good", "mx.good.test."),
+        ("mismatch", "mx.good.test."),
+        ("badcert", "mx.bad.test."),
+        ("testing", "mx.bad.test."),
+        ("ruled", "mx.bad.test."),
+        ("nostarttls", "mx.plain.test."),
+        ("missing", "mx.good.test."),
+        ("redirect", "mx.bad.test."),
+        ("oversized", "mx.bad.test."),
+        ("invalid", "mx.bad.test."),
+        ("webpki", "mx.bad.test."),
+        ("notxt", "mx.bad.test."),
+    ];
+    for (d, host) in mx_of {
+        zone.push((format!("{d}.test."), mx(host)));
+        zone.push((format!("mta-sts.{d}.test."), a("127.0.0.1")));
+    }
+    let zone: Zone = Arc::new(Mutex::new(zone));
+    let ns = dns_shared(zone.clone()).await;
+
+    let settings = json!({"delivery": {
+        "nameservers": [ns.to_string()], "mx_port": port.parse::<u16>().unwrap(),
+        "mta_sts_port": https_port,
+    }});
+    let relay = Relay::start_with(&[], settings, tempfile::tempdir().unwrap(), &[]).await;
+    relay
+        .rest(Method::PUT, "/v1/trust", json!({"ca_pems": [ca.cert_pem]}))
+        .await;
+    // A local rule exempts ruled.test from its published policy.
+    relay
+        .rest(
+            Method::POST,
+            "/v1/policy/outbound/rules",
+            json!({"match": "ruled.test", "level": "may", "comment": "broken partner"}),
+        )
+        .await;
+    relay.control.wait_applied().await;
+    let lab = Lab {
+        relay,
+        zone,
+        routes,
+        hits,
+        good,
+        wrong_name,
+        plain,
+    };
+    for d in mx_of.map(|(d, _)| d).iter().filter(|d| **d != "notxt") {
+        lab.set_txt(&format!("_mta-sts.{d}.test."), "v=STSv1; id=1;");
+    }
+    lab.serve("good.test", 200, policy("enforce", &["mx.good.test"]));
+    lab.serve("mismatch.test", 200, policy("enforce", &["*.other.test"]));
+    lab.serve("badcert.test", 200, policy("enforce", &["mx.bad.test"]));
+    lab.serve("testing.test", 200, policy("testing", &["mx.bad.test"]));
+    lab.serve("ruled.test", 200, policy("enforce", &["*.nowhere.test"]));
+    lab.serve(
+        "nostarttls.test",
+        200,
+        policy("enforce", &["mx.plain.test"]),
+    );
+    lab.serve("redirect.test", 301, String::new());
+    lab.serve(
+        "oversized.test",
+        200,
+        policy("enforce", &["*.nowhere.test"]) + &"x: y\r\n".repeat(12_000),
+    );
+    lab.serve(
+        "invalid.test",
+        200,
+        "version: STSv1\r\nmode: enforcing\r\nmax_age: 86400\r\nmx: mx.bad.test\r\n".into(),
+    );
+    lab
+}
+
+fn assert_source(
+    attempt: &Value,
+    source: &str,
+    id: Option<&str>,
+    mode: Option<&str>,
+    failure: Option<&str>,
+) {
+    assert_eq!(attempt["policy_source"], source, "{attempt:#}");
+    assert_eq!(attempt["sts_policy_id"].as_str(), id, "{attempt:#}");
+    assert_eq!(attempt["sts_mode"].as_str(), mode, "{attempt:#}");
+    assert_eq!(attempt["sts_failure"].as_str(), failure, "{attempt:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mta_sts_policies_are_discovered_cached_and_enforced() {
+    let lab = lab().await;
+
+    // enforce, a matching MX with a certificate for its name: delivered, verified, recorded.
+    let id = lab.send("bob@good.test").await;
+    let a = lab.attempt(&id).await;
+    assert!(a["reply"].as_str().unwrap().starts_with("250"), "{a:#}");
+    assert_eq!(a["tls"]["server_certificate"], "verified", "{a:#}");
+    assert_source(&a, "mta-sts", Some("1"), Some("enforce"), None);
+    assert!(received(&lab.good, "bob@good.test"));
+
+    // enforce, no MX host matches the policy: deferred, never delivered.
+    let a = lab.attempt(&lab.send("bob@mismatch.test").await).await;
+    assert!(a["reply"].as_str().unwrap().contains("4.7.5"), "{a:#}");
+    assert!(
+        a["reply"]
+            .as_str()
+            .unwrap()
+            .contains("allows none of its MX hosts"),
+        "{a:#}"
+    );
+    assert_source(
+        &a,
+        "mta-sts",
+        Some("1"),
+        Some("enforce"),
+        Some("validation-failure"),
+    );
+    assert!(!received(&lab.good, "bob@mismatch.test"));
+
+    // enforce, the MX's certificate names another host: deferred (no unverified fallback).
+    let a = lab.attempt(&lab.send("bob@badcert.test").await).await;
+    assert!(
+        a["reply"]
+            .as_str()
+            .unwrap()
+            .contains("4.7.5 Server certificate not verified"),
+        "{a:#}"
+    );
+    assert_source(
+        &a,
+        "mta-sts",
+        Some("1"),
+        Some("enforce"),
+        Some("certificate-host-mismatch"),
+    );
+    assert!(!received(&lab.wrong_name, "bob@badcert.test"));
+
+    // enforce, STARTTLS not offered: deferred, never plaintext.
+    let a = lab.attempt(&lab.send("bob@nostarttls.test").await).await;
+    assert!(
+        a["reply"]
+            .as_str()
+            .unwrap()
+            .contains("TLS is required, but was not offered"),
+        "{a:#}"
+    );
+    assert_source(
+        &a,
+        "mta-sts",
+        Some("1"),
+        Some("enforce"),
+        Some("starttls-not-supported"),
+    );
+    assert!(!received(&lab.plain, "bob@nostarttls.test"));
+
+    // testing: delivered as without a policy, the failure recorded.
+    let a = lab.attempt(&lab.send("bob@testing.test").await).await;
+    assert!(a["reply"].as_str().unwrap().starts_with("250"), "{a:#}");
+    assert_source(
+        &a,
+        "mta-sts",
+        Some("1"),
+        Some("testing"),
+        Some("certificate-host-mismatch"),
+    );
+    assert!(received(&lab.wrong_name, "bob@testing.test"));
+
+    // A local rule beats the published policy (and is not even asked for it).
+    let a = lab.attempt(&lab.send("bob@ruled.test").await).await;
+    assert!(a["reply"].as_str().unwrap().starts_with("250"), "{a:#}");
+    assert_source(&a, "rule", None, None, None);
+    assert_eq!(lab.hits("ruled.test"), 0);
+
+    // No policy to be had: delivered under the default, whatever the reason.
+    for domain in [
+        "missing",
+        "redirect",
+        "oversized",
+        "invalid",
+        "webpki",
+        "notxt",
+    ] {
+        let rcpt = format!("bob@{domain}.test");
+        let a = lab.attempt(&lab.send(&rcpt).await).await;
+        assert!(
+            a["reply"].as_str().unwrap().starts_with("250"),
+            "{domain}: {a:#}"
+        );
+        assert_source(&a, "default", None, None, None);
+    }
+    assert_eq!(lab.hits("notxt.test"), 0, "no record, no fetch");
+    assert_eq!(lab.hits("redirect.test"), 1, "the redirect is not followed");
+    // The webpki case never reaches HTTP: the handshake fails on the certificate's names.
+    assert_eq!(lab.hits("webpki.test"), 0);
+
+    // Each failure is told apart (TLS-RPT result types: sts-policy-fetch-error,
+    // sts-webpki-invalid, sts-policy-invalid).
+    let log = lab.relay.worker.log.lock().unwrap().join("\n");
+    for (domain, said) in [
+        ("missing.test", "HTTP 404"),
+        ("redirect.test", "HTTP 301"),
+        ("oversized.test", "larger than 65536 bytes"),
+        ("invalid.test", "invalid MTA-STS policy: mode \"enforcing\""),
+        ("webpki.test", "MTA-STS policy host certificate not valid"),
+    ] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("MTA-STS policy fetch failed")
+                    && l.contains(domain)
+                    && l.contains(said)),
+            "{domain}: no failure saying {said:?} in:\n{log}"
+        );
+    }
+
+    // A failed fetch is not retried at once.
+    lab.attempt(&lab.send("carol@missing.test").await).await;
+    assert_eq!(lab.hits("missing.test"), 1, "failures are rate-limited");
+
+    // The policy is kept durably in the spool.
+    let file = lab.relay.worker.data_dir.join("mta-sts/good.test.json");
+    let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(saved["id"], "1");
+    assert_eq!(saved["policy"]["mode"], "enforce");
+
+    // The policy host fails: the cached policy still applies, without a new fetch.
+    lab.serve("good.test", 500, String::new());
+    let before = lab.hits("good.test");
+    let a = lab.attempt(&lab.send("carol@good.test").await).await;
+    assert_source(&a, "mta-sts", Some("1"), Some("enforce"), None);
+    assert_eq!(
+        lab.hits("good.test"),
+        before,
+        "a current cached policy is not fetched again"
+    );
+
+    // A new id is fetched at once; until that succeeds, the cached policy stands.
+    lab.set_txt("_mta-sts.good.test.", "v=STSv1; id=2;");
+    let a = lab.attempt(&lab.send("dave@good.test").await).await;
+    assert_source(&a, "mta-sts", Some("1"), Some("enforce"), None);
+    assert_eq!(lab.hits("good.test"), before + 1, "the new id was fetched");
+    lab.set_txt("_mta-sts.badcert.test.", "v=STSv1; id=2;");
+    lab.serve("badcert.test", 200, policy("testing", &["mx.bad.test"]));
+    let a = lab.attempt(&lab.send("erin@badcert.test").await).await;
+    assert!(a["reply"].as_str().unwrap().starts_with("250"), "{a:#}");
+    assert_source(
+        &a,
+        "mta-sts",
+        Some("2"),
+        Some("testing"),
+        Some("certificate-host-mismatch"),
+    );
+
+    // The global switch: no policy is looked up or applied.
+    let mut settings = lab
+        .relay
+        .rest(Method::GET, "/v1/settings", Value::Null)
+        .await;
+    settings["delivery"]["mta_sts"] = json!(false);
+    lab.relay.rest(Method::PUT, "/v1/settings", settings).await;
+    lab.relay.control.wait_applied().await;
+    let a = lab.attempt(&lab.send("frank@mismatch.test").await).await;
+    assert!(a["reply"].as_str().unwrap().starts_with("250"), "{a:#}");
+    assert_source(&a, "default", None, None, None);
+}
