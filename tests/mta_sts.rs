@@ -146,6 +146,10 @@ impl Lab {
     }
 }
 
+fn reply(attempt: &Value) -> &str {
+    attempt["reply"].as_str().unwrap()
+}
+
 fn received(seen: &Seen, rcpt: &str) -> bool {
     seen.lock()
         .unwrap()
@@ -283,21 +287,15 @@ async fn mta_sts_policies_are_discovered_cached_and_enforced() {
     // enforce, a matching MX with a certificate for its name: delivered, verified, recorded.
     let id = lab.send("bob@good.test").await;
     let a = lab.attempt(&id).await;
-    assert!(a["reply"].as_str().unwrap().starts_with("250"), "{a:#}");
+    assert!(reply(&a).starts_with("250"), "{a:#}");
     assert_eq!(a["tls"]["server_certificate"], "verified", "{a:#}");
     assert_source(&a, "mta-sts", Some("1"), Some("enforce"), None);
     assert!(received(&lab.good, "bob@good.test"));
 
     // enforce, no MX host matches the policy: deferred, never delivered.
     let a = lab.attempt(&lab.send("bob@mismatch.test").await).await;
-    assert!(a["reply"].as_str().unwrap().contains("4.7.5"), "{a:#}");
-    assert!(
-        a["reply"]
-            .as_str()
-            .unwrap()
-            .contains("allows none of its MX hosts"),
-        "{a:#}"
-    );
+    assert!(reply(&a).contains("4.7.5"), "{a:#}");
+    assert!(reply(&a).contains("allows none of its MX hosts"), "{a:#}");
     assert_source(
         &a,
         "mta-sts",
@@ -310,10 +308,7 @@ async fn mta_sts_policies_are_discovered_cached_and_enforced() {
     // enforce, the MX's certificate names another host: deferred (no unverified fallback).
     let a = lab.attempt(&lab.send("bob@badcert.test").await).await;
     assert!(
-        a["reply"]
-            .as_str()
-            .unwrap()
-            .contains("4.7.5 Server certificate not verified"),
+        reply(&a).contains("4.7.5 Server certificate not verified"),
         "{a:#}"
     );
     assert_source(
@@ -328,10 +323,7 @@ async fn mta_sts_policies_are_discovered_cached_and_enforced() {
     // enforce, STARTTLS not offered: deferred, never plaintext.
     let a = lab.attempt(&lab.send("bob@nostarttls.test").await).await;
     assert!(
-        a["reply"]
-            .as_str()
-            .unwrap()
-            .contains("TLS is required, but was not offered"),
+        reply(&a).contains("TLS is required, but was not offered"),
         "{a:#}"
     );
     assert_source(
@@ -345,7 +337,7 @@ async fn mta_sts_policies_are_discovered_cached_and_enforced() {
 
     // testing: delivered as without a policy, the failure recorded.
     let a = lab.attempt(&lab.send("bob@testing.test").await).await;
-    assert!(a["reply"].as_str().unwrap().starts_with("250"), "{a:#}");
+    assert!(reply(&a).starts_with("250"), "{a:#}");
     assert_source(
         &a,
         "mta-sts",
@@ -357,7 +349,7 @@ async fn mta_sts_policies_are_discovered_cached_and_enforced() {
 
     // A local rule beats the published policy (and is not even asked for it).
     let a = lab.attempt(&lab.send("bob@ruled.test").await).await;
-    assert!(a["reply"].as_str().unwrap().starts_with("250"), "{a:#}");
+    assert!(reply(&a).starts_with("250"), "{a:#}");
     assert_source(&a, "rule", None, None, None);
     assert_eq!(lab.hits("ruled.test"), 0);
 
@@ -372,10 +364,7 @@ async fn mta_sts_policies_are_discovered_cached_and_enforced() {
     ] {
         let rcpt = format!("bob@{domain}.test");
         let a = lab.attempt(&lab.send(&rcpt).await).await;
-        assert!(
-            a["reply"].as_str().unwrap().starts_with("250"),
-            "{domain}: {a:#}"
-        );
+        assert!(reply(&a).starts_with("250"), "{domain}: {a:#}");
         assert_source(&a, "default", None, None, None);
     }
     assert_eq!(lab.hits("notxt.test"), 0, "no record, no fetch");
@@ -431,7 +420,7 @@ async fn mta_sts_policies_are_discovered_cached_and_enforced() {
     lab.set_txt("_mta-sts.badcert.test.", "v=STSv1; id=2;");
     lab.serve("badcert.test", 200, policy("testing", &["mx.bad.test"]));
     let a = lab.attempt(&lab.send("erin@badcert.test").await).await;
-    assert!(a["reply"].as_str().unwrap().starts_with("250"), "{a:#}");
+    assert!(reply(&a).starts_with("250"), "{a:#}");
     assert_source(
         &a,
         "mta-sts",
@@ -439,6 +428,56 @@ async fn mta_sts_policies_are_discovered_cached_and_enforced() {
         Some("testing"),
         Some("certificate-host-mismatch"),
     );
+
+    // evaluate reports the source of the decision and what it overrode.
+    let evaluate = |rcpt: &'static str| {
+        let control = &lab.relay.control;
+        async move {
+            control
+                .rest(
+                    Method::POST,
+                    "/v1/policy/evaluate",
+                    json!({"direction": "outbound", "recipient": rcpt}),
+                )
+                .await
+        }
+    };
+    let e = eventually(
+        "the control plane to know good.test's policy",
+        Duration::from_secs(30),
+        || async {
+            let e = evaluate("x@good.test").await;
+            (e["outbound_source"]["decided_by"] == "mta-sts").then_some(e)
+        },
+    )
+    .await;
+    let source = &e["outbound_source"];
+    assert_eq!(source["mta_sts"]["id"], "1", "{e:#}");
+    assert_eq!(source["mta_sts"]["mode"], "enforce", "{e:#}");
+    assert_eq!(source["mta_sts"]["mx"], json!(["mx.good.test"]), "{e:#}");
+    assert_eq!(source["overridden"], json!(["default"]), "{e:#}");
+    assert_eq!(
+        e["level"], "verify",
+        "an enforced policy delivers as verify: {e:#}"
+    );
+    let e = evaluate("x@notxt.test").await;
+    assert_eq!(e["outbound_source"]["decided_by"], "default", "{e:#}");
+    assert_eq!(e["outbound_source"]["mta_sts"], Value::Null, "{e:#}");
+    lab.relay
+        .rest(
+            Method::POST,
+            "/v1/policy/outbound/rules",
+            json!({"match": "good.test", "level": "encrypt"}),
+        )
+        .await;
+    let e = evaluate("x@good.test").await;
+    assert_eq!(e["outbound_source"]["decided_by"], "rule", "{e:#}");
+    assert_eq!(
+        e["outbound_source"]["overridden"],
+        json!(["mta-sts", "default"]),
+        "{e:#}"
+    );
+    assert_eq!(e["level"], "encrypt", "{e:#}");
 
     // The global switch: no policy is looked up or applied.
     let mut settings = lab
@@ -449,6 +488,6 @@ async fn mta_sts_policies_are_discovered_cached_and_enforced() {
     lab.relay.rest(Method::PUT, "/v1/settings", settings).await;
     lab.relay.control.wait_applied().await;
     let a = lab.attempt(&lab.send("frank@mismatch.test").await).await;
-    assert!(a["reply"].as_str().unwrap().starts_with("250"), "{a:#}");
+    assert!(reply(&a).starts_with("250"), "{a:#}");
     assert_source(&a, "default", None, None, None);
 }

@@ -726,6 +726,7 @@ export interface components {
             level_rule: components["schemas"]["RuleRefDto"];
             mail_from?: components["schemas"]["VerdictDto"] | null;
             mail_from_tls?: components["schemas"]["VerdictDto"] | null;
+            outbound_source?: components["schemas"]["OutboundSource"] | null;
             /** @description Outbound: what the worker does at each TLS step. */
             outbound_steps: components["schemas"]["OutboundStepDto"][];
             rcpt_to?: components["schemas"]["VerdictDto"] | null;
@@ -753,6 +754,24 @@ export interface components {
             flushed: number;
             unreachable: components["schemas"]["WorkerProblem"][];
             workers: components["schemas"]["WorkerCount"][];
+        };
+        /** @description A domain's MTA-STS policy, as a worker last fetched it. */
+        KnownSts: {
+            domain: string;
+            /** @description RFC 3339: `fetched_at` + `max_age`. */
+            expires_at: string;
+            /** @description RFC 3339. */
+            fetched_at: string;
+            /** @description The `_mta-sts` record id it was fetched under. */
+            id: string;
+            /** Format: int64 */
+            max_age: number;
+            /** @description `enforce`, `testing` or `none`. */
+            mode: string;
+            /** @description The policy's `mx` patterns. */
+            mx: string[];
+            /** @description The worker that fetched it. */
+            worker: string;
         };
         /**
          * @description How much TLS a peer must use. Ordered from loosest to strictest.
@@ -840,6 +859,24 @@ export interface components {
             role: components["schemas"]["Role"];
             /** @description The secret, for `Authorization: Bearer <token>`. */
             token: string;
+        };
+        /**
+         * @description Where an outbound decision comes from: an enabled local rule beats the domain's published
+         *     MTA-STS policy, which beats the outbound default.
+         */
+        OutboundSource: {
+            /** @description `rule`, `mta-sts` or `default`. */
+            decided_by: string;
+            mta_sts?: components["schemas"]["KnownSts"] | null;
+            /** @description `settings.delivery.mta_sts`. */
+            mta_sts_enabled: boolean;
+            /**
+             * @description Whether mail for the domain goes to its MX hosts (MTA-STS covers only those: a relay
+             *     domain's next hop or the smart host is the operator's own choice).
+             */
+            mx_delivery: boolean;
+            /** @description The candidates the deciding entry beat, in precedence order (`mta-sts`, `default`). */
+            overridden: string[];
         };
         /** @description What the worker does at one outbound TLS step under the recipient's level. */
         OutboundStepDto: {

@@ -302,6 +302,7 @@ function explainBox(direction: Direction): HTMLElement {
         ["Security level", `${r.level} (from ${ruleRef(r.level_rule)})`],
         ["Cipher strength", `${r.cipher_strength}${r.strength_rule ? ` (from ${ruleRef(r.strength_rule)})` : ""}`],
         ["Sender rule", ruleRef(r.sender_rule)],
+        r.outbound_source ? ["Decided by", decidedBy(r.outbound_source)] : none,
         inbound ? ["STARTTLS offered", r.starttls_offered ? "yes" : "no"] : none,
         inbound ? ["Client certificate requested", r.request_client_cert ? "yes" : "no"] : none,
         ["MAIL FROM in plaintext", verdict(r.mail_from)],
@@ -324,4 +325,13 @@ function explainBox(direction: Direction): HTMLElement {
     );
   });
   return section("Explain", h("p", { class: "hint" }, "What the current policy decides for a peer, and why."), form, out);
+}
+
+/** Outbound: rule, MTA-STS (with the policy a worker fetched) or default, and what it beat. */
+function decidedBy(s: Schemas["OutboundSource"]): string {
+  const sts = s.mta_sts ? `MTA-STS policy ${s.mta_sts.id}, mode ${s.mta_sts.mode}, mx ${s.mta_sts.mx.join(" ")}, until ${s.mta_sts.expires_at}` : "";
+  const by = s.decided_by === "mta-sts" ? sts : s.decided_by;
+  const beat = s.overridden.length ? `; overrides ${s.overridden.join(", ")}` : "";
+  const known = s.decided_by !== "mta-sts" && sts ? ` (known: ${sts})` : "";
+  return `${by}${beat}${known}${s.mx_delivery ? "" : "; not MX delivery, so MTA-STS does not apply"}`;
 }

@@ -181,6 +181,21 @@ pub struct OutboxGap {
     pub last_seq: u64,
 }
 
+/// A worker fetched a recipient domain's MTA-STS policy (RFC 8461): the control plane keeps the
+/// newest per domain, for `POST /v1/policy/evaluate` and TLS-RPT reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StsPolicy {
+    pub domain: String,
+    /// The `_mta-sts` record's id the policy was fetched under.
+    pub id: String,
+    /// `enforce`, `testing` or `none`.
+    pub mode: String,
+    pub max_age: u64,
+    pub mx: Vec<String>,
+    /// Unix milliseconds.
+    pub fetched_ms: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
@@ -194,6 +209,7 @@ pub enum Event {
     Deleted(Deleted),
     StartTlsLeftovers(StartTlsLeftovers),
     OutboxGap(OutboxGap),
+    StsPolicy(StsPolicy),
 }
 
 impl Event {
@@ -207,7 +223,10 @@ impl Event {
             Event::Delivered(e) => Some(&e.queue_id),
             Event::Bounced(e) => Some(&e.queue_id),
             Event::Deleted(e) => Some(&e.queue_id),
-            Event::Connection(_) | Event::StartTlsLeftovers(_) | Event::OutboxGap(_) => None,
+            Event::Connection(_)
+            | Event::StartTlsLeftovers(_)
+            | Event::OutboxGap(_)
+            | Event::StsPolicy(_) => None,
         }
     }
 }

@@ -237,6 +237,14 @@ impl From<ev::Record> for pb::EventRecord {
                 first_seq: g.first_seq,
                 last_seq: g.last_seq,
             }),
+            ev::Event::StsPolicy(p) => PbEvent::StsPolicy(pb::StsPolicy {
+                domain: p.domain,
+                id: p.id,
+                mode: p.mode,
+                max_age: p.max_age,
+                mx: p.mx,
+                fetched_ms: p.fetched_ms,
+            }),
         };
         pb::EventRecord {
             seq: r.seq,
@@ -320,6 +328,14 @@ impl TryFrom<pb::EventRecord> for ev::Record {
             PbEvent::OutboxGap(g) => ev::Event::OutboxGap(ev::OutboxGap {
                 first_seq: g.first_seq,
                 last_seq: g.last_seq,
+            }),
+            PbEvent::StsPolicy(p) => ev::Event::StsPolicy(ev::StsPolicy {
+                domain: p.domain,
+                id: p.id,
+                mode: p.mode,
+                max_age: p.max_age,
+                mx: p.mx,
+                fetched_ms: p.fetched_ms,
             }),
         };
         Ok(ev::Record {
@@ -426,6 +442,14 @@ mod tests {
             ev::Event::OutboxGap(ev::OutboxGap {
                 first_seq: 3,
                 last_seq: 7,
+            }),
+            ev::Event::StsPolicy(ev::StsPolicy {
+                domain: "partner.example".into(),
+                id: "20261206".into(),
+                mode: "enforce".into(),
+                max_age: 86400,
+                mx: vec!["*.partner.example".into()],
+                fetched_ms: 1_765_000_000_000,
             }),
         ];
         for (seq, event) in events.into_iter().enumerate() {

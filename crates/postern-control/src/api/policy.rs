@@ -323,6 +323,26 @@ pub struct EvaluateResponse {
     pub rcpt_to: Option<VerdictDto>,
     /// Outbound: what the worker does at each TLS step.
     pub outbound_steps: Vec<OutboundStepDto>,
+    /// Outbound, with a recipient: which entry decides (rule, then MTA-STS, then the default)
+    /// and what it overrode.
+    pub outbound_source: Option<OutboundSource>,
+}
+
+/// Where an outbound decision comes from: an enabled local rule beats the domain's published
+/// MTA-STS policy, which beats the outbound default.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OutboundSource {
+    /// `rule`, `mta-sts` or `default`.
+    pub decided_by: String,
+    /// The domain's MTA-STS policy as a worker last fetched it, while unexpired.
+    pub mta_sts: Option<crate::tracking::sts::KnownSts>,
+    /// The candidates the deciding entry beat, in precedence order (`mta-sts`, `default`).
+    pub overridden: Vec<String>,
+    /// Whether mail for the domain goes to its MX hosts (MTA-STS covers only those: a relay
+    /// domain's next hop or the smart host is the operator's own choice).
+    pub mx_delivery: bool,
+    /// `settings.delivery.mta_sts`.
+    pub mta_sts_enabled: bool,
 }
 
 #[utoipa::path(post, path = "/v1/policy/evaluate", tag = "policy", operation_id = "evaluate_policy",
@@ -374,9 +394,48 @@ pub async fn evaluate(
     });
     let sender = req.sender.as_deref().unwrap_or_default();
     let recipient = req.recipient.as_deref().unwrap_or_default();
+    let source = match (req.direction, postern_policy::domain_of_address(recipient)) {
+        (Direction::Outbound, Some(domain)) => {
+            let domain = postern_policy::normalize_lookup_domain(domain).unwrap_or_default();
+            let known = c
+                .tracking
+                .sts_policy(&domain)
+                .map_err(|e| ApiError::unavailable(e.to_string()))?
+                .filter(|k| k.valid_at_ms(postern_time::now_ms()));
+            let d = &compiled.settings.delivery;
+            let mx_delivery = compiled.relay_domain(&domain).is_none() && d.smart_host.is_none();
+            let rule = matches!(e.decision.level_rule, RuleRef::Rule(_));
+            let sts = known
+                .as_ref()
+                .filter(|k| d.mta_sts && mx_delivery && k.mode != "none");
+            let (decided_by, overridden) = match (rule, sts) {
+                (true, Some(_)) => ("rule", vec!["mta-sts".to_string(), "default".into()]),
+                (true, None) => ("rule", vec!["default".to_string()]),
+                (false, Some(_)) => ("mta-sts", vec!["default".to_string()]),
+                (false, None) => ("default", Vec::new()),
+            };
+            Some(OutboundSource {
+                decided_by: decided_by.into(),
+                mta_sts: known,
+                overridden,
+                mx_delivery,
+                mta_sts_enabled: d.mta_sts,
+            })
+        }
+        _ => None,
+    };
+    // An enforced MTA-STS policy makes the worker deliver as `verify` (to matching MX hosts).
+    let enforced = source.as_ref().is_some_and(|s| {
+        s.decided_by == "mta-sts" && s.mta_sts.as_ref().is_some_and(|k| k.mode == "enforce")
+    });
+    let level = if enforced {
+        Level::Verify
+    } else {
+        e.decision.level
+    };
     Ok(Json(EvaluateResponse {
         version: compiled.version,
-        level: e.decision.level,
+        level,
         cipher_strength: e.decision.cipher_strength,
         starttls_offered: e.starttls_offered,
         request_client_cert: e.request_client_cert,
@@ -394,7 +453,8 @@ pub async fn evaluate(
         rcpt_to: e.rcpt.map(|v| VerdictDto::rcpt(v, recipient)),
         outbound_steps: match req.direction {
             Direction::Inbound => Vec::new(),
-            Direction::Outbound => outbound_steps(e.decision.level),
+            Direction::Outbound => outbound_steps(level),
         },
+        outbound_source: source,
     }))
 }

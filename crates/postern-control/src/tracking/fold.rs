@@ -310,7 +310,10 @@ impl Stored {
                 ("deleted", format!("deleted by an operator {how}"))
             }
             // Not message events (the store handles them): nothing to fold.
-            Event::Connection(_) | Event::StartTlsLeftovers(_) | Event::OutboxGap(_) => {
+            Event::Connection(_)
+            | Event::StartTlsLeftovers(_)
+            | Event::OutboxGap(_)
+            | Event::StsPolicy(_) => {
                 return Fold::Replay;
             }
         };

@@ -12,6 +12,7 @@ pub mod fold;
 mod keys;
 pub mod query;
 mod retention;
+pub mod sts;
 pub mod view;
 
 use std::collections::HashMap;
@@ -60,6 +61,8 @@ pub struct Tracking {
     cursors: sled::Tree,
     /// worker \0 epoch -> the last sequence a gap event reported lost (big-endian).
     gaps: sled::Tree,
+    /// recipient domain -> its newest MTA-STS policy (`sts::StoredSts`).
+    sts_policies: sled::Tree,
     /// Counts, for metrics and benchmarks.
     pub events: AtomicU64,
     pub lost: AtomicU64,
@@ -109,6 +112,7 @@ impl Tracking {
             conn_by_ip: tree("connections/by_ip")?,
             cursors: tree("cursors")?,
             gaps: tree("gaps")?,
+            sts_policies: tree("sts_policies")?,
             events: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             foreign: AtomicU64::new(0),
@@ -214,6 +218,24 @@ impl Tracking {
             Event::StartTlsLeftovers(l) => {
                 tracing::info!(%worker, ip = %l.ip, bytes = l.bytes, "a client sent data after STARTTLS (discarded)");
             }
+            Event::StsPolicy(p) => {
+                // The newest fetch wins, whichever worker made it.
+                let newer = match self.sts_policies.get(&p.domain)? {
+                    Some(v) => serde_json::from_slice::<sts::StoredSts>(&v)
+                        .map_or(true, |s| s.fetched_ms < p.fetched_ms),
+                    None => true,
+                };
+                if newer {
+                    let stored = sts::StoredSts {
+                        view: sts::KnownSts::new(worker, p),
+                        fetched_ms: p.fetched_ms,
+                    };
+                    self.sts_policies.insert(
+                        p.domain.as_bytes(),
+                        serde_json::to_vec(&stored).expect("views serialise"),
+                    )?;
+                }
+            }
             event => {
                 let Some(id) = event.queue_id().filter(|id| !id.is_empty()) else {
                     return Ok(());
@@ -304,6 +326,19 @@ impl Tracking {
     }
 
     /// A message with its timeline.
+    /// The newest MTA-STS policy a worker fetched for `domain`, expired or not.
+    pub fn sts_policy(&self, domain: &str) -> Result<Option<sts::KnownSts>, TrackingError> {
+        let Some(v) = self.sts_policies.get(domain.as_bytes())? else {
+            return Ok(None);
+        };
+        let stored: sts::StoredSts =
+            serde_json::from_slice(&v).map_err(|e| TrackingError::Corrupt(e.to_string()))?;
+        Ok(Some(sts::KnownSts {
+            fetched_ms: stored.fetched_ms,
+            ..stored.view
+        }))
+    }
+
     pub fn message(&self, id: &str) -> Result<Option<Stored>, TrackingError> {
         let Some(bytes) = self.messages.get(id)? else {
             return Ok(None);

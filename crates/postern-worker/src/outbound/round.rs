@@ -459,6 +459,19 @@ impl Queue {
         } else {
             crate::sts::Lookup::default()
         };
+        if let Some(c) = lookup.policy.as_ref().filter(|_| lookup.fetched) {
+            self.track(
+                policy,
+                Event::StsPolicy(events::StsPolicy {
+                    domain: domain.to_string(),
+                    id: c.id.clone(),
+                    mode: c.policy.mode.as_str().into(),
+                    max_age: c.policy.max_age,
+                    mx: c.policy.mx.iter().map(|m| m.as_str().to_string()).collect(),
+                    fetched_ms: c.fetched_at.saturating_mul(1000),
+                }),
+            );
+        }
         let sts = match postern_sts::choose(key.rule, d.mta_sts, lookup.policy.as_ref()) {
             Source::Sts(c) => Some(c.clone()),
             Source::Rule | Source::Default => None,

@@ -33,6 +33,8 @@ pub struct Lookup {
     pub policy: Option<Cached>,
     /// A failed fetch (now, or within the back-off): its TLS-RPT result type and detail.
     pub failure: Option<(&'static str, String)>,
+    /// `policy` was fetched just now (tracking is told, for the control plane's view).
+    pub fetched: bool,
 }
 
 pub struct StsCache {
@@ -114,10 +116,12 @@ impl StsCache {
             Step::UseCached => Lookup {
                 policy: valid,
                 failure: remembered.filter(|_| matches!(txt, Txt::Record(_))),
+                fetched: false,
             },
             Step::NoPolicy => Lookup {
                 policy: None,
                 failure: remembered.filter(|_| matches!(txt, Txt::Record(_))),
+                fetched: false,
             },
             Step::Fetch => {
                 let Txt::Record(id) = txt else {
@@ -136,6 +140,7 @@ impl StsCache {
                         Lookup {
                             policy: Some(cached),
                             failure: None,
+                            fetched: true,
                         }
                     }
                     Err(e) => {
@@ -149,6 +154,7 @@ impl StsCache {
                         Lookup {
                             policy: valid,
                             failure: Some((e.result_type(), e.to_string())),
+                            fetched: false,
                         }
                     }
                 }
