@@ -282,7 +282,7 @@ fn assert_source(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mta_sts_policies_are_discovered_cached_and_enforced() {
-    let lab = lab().await;
+    let mut lab = lab().await;
 
     // enforce, a matching MX with a certificate for its name: delivered, verified, recorded.
     let id = lab.send("bob@good.test").await;
@@ -427,6 +427,23 @@ async fn mta_sts_policies_are_discovered_cached_and_enforced() {
         Some("2"),
         Some("testing"),
         Some("certificate-host-mismatch"),
+    );
+
+    // Policies survive a restart: the new worker finds good.test's record id (2) unlike its
+    // cached policy's (1), the policy host still fails, so the policy from disk applies.
+    lab.relay.worker.kill_now();
+    let spool = lab.relay.worker.data_dir.clone();
+    let grpc = lab.relay.control.other.clone();
+    lab.relay.worker = support::Postern::worker(&spool, &lab.relay.pki, &grpc, "w", "w");
+    lab.relay.control.wait_applied().await;
+    let before = lab.hits("good.test");
+    let a = lab.attempt(&lab.send("gina@good.test").await).await;
+    assert!(reply(&a).starts_with("250"), "{a:#}");
+    assert_source(&a, "mta-sts", Some("1"), Some("enforce"), None);
+    assert_eq!(
+        lab.hits("good.test"),
+        before + 1,
+        "the new id was fetched again after the restart"
     );
 
     // evaluate reports the source of the decision and what it overrode.
