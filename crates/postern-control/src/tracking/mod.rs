@@ -220,19 +220,15 @@ impl Tracking {
             }
             Event::StsPolicy(p) => {
                 // The newest fetch wins, whichever worker made it.
-                let newer = match self.sts_policies.get(&p.domain)? {
-                    Some(v) => serde_json::from_slice::<sts::StoredSts>(&v)
-                        .map_or(true, |s| s.fetched_ms < p.fetched_ms),
+                let newer = match self.sts_policy(&p.domain)? {
+                    Some(known) => known.fetched_ms() < p.fetched_ms,
                     None => true,
                 };
                 if newer {
-                    let stored = sts::StoredSts {
-                        view: sts::KnownSts::new(worker, p),
-                        fetched_ms: p.fetched_ms,
-                    };
+                    let known = sts::KnownSts::new(worker, p);
                     self.sts_policies.insert(
                         p.domain.as_bytes(),
-                        serde_json::to_vec(&stored).expect("views serialise"),
+                        serde_json::to_vec(&known).expect("views serialise"),
                     )?;
                 }
             }
@@ -328,15 +324,10 @@ impl Tracking {
     /// A message with its timeline.
     /// The newest MTA-STS policy a worker fetched for `domain`, expired or not.
     pub fn sts_policy(&self, domain: &str) -> Result<Option<sts::KnownSts>, TrackingError> {
-        let Some(v) = self.sts_policies.get(domain.as_bytes())? else {
-            return Ok(None);
-        };
-        let stored: sts::StoredSts =
-            serde_json::from_slice(&v).map_err(|e| TrackingError::Corrupt(e.to_string()))?;
-        Ok(Some(sts::KnownSts {
-            fetched_ms: stored.fetched_ms,
-            ..stored.view
-        }))
+        self.sts_policies
+            .get(domain.as_bytes())?
+            .map(|v| serde_json::from_slice(&v).map_err(|e| TrackingError::Corrupt(e.to_string())))
+            .transpose()
     }
 
     pub fn message(&self, id: &str) -> Result<Option<Stored>, TrackingError> {

@@ -21,9 +21,6 @@ pub struct KnownSts {
     pub expires_at: String,
     /// The worker that fetched it.
     pub worker: String,
-    #[serde(skip)]
-    #[schema(ignore)]
-    pub fetched_ms: u64,
 }
 
 impl KnownSts {
@@ -38,21 +35,18 @@ impl KnownSts {
             fetched_at: postern_time::rfc3339_ms(p.fetched_ms),
             expires_at: postern_time::rfc3339_ms(expires),
             worker: worker.to_string(),
-            fetched_ms: p.fetched_ms,
         }
     }
 
-    pub fn valid_at_ms(&self, now_ms: u64) -> bool {
-        now_ms
-            < self
-                .fetched_ms
-                .saturating_add(self.max_age.saturating_mul(1000))
+    fn ms(t: &str) -> u64 {
+        postern_time::parse_rfc3339_ms(t).unwrap_or(0)
     }
-}
 
-/// What the tree stores: the view and the fetch time (skipped by the view's serde).
-#[derive(Serialize, Deserialize)]
-pub(super) struct StoredSts {
-    pub view: KnownSts,
-    pub fetched_ms: u64,
+    pub fn fetched_ms(&self) -> u64 {
+        Self::ms(&self.fetched_at)
+    }
+
+    pub fn valid_at_ms(&self, now_ms: u64) -> bool {
+        now_ms < Self::ms(&self.expires_at)
+    }
 }

@@ -45,6 +45,17 @@ pub struct GroupKey {
     pub rule: bool,
 }
 
+impl GroupKey {
+    /// What set the level, before any MTA-STS policy is looked up.
+    fn source(&self) -> events::PolicySource {
+        if self.rule {
+            events::PolicySource::Rule
+        } else {
+            events::PolicySource::Default
+        }
+    }
+}
+
 /// The due recipients of `state` by group, and those whose address cannot be routed at all.
 pub fn plan(
     state: &MessageState,
@@ -178,7 +189,7 @@ impl Queue {
                             violation: None,
                             leg: None,
                             remote_mta: None,
-                            policy: events::PolicySource::Default,
+                            policy: key.source(),
                         })
                         .collect(),
                 };
@@ -420,7 +431,7 @@ impl Queue {
                     violation: None,
                     leg: None,
                     remote_mta: None,
-                    policy: events::PolicySource::Default,
+                    policy: key.source(),
                 })
                 .collect()
         };
@@ -558,8 +569,7 @@ impl Queue {
             let a = attempt(&target, &cx, &smtp_envelope, message.clone()).await;
             let source = match &sts {
                 Some(c) => sts_applied(c, sts_failure(&c.policy, &a)),
-                None if key.rule => events::PolicySource::Rule,
-                None => events::PolicySource::Default,
+                None => key.source(),
             };
             if let (Some(c), Some(failure)) = (&sts, sts_failure_of(&source)) {
                 tracing::warn!(%domain, id = %c.id, mode = c.policy.mode.as_str(), host = %a.host, %failure, "MTA-STS validation failed");
