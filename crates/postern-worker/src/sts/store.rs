@@ -39,9 +39,58 @@ pub fn load(dir: &Path) -> HashMap<String, Cached> {
     out
 }
 
-/// Saves `cached` for `domain` (a normalised domain name: no `/`).
+/// Saves `cached` for `domain` (a normalised domain name; anything that could name another
+/// file is refused, though normalisation already rules it out).
 pub fn save(dir: &Path, domain: &str, cached: &Cached) -> std::io::Result<()> {
+    if domain.is_empty() || domain.starts_with('.') || domain.contains(['/', '\\', '\0']) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{domain:?} is not a domain name"),
+        ));
+    }
     std::fs::create_dir_all(dir)?;
     let json = serde_json::to_vec(cached).expect("a policy serialises");
     postern_tls::files::write_durably(&dir.join(format!("{domain}.json")), &json, 0o600)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postern_sts::Policy;
+
+    fn cached(id: &str) -> Cached {
+        let text = "version: STSv1\nmode: enforce\nmx: *.example.net\nmax_age: 86400\n";
+        Cached {
+            id: id.into(),
+            policy: Policy::parse(text).unwrap(),
+            text: text.into(),
+            fetched_at: 1_765_000_000,
+        }
+    }
+
+    #[test]
+    fn saved_policies_are_loaded_again_and_replaced_whole() {
+        let spool = tempfile::tempdir().unwrap();
+        let d = dir(spool.path());
+        assert!(load(&d).is_empty(), "no directory yet: nothing cached");
+        save(&d, "example.net", &cached("1")).unwrap();
+        save(&d, "example.org", &cached("7")).unwrap();
+        save(&d, "example.net", &cached("2")).unwrap();
+        // A file that does not parse is skipped, not fatal.
+        std::fs::write(d.join("broken.example.json"), b"{").unwrap();
+        let loaded = load(&d);
+        assert_eq!(loaded.len(), 2, "{loaded:?}");
+        assert_eq!(loaded["example.net"], cached("2"));
+        assert_eq!(loaded["example.org"].id, "7");
+    }
+
+    #[test]
+    fn a_name_that_is_not_a_domain_writes_nothing() {
+        let spool = tempfile::tempdir().unwrap();
+        let d = dir(spool.path());
+        for bad in ["", "../escape", ".hidden", "a/b", "a\\b"] {
+            assert!(save(&d, bad, &cached("1")).is_err(), "{bad:?}");
+        }
+        assert!(!spool.path().join("escape.json").exists());
+    }
 }
