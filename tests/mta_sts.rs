@@ -18,7 +18,8 @@ use support::eventually;
 use support::relay::{Relay, Seen, send_raw, sink_on, tls_sink_on};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// What the policy host answers for one `mta-sts.<domain>`: a status and a body.
+/// What the policy host answers for one `mta-sts.<domain>`: a status and a body (served as
+/// text/plain, but for a status of 299, which stands for a 200 served as text/html).
 type Routes = Arc<Mutex<HashMap<String, (u16, String)>>>;
 
 /// An HTTPS server for every `mta-sts.<domain>` name in `names`, answering by Host header and
@@ -58,13 +59,17 @@ async fn policy_host(cert: (String, String)) -> (u16, Routes, Arc<Mutex<HashMap<
                     Some(r) if right_path => r.clone(),
                     _ => (404, "not found".into()),
                 };
+                let (status, media) = match status {
+                    299 => (200, "text/html"),
+                    s => (s, "text/plain; charset=utf-8"),
+                };
                 let location = if (300..400).contains(&status) {
                     format!("Location: https://{host}/elsewhere\r\n")
                 } else {
                     String::new()
                 };
                 let response = format!(
-                    "HTTP/1.1 {status} X\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{location}Connection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {status} X\r\nContent-Type: {media}\r\nContent-Length: {}\r\n{location}Connection: close\r\n\r\n{body}",
                     body.len()
                 );
                 let _ = tls.write_all(response.as_bytes()).await;
@@ -181,6 +186,8 @@ async fn lab() -> Lab {
         "redirect",
         "oversized",
         "invalid",
+        "html",
+        "mixed",
     ];
     let sans: Vec<String> = hosted.iter().map(|d| format!("mta-sts.{d}.test")).collect();
     let sans: Vec<&str> = sans.iter().map(String::as_str).collect();
@@ -205,12 +212,18 @@ async fn lab() -> Lab {
         ("oversized", "mx.bad.test."),
         ("invalid", "mx.bad.test."),
         ("webpki", "mx.bad.test."),
+        ("html", "mx.bad.test."),
         ("notxt", "mx.bad.test."),
     ];
     for (d, host) in mx_of {
         zone.push((format!("{d}.test."), mx(host)));
         zone.push((format!("mta-sts.{d}.test."), a("127.0.0.1")));
     }
+    // mixed.test: a preferred MX the policy does not allow, then one it does (by wildcard).
+    let mx_at = |pref: u16, host: &str| RData::MX(MX::new(pref, Name::from_ascii(host).unwrap()));
+    zone.push(("mixed.test.".into(), mx_at(10, "mx.bad.test.")));
+    zone.push(("mixed.test.".into(), mx_at(20, "mx.good.test.")));
+    zone.push(("mta-sts.mixed.test.".into(), a("127.0.0.1")));
     let zone: Zone = Arc::new(Mutex::new(zone));
     let ns = dns_shared(zone.clone()).await;
 
@@ -240,7 +253,12 @@ async fn lab() -> Lab {
         wrong_name,
         plain,
     };
-    for d in mx_of.map(|(d, _)| d).iter().filter(|d| **d != "notxt") {
+    for d in mx_of
+        .map(|(d, _)| d)
+        .iter()
+        .chain(&["mixed"])
+        .filter(|d| **d != "notxt")
+    {
         lab.set_txt(&format!("_mta-sts.{d}.test."), "v=STSv1; id=1;");
     }
     lab.serve("good.test", 200, policy("enforce", &["mx.good.test"]));
@@ -254,6 +272,8 @@ async fn lab() -> Lab {
         policy("enforce", &["mx.plain.test"]),
     );
     lab.serve("redirect.test", 301, String::new());
+    lab.serve("html.test", 299, policy("enforce", &["*.nowhere.test"]));
+    lab.serve("mixed.test", 200, policy("enforce", &["*.good.test"]));
     lab.serve(
         "oversized.test",
         200,
@@ -291,6 +311,14 @@ async fn mta_sts_policies_are_discovered_cached_and_enforced() {
     assert_eq!(a["tls"]["server_certificate"], "verified", "{a:#}");
     assert_source(&a, "mta-sts", Some("1"), Some("enforce"), None);
     assert!(received(&lab.good, "bob@good.test"));
+
+    // enforce with a wildcard: the preferred MX is not allowed, so only the second is tried.
+    let a = lab.attempt(&lab.send("bob@mixed.test").await).await;
+    assert!(reply(&a).starts_with("250"), "{a:#}");
+    assert_eq!(a["host"], "mx.good.test", "{a:#}");
+    assert_source(&a, "mta-sts", Some("1"), Some("enforce"), None);
+    assert!(received(&lab.good, "bob@mixed.test"));
+    assert!(!received(&lab.wrong_name, "bob@mixed.test"));
 
     // enforce, no MX host matches the policy: deferred, never delivered.
     let a = lab.attempt(&lab.send("bob@mismatch.test").await).await;
@@ -360,6 +388,7 @@ async fn mta_sts_policies_are_discovered_cached_and_enforced() {
         "oversized",
         "invalid",
         "webpki",
+        "html",
         "notxt",
     ] {
         let rcpt = format!("bob@{domain}.test");
@@ -381,6 +410,7 @@ async fn mta_sts_policies_are_discovered_cached_and_enforced() {
         ("oversized.test", "larger than 65536 bytes"),
         ("invalid.test", "invalid MTA-STS policy: mode \"enforcing\""),
         ("webpki.test", "MTA-STS policy host certificate not valid"),
+        ("html.test", "not text/plain"),
     ] {
         assert!(
             log.lines()
@@ -401,7 +431,7 @@ async fn mta_sts_policies_are_discovered_cached_and_enforced() {
     assert_eq!(saved["id"], "1");
     assert_eq!(saved["policy"]["mode"], "enforce");
 
-    // The policy host fails: the cached policy still applies, without a new fetch.
+    // A current cached policy is not fetched again, so the policy host may even fail now.
     lab.serve("good.test", 500, String::new());
     let before = lab.hits("good.test");
     let a = lab.attempt(&lab.send("carol@good.test").await).await;

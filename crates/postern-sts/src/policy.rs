@@ -1,5 +1,5 @@
-//! The policy file (RFC 8461 3.2), parsed strictly: `version: STSv1` first, `mode`,
-//! `max_age` (at most 31557600 s), and `mx` patterns (at least one unless the mode is `none`);
+//! The policy file (RFC 8461 3.2), parsed strictly: `version: STSv1`, `mode`, `max_age` (at
+//! most 31557600 s), in any order, and `mx` patterns (at least one unless the mode is `none`);
 //! lines end in LF or CRLF; unknown fields are ignored, known ones may not repeat (but `mx`).
 //! Anything else makes the policy invalid, which is a failure, not "no policy".
 
@@ -86,6 +86,7 @@ impl Policy {
         let err = |s: String| Err(PolicyError(s));
         let mut version = false;
         let (mut mode, mut max_age, mut mx) = (None, None, Vec::new());
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for (n, raw) in text.split('\n').enumerate() {
             let line = raw.strip_suffix('\r').unwrap_or(raw);
             if line.is_empty() {
@@ -95,13 +96,10 @@ impl Policy {
                 return err(format!("line {} has no ':'", n + 1));
             };
             let value = value.trim_matches([' ', '\t']);
-            if n == 0 && key != "version" {
-                return err("the first line is not version".into());
-            }
             match key {
-                "version" if n == 0 && value == "STSv1" => version = true,
+                "version" if !version && value == "STSv1" => version = true,
                 "version" => {
-                    return err(format!("version {value:?} (only STSv1, on the first line)"));
+                    return err(format!("version {value:?} (only STSv1, once)"));
                 }
                 "mode" if mode.is_none() => {
                     mode = Some(match value {
@@ -176,13 +174,18 @@ mod tests {
         assert!(p.allows("mx.example.org"));
         let none = Policy::parse("version: STSv1\nmode: none\nmax_age: 86400\n").unwrap();
         assert_eq!(none.mode, Mode::None);
+        // Fields in any order (RFC 8461 3.2's grammar), and a byte-order mark tolerated.
+        let any =
+            Policy::parse("\u{feff}mode: enforce\nmx: a.example\nmax_age: 5\nversion: STSv1\n")
+                .unwrap();
+        assert_eq!((any.mode, any.max_age), (Mode::Enforce, 5));
     }
 
     #[test]
     fn malformed_policies_are_failures() {
         for bad in [
             "",
-            "mode: enforce\nversion: STSv1\nmx: a.example\nmax_age: 1\n",
+            "version: STSv1\nversion: STSv1\nmode: enforce\nmx: a.example\nmax_age: 1\n",
             "version: STSv2\nmode: enforce\nmx: a.example\nmax_age: 1\n",
             "version: STSv1\nmode: enforcing\nmx: a.example\nmax_age: 1\n",
             "version: STSv1\nmode: enforce\nmx: a.example\n",

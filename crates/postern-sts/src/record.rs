@@ -1,6 +1,6 @@
 //! The `_mta-sts.<domain>` TXT record (RFC 8461 3.1): `v=STSv1; id=<1-32 alphanumerics>;`
-//! with optional extension fields. Of the TXT records found, those not starting with
-//! `v=STSv1` are ignored; anything but exactly one valid record means no policy.
+//! with optional extension fields. Of the TXT records found, those not beginning with
+//! `v=STSv1;` are discarded; anything but exactly one valid record means no policy.
 
 /// A valid `_mta-sts` record: the id that tells a cached policy is current.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,10 +23,7 @@ pub fn sts_record<S: AsRef<str>>(txts: &[S]) -> Result<StsRecord, RecordError> {
     let ours: Vec<&str> = txts
         .iter()
         .map(AsRef::as_ref)
-        .filter(|t| {
-            let t = t.trim_start();
-            t.starts_with("v=STSv1;") || t == "v=STSv1"
-        })
+        .filter(|t| t.starts_with("v=STSv1;"))
         .collect();
     match ours.as_slice() {
         [] => Err(RecordError::None),
@@ -95,6 +92,11 @@ mod tests {
             sts_record(&["v=STSv1; id=1", "v=STSv1; id=2"]),
             Err(RecordError::Several(2))
         );
+        // Not beginning with `v=STSv1;`: discarded, as if absent.
+        for other in ["v=STSv1", " v=STSv1; id=1", "v=STSv1 ; id=1"] {
+            assert_eq!(sts_record(&[other]), Err(RecordError::None), "{other:?}");
+        }
+        assert_eq!(sts_record(&["v=STSv1", "v=STSv1; id=3"]).unwrap().id, "3");
         for bad in [
             "v=STSv1;",
             "v=STSv1; id=",

@@ -403,7 +403,13 @@ pub async fn evaluate(
                 .map_err(|e| ApiError::unavailable(e.to_string()))?
                 .filter(|k| k.valid_at_ms(postern_time::now_ms()));
             let d = &compiled.settings.delivery;
-            let mx_delivery = compiled.relay_domain(&domain).is_none() && d.smart_host.is_none();
+            // The next hop as the worker picks it (`plan`): a relay domain's, else the smart
+            // host, else MX; MTA-STS covers only MX delivery.
+            let hop = match compiled.relay_domain(&domain) {
+                Some(r) => Some(r.next_hop.as_str()),
+                None => d.smart_host.as_deref(),
+            };
+            let mx_delivery = hop.is_none_or(|h| h.eq_ignore_ascii_case("mx"));
             let rule = matches!(e.decision.level_rule, RuleRef::Rule(_));
             let sts = known
                 .as_ref()

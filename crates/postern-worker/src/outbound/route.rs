@@ -179,7 +179,8 @@ impl Router {
                 .map(|r| {
                     (
                         r.preference(),
-                        r.exchange().to_utf8().trim_end_matches('.').to_string(),
+                        // A-labels (xn--...): what policies, SNI and certificates name.
+                        r.exchange().to_ascii().trim_end_matches('.').to_string(),
                     )
                 })
                 .collect(),

@@ -80,6 +80,19 @@ pub async fn fetch(
             "{url}: HTTP {status} (only 200 is a policy)"
         )));
     }
+    // RFC 8461 3.3: text/plain only, so a file some user uploaded to a shared web host is not
+    // taken for the domain's policy.
+    let media = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = media.split(';').next().unwrap_or("").trim();
+    if !essence.eq_ignore_ascii_case("text/plain") {
+        return Err(FetchError::Fetch(format!(
+            "{url}: Content-Type {media:?}, not text/plain"
+        )));
+    }
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| sort(&url, &e))? {
         if body.len() + chunk.len() > MAX_POLICY_BYTES {

@@ -48,7 +48,7 @@ impl StsCache {
     /// The cache kept under `spool` (loaded now: call from a blocking context or at start).
     pub fn open(spool: &Path) -> StsCache {
         let dir = store::dir(spool);
-        let entries = store::load(&dir)
+        let entries = store::load(&dir, postern_time::now_s())
             .into_iter()
             .map(|(d, c)| {
                 (
@@ -86,14 +86,6 @@ impl StsCache {
         extra_roots: &[CertificateDer<'static>],
         now: u64,
     ) -> Lookup {
-        let gate = self
-            .fetching
-            .lock()
-            .expect("sts lock")
-            .entry(domain.to_string())
-            .or_default()
-            .clone();
-        let _one_at_a_time = gate.lock().await;
         let txt = match router.txt(&format!("_mta-sts.{domain}")).await {
             Ok(records) => match sts_record(&records) {
                 Ok(r) => Txt::Record(r.id),
@@ -101,62 +93,102 @@ impl StsCache {
             },
             Err(_) => Txt::Failed,
         };
+        // Most deliveries use the cache, decided without waiting for anyone.
+        let Txt::Record(id) = &txt else {
+            return self.without_fetch(domain, &txt, now);
+        };
+        if self.step(domain, &txt, now) != Step::Fetch {
+            return self.without_fetch(domain, &txt, now);
+        }
+        // One fetch per domain at a time; a delivery that waited here finds the first one's
+        // result (or its failure, within the back-off) and does not fetch again.
+        let gate = self
+            .fetching
+            .lock()
+            .expect("sts lock")
+            .entry(domain.to_string())
+            .or_default()
+            .clone();
+        let guard = gate.lock().await;
+        let found = if self.step(domain, &txt, now) == Step::Fetch {
+            self.fetch_now(domain, id, router, port, extra_roots, now)
+                .await
+        } else {
+            self.without_fetch(domain, &txt, now)
+        };
+        drop(guard);
+        // Forget the gate when nobody else holds it (new arrivals clone it under this lock).
+        let mut gates = self.fetching.lock().expect("sts lock");
+        if Arc::strong_count(&gate) == 2 {
+            gates.remove(domain);
+        }
+        found
+    }
+
+    fn step(&self, domain: &str, txt: &Txt, now: u64) -> Step {
         let entry = self.entry(domain);
-        let valid = entry.cached.clone().filter(|c| c.valid_at(now));
+        let last_failure = entry.last_failure.map(|(at, _)| at);
+        next_step(now, entry.cached.as_ref(), txt, last_failure)
+    }
+
+    /// The cached policy if still valid, and a failure within the back-off if any.
+    fn without_fetch(&self, domain: &str, txt: &Txt, now: u64) -> Lookup {
+        let entry = self.entry(domain);
         let remembered = entry
             .last_failure
-            .filter(|(at, _)| now < at + postern_sts::FAILURE_BACKOFF_S)
+            .filter(|(at, _)| {
+                now < at + postern_sts::FAILURE_BACKOFF_S && matches!(txt, Txt::Record(_))
+            })
             .map(|(_, kind)| (kind, "an earlier fetch failed; not retried yet".to_string()));
-        match next_step(
-            now,
-            entry.cached.as_ref(),
-            &txt,
-            entry.last_failure.map(|(at, _)| at),
-        ) {
-            Step::UseCached => Lookup {
-                policy: valid,
-                failure: remembered.filter(|_| matches!(txt, Txt::Record(_))),
-                fetched: false,
-            },
-            Step::NoPolicy => Lookup {
-                policy: None,
-                failure: remembered.filter(|_| matches!(txt, Txt::Record(_))),
-                fetched: false,
-            },
-            Step::Fetch => {
-                let Txt::Record(id) = txt else {
-                    unreachable!("next_step fetches only with a record")
+        let policy = match self.step(domain, txt, now) {
+            Step::NoPolicy => None,
+            Step::UseCached | Step::Fetch => entry.cached.filter(|c| c.valid_at(now)),
+        };
+        Lookup {
+            policy,
+            failure: remembered,
+            fetched: false,
+        }
+    }
+
+    async fn fetch_now(
+        &self,
+        domain: &str,
+        id: &str,
+        router: &Router,
+        port: u16,
+        extra_roots: &[CertificateDer<'static>],
+        now: u64,
+    ) -> Lookup {
+        match self.fetch(domain, router, port, extra_roots).await {
+            Ok((text, policy)) => {
+                let cached = Cached {
+                    id: id.to_string(),
+                    policy,
+                    text,
+                    fetched_at: now,
                 };
-                match self.fetch(domain, router, port, extra_roots).await {
-                    Ok((text, policy)) => {
-                        let cached = Cached {
-                            id,
-                            policy,
-                            text,
-                            fetched_at: now,
-                        };
-                        self.keep(domain, cached.clone()).await;
-                        tracing::info!(%domain, id = %cached.id, mode = cached.policy.mode.as_str(), max_age = cached.policy.max_age, "MTA-STS policy fetched");
-                        Lookup {
-                            policy: Some(cached),
-                            failure: None,
-                            fetched: true,
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(%domain, error = %e, cached = valid.is_some(), "MTA-STS policy fetch failed");
-                        self.entries
-                            .lock()
-                            .expect("sts lock")
-                            .entry(domain.to_string())
-                            .or_default()
-                            .last_failure = Some((now, e.result_type()));
-                        Lookup {
-                            policy: valid,
-                            failure: Some((e.result_type(), e.to_string())),
-                            fetched: false,
-                        }
-                    }
+                self.keep(domain, cached.clone()).await;
+                tracing::info!(%domain, id = %cached.id, mode = cached.policy.mode.as_str(), max_age = cached.policy.max_age, "MTA-STS policy fetched");
+                Lookup {
+                    policy: Some(cached),
+                    failure: None,
+                    fetched: true,
+                }
+            }
+            Err(e) => {
+                let valid = self.entry(domain).cached.filter(|c| c.valid_at(now));
+                tracing::warn!(%domain, error = %e, cached = valid.is_some(), "MTA-STS policy fetch failed");
+                self.entries
+                    .lock()
+                    .expect("sts lock")
+                    .entry(domain.to_string())
+                    .or_default()
+                    .last_failure = Some((now, e.result_type()));
+                Lookup {
+                    policy: valid,
+                    failure: Some((e.result_type(), e.to_string())),
+                    fetched: false,
                 }
             }
         }

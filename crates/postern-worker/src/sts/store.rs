@@ -12,8 +12,9 @@ pub fn dir(spool: &Path) -> PathBuf {
     spool.join("mta-sts")
 }
 
-/// Every cached policy found (a file that does not parse is ignored and later replaced).
-pub fn load(dir: &Path) -> HashMap<String, Cached> {
+/// Every cached policy found still valid at `now` (unix seconds); expired ones are deleted, a
+/// file that does not parse is ignored (and replaced by the next fetch).
+pub fn load(dir: &Path, now: u64) -> HashMap<String, Cached> {
     let mut out = HashMap::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return out;
@@ -28,8 +29,11 @@ pub fn load(dir: &Path) -> HashMap<String, Cached> {
             continue;
         };
         match std::fs::read(&path).map(|b| serde_json::from_slice::<Cached>(&b)) {
-            Ok(Ok(c)) => {
+            Ok(Ok(c)) if c.valid_at(now) => {
                 out.insert(domain.to_string(), c);
+            }
+            Ok(Ok(_)) => {
+                let _ = std::fs::remove_file(&path);
             }
             _ => {
                 tracing::warn!(path = %path.display(), "ignoring an unreadable MTA-STS cache file")
@@ -72,16 +76,20 @@ mod tests {
     fn saved_policies_are_loaded_again_and_replaced_whole() {
         let spool = tempfile::tempdir().unwrap();
         let d = dir(spool.path());
-        assert!(load(&d).is_empty(), "no directory yet: nothing cached");
+        assert!(load(&d, 0).is_empty(), "no directory yet: nothing cached");
         save(&d, "example.net", &cached("1")).unwrap();
         save(&d, "example.org", &cached("7")).unwrap();
         save(&d, "example.net", &cached("2")).unwrap();
         // A file that does not parse is skipped, not fatal.
         std::fs::write(d.join("broken.example.json"), b"{").unwrap();
-        let loaded = load(&d);
+        let now = cached("1").fetched_at;
+        let loaded = load(&d, now);
         assert_eq!(loaded.len(), 2, "{loaded:?}");
         assert_eq!(loaded["example.net"], cached("2"));
         assert_eq!(loaded["example.org"].id, "7");
+        // Expired policies are of no use after a restart: gone from memory and disk.
+        assert!(load(&d, now + 86_400).is_empty());
+        assert!(!d.join("example.net.json").exists());
     }
 
     #[test]
