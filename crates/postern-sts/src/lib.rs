@@ -1,4 +1,4 @@
-//! MTA-STS (RFC 8461) without I/O: the `_mta-sts` TXT record, the policy file, MX patterns,
+//! MTA-STS (RFC 8461) and TLS-RPT (RFC 8460, `tlsrpt`) without I/O: the `_mta-sts` TXT record, the policy file, MX patterns,
 //! the cache's state machine (when to fetch, what to use when DNS or HTTPS fails) and where a
 //! published policy stands against the operator's own rules. The worker does the DNS and the
 //! HTTPS and asks this crate what they mean.
@@ -9,6 +9,7 @@ mod cache;
 mod policy;
 mod precedence;
 mod record;
+pub mod tlsrpt;
 
 pub use cache::{Cached, FAILURE_BACKOFF_S, Step, Txt, next_step};
 pub use policy::{MAX_AGE_LIMIT, Mode, MxPattern, Policy, PolicyError};

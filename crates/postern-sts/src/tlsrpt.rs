@@ -1,0 +1,337 @@
+//! SMTP TLS Reporting (RFC 8460) without I/O: the `_smtp._tls` TXT record (where reports go)
+//! and the daily report, aggregated from the sessions of one recipient domain: one entry per
+//! applied policy (`sts` with its policy lines and mx patterns, or `no-policy-found`), the
+//! session counts, and the failures grouped by result type, sending IP, MX name and receiving IP.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One `rua` destination of a `v=TLSRPTv1` record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rua {
+    Mailto(String),
+    Https(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TlsRptError {
+    #[error("no v=TLSRPTv1 record")]
+    None,
+    #[error("{0} v=TLSRPTv1 records (exactly one is allowed)")]
+    Several(usize),
+    #[error("invalid v=TLSRPTv1 record: {0}")]
+    Invalid(String),
+}
+
+/// The report destinations among `txts` (each TXT record's strings joined): records not
+/// beginning with `v=TLSRPTv1` are discarded, exactly one must remain, with at least one
+/// `mailto:` or `https:` address in `rua` (others are skipped, RFC 8460 3).
+pub fn tlsrpt_record<S: AsRef<str>>(txts: &[S]) -> Result<Vec<Rua>, TlsRptError> {
+    let ours: Vec<&str> = txts
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|t| t.starts_with("v=TLSRPTv1;") || *t == "v=TLSRPTv1")
+        .collect();
+    let text = match ours.as_slice() {
+        [] => return Err(TlsRptError::None),
+        [one] => *one,
+        many => return Err(TlsRptError::Several(many.len())),
+    };
+    let invalid = |why: &str| TlsRptError::Invalid(format!("{why} in {text:?}"));
+    let mut rua = None;
+    for field in text
+        .split(';')
+        .map(str::trim)
+        .skip(1)
+        .filter(|f| !f.is_empty())
+    {
+        let (key, value) = field
+            .split_once('=')
+            .ok_or_else(|| invalid("a field without '='"))?;
+        if key.trim() == "rua" {
+            if rua.is_some() {
+                return Err(invalid("rua given twice"));
+            }
+            let uris: Vec<Rua> = value
+                .split(',')
+                .map(str::trim)
+                .filter_map(|u| {
+                    if let Some(addr) = u.strip_prefix("mailto:") {
+                        addr.contains('@').then(|| Rua::Mailto(addr.to_string()))
+                    } else {
+                        u.starts_with("https://").then(|| Rua::Https(u.to_string()))
+                    }
+                })
+                .collect();
+            rua = Some(uris);
+        }
+    }
+    match rua {
+        Some(uris) if !uris.is_empty() => Ok(uris),
+        Some(_) => Err(invalid("no mailto: or https: address in rua")),
+        None => Err(invalid("no rua")),
+    }
+}
+
+/// The policy a session was made under.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Applied {
+    /// An MTA-STS policy: its lines (as served) and its mx patterns.
+    Sts {
+        lines: Vec<String>,
+        mx: Vec<String>,
+    },
+    NoPolicyFound,
+}
+
+/// One SMTP session to the domain's MX hosts: `result` is `None` for a success, else a
+/// TLS-RPT result type (`starttls-not-supported`, `certificate-host-mismatch`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub applied: Applied,
+    pub result: Option<String>,
+    pub sending_ip: Option<String>,
+    pub receiving_mx: Option<String>,
+    pub receiving_ip: Option<String>,
+}
+
+/// RFC 8460 4.4, field for field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Report {
+    pub organization_name: String,
+    pub date_range: DateRange,
+    pub contact_info: String,
+    pub report_id: String,
+    pub policies: Vec<PolicyResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct DateRange {
+    pub start_datetime: String,
+    pub end_datetime: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct PolicyResult {
+    pub policy: PolicyDescription,
+    pub summary: Summary,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failure_details: Vec<FailureDetail>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct PolicyDescription {
+    /// `sts` or `no-policy-found`.
+    pub policy_type: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policy_string: Vec<String>,
+    pub policy_domain: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mx_host: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Summary {
+    pub total_successful_session_count: u64,
+    pub total_failure_session_count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct FailureDetail {
+    pub result_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sending_mta_ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receiving_mx_hostname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receiving_ip: Option<String>,
+    pub failed_session_count: u64,
+}
+
+/// Who sends the report and which day (UTC, RFC 3339) it covers.
+#[derive(Debug, Clone)]
+pub struct ReportHeader {
+    pub organization_name: String,
+    pub contact_info: String,
+    pub report_id: String,
+    pub start_datetime: String,
+    pub end_datetime: String,
+}
+
+/// The report for `domain` from its sessions, policies in a stable order.
+pub fn build(header: ReportHeader, domain: &str, sessions: &[Session]) -> Report {
+    type FailureKey = (String, Option<String>, Option<String>, Option<String>);
+    let mut by_policy: BTreeMap<&Applied, (u64, BTreeMap<FailureKey, u64>)> = BTreeMap::new();
+    for s in sessions {
+        let (ok, failures) = by_policy.entry(&s.applied).or_default();
+        match &s.result {
+            None => *ok += 1,
+            Some(kind) => {
+                let key = (
+                    kind.clone(),
+                    s.sending_ip.clone(),
+                    s.receiving_mx.clone(),
+                    s.receiving_ip.clone(),
+                );
+                *failures.entry(key).or_default() += 1;
+            }
+        }
+    }
+    let policies = by_policy
+        .into_iter()
+        .map(|(applied, (ok, failures))| {
+            let policy = match applied {
+                Applied::Sts { lines, mx } => PolicyDescription {
+                    policy_type: "sts".into(),
+                    policy_string: lines.clone(),
+                    policy_domain: domain.to_string(),
+                    mx_host: mx.clone(),
+                },
+                Applied::NoPolicyFound => PolicyDescription {
+                    policy_type: "no-policy-found".into(),
+                    policy_string: Vec::new(),
+                    policy_domain: domain.to_string(),
+                    mx_host: Vec::new(),
+                },
+            };
+            PolicyResult {
+                policy,
+                summary: Summary {
+                    total_successful_session_count: ok,
+                    total_failure_session_count: failures.values().sum(),
+                },
+                failure_details: failures
+                    .into_iter()
+                    .map(|((result_type, sending, mx, ip), n)| FailureDetail {
+                        result_type,
+                        sending_mta_ip: sending,
+                        receiving_mx_hostname: mx,
+                        receiving_ip: ip,
+                        failed_session_count: n,
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    Report {
+        organization_name: header.organization_name,
+        date_range: DateRange {
+            start_datetime: header.start_datetime,
+            end_datetime: header.end_datetime,
+        },
+        contact_info: header.contact_info,
+        report_id: header.report_id,
+        policies,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_record_names_where_reports_go() {
+        let r = tlsrpt_record(&["v=TLSRPTv1; rua=mailto:tls@example.com,https://r.example.com/v1"])
+            .unwrap();
+        assert_eq!(
+            r,
+            [
+                Rua::Mailto("tls@example.com".into()),
+                Rua::Https("https://r.example.com/v1".into())
+            ]
+        );
+        // Unknown schemes are skipped; other TXT records are not ours.
+        let r =
+            tlsrpt_record(&["v=spf1 -all", "v=TLSRPTv1;rua=ftp://x,mailto:a@b.example"]).unwrap();
+        assert_eq!(r, [Rua::Mailto("a@b.example".into())]);
+        assert_eq!(tlsrpt_record::<&str>(&[]), Err(TlsRptError::None));
+        assert_eq!(
+            tlsrpt_record(&[
+                "v=TLSRPTv1; rua=mailto:a@b.example",
+                "v=TLSRPTv1; rua=mailto:c@d.example"
+            ]),
+            Err(TlsRptError::Several(2))
+        );
+        for bad in [
+            "v=TLSRPTv1",
+            "v=TLSRPTv1; rua=ftp://x",
+            "v=TLSRPTv1; rua=mailto:a@b.example; rua=mailto:c@d.example",
+        ] {
+            assert!(
+                matches!(tlsrpt_record(&[bad]), Err(TlsRptError::Invalid(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    fn session(applied: &Applied, result: Option<&str>, mx: &str) -> Session {
+        Session {
+            applied: applied.clone(),
+            result: result.map(str::to_string),
+            sending_ip: Some("192.0.2.25".into()),
+            receiving_mx: Some(mx.into()),
+            receiving_ip: Some("198.51.100.7".into()),
+        }
+    }
+
+    #[test]
+    fn sessions_are_counted_per_policy_and_failures_grouped() {
+        let sts = Applied::Sts {
+            lines: vec![
+                "version: STSv1".into(),
+                "mode: enforce".into(),
+                "mx: *.example.net".into(),
+                "max_age: 86400".into(),
+            ],
+            mx: vec!["*.example.net".into()],
+        };
+        let sessions = [
+            session(&sts, None, "mx1.example.net"),
+            session(&sts, None, "mx1.example.net"),
+            session(&sts, Some("certificate-host-mismatch"), "mx2.example.net"),
+            session(&sts, Some("certificate-host-mismatch"), "mx2.example.net"),
+            session(&sts, Some("starttls-not-supported"), "mx3.example.net"),
+            session(&Applied::NoPolicyFound, None, "mx1.example.net"),
+        ];
+        let header = ReportHeader {
+            organization_name: "Postern at example.org".into(),
+            contact_info: "postmaster@example.org".into(),
+            report_id: "2026-12-06_example.net".into(),
+            start_datetime: "2026-12-06T00:00:00Z".into(),
+            end_datetime: "2026-12-06T23:59:59Z".into(),
+        };
+        let report = build(header, "example.net", &sessions);
+        let json = serde_json::to_value(&report).unwrap();
+        let sts = &json["policies"][0];
+        assert_eq!(sts["policy"]["policy-type"], "sts");
+        assert_eq!(sts["policy"]["mx-host"][0], "*.example.net");
+        assert_eq!(sts["summary"]["total-successful-session-count"], 2);
+        assert_eq!(sts["summary"]["total-failure-session-count"], 3);
+        assert_eq!(
+            sts["failure-details"][0]["result-type"],
+            "certificate-host-mismatch"
+        );
+        assert_eq!(sts["failure-details"][0]["failed-session-count"], 2);
+        assert_eq!(
+            sts["failure-details"][0]["receiving-mx-hostname"],
+            "mx2.example.net"
+        );
+        assert_eq!(
+            sts["failure-details"][1]["result-type"],
+            "starttls-not-supported"
+        );
+        let none = &json["policies"][1];
+        assert_eq!(none["policy"]["policy-type"], "no-policy-found");
+        assert!(none.get("failure-details").is_none());
+        assert_eq!(json["date-range"]["end-datetime"], "2026-12-06T23:59:59Z");
+        // What we write, we read back (the control plane lists reports as JSON).
+        assert_eq!(serde_json::from_value::<Report>(json).unwrap(), report);
+    }
+}
