@@ -84,25 +84,7 @@ async fn the_console_in_chromium_against_postern_dev() {
     }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("postern-data");
-    let p = Postern::start(
-        &[
-            "dev",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--http-listen",
-            "127.0.0.1:0",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--smtp-listen",
-            "127.0.0.1:0",
-            "--worker-http-listen",
-            "127.0.0.1:0",
-            "--hostname",
-            "mx.console.test",
-        ],
-        &data,
-        "grpc=",
-    );
+    let p = Postern::dev(&data, "mx.console.test");
 
     // The next hop offers STARTTLS, so a message can be encrypted on both legs; it takes
     // bob@ and answers later@ with 450, which keeps that message deferred in the queue.

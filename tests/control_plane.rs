@@ -297,22 +297,7 @@ fn a_second_process_on_the_same_data_dir_exits_2() {
 async fn dev_runs_control_and_worker_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("postern-data");
-    let args = [
-        "dev",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--http-listen",
-        "127.0.0.1:0",
-        "--grpc-listen",
-        "127.0.0.1:0",
-        "--smtp-listen",
-        "127.0.0.1:0",
-        "--worker-http-listen",
-        "127.0.0.1:0",
-        "--hostname",
-        "dev.test",
-    ];
-    let p = Postern::start(&args, &data, "grpc=");
+    let p = Postern::dev(&data, "dev.test");
     let get = |path: &str| {
         let (base, token, http) = (p.base.clone(), p.admin_token(), p.client());
         let path = path.to_string();

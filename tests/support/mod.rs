@@ -106,6 +106,26 @@ impl Postern {
         p
     }
 
+    /// Starts `postern dev` on free loopback ports (REST over plain HTTP) with `hostname`.
+    pub fn dev(data_dir: &Path, hostname: &str) -> Postern {
+        let args = [
+            "dev",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--http-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--smtp-listen",
+            "127.0.0.1:0",
+            "--worker-http-listen",
+            "127.0.0.1:0",
+            "--hostname",
+            hostname,
+        ];
+        Postern::start(&args, data_dir, "grpc=")
+    }
+
     /// A client for the REST API (trusting its CA when it serves HTTPS).
     pub fn client(&self) -> reqwest::Client {
         postern_tls::install_crypto_provider();

@@ -151,6 +151,15 @@ impl CompiledPolicy {
         self.policy.relay.domains.get(i)
     }
 
+    /// Where mail for `domain` goes: its relay domain's next hop, else the smart host, else
+    /// `mx` (its MX hosts; the only case MTA-STS covers).
+    pub fn next_hop(&self, domain: &str) -> &str {
+        match self.relay_domain(domain) {
+            Some(relay) => &relay.next_hop,
+            None => self.settings.delivery.smart_host.as_deref().unwrap_or("mx"),
+        }
+    }
+
     fn index(&self, direction: Direction) -> &RuleIndex {
         match direction {
             Direction::Inbound => &self.inbound,

@@ -403,13 +403,8 @@ pub async fn evaluate(
                 .map_err(|e| ApiError::unavailable(e.to_string()))?
                 .filter(|k| k.valid_at_ms(postern_time::now_ms()));
             let d = &compiled.settings.delivery;
-            // The next hop as the worker picks it (`plan`): a relay domain's, else the smart
-            // host, else MX; MTA-STS covers only MX delivery.
-            let hop = match compiled.relay_domain(&domain) {
-                Some(r) => Some(r.next_hop.as_str()),
-                None => d.smart_host.as_deref(),
-            };
-            let mx_delivery = hop.is_none_or(|h| h.eq_ignore_ascii_case("mx"));
+            // MTA-STS covers only delivery to the MX hosts (the worker's `plan` picks the same).
+            let mx_delivery = compiled.next_hop(&domain).eq_ignore_ascii_case("mx");
             let rule = matches!(e.decision.level_rule, RuleRef::Rule(_));
             let sts = known
                 .as_ref()

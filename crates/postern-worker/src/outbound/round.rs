@@ -74,15 +74,7 @@ pub fn plan(
             unroutable.push(i);
             continue;
         };
-        let hop = match policy.relay_domain(&domain) {
-            Some(relay) => relay.next_hop.clone(),
-            None => policy
-                .settings
-                .delivery
-                .smart_host
-                .clone()
-                .unwrap_or_else(|| "mx".into()),
-        };
+        let hop = policy.next_hop(&domain).to_string();
         let decision = policy.outbound(address);
         let mx_domain = if hop.eq_ignore_ascii_case("mx") {
             domain
@@ -567,11 +559,12 @@ impl Queue {
                 strength: key.strength,
             };
             let a = attempt(&target, &cx, &smtp_envelope, message.clone()).await;
+            let failure = sts.as_ref().and_then(|c| sts_failure(&c.policy, &a));
             let source = match &sts {
-                Some(c) => sts_applied(c, sts_failure(&c.policy, &a)),
+                Some(c) => sts_applied(c, failure),
                 None => key.source(),
             };
-            if let (Some(c), Some(failure)) = (&sts, sts_failure_of(&source)) {
+            if let (Some(c), Some(failure)) = (&sts, failure) {
                 tracing::warn!(%domain, id = %c.id, mode = c.policy.mode.as_str(), host = %a.host, %failure, "MTA-STS validation failed");
             }
             measure::attempt(&self.policy.metrics, &a);
@@ -614,13 +607,6 @@ fn sts_applied(c: &postern_sts::Cached, failure: Option<&str>) -> events::Policy
         mode: c.policy.mode.as_str().into(),
         failure: failure.map(str::to_string),
     })
-}
-
-fn sts_failure_of(p: &events::PolicySource) -> Option<&str> {
-    match p {
-        events::PolicySource::MtaSts(s) => s.failure.as_deref(),
-        _ => None,
-    }
 }
 
 /// What an MTA-STS policy finds wrong with an attempt, as a TLS-RPT result type (RFC 8460

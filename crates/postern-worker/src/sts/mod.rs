@@ -22,17 +22,16 @@ const FETCH_LIMIT: Duration = Duration::from_secs(30);
 #[derive(Debug, Default, Clone)]
 struct Entry {
     cached: Option<Cached>,
-    /// When the last fetch failed, and its TLS-RPT result type.
-    last_failure: Option<(u64, &'static str)>,
+    /// When the last fetch failed (unix seconds).
+    last_failure: Option<u64>,
 }
 
-/// The policy a delivery follows, and what went wrong finding it.
+/// The policy a delivery follows. A failed fetch is logged with its TLS-RPT result type
+/// (`fetch::FetchError::result_type`); tracking it is left for the TLS-RPT reports.
 #[derive(Debug, Clone, Default)]
 pub struct Lookup {
     /// A valid policy (fetched now or cached), whatever its mode.
     pub policy: Option<Cached>,
-    /// A failed fetch (now, or within the back-off): its TLS-RPT result type and detail.
-    pub failure: Option<(&'static str, String)>,
     /// `policy` was fetched just now (tracking is told, for the control plane's view).
     pub fetched: bool,
 }
@@ -95,10 +94,10 @@ impl StsCache {
         };
         // Most deliveries use the cache, decided without waiting for anyone.
         let Txt::Record(id) = &txt else {
-            return self.without_fetch(domain, &txt, now);
+            return self.cached(domain, now);
         };
         if self.step(domain, &txt, now) != Step::Fetch {
-            return self.without_fetch(domain, &txt, now);
+            return self.cached(domain, now);
         }
         // One fetch per domain at a time; a delivery that waited here finds the first one's
         // result (or its failure, within the back-off) and does not fetch again.
@@ -114,7 +113,7 @@ impl StsCache {
             self.fetch_now(domain, id, router, port, extra_roots, now)
                 .await
         } else {
-            self.without_fetch(domain, &txt, now)
+            self.cached(domain, now)
         };
         drop(guard);
         // Forget the gate when nobody else holds it (new arrivals clone it under this lock).
@@ -127,26 +126,14 @@ impl StsCache {
 
     fn step(&self, domain: &str, txt: &Txt, now: u64) -> Step {
         let entry = self.entry(domain);
-        let last_failure = entry.last_failure.map(|(at, _)| at);
-        next_step(now, entry.cached.as_ref(), txt, last_failure)
+        next_step(now, entry.cached.as_ref(), txt, entry.last_failure)
     }
 
-    /// The cached policy if still valid, and a failure within the back-off if any.
-    fn without_fetch(&self, domain: &str, txt: &Txt, now: u64) -> Lookup {
-        let entry = self.entry(domain);
-        let remembered = entry
-            .last_failure
-            .filter(|(at, _)| {
-                now < at + postern_sts::FAILURE_BACKOFF_S && matches!(txt, Txt::Record(_))
-            })
-            .map(|(_, kind)| (kind, "an earlier fetch failed; not retried yet".to_string()));
-        let policy = match self.step(domain, txt, now) {
-            Step::NoPolicy => None,
-            Step::UseCached | Step::Fetch => entry.cached.filter(|c| c.valid_at(now)),
-        };
+    /// Without a fetch, the cached policy applies while it is valid (`next_step` answers
+    /// `UseCached` exactly then).
+    fn cached(&self, domain: &str, now: u64) -> Lookup {
         Lookup {
-            policy,
-            failure: remembered,
+            policy: self.entry(domain).cached.filter(|c| c.valid_at(now)),
             fetched: false,
         }
     }
@@ -172,22 +159,20 @@ impl StsCache {
                 tracing::info!(%domain, id = %cached.id, mode = cached.policy.mode.as_str(), max_age = cached.policy.max_age, "MTA-STS policy fetched");
                 Lookup {
                     policy: Some(cached),
-                    failure: None,
                     fetched: true,
                 }
             }
             Err(e) => {
                 let valid = self.entry(domain).cached.filter(|c| c.valid_at(now));
-                tracing::warn!(%domain, error = %e, cached = valid.is_some(), "MTA-STS policy fetch failed");
+                tracing::warn!(%domain, error = %e, result = e.result_type(), cached = valid.is_some(), "MTA-STS policy fetch failed");
                 self.entries
                     .lock()
                     .expect("sts lock")
                     .entry(domain.to_string())
                     .or_default()
-                    .last_failure = Some((now, e.result_type()));
+                    .last_failure = Some(now);
                 Lookup {
                     policy: valid,
-                    failure: Some((e.result_type(), e.to_string())),
                     fetched: false,
                 }
             }
