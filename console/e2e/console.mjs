@@ -291,7 +291,12 @@ try {
   page.once("dialog", (d) => d.accept());
   await page.locator("tbody tr", { hasText: `later@${partner}` }).getByRole("button", { name: /^Delete \S+$/ }).click();
   await page.getByRole("status").filter({ hasText: "deleted" }).waitFor();
-  await until("the queue without the deleted message", async () => (await queued.count()) === 0);
+  // The worker deletes asynchronously after the API accepted the request: re-read the queue.
+  await until("the queue without the deleted message", async () => {
+    await screen("queue");
+    await page.locator(".table-wrap, .empty").first().waitFor();
+    return (await queued.count()) === 0;
+  });
   await screen(`messages?subject=deferred-${run}`);
   await rowFor(`deferred-${run}`).locator("a").click();
   await until("the deletion in the message's timeline", async () => {
