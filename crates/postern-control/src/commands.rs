@@ -23,6 +23,29 @@ pub enum QueueCommand {
     Delete { queue_id: String, dsn: bool },
     /// No new SMTP sessions; the whole queue due now.
     Drain,
+    /// Sends a TLS-RPT report to its domain's `rua` (`found`: the domain has a record).
+    SendTlsReport(TlsReportCommand),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsReportCommand {
+    pub policy_domain: String,
+    /// The report's JSON.
+    pub json: Vec<u8>,
+    pub report_id: String,
+    pub submitter: String,
+    pub from: String,
+    pub start_s: u64,
+    pub end_s: u64,
+}
+
+/// What became of a TLS-RPT report at one `rua` address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportDelivery {
+    pub rua: String,
+    pub ok: bool,
+    /// The mailed report's queue id, the HTTP status, or the failure.
+    pub detail: String,
 }
 
 /// A worker's answer to a command that it carried out.
@@ -34,6 +57,8 @@ pub struct CommandOutcome {
     pub count: u32,
     /// List: the page.
     pub messages: Vec<QueuedMessage>,
+    /// SendTlsReport: each `rua` address.
+    pub deliveries: Vec<ReportDelivery>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,7 +21,9 @@ use tonic::codec::CompressionEncoding;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::commands::{CommandOutcome, QueueCommand, QueuedMessage, QueuedRecipient};
+use crate::commands::{
+    CommandOutcome, QueueCommand, QueuedMessage, QueuedRecipient, ReportDelivery,
+};
 use crate::control::{Control, Snapshot};
 use crate::workers::{Answer, WorkerInfo};
 
@@ -156,6 +158,15 @@ fn command_op(c: QueueCommand) -> command::Op {
             command::Op::Delete(pb::DeleteMessage { queue_id, dsn })
         }
         QueueCommand::Drain => command::Op::Drain(pb::Drain {}),
+        QueueCommand::SendTlsReport(r) => command::Op::SendTlsReport(pb::SendTlsReport {
+            policy_domain: r.policy_domain,
+            report: r.json,
+            report_id: r.report_id,
+            submitter: r.submitter,
+            from: r.from,
+            start_s: r.start_s,
+            end_s: r.end_s,
+        }),
     }
 }
 
@@ -189,6 +200,15 @@ fn answer(r: pb::CommandResult) -> Answer {
                         host: some(r.host),
                     })
                     .collect(),
+            })
+            .collect(),
+        deliveries: r
+            .deliveries
+            .into_iter()
+            .map(|d| ReportDelivery {
+                rua: d.rua,
+                ok: d.ok,
+                detail: d.detail,
             })
             .collect(),
     })

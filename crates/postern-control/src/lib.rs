@@ -13,6 +13,7 @@ mod flusher;
 pub mod grpc;
 mod incoming;
 pub mod metrics;
+pub mod reports;
 pub mod state;
 pub mod store;
 pub mod tracking;

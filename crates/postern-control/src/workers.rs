@@ -45,7 +45,7 @@ pub enum CommandError {
     Unknown(String),
     #[error("worker '{0}' is not connected")]
     NotConnected(String),
-    #[error("worker '{0}' did not answer within {secs} s", secs = COMMAND_TIMEOUT.as_secs())]
+    #[error("worker '{0}' did not answer in time")]
     Timeout(String),
     #[error("worker '{0}' disconnected before answering")]
     Disconnected(String),
@@ -159,7 +159,17 @@ impl Workers {
         id: &str,
         op: QueueCommand,
     ) -> Result<CommandOutcome, CommandError> {
-        let deadline = tokio::time::Instant::now() + COMMAND_TIMEOUT;
+        self.command_within(id, op, COMMAND_TIMEOUT).await
+    }
+
+    /// `command` with its own time limit (a command that does network I/O on the worker).
+    pub async fn command_within(
+        &self,
+        id: &str,
+        op: QueueCommand,
+        limit: Duration,
+    ) -> Result<CommandOutcome, CommandError> {
+        let deadline = tokio::time::Instant::now() + limit;
         let pending = self.send(id, op, deadline).await?;
         Self::answer(id, pending, deadline).await
     }

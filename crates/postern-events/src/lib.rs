@@ -196,6 +196,31 @@ pub struct StsPolicy {
     pub fetched_ms: u64,
 }
 
+/// One SMTP session to a recipient domain's MX hosts, as TLS-RPT (RFC 8460) counts them: the
+/// control plane builds each domain's daily report from these.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsSession {
+    /// The recipient (policy) domain.
+    pub domain: String,
+    /// The MTA-STS policy applied: its id, lines as served and mx patterns; `None` for
+    /// `no-policy-found` (no policy, a local rule decided, or MTA-STS is off).
+    pub sts: Option<SessionPolicy>,
+    /// `None` for a success, else a TLS-RPT result type (`starttls-not-supported`, ...).
+    pub result: Option<String>,
+    pub sending_ip: Option<String>,
+    pub receiving_mx: Option<String>,
+    pub receiving_ip: Option<String>,
+    /// Unix milliseconds.
+    pub at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionPolicy {
+    pub id: String,
+    pub lines: Vec<String>,
+    pub mx: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
@@ -210,6 +235,7 @@ pub enum Event {
     StartTlsLeftovers(StartTlsLeftovers),
     OutboxGap(OutboxGap),
     StsPolicy(StsPolicy),
+    TlsSession(TlsSession),
 }
 
 impl Event {
@@ -226,7 +252,8 @@ impl Event {
             Event::Connection(_)
             | Event::StartTlsLeftovers(_)
             | Event::OutboxGap(_)
-            | Event::StsPolicy(_) => None,
+            | Event::StsPolicy(_)
+            | Event::TlsSession(_) => None,
         }
     }
 }

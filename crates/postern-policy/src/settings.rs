@@ -18,6 +18,24 @@ pub struct Settings {
     /// Where `RCPT TO:<postmaster>` goes; null means `postmaster@<the worker's hostname>`.
     pub postmaster: Option<String>,
     pub tracking: TrackingSettings,
+    pub reports: ReportSettings,
+}
+
+/// TLS-RPT (RFC 8460): the reports Postern sends about its deliveries to recipient domains.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(default, deny_unknown_fields)]
+pub struct ReportSettings {
+    /// Each day after 00:00 UTC, build the previous day's report for every recipient domain
+    /// Postern delivered to, and send it to the addresses of the domain's `_smtp._tls` record
+    /// (`contact` must be set). Off by default: reports say which partners' TLS failed, and
+    /// the operator decides whether to tell them.
+    pub tls_rpt: bool,
+    /// The reports' `organization-name`; empty: the contact's domain.
+    pub organization_name: String,
+    /// The reports' `contact-info`, and the From and envelope sender of mailed reports; its
+    /// domain is the report submitter.
+    pub contact: Option<String>,
 }
 
 /// SMTP server limits (PRODUCT.md 4).
@@ -277,24 +295,53 @@ impl Settings {
                 )),
             }
         }
-        if let Some(pm) = &s.postmaster {
-            match crate::domain::domain_of_address(pm) {
-                // No control characters: the address goes into DSN headers and replies.
-                Some(d)
-                    if crate::domain::normalize_domain(d).is_ok()
-                        && !pm.contains(['<', '>', ' '])
-                        && !pm.chars().any(char::is_control) => {}
-                _ => errors.push(FieldError::new(
-                    "/postmaster",
-                    "must be an address like postmaster@example.com",
-                )),
-            }
+        // No control characters: the address goes into DSN headers and replies.
+        if let Some(pm) = &s.postmaster
+            && !is_address(pm)
+        {
+            errors.push(FieldError::new(
+                "/postmaster",
+                "must be an address like postmaster@example.com",
+            ));
+        }
+        let r = &s.reports;
+        if let Some(c) = &r.contact
+            && !is_address(c)
+        {
+            errors.push(FieldError::new(
+                "/reports/contact",
+                "must be an address like tlsrpt@example.com",
+            ));
+        }
+        if r.organization_name.chars().any(char::is_control) {
+            errors.push(FieldError::new(
+                "/reports/organization_name",
+                "contains control characters",
+            ));
+        }
+        if r.tls_rpt && r.contact.is_none() {
+            errors.push(FieldError::new(
+                "/reports/contact",
+                "is required to send TLS-RPT reports (tls_rpt)",
+            ));
         }
         if errors.is_empty() {
             Ok(s)
         } else {
             Err(errors)
         }
+    }
+}
+
+/// A plain `local@domain` address that can go into mail headers and replies.
+fn is_address(a: &str) -> bool {
+    match crate::domain::domain_of_address(a) {
+        Some(d) => {
+            crate::domain::normalize_domain(d).is_ok()
+                && !a.contains(['<', '>', ' ', '"', ','])
+                && !a.chars().any(char::is_control)
+        }
+        None => false,
     }
 }
 
@@ -335,8 +382,24 @@ mod tests {
                 },
                 ..Settings::default()
             };
+            let contact = Settings {
+                reports: ReportSettings {
+                    contact: Some(format!("tls{bad}rpt@example.com")),
+                    ..ReportSettings::default()
+                },
+                ..Settings::default()
+            };
+            let organization = Settings {
+                reports: ReportSettings {
+                    organization_name: format!("Example{bad}Org"),
+                    ..ReportSettings::default()
+                },
+                ..Settings::default()
+            };
             for (settings, pointer) in [
                 (postmaster, "/postmaster"),
+                (contact, "/reports/contact"),
+                (organization, "/reports/organization_name"),
                 (smart_host, "/delivery/smart_host"),
                 (nameserver, "/delivery/nameservers/0"),
             ] {

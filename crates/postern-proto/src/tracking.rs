@@ -245,6 +245,19 @@ impl From<ev::Record> for pb::EventRecord {
                 mx: p.mx,
                 fetched_ms: p.fetched_ms,
             }),
+            ev::Event::TlsSession(t) => PbEvent::TlsSession(pb::TlsSession {
+                domain: t.domain,
+                sts: t.sts.map(|p| pb::SessionPolicy {
+                    id: p.id,
+                    lines: p.lines,
+                    mx: p.mx,
+                }),
+                result: t.result.unwrap_or_default(),
+                sending_ip: t.sending_ip.unwrap_or_default(),
+                receiving_mx: t.receiving_mx.unwrap_or_default(),
+                receiving_ip: t.receiving_ip.unwrap_or_default(),
+                at_ms: t.at_ms,
+            }),
         };
         pb::EventRecord {
             seq: r.seq,
@@ -337,6 +350,22 @@ impl TryFrom<pb::EventRecord> for ev::Record {
                 mx: p.mx,
                 fetched_ms: p.fetched_ms,
             }),
+            PbEvent::TlsSession(t) => {
+                let some = |s: String| (!s.is_empty()).then_some(s);
+                ev::Event::TlsSession(ev::TlsSession {
+                    domain: t.domain,
+                    sts: t.sts.map(|p| ev::SessionPolicy {
+                        id: p.id,
+                        lines: p.lines,
+                        mx: p.mx,
+                    }),
+                    result: some(t.result),
+                    sending_ip: some(t.sending_ip),
+                    receiving_mx: some(t.receiving_mx),
+                    receiving_ip: some(t.receiving_ip),
+                    at_ms: t.at_ms,
+                })
+            }
         };
         Ok(ev::Record {
             seq: r.seq,
@@ -450,6 +479,28 @@ mod tests {
                 max_age: 86400,
                 mx: vec!["*.partner.example".into()],
                 fetched_ms: 1_765_000_000_000,
+            }),
+            ev::Event::TlsSession(ev::TlsSession {
+                domain: "partner.example".into(),
+                sts: Some(ev::SessionPolicy {
+                    id: "20261206".into(),
+                    lines: vec!["version: STSv1".into(), "mode: enforce".into()],
+                    mx: vec!["*.partner.example".into()],
+                }),
+                result: Some("certificate-host-mismatch".into()),
+                sending_ip: Some("192.0.2.1".into()),
+                receiving_mx: Some("mx1.partner.example".into()),
+                receiving_ip: None,
+                at_ms: 1_765_000_000_000,
+            }),
+            ev::Event::TlsSession(ev::TlsSession {
+                domain: "plain.example".into(),
+                sts: None,
+                result: None,
+                sending_ip: None,
+                receiving_mx: None,
+                receiving_ip: None,
+                at_ms: 1,
             }),
         ];
         for (seq, event) in events.into_iter().enumerate() {

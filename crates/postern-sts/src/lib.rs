@@ -9,6 +9,7 @@ mod cache;
 mod policy;
 mod precedence;
 mod record;
+pub mod report_mail;
 pub mod tlsrpt;
 
 pub use cache::{Cached, FAILURE_BACKOFF_S, Step, Txt, next_step};

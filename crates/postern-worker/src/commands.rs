@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use crate::outbound::manage::{Filter, Listed};
 use crate::outbound::queue::Queue;
+use crate::outbound::report::TlsReport;
 use crate::outbound::state::RcptStatus;
 
 /// The most messages one list command returns.
@@ -85,6 +86,29 @@ impl Commands {
                 .map(|found| result.found = found)
                 .map_err(|e| format!("deleting {}: {e}", delete.queue_id)),
             Some(command::Op::Drain(_)) => self.drain().await.map(|n| result.count = n as u32),
+            Some(command::Op::SendTlsReport(r)) => {
+                let report = TlsReport {
+                    policy_domain: r.policy_domain,
+                    json: r.report,
+                    report_id: r.report_id,
+                    submitter: r.submitter,
+                    from: r.from,
+                    start_s: r.start_s,
+                    end_s: r.end_s,
+                };
+                queue.send_tls_report(report).await.map(|sent| {
+                    result.found = sent.is_some();
+                    result.deliveries = sent
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|s| pb::ReportDelivery {
+                            rua: s.rua,
+                            ok: s.ok,
+                            detail: s.detail,
+                        })
+                        .collect();
+                })
+            }
             None => Err("unknown command (a newer control plane?)".into()),
         };
         if let Err(e) = outcome {

@@ -113,6 +113,7 @@ pub async fn serve(
         control.clone(),
         shutdown.clone(),
     ));
+    tokio::spawn(postern_control::reports::run(control.clone()));
     let grpc_task = tokio::spawn(postern_control::grpc::serve(
         grpc,
         control.clone(),

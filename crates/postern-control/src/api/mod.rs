@@ -8,6 +8,7 @@ mod extract;
 mod health;
 mod policy;
 mod queue;
+mod reports;
 mod rules;
 mod tracking;
 
@@ -157,6 +158,7 @@ impl Modify for ProblemResponses {
         admin::list_workers, queue::drain,
         queue::list_queue, queue::retry, queue::flush, queue::delete,
         tracking::list_messages, tracking::get_message, tracking::list_connections,
+        reports::list_tls_reports, reports::build_tls_reports,
     ),
     components(schemas(Problem, ProblemField))
 )]
@@ -254,6 +256,8 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/v1/messages", get(tracking::list_messages))
         .route("/v1/messages/{id}", get(tracking::get_message))
         .route("/v1/connections", get(tracking::list_connections))
+        .route("/v1/reports/tls", get(reports::list_tls_reports))
+        .route("/v1/reports/tls/build", post(reports::build_tls_reports))
         .fallback(|| async { ApiError::not_found("no such resource") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(

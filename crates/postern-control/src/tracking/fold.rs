@@ -313,7 +313,8 @@ impl Stored {
             Event::Connection(_)
             | Event::StartTlsLeftovers(_)
             | Event::OutboxGap(_)
-            | Event::StsPolicy(_) => {
+            | Event::StsPolicy(_)
+            | Event::TlsSession(_) => {
                 return Fold::Replay;
             }
         };

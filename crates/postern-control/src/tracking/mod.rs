@@ -13,6 +13,7 @@ mod keys;
 pub mod query;
 mod retention;
 pub mod sts;
+pub mod tlsrpt;
 pub mod view;
 
 use std::collections::HashMap;
@@ -63,6 +64,9 @@ pub struct Tracking {
     gaps: sled::Tree,
     /// recipient domain -> its newest MTA-STS policy (`sts::StoredSts`).
     sts_policies: sled::Tree,
+    /// TLS-RPT: sessions by day and domain, and the reports built (`tlsrpt`).
+    tls_sessions: sled::Tree,
+    tls_reports: sled::Tree,
     /// Counts, for metrics and benchmarks.
     pub events: AtomicU64,
     pub lost: AtomicU64,
@@ -113,6 +117,8 @@ impl Tracking {
             cursors: tree("cursors")?,
             gaps: tree("gaps")?,
             sts_policies: tree("sts_policies")?,
+            tls_sessions: tree("tlsrpt/sessions")?,
+            tls_reports: tree("tlsrpt/reports")?,
             events: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             foreign: AtomicU64::new(0),
@@ -232,6 +238,7 @@ impl Tracking {
                     )?;
                 }
             }
+            Event::TlsSession(t) => self.store_session(worker, epoch, record.seq, t)?,
             event => {
                 let Some(id) = event.queue_id().filter(|id| !id.is_empty()) else {
                     return Ok(());

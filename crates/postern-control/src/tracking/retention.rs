@@ -111,6 +111,7 @@ impl Tracking {
             self.connections.remove(&key)?;
             connections += 1;
         }
+        self.prune_tls(&super::tlsrpt::day_of(cutoff))?;
         Ok((messages, connections))
     }
 

@@ -500,6 +500,7 @@ fn begin(
         policy_version: policy.version,
         smtputf8: params.smtputf8,
         eight_bit: params.eight_bit,
+        tls_optional: false,
     };
     inbound
         .spool

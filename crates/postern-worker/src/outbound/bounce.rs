@@ -2,10 +2,9 @@
 //! queued like any message with the null sender. A message from `<>` (a DSN itself) gets none:
 //! it is dropped, and said so.
 
-use postern_events::{self as events, Event};
-
 use super::dsn;
 use super::queue::{Queue, QueueError};
+use super::submit::Local;
 use crate::spool;
 
 /// A recipient to report: its address, the reason, and the next hop's name when the reason is
@@ -70,44 +69,15 @@ impl Queue {
         report: Vec<u8>,
     ) -> Result<String, QueueError> {
         self.spool.fault(spool::Fault::Dsn)?;
-        let envelope = spool::Envelope {
-            id: id.clone(),
+        let local = Local {
             sender: String::new(),
             recipients: vec![original.sender.clone()],
-            received_at: postern_time::rfc3339_s(postern_time::now_s()),
-            client_ip: "127.0.0.1".into(),
-            helo: self.hostname.clone(),
-            tls: None,
+            subject: dsn::SUBJECT.into(),
+            bytes: report,
             policy_version: original.policy_version,
-            smtputf8: false,
-            eight_bit: false,
+            tls_optional: false,
         };
-        let received = events::Received {
-            queue_id: id.clone(),
-            session: String::new(),
-            source: events::Source {
-                ip: envelope.client_ip.clone(),
-                helo: envelope.helo.clone(),
-                tls: None,
-            },
-            sender: String::new(),
-            recipients: envelope.recipients.clone(),
-            size: report.len() as u64,
-            subject: Some(dsn::SUBJECT.into()),
-            message_id: Some(format!("{id}@{}", self.hostname)),
-        };
-        let spool = self.spool.clone();
-        let incoming = tokio::task::spawn_blocking(move || {
-            let mut incoming = spool.begin(&envelope, b"");
-            incoming.write(&report);
-            incoming
-        })
-        .await
-        .map_err(|e| QueueError::Task(e.to_string()))?;
-        self.spool.commit(incoming).await?;
-        self.outbox
-            .emit(self.policy_version(), Event::Received(received));
-        let _ = self.queued.send(id.clone());
+        self.queue_local(id.clone(), local).await?;
         tracing::info!(%id, original = %original.id, "queued a delivery status notification");
         Ok(id)
     }

@@ -127,6 +127,8 @@ pub struct Attempt {
     pub outcome: Outcome,
     /// Set when the TLS policy deferred the attempt.
     pub violation: Option<Violation>,
+    /// Our address on the last connection (TLS-RPT's sending-mta-ip).
+    pub local_ip: Option<String>,
 }
 
 enum Stream {
@@ -136,6 +138,15 @@ enum Stream {
 }
 
 impl Stream {
+    fn local_ip(&self) -> Option<String> {
+        let tcp = match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
+            Stream::Gone => return None,
+        };
+        tcp.local_addr().ok().map(|a| a.ip().to_string())
+    }
+
     async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         match self {
             Stream::Plain(s) => s.read(buf).await,
@@ -227,6 +238,7 @@ pub async fn attempt(
         reused: false,
         outcome: deferred(envelope, "4.4.0 not attempted"),
         violation: None,
+        local_ip: None,
     };
     let key = PoolKey::new(target, cx.generation);
     // A cached connection first; one that fails before RSET is answered is not counted
@@ -238,6 +250,7 @@ pub async fn attempt(
             break;
         }
         conn.client.reset(envelope.clone(), message.clone());
+        record.local_ip = conn.stream.local_ip();
         let before = conn.client.replies();
         match drive(&mut conn, target, cx, envelope, false, &mut record).await {
             Ok(outcome) => {
@@ -338,6 +351,7 @@ async fn session(
         }
     };
     let _ = tcp.set_nodelay(true);
+    record.local_ip = tcp.local_addr().ok().map(|a| a.ip().to_string());
     let mut conn = Connection {
         stream: Stream::Plain(tcp),
         client: Client::new(cx.helo, envelope.clone(), message),

@@ -454,7 +454,10 @@ impl Queue {
         let trust = policy.policy.trust.certificates();
         // MTA-STS (issue 15): a domain's published policy governs its MX hosts unless a local
         // rule decides (`choose`: rule > MTA-STS > default).
-        let lookup = if !key.mx_domain.is_empty() && !key.rule && d.mta_sts {
+        // A report the control plane submitted with `TLS-Required: No` (RFC 8689) goes even
+        // where TLS is broken (what it may be reporting): no MTA-STS, at most `may`.
+        let tls_optional = envelope.tls_optional;
+        let lookup = if !key.mx_domain.is_empty() && !key.rule && d.mta_sts && !tls_optional {
             let now = self.now();
             self.sts
                 .lookup(domain, router, d.mta_sts_port, &trust, now)
@@ -479,12 +482,38 @@ impl Queue {
             Source::Sts(c) => Some(c.clone()),
             Source::Rule | Source::Default => None,
         };
-        let mut level = key.level;
+        let mut level = if tls_optional {
+            key.level.min(Level::May)
+        } else {
+            key.level
+        };
+        // TLS-RPT counts the sessions with the domain's MX hosts (not a relay or smart host).
+        let report =
+            |result: Option<&str>, mx: Option<&str>, a: Option<&super::deliver::Attempt>| {
+                if key.mx_domain.is_empty() {
+                    return;
+                }
+                self.track(
+                    policy,
+                    Event::TlsSession(events::TlsSession {
+                        domain: domain.to_string(),
+                        sts: sts.as_ref().map(session_policy),
+                        result: result.or(lookup.failure).map(str::to_string),
+                        sending_ip: a.and_then(|a| a.local_ip.clone()),
+                        receiving_mx: mx.map(str::to_string),
+                        receiving_ip: a.map(|a| a.ip.clone()),
+                        at_ms: postern_time::now_ms(),
+                    }),
+                );
+            };
         if let Some(c) = sts.as_ref().filter(|c| c.policy.mode == Mode::Enforce) {
             let mut names: Vec<String> = hops.iter().map(|h| h.host.clone()).collect();
             names.dedup();
             hops.retain(|h| c.policy.allows(&h.host));
             if hops.is_empty() {
+                for name in &names {
+                    report(Some("validation-failure"), Some(name), None);
+                }
                 return members
                     .iter()
                     .map(|_| RcptResult {
@@ -567,6 +596,9 @@ impl Queue {
             if let (Some(c), Some(failure)) = (&sts, failure) {
                 tracing::warn!(%domain, id = %c.id, mode = c.policy.mode.as_str(), host = %a.host, %failure, "MTA-STS validation failed");
             }
+            if a.greeted {
+                report(failure, Some(&a.host), Some(&a));
+            }
             measure::attempt(&self.policy.metrics, &a);
             sessions += u32::from(a.greeted);
             let deferred_all = a
@@ -598,6 +630,21 @@ impl Queue {
             }
         }
         last.unwrap_or_else(|| all(Reply::new(451, "4.4.0 no delivery attempt")))
+    }
+}
+
+/// The policy as TLS-RPT describes it: its lines as served and its mx patterns.
+fn session_policy(c: &postern_sts::Cached) -> events::SessionPolicy {
+    events::SessionPolicy {
+        id: c.id.clone(),
+        lines: c
+            .text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect(),
+        mx: c.policy.mx.iter().map(|m| m.as_str().to_string()).collect(),
     }
 }
 

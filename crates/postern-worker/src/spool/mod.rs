@@ -48,6 +48,11 @@ pub struct Envelope {
     pub policy_version: u64,
     pub smtputf8: bool,
     pub eight_bit: bool,
+    /// `TLS-Required: No` (RFC 8689): delivered at most at `may`, no MTA-STS. Set only on
+    /// TLS-RPT reports the control plane submits; a client's header is not honoured (a sender
+    /// must not be able to lower the operator's policy).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls_optional: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

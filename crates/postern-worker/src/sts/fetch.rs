@@ -46,28 +46,8 @@ pub async fn fetch(
     limit: Duration,
 ) -> Result<(String, Policy), FetchError> {
     let host = format!("mta-sts.{domain}");
-    let mut roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    for ca in extra_roots {
-        let _ = roots.add(ca.clone());
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| FetchError::Fetch(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
     let pinned: Vec<SocketAddr> = addrs.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
-    let client = reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .redirect(reqwest::redirect::Policy::none())
-        .https_only(true)
-        .no_proxy()
-        .timeout(limit)
-        .resolve_to_addrs(&host, &pinned)
-        .build()
-        .map_err(|e| FetchError::Fetch(e.to_string()))?;
+    let client = https_client(&host, &pinned, extra_roots, limit).map_err(FetchError::Fetch)?;
     let url = if port == 443 {
         format!("https://{host}/.well-known/mta-sts.txt")
     } else {
@@ -106,6 +86,38 @@ pub async fn fetch(
         .map_err(|_| FetchError::Invalid(format!("invalid MTA-STS policy: {url} is not UTF-8")))?;
     let policy = Policy::parse(&text).map_err(|e| FetchError::Invalid(e.to_string()))?;
     Ok((text, policy))
+}
+
+/// An HTTPS client for `host` only, at `pinned` (what our resolver found): certificates
+/// checked against webpki's roots and the CAs of `/v1/trust`, no redirects, no proxy, `limit`
+/// for the whole request. Also posts TLS-RPT reports.
+pub fn https_client(
+    host: &str,
+    pinned: &[SocketAddr],
+    extra_roots: &[CertificateDer<'static>],
+    limit: Duration,
+) -> Result<reqwest::Client, String> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for ca in extra_roots {
+        let _ = roots.add(ca.clone());
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .https_only(true)
+        .no_proxy()
+        .timeout(limit)
+        .resolve_to_addrs(host, pinned)
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 /// A failed request: a certificate rustls refused is `WebPki`, anything else `Fetch`.

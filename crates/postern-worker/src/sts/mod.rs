@@ -22,18 +22,20 @@ const FETCH_LIMIT: Duration = Duration::from_secs(30);
 #[derive(Debug, Default, Clone)]
 struct Entry {
     cached: Option<Cached>,
-    /// When the last fetch failed (unix seconds).
-    last_failure: Option<u64>,
+    /// When the last fetch failed (unix seconds), and how (a TLS-RPT result type).
+    last_failure: Option<(u64, &'static str)>,
 }
 
-/// The policy a delivery follows. A failed fetch is logged with its TLS-RPT result type
-/// (`fetch::FetchError::result_type`); tracking it is left for the TLS-RPT reports.
+/// The policy a delivery follows.
 #[derive(Debug, Clone, Default)]
 pub struct Lookup {
     /// A valid policy (fetched now or cached), whatever its mode.
     pub policy: Option<Cached>,
     /// `policy` was fetched just now (tracking is told, for the control plane's view).
     pub fetched: bool,
+    /// The domain publishes a policy that could not be fetched (now or within the back-off)
+    /// and none is cached: the TLS-RPT result type (`sts-policy-fetch-error`, ...).
+    pub failure: Option<&'static str>,
 }
 
 pub struct StsCache {
@@ -94,10 +96,10 @@ impl StsCache {
         };
         // Most deliveries use the cache, decided without waiting for anyone.
         let Txt::Record(id) = &txt else {
-            return self.cached(domain, now);
+            return self.cached(domain, now, false);
         };
         if self.step(domain, &txt, now) != Step::Fetch {
-            return self.cached(domain, now);
+            return self.cached(domain, now, true);
         }
         // One fetch per domain at a time; a delivery that waited here finds the first one's
         // result (or its failure, within the back-off) and does not fetch again.
@@ -113,7 +115,7 @@ impl StsCache {
             self.fetch_now(domain, id, router, port, extra_roots, now)
                 .await
         } else {
-            self.cached(domain, now)
+            self.cached(domain, now, true)
         };
         drop(guard);
         // Forget the gate when nobody else holds it (new arrivals clone it under this lock).
@@ -126,15 +128,28 @@ impl StsCache {
 
     fn step(&self, domain: &str, txt: &Txt, now: u64) -> Step {
         let entry = self.entry(domain);
-        next_step(now, entry.cached.as_ref(), txt, entry.last_failure)
+        next_step(
+            now,
+            entry.cached.as_ref(),
+            txt,
+            entry.last_failure.map(|f| f.0),
+        )
     }
 
     /// Without a fetch, the cached policy applies while it is valid (`next_step` answers
-    /// `UseCached` exactly then).
-    fn cached(&self, domain: &str, now: u64) -> Lookup {
+    /// `UseCached` exactly then); `published`: the domain has an `_mta-sts` record, so a
+    /// recent failed fetch is what left it without a policy.
+    fn cached(&self, domain: &str, now: u64, published: bool) -> Lookup {
+        let entry = self.entry(domain);
+        let policy = entry.cached.filter(|c| c.valid_at(now));
+        let failure = match (&policy, entry.last_failure) {
+            (None, Some((_, kind))) if published => Some(kind),
+            _ => None,
+        };
         Lookup {
-            policy: self.entry(domain).cached.filter(|c| c.valid_at(now)),
+            policy,
             fetched: false,
+            failure,
         }
     }
 
@@ -160,6 +175,7 @@ impl StsCache {
                 Lookup {
                     policy: Some(cached),
                     fetched: true,
+                    failure: None,
                 }
             }
             Err(e) => {
@@ -170,8 +186,9 @@ impl StsCache {
                     .expect("sts lock")
                     .entry(domain.to_string())
                     .or_default()
-                    .last_failure = Some(now);
+                    .last_failure = Some((now, e.result_type()));
                 Lookup {
+                    failure: valid.is_none().then(|| e.result_type()),
                     policy: valid,
                     fetched: false,
                 }
