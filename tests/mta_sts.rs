@@ -80,6 +80,61 @@ async fn policy_host(cert: (String, String)) -> (u16, Routes, Arc<Mutex<HashMap<
     (port, routes, hits)
 }
 
+/// Reports POSTed to the lab's https `rua`: (content type, body).
+type Posts = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// An HTTPS TLS-RPT receiver: takes any POST, keeps its body, answers 200.
+async fn report_receiver(cert: (String, String)) -> (u16, Posts) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let config = postern_tls::server_config(&cert.0, &cert.1).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let posts: Posts = Arc::default();
+    let kept = posts.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, posts) = (acceptor.clone(), kept.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                let end = loop {
+                    if let Some(i) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+                let header = |name: &str| {
+                    head.lines()
+                        .find_map(|l| l.strip_prefix(name))
+                        .map(|v| v.trim().to_string())
+                        .unwrap_or_default()
+                };
+                let length: usize = header("content-length:").parse().unwrap_or(0);
+                while request.len() < end + length {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = request[end..end + length].to_vec();
+                posts.lock().unwrap().push((header("content-type:"), body));
+                let _ = tls
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (port, posts)
+}
+
 fn policy(mode: &str, mx: &[&str]) -> String {
     let mut p = format!("version: STSv1\r\nmode: {mode}\r\nmax_age: 86400\r\n");
     for m in mx {
@@ -96,6 +151,9 @@ struct Lab {
     good: Seen,
     wrong_name: Seen,
     plain: Seen,
+    /// The https TLS-RPT receiver at reports.test.
+    report_port: u16,
+    posts: Posts,
 }
 
 impl Lab {
@@ -192,6 +250,7 @@ async fn lab() -> Lab {
     let sans: Vec<String> = hosted.iter().map(|d| format!("mta-sts.{d}.test")).collect();
     let sans: Vec<&str> = sans.iter().map(String::as_str).collect();
     let (https_port, routes, hits) = policy_host(pair(&sans)).await;
+    let (report_port, posts) = report_receiver(pair(&["reports.test"])).await;
 
     let a = |ip: &str| RData::A(A(ip.parse().unwrap()));
     let mx = |host: &str| RData::MX(MX::new(10, Name::from_ascii(host).unwrap()));
@@ -224,6 +283,10 @@ async fn lab() -> Lab {
     zone.push(("mixed.test.".into(), mx_at(10, "mx.bad.test.")));
     zone.push(("mixed.test.".into(), mx_at(20, "mx.good.test.")));
     zone.push(("mta-sts.mixed.test.".into(), a("127.0.0.1")));
+    // reports.test takes TLS-RPT reports: by https at 127.0.0.1, by mail at mx.bad.test (whose
+    // certificate names another host).
+    zone.push(("reports.test.".into(), a("127.0.0.1")));
+    zone.push(("reports.test.".into(), mx("mx.bad.test.")));
     let zone: Zone = Arc::new(Mutex::new(zone));
     let ns = dns_shared(zone.clone()).await;
 
@@ -252,6 +315,8 @@ async fn lab() -> Lab {
         good,
         wrong_name,
         plain,
+        report_port,
+        posts,
     };
     for d in mx_of
         .map(|(d, _)| d)
@@ -537,4 +602,247 @@ async fn mta_sts_policies_are_discovered_cached_and_enforced() {
     let a = lab.attempt(&lab.send("frank@mismatch.test").await).await;
     assert!(reply(&a).starts_with("250"), "{a:#}");
     assert_source(&a, "default", None, None, None);
+}
+
+/// The report of `domain` among `items` (a `/v1/reports/tls` list).
+fn report_of<'a>(items: &'a Value, domain: &str) -> &'a Value {
+    items["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["policy_domain"] == domain)
+        .unwrap_or_else(|| panic!("no report for {domain} in {items:#}"))
+}
+
+/// `tests/tools/tlsrpt_check.py` (Python's email, gzip and json: not our code) on `bytes`.
+fn python_reads(kind: &str, bytes: &[u8]) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("report");
+    std::fs::write(&file, bytes).unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/tools/tlsrpt_check.py"
+    );
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(kind)
+        .arg(&file)
+        .output()
+        .expect("python3 runs (CI installs it)");
+    assert!(
+        out.status.success(),
+        "the independent reader refused the {kind} report: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_rpt_reports_are_built_mailed_and_posted() {
+    let lab = lab().await;
+    let https = format!("https://reports.test:{}/v1/tlsrpt", lab.report_port);
+    lab.set_txt(
+        "_smtp._tls.good.test.",
+        &format!("v=TLSRPTv1; rua=mailto:tlsrpt@reports.test,{https}"),
+    );
+    lab.set_txt(
+        "_smtp._tls.badcert.test.",
+        "v=TLSRPTv1; rua=mailto:tlsrpt@reports.test",
+    );
+    lab.set_txt(
+        "_smtp._tls.missing.test.",
+        &format!("v=TLSRPTv1;rua={https}"),
+    );
+    // testing.test publishes no _smtp._tls record. Mail to reports.test must be verified (its
+    // MX's certificate names another host): only reports, sent with TLS-Required: No, get there.
+    lab.relay
+        .rest(
+            Method::POST,
+            "/v1/policy/outbound/rules",
+            json!({"match": "reports.test", "level": "verify"}),
+        )
+        .await;
+    lab.relay.control.wait_applied().await;
+    let a = lab.attempt(&lab.send("someone@reports.test").await).await;
+    assert!(reply(&a).contains("4.7.5"), "{a:#}");
+
+    for rcpt in [
+        "bob@good.test",
+        "bob@badcert.test",
+        "bob@missing.test",
+        "bob@testing.test",
+    ] {
+        lab.attempt(&lab.send(rcpt).await).await;
+    }
+    let today = postern_time::rfc3339_s(postern_time::now_s())[..10].to_string();
+    let control = &lab.relay.control;
+
+    // Sending needs a contact address (the reports' From).
+    let (status, problem) = control
+        .call(
+            Method::POST,
+            "/v1/reports/tls/build",
+            None,
+            Some(json!({"date": today, "send": true})),
+        )
+        .await;
+    assert_eq!(status, 409, "{problem:#}");
+    let (status, _) = control
+        .call(
+            Method::POST,
+            "/v1/reports/tls/build",
+            None,
+            Some(json!({"date": "2026-02-30"})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let mut settings = lab
+        .relay
+        .rest(Method::GET, "/v1/settings", Value::Null)
+        .await;
+    settings["reports"] =
+        json!({"contact": "tlsrpt@sender.test", "organization_name": "Postern lab"});
+    lab.relay.rest(Method::PUT, "/v1/settings", settings).await;
+
+    // Built without sending: one report per domain, from the sessions tracking holds.
+    let built = lab
+        .relay
+        .rest(
+            Method::POST,
+            "/v1/reports/tls/build",
+            json!({"date": today}),
+        )
+        .await;
+    let good = report_of(&built, "good.test");
+    assert_eq!(good["status"], "built", "{good:#}");
+    let r = &good["report"];
+    assert_eq!(r["organization-name"], "Postern lab", "{r:#}");
+    assert_eq!(r["contact-info"], "tlsrpt@sender.test", "{r:#}");
+    assert_eq!(
+        r["date-range"]["start-datetime"],
+        format!("{today}T00:00:00Z")
+    );
+    let p = &r["policies"][0];
+    assert_eq!(p["policy"]["policy-type"], "sts", "{r:#}");
+    assert_eq!(p["policy"]["mx-host"], json!(["mx.good.test"]), "{r:#}");
+    assert!(
+        p["policy"]["policy-string"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("mode: enforce")),
+        "{r:#}"
+    );
+    assert_eq!(p["summary"]["total-successful-session-count"], 1, "{r:#}");
+    assert_eq!(p["summary"]["total-failure-session-count"], 0, "{r:#}");
+
+    let bad = &report_of(&built, "badcert.test")["report"]["policies"][0];
+    assert_eq!(
+        bad["summary"]["total-successful-session-count"], 0,
+        "{bad:#}"
+    );
+    let detail = &bad["failure-details"][0];
+    assert_eq!(
+        detail["result-type"], "certificate-host-mismatch",
+        "{bad:#}"
+    );
+    assert_eq!(detail["receiving-mx-hostname"], "mx.bad.test", "{bad:#}");
+    assert_eq!(detail["receiving-ip"], "127.0.0.3", "{bad:#}");
+    assert_eq!(detail["sending-mta-ip"], "127.0.0.1", "{bad:#}");
+
+    // A policy that could not be fetched: no-policy-found, the fetch error its failure.
+    let missing = &report_of(&built, "missing.test")["report"]["policies"][0];
+    assert_eq!(
+        missing["policy"]["policy-type"], "no-policy-found",
+        "{missing:#}"
+    );
+    assert_eq!(
+        missing["failure-details"][0]["result-type"], "sts-policy-fetch-error",
+        "{missing:#}"
+    );
+    let testing = &report_of(&built, "testing.test")["report"]["policies"][0];
+    assert_eq!(
+        testing["failure-details"][0]["result-type"], "certificate-host-mismatch",
+        "testing mode records what enforce would have refused: {testing:#}"
+    );
+
+    // Sent: by mail through the worker's queue and by https, each where the record says.
+    let sent = lab
+        .relay
+        .rest(
+            Method::POST,
+            "/v1/reports/tls/build",
+            json!({"date": today, "send": true}),
+        )
+        .await;
+    let good = report_of(&sent, "good.test");
+    assert_eq!(good["status"], "sent", "{good:#}");
+    let ruas: Vec<&str> = good["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["rua"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ruas,
+        ["mailto:tlsrpt@reports.test", https.as_str()],
+        "{good:#}"
+    );
+    assert_eq!(report_of(&sent, "badcert.test")["status"], "sent");
+    assert_eq!(report_of(&sent, "missing.test")["status"], "sent");
+    assert_eq!(report_of(&sent, "testing.test")["status"], "no_record");
+
+    // The posted reports, read by Python.
+    let posts = lab.posts.lock().unwrap().clone();
+    assert_eq!(posts.len(), 2, "good.test and missing.test post");
+    let mut posted = Vec::new();
+    for (media, body) in &posts {
+        assert_eq!(media, "application/tlsrpt+gzip");
+        let report = python_reads("gzip", body);
+        posted.push(report["policies"][0]["policy"]["policy-domain"].clone());
+    }
+    posted.sort_by_key(|v| v.to_string());
+    assert_eq!(posted, [json!("good.test"), json!("missing.test")]);
+
+    // The mailed reports reach reports.test although its MX fails verification
+    // (TLS-Required: No), and Python's email package reads them.
+    let mails = eventually(
+        "two mailed reports at reports.test",
+        Duration::from_secs(30),
+        || async {
+            let seen = lab.wrong_name.lock().unwrap();
+            let mails: Vec<String> = seen
+                .iter()
+                .filter(|(rcpts, _)| rcpts.iter().any(|r| r == "tlsrpt@reports.test"))
+                .map(|(_, m)| m.clone())
+                .collect();
+            (mails.len() == 2).then_some(mails)
+        },
+    )
+    .await;
+    let mut domains = Vec::new();
+    for mail in mails {
+        let report = python_reads("mail", mail.as_bytes());
+        let m = &report["_mail"];
+        assert_eq!(m["submitter"], "sender.test", "{report:#}");
+        assert_eq!(m["tls_required"], "No", "{report:#}");
+        assert_eq!(
+            report["policies"][0]["policy"]["policy-domain"], m["domain"],
+            "{report:#}"
+        );
+        domains.push(m["domain"].as_str().unwrap().to_string());
+    }
+    domains.sort();
+    assert_eq!(domains, ["badcert.test", "good.test"]);
+    assert!(
+        !received(&lab.wrong_name, "someone@reports.test"),
+        "ordinary mail still needs verification"
+    );
+
+    // The list keeps what was built and sent.
+    let listed = lab
+        .relay
+        .rest(Method::GET, "/v1/reports/tls?domain=good.test", Value::Null)
+        .await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{listed:#}");
+    assert_eq!(listed["items"][0]["status"], "sent", "{listed:#}");
 }

@@ -352,6 +352,38 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/reports/tls": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["list_tls_reports"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/reports/tls/build": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["build_tls_reports"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/settings": {
         parameters: {
             query?: never;
@@ -510,6 +542,12 @@ export interface components {
             /** @description Newest first. */
             items: components["schemas"]["AuditEntry"][];
             next_cursor?: string | null;
+        };
+        BuildRequest: {
+            /** @description The UTC day (`YYYY-MM-DD`); today's report covers the day so far. */
+            date: string;
+            /** @description Also send each report to its domain's `rua` addresses (needs `settings.reports.contact`). */
+            send?: boolean;
         };
         /**
          * @description How the peer's certificate was judged.
@@ -1001,6 +1039,34 @@ export interface components {
              */
             next_hop: string;
         };
+        ReportDeliveryView: {
+            detail: string;
+            ok: boolean;
+            /** @description `mailto:...` or the https URL. */
+            rua: string;
+        };
+        /** @description TLS-RPT (RFC 8460): the reports Postern sends about its deliveries to recipient domains. */
+        ReportSettings: {
+            /**
+             * @description The reports' `contact-info`, and the From and envelope sender of mailed reports; its
+             *     domain is the report submitter.
+             * @default null
+             */
+            contact: string | null;
+            /**
+             * @description The reports' `organization-name`; empty: the contact's domain.
+             * @default
+             */
+            organization_name: string;
+            /**
+             * @description Each day after 00:00 UTC, build the previous day's report for every recipient domain
+             *     Postern delivered to, and send it to the addresses of the domain's `_smtp._tls` record
+             *     (`contact` must be set). Off by default: reports say which partners' TLS failed, and
+             *     the operator decides whether to tell them.
+             * @default false
+             */
+            tls_rpt: boolean;
+        };
         /** @enum {string} */
         Role: "admin" | "viewer";
         RollbackRequest: {
@@ -1116,6 +1182,14 @@ export interface components {
             queue: components["schemas"]["QueueSettings"];
             /**
              * @default {
+             *       "contact": null,
+             *       "organization_name": "",
+             *       "tls_rpt": false
+             *     }
+             */
+            reports: components["schemas"]["ReportSettings"];
+            /**
+             * @default {
              *       "command_timeout_s": 300,
              *       "max_command_line": 512,
              *       "max_commands_before_mail": 100,
@@ -1228,6 +1302,33 @@ export interface components {
             /** Format: int64 */
             policy_version: number;
             worker: string;
+        };
+        TlsReportList: {
+            /** @description Newest day first. */
+            items: components["schemas"]["TlsReportView"][];
+        };
+        /** @description A built report and what became of it. */
+        TlsReportView: {
+            /** @description RFC 3339. */
+            built_at: string;
+            /** @description The UTC day covered, `YYYY-MM-DD`. */
+            date: string;
+            /** @description Each `rua` address: the mailed report's queue id, the HTTP status, or the failure. */
+            deliveries: components["schemas"]["ReportDeliveryView"][];
+            /** @description Why it was not sent (`not_sent`). */
+            error?: string | null;
+            policy_domain: string;
+            /** @description The report as RFC 8460 4 defines it. */
+            report: Record<string, never>;
+            report_id: string;
+            /**
+             * @description `built` (not sent), `sent` (every address took it), `partly_sent`, `not_sent` (no
+             *     address took it, or no worker could send it) or `no_record` (the domain publishes no
+             *     `_smtp._tls` record: nothing to send).
+             */
+            status: string;
+            /** @description The worker that sent it. */
+            worker?: string | null;
         };
         /** @description A TLS session: `client_certificate` on the inbound leg, `server_certificate` outbound. */
         TlsView: {
@@ -2996,6 +3097,109 @@ export interface operations {
             };
             /** @description Semantically invalid; nothing was stored */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_tls_reports: {
+        parameters: {
+            query?: {
+                /** @description Only this UTC day (`YYYY-MM-DD`). */
+                date?: string;
+                /** @description Only this recipient (policy) domain. */
+                domain?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Built reports with what became of each */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TlsReportList"];
+                };
+            };
+            /** @description Malformed request: its query, path or JSON body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No bearer token, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    build_tls_reports: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["BuildRequest"];
+            };
+        };
+        responses: {
+            /** @description The day's reports, one per recipient domain with sessions, stored (replacing that day's earlier ones) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TlsReportList"];
+                };
+            };
+            /** @description Malformed request: its query, path or JSON body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No bearer token, or one that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A viewer token cannot do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `send` without `settings.reports.contact` */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -596,7 +596,8 @@ impl Queue {
             if let (Some(c), Some(failure)) = (&sts, failure) {
                 tracing::warn!(%domain, id = %c.id, mode = c.policy.mode.as_str(), host = %a.host, %failure, "MTA-STS validation failed");
             }
-            if a.greeted {
+            // A transaction on a reused connection is not a new session.
+            if a.greeted && !a.reused {
                 report(failure, Some(&a.host), Some(&a));
             }
             measure::attempt(&self.policy.metrics, &a);
