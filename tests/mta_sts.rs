@@ -846,3 +846,202 @@ async fn tls_rpt_reports_are_built_mailed_and_posted() {
     assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{listed:#}");
     assert_eq!(listed["items"][0]["status"], "sent", "{listed:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_policy_is_published_and_reports_about_us_are_received() {
+    let (hop, seen) = support::relay::sink(0).await;
+    let settings = json!({
+        "published_mta_sts": {"mode": "enforce", "mx": ["MX.ours.test", "*.backup.ours.test"], "max_age": 86400},
+        "reports": {"receive_address": "tlsrpt@ours.test"},
+    });
+    let relay = Relay::start_with(
+        &[("ours.test", hop.as_str())],
+        settings,
+        tempfile::tempdir().unwrap(),
+        &[],
+    )
+    .await;
+    let http = relay.control.client();
+    let base = &relay.control.base;
+
+    // The policy, by Host header; senders parse it (here our own strict parser).
+    let get = |host: &'static str| {
+        http.get(format!("{base}/.well-known/mta-sts.txt"))
+            .header("Host", host)
+            .send()
+    };
+    let r = get("mta-sts.ours.test:443").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let media = r.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(media.starts_with("text/plain"), "{media}");
+    let text = r.text().await.unwrap();
+    assert_eq!(
+        text,
+        "version: STSv1\r\nmode: enforce\r\nmx: mx.ours.test\r\nmx: *.backup.ours.test\r\nmax_age: 86400\r\n"
+    );
+    for host in ["mta-sts.other.test", "ours.test", "mta-sts.sub.ours.test"] {
+        assert_eq!(get(host).await.unwrap().status(), 404, "{host}");
+    }
+    let published = relay
+        .rest(Method::GET, "/v1/published/mta-sts", Value::Null)
+        .await;
+    let d = &published["domains"][0];
+    assert_eq!(d["policy_host"], "mta-sts.ours.test", "{published:#}");
+    assert!(
+        d["txt_record"]
+            .as_str()
+            .unwrap()
+            .starts_with("v=STSv1; id="),
+        "{published:#}"
+    );
+    // A bad policy setting is refused at its field.
+    let mut s = relay.rest(Method::GET, "/v1/settings", Value::Null).await;
+    s["published_mta_sts"]["mx"] = json!(["not a host"]);
+    let (status, problem) = relay
+        .control
+        .call(Method::PUT, "/v1/settings", None, Some(s))
+        .await;
+    assert_eq!(status, 422, "{problem:#}");
+    assert_eq!(problem["errors"][0]["pointer"], "/published_mta_sts/mx/0");
+
+    // Reports posted by an https reporter (a report made by Python, as another sender would).
+    let mail = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/tools/tlsrpt_check.py"
+        ))
+        .args(["make-mail", "ours.test", "Python Reporter"])
+        .output()
+        .expect("python3 runs");
+    assert!(mail.status.success());
+    let mail = String::from_utf8(mail.stdout).unwrap();
+    let post = |media: &'static str, body: Vec<u8>| {
+        http.post(format!("{base}/v1/reports/tls/received"))
+            .header("Content-Type", media)
+            .header("User-Agent", "reporter/1.0")
+            .body(body)
+            .send()
+    };
+    let report = |domain: &str, org: &str| {
+        json!({
+            "organization-name": org,
+            "date-range": {"start-datetime": "2026-12-06T00:00:00Z", "end-datetime": "2026-12-06T23:59:59Z"},
+            "contact-info": "tls@big.example",
+            "report-id": format!("{org}-1"),
+            "policies": [{
+                "policy": {"policy-type": "no-policy-found", "policy-domain": domain},
+                "summary": {"total-successful-session-count": 7, "total-failure-session-count": 0},
+            }],
+        })
+        .to_string()
+        .into_bytes()
+    };
+    let r = post("application/tlsrpt+json", report("ours.test", "Big Mail"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = post("application/tlsrpt+json", report("other.test", "Nosy"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422, "a report about someone else's domain");
+    let r = post("text/plain", report("ours.test", "Big Mail"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    let r = post("application/tlsrpt+gzip", b"not gzip".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let r = post("application/tlsrpt+gzip", vec![0u8; 2 * 1024 * 1024])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+
+    // And a report mailed to the configured address: taken out of the message, not relayed.
+    let id = send_raw(
+        &relay.worker.other,
+        "tlsrpt@reporter.example",
+        &["tlsrpt@ours.test"],
+        &mail,
+    )
+    .await;
+    let not_a_report = send_raw(
+        &relay.worker.other,
+        "someone@reporter.example",
+        &["tlsrpt@ours.test"],
+        "Subject: hello\r\n\r\nnot a report\r\n",
+    )
+    .await;
+    let received = eventually(
+        "the mailed report among the received ones",
+        Duration::from_secs(30),
+        || async {
+            let list = relay
+                .rest(Method::GET, "/v1/reports/tls/received", Value::Null)
+                .await;
+            (list["items"].as_array().unwrap().len() == 2).then_some(list)
+        },
+    )
+    .await;
+    let items = received["items"].as_array().unwrap();
+    let big = items
+        .iter()
+        .find(|r| r["organization_name"] == "Big Mail")
+        .unwrap();
+    assert_eq!(big["via"], "https", "{big:#}");
+    assert_eq!(big["source"], "reporter/1.0", "{big:#}");
+    assert_eq!(big["successful_sessions"], 7, "{big:#}");
+    let python = items
+        .iter()
+        .find(|r| r["organization_name"] == "Python Reporter")
+        .unwrap();
+    assert_eq!(python["via"], "mail", "{python:#}");
+    assert_eq!(python["source"], "tlsrpt@reporter.example", "{python:#}");
+    assert_eq!(python["policy_domains"], json!(["ours.test"]), "{python:#}");
+    assert_eq!(python["failed_sessions"], 2, "{python:#}");
+    assert_eq!(
+        python["report"]["policies"][0]["failure-details"][0]["result-type"],
+        "certificate-expired"
+    );
+    let only = relay
+        .rest(
+            Method::GET,
+            "/v1/reports/tls/received?organization=Big%20Mail",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(only["items"].as_array().unwrap().len(), 1, "{only:#}");
+
+    // The report's message is delivered (to us); the other is refused with a DSN reason.
+    let status = |id: String| {
+        let control = &relay.control;
+        async move {
+            eventually("a final status", Duration::from_secs(30), || async {
+                let (code, m) = control
+                    .call(Method::GET, &format!("/v1/messages/{id}"), None, None)
+                    .await;
+                let s = m["deliveries"][0]["status"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                (code == 200 && (s == "delivered" || s == "bounced")).then_some(m)
+            })
+            .await
+        }
+    };
+    let m = status(id).await;
+    assert_eq!(m["deliveries"][0]["status"], "delivered", "{m:#}");
+    let m = status(not_a_report).await;
+    assert_eq!(m["deliveries"][0]["status"], "bounced", "{m:#}");
+    assert!(
+        m["deliveries"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not a TLS-RPT report"),
+        "{m:#}"
+    );
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "nothing was relayed to ours.test"
+    );
+}

@@ -4,12 +4,16 @@
   tlsrpt_check.py mail FILE   a mailed report: checks the MIME structure and headers (RFC 8460
                               5.3) with Python's email package, then reads the attachment
   tlsrpt_check.py gzip FILE   a posted report body (application/tlsrpt+gzip)
+  tlsrpt_check.py make-mail DOMAIN ORG
+                              writes to stdout a report about DOMAIN from ORG as another
+                              sender would mail it (built with Python's email package)
 
 Prints the report as JSON on stdout after checking every field RFC 8460 4.4 requires, with
 the mail's headers under "_mail"; exits non-zero, saying why, on anything wrong.
 """
 import email
 import email.policy
+import email.utils
 import gzip
 import json
 import sys
@@ -88,7 +92,42 @@ def check_mail(raw):
     return report
 
 
+def make_mail(domain, org):
+    from email.message import EmailMessage
+
+    report = {
+        "organization-name": org,
+        "date-range": {"start-datetime": "2026-12-06T00:00:00Z", "end-datetime": "2026-12-06T23:59:59Z"},
+        "contact-info": "tlsrpt@reporter.example",
+        "report-id": f"{org}-{domain}-1",
+        "policies": [{
+            "policy": {"policy-type": "sts", "policy-string": ["version: STSv1", "mode: enforce"],
+                       "policy-domain": domain, "mx-host": [f"mx.{domain}"]},
+            "summary": {"total-successful-session-count": 41, "total-failure-session-count": 2},
+            "failure-details": [{"result-type": "certificate-expired", "sending-mta-ip": "198.51.100.9",
+                                 "receiving-mx-hostname": f"mx.{domain}", "failed-session-count": 2}],
+        }],
+    }
+    m = EmailMessage()
+    m["From"] = "tlsrpt@reporter.example"
+    m["To"] = f"tlsrpt@{domain}"
+    m["Subject"] = f"Report Domain: {domain} Submitter: reporter.example Report-ID: <{report['report-id']}>"
+    m["Date"] = email.utils.format_datetime(email.utils.localtime())
+    m["Message-ID"] = email.utils.make_msgid(domain="reporter.example")
+    m["TLS-Report-Domain"] = domain
+    m["TLS-Report-Submitter"] = "reporter.example"
+    m.set_content(f"This is an aggregate TLS report from reporter.example about {domain}.")
+    m.add_attachment(gzip.compress(json.dumps(report).encode()), maintype="application",
+                     subtype="tlsrpt+gzip", filename=f"reporter.example!{domain}!1!2.json.gz")
+    m.set_type("multipart/report")
+    m.set_param("report-type", "tlsrpt")
+    sys.stdout.buffer.write(m.as_bytes(policy=email.policy.SMTP))
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "make-mail":
+        make_mail(sys.argv[2], sys.argv[3])
+        sys.exit(0)
     kind, path = sys.argv[1], sys.argv[2]
     with open(path, "rb") as f:
         raw = f.read()

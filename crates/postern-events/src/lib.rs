@@ -221,6 +221,17 @@ pub struct SessionPolicy {
     pub mx: Vec<String>,
 }
 
+/// A TLS-RPT report about our domains arrived by mail at `settings.reports.receive_address`;
+/// the worker took it out of the message (the control plane checks and stores it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsReportReceived {
+    pub queue_id: String,
+    /// The envelope sender.
+    pub sender: String,
+    /// The report's JSON.
+    pub report: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
@@ -236,6 +247,7 @@ pub enum Event {
     OutboxGap(OutboxGap),
     StsPolicy(StsPolicy),
     TlsSession(TlsSession),
+    TlsReportReceived(TlsReportReceived),
 }
 
 impl Event {
@@ -253,7 +265,8 @@ impl Event {
             | Event::StartTlsLeftovers(_)
             | Event::OutboxGap(_)
             | Event::StsPolicy(_)
-            | Event::TlsSession(_) => None,
+            | Event::TlsSession(_)
+            | Event::TlsReportReceived(_) => None,
         }
     }
 }

@@ -19,6 +19,45 @@ pub struct Settings {
     pub postmaster: Option<String>,
     pub tracking: TrackingSettings,
     pub reports: ReportSettings,
+    pub published_mta_sts: PublishedSts,
+}
+
+/// The MTA-STS policy (RFC 8461 3.2) the control plane serves for the relay domains at
+/// `GET /.well-known/mta-sts.txt` with `Host: mta-sts.<domain>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(default, deny_unknown_fields)]
+pub struct PublishedSts {
+    /// `enforce`, `testing` or `none`; null: no policy is served (404).
+    pub mode: Option<String>,
+    /// The MX host names senders may deliver to (`*.` matches one leftmost label); at least
+    /// one unless the mode is `none`.
+    pub mx: Vec<String>,
+    /// Seconds senders may cache the policy (at most 31557600).
+    pub max_age: u32,
+}
+
+impl Default for PublishedSts {
+    fn default() -> Self {
+        PublishedSts {
+            mode: None,
+            mx: Vec::new(),
+            max_age: 604_800,
+        }
+    }
+}
+
+impl PublishedSts {
+    /// The policy file as served (CRLF line ends), when one is published.
+    pub fn text(&self) -> Option<String> {
+        let mode = self.mode.as_deref()?;
+        let mut text = format!("version: STSv1\r\nmode: {mode}\r\n");
+        for mx in &self.mx {
+            text.push_str(&format!("mx: {mx}\r\n"));
+        }
+        text.push_str(&format!("max_age: {}\r\n", self.max_age));
+        Some(text)
+    }
 }
 
 /// TLS-RPT (RFC 8460): the reports Postern sends about its deliveries to recipient domains.
@@ -36,6 +75,10 @@ pub struct ReportSettings {
     /// The reports' `contact-info`, and the From and envelope sender of mailed reports; its
     /// domain is the report submitter.
     pub contact: Option<String>,
+    /// Mail to this address is taken as TLS-RPT reports about our own domains (publish it as
+    /// `rua=mailto:` in `_smtp._tls.<domain>`): workers read the report from the message and
+    /// the control plane stores it (`GET /v1/reports/tls/received`) instead of relaying it.
+    pub receive_address: Option<String>,
 }
 
 /// SMTP server limits (PRODUCT.md 4).
@@ -311,6 +354,48 @@ impl Settings {
             errors.push(FieldError::new(
                 "/reports/contact",
                 "must be an address like tlsrpt@example.com",
+            ));
+        }
+        if let Some(a) = &r.receive_address
+            && !is_address(a)
+        {
+            errors.push(FieldError::new(
+                "/reports/receive_address",
+                "must be an address like tlsrpt@example.com",
+            ));
+        }
+        let p = &mut s.published_mta_sts;
+        if let Some(mode) = &p.mode
+            && !["enforce", "testing", "none"].contains(&mode.as_str())
+        {
+            errors.push(FieldError::new(
+                "/published_mta_sts/mode",
+                "must be enforce, testing or none",
+            ));
+        }
+        if p.mode.as_deref().is_some_and(|m| m != "none") && p.mx.is_empty() {
+            errors.push(FieldError::new(
+                "/published_mta_sts/mx",
+                "needs at least one MX host name",
+            ));
+        }
+        for (i, mx) in p.mx.iter_mut().enumerate() {
+            let (wild, name) = match mx.strip_prefix("*.") {
+                Some(rest) => ("*.", rest),
+                None => ("", mx.as_str()),
+            };
+            match crate::domain::normalize_domain(name) {
+                Ok(n) if n.contains('.') => *mx = format!("{wild}{n}"),
+                _ => errors.push(FieldError::new(
+                    format!("/published_mta_sts/mx/{i}"),
+                    "must be a host name, or *. and a domain",
+                )),
+            }
+        }
+        if p.max_age == 0 || p.max_age > 31_557_600 {
+            errors.push(FieldError::new(
+                "/published_mta_sts/max_age",
+                "must be between 1 and 31557600 (RFC 8461)",
             ));
         }
         if r.organization_name.chars().any(char::is_control) {

@@ -258,6 +258,11 @@ impl From<ev::Record> for pb::EventRecord {
                 receiving_ip: t.receiving_ip.unwrap_or_default(),
                 at_ms: t.at_ms,
             }),
+            ev::Event::TlsReportReceived(r) => PbEvent::TlsReportReceived(pb::TlsReportReceived {
+                queue_id: r.queue_id,
+                sender: r.sender,
+                report: r.report,
+            }),
         };
         pb::EventRecord {
             seq: r.seq,
@@ -366,6 +371,11 @@ impl TryFrom<pb::EventRecord> for ev::Record {
                     at_ms: t.at_ms,
                 })
             }
+            PbEvent::TlsReportReceived(r) => ev::Event::TlsReportReceived(ev::TlsReportReceived {
+                queue_id: r.queue_id,
+                sender: r.sender,
+                report: r.report,
+            }),
         };
         Ok(ev::Record {
             seq: r.seq,
@@ -492,6 +502,11 @@ mod tests {
                 receiving_mx: Some("mx1.partner.example".into()),
                 receiving_ip: None,
                 at_ms: 1_765_000_000_000,
+            }),
+            ev::Event::TlsReportReceived(ev::TlsReportReceived {
+                queue_id: "Q1".into(),
+                sender: "tls@big.example".into(),
+                report: "{}".into(),
             }),
             ev::Event::TlsSession(ev::TlsSession {
                 domain: "plain.example".into(),

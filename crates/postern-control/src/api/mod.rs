@@ -7,6 +7,7 @@ mod error;
 mod extract;
 mod health;
 mod policy;
+mod published;
 mod queue;
 mod reports;
 mod rules;
@@ -159,6 +160,8 @@ impl Modify for ProblemResponses {
         queue::list_queue, queue::retry, queue::flush, queue::delete,
         tracking::list_messages, tracking::get_message, tracking::list_connections,
         reports::list_tls_reports, reports::build_tls_reports,
+        reports::receive_tls_report, reports::list_received_tls_reports,
+        published::mta_sts_policy, published::published_mta_sts,
     ),
     components(schemas(Problem, ProblemField))
 )]
@@ -258,6 +261,14 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/v1/connections", get(tracking::list_connections))
         .route("/v1/reports/tls", get(reports::list_tls_reports))
         .route("/v1/reports/tls/build", post(reports::build_tls_reports))
+        .route(
+            "/v1/reports/tls/received",
+            get(reports::list_received_tls_reports)
+                .post(reports::receive_tls_report)
+                .layer(DefaultBodyLimit::max(reports::MAX_POSTED_BYTES)),
+        )
+        .route("/v1/published/mta-sts", get(published::published_mta_sts))
+        .route("/.well-known/mta-sts.txt", get(published::mta_sts_policy))
         .fallback(|| async { ApiError::not_found("no such resource") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(

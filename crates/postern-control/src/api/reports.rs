@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -12,6 +14,7 @@ use super::extract::{ApiJson, ApiQuery};
 use super::{ApiError, Problem};
 use crate::auth::Actor;
 use crate::control::Control;
+use crate::reports::received::{self, ReceiveError, ReceivedReport};
 use crate::reports::{self, ReportError, TlsReportView};
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -91,4 +94,94 @@ pub async fn build_tls_reports(
     )
     .await?;
     Ok(Json(TlsReportList { items }))
+}
+
+/// The largest report body taken over HTTPS (compressed or not).
+pub const MAX_POSTED_BYTES: usize = 1024 * 1024;
+
+#[utoipa::path(post, path = "/v1/reports/tls/received", tag = "reports", operation_id = "receive_tls_report",
+    request_body(content = Vec<u8>, content_type = "application/tlsrpt+gzip",
+        description = "A TLS-RPT report (RFC 8460 5.2) about one of the relay domains, gzip-compressed; `application/tlsrpt+json` is taken too. No token: publish this URL as `rua=https:...`."),
+    responses((status = 204, description = "Stored"),
+        (status = 413, body = Problem, description = "Larger than 1 MiB, or 4 MiB uncompressed"),
+        (status = 415, body = Problem, description = "Neither application/tlsrpt+gzip nor application/tlsrpt+json"),
+        (status = 422, body = Problem, description = "Not an RFC 8460 report, or about none of the relay domains")))]
+pub async fn receive_tls_report(
+    State(c): State<Arc<Control>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = media
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let gzip = match essence.as_str() {
+        "application/tlsrpt+gzip" => true,
+        "application/tlsrpt+json" => false,
+        _ => {
+            return Err(ApiError::unsupported_media_type(format!(
+                "Content-Type {media:?}: a report is application/tlsrpt+gzip or application/tlsrpt+json"
+            )));
+        }
+    };
+    let agent: String = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .chars()
+        .take(200)
+        .collect();
+    let json = received::unpack(gzip, &body).map_err(refused)?;
+    let relay = c.read().relay.clone();
+    let report = received::read(&json, "https", &agent, |d| {
+        super::published::is_relay_domain(&relay, d)
+    })
+    .map_err(refused)?;
+    tracing::info!(organization = %report.organization_name, report_id = %report.report_id, domains = ?report.policy_domains, "TLS-RPT report received");
+    c.tracking
+        .put_received(&report)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn refused(e: ReceiveError) -> ApiError {
+    match e {
+        ReceiveError::TooLarge => ApiError::too_large(e.to_string()),
+        _ => ApiError::unprocessable("", e.to_string()),
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ReceivedQuery {
+    /// Only reports from this organisation (`organization-name`).
+    pub organization: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReceivedList {
+    /// By organisation, then oldest first.
+    pub items: Vec<ReceivedReport>,
+}
+
+#[utoipa::path(get, path = "/v1/reports/tls/received", tag = "reports", operation_id = "list_received_tls_reports",
+    params(ReceivedQuery), security(("bearer" = [])),
+    responses((status = 200, body = ReceivedList, description = "Reports other senders sent about the relay domains")))]
+pub async fn list_received_tls_reports(
+    State(c): State<Arc<Control>>,
+    _a: Actor,
+    ApiQuery(q): ApiQuery<ReceivedQuery>,
+) -> Result<Json<ReceivedList>, ApiError> {
+    let items = c
+        .tracking
+        .received(q.organization.as_deref())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(ReceivedList { items }))
 }

@@ -314,7 +314,8 @@ impl Stored {
             | Event::StartTlsLeftovers(_)
             | Event::OutboxGap(_)
             | Event::StsPolicy(_)
-            | Event::TlsSession(_) => {
+            | Event::TlsSession(_)
+            | Event::TlsReportReceived(_) => {
                 return Fold::Replay;
             }
         };

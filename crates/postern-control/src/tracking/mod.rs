@@ -67,6 +67,8 @@ pub struct Tracking {
     /// TLS-RPT: sessions by day and domain, and the reports built (`tlsrpt`).
     tls_sessions: sled::Tree,
     tls_reports: sled::Tree,
+    /// TLS-RPT reports others sent about our domains.
+    tls_received: sled::Tree,
     /// Counts, for metrics and benchmarks.
     pub events: AtomicU64,
     pub lost: AtomicU64,
@@ -119,6 +121,7 @@ impl Tracking {
             sts_policies: tree("sts_policies")?,
             tls_sessions: tree("tlsrpt/sessions")?,
             tls_reports: tree("tlsrpt/reports")?,
+            tls_received: tree("tlsrpt/received")?,
             events: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             foreign: AtomicU64::new(0),
@@ -239,6 +242,17 @@ impl Tracking {
                 }
             }
             Event::TlsSession(t) => self.store_session(worker, epoch, record.seq, t)?,
+            Event::TlsReportReceived(r) => {
+                // The operator chose the address: any valid report is kept.
+                match crate::reports::received::read(r.report.as_bytes(), "mail", &r.sender, |_| {
+                    true
+                }) {
+                    Ok(report) => self.put_received(&report)?,
+                    Err(e) => {
+                        tracing::warn!(%worker, queue_id = %r.queue_id, sender = %r.sender, error = %e, "a mailed TLS-RPT report was not stored");
+                    }
+                }
+            }
             event => {
                 let Some(id) = event.queue_id().filter(|id| !id.is_empty()) else {
                     return Ok(());

@@ -80,6 +80,37 @@ impl Tracking {
         Ok(out)
     }
 
+    /// Keeps a report received about our domains, under `organisation \0 start \0 report id`
+    /// (a report sent twice is kept once).
+    pub fn put_received(
+        &self,
+        r: &crate::reports::received::ReceivedReport,
+    ) -> Result<(), TrackingError> {
+        let key = format!(
+            "{}\0{}\0{}",
+            r.organization_name, r.start_datetime, r.report_id
+        );
+        self.tls_received
+            .insert(key, serde_json::to_vec(r).expect("reports serialise"))?;
+        self.tls_received.flush()?;
+        Ok(())
+    }
+
+    /// Received reports, by organisation and then oldest first; optionally of one organisation.
+    pub fn received(
+        &self,
+        organization: Option<&str>,
+    ) -> Result<Vec<crate::reports::received::ReceivedReport>, TrackingError> {
+        let prefix = organization.map(|o| format!("{o}\0")).unwrap_or_default();
+        self.tls_received
+            .scan_prefix(prefix)
+            .map(|entry| {
+                let (_, value) = entry?;
+                serde_json::from_slice(&value).map_err(corrupt)
+            })
+            .collect()
+    }
+
     /// Drops sessions and reports of days before `first_day` (retention).
     pub(super) fn prune_tls(&self, first_day: &str) -> Result<u64, TrackingError> {
         let mut removed = 0;

@@ -5,6 +5,7 @@
 pub mod bounce;
 pub mod deliver;
 pub mod dsn;
+pub mod intake;
 pub mod maillog;
 pub mod manage;
 mod measure;

@@ -164,9 +164,22 @@ impl Queue {
         for i in unroutable {
             state.bounce(i, &Reply::new(550, "5.1.3 bad recipient address syntax"));
         }
+        let intake = settings.reports.receive_address.as_deref();
         if !groups.is_empty() {
             let router = self.router(policy);
             for (key, members) in groups {
+                // TLS-RPT reports for us are taken here, not relayed (`intake`).
+                let (reports, members): (Vec<usize>, Vec<usize>) =
+                    members.into_iter().partition(|i| {
+                        intake.is_some_and(|a| state.recipients[*i].address.eq_ignore_ascii_case(a))
+                    });
+                for i in reports {
+                    let result = self.take_report(&envelope, &mut body, &key, policy).await;
+                    self.apply(id, &envelope.sender, i, result, &mut state, policy);
+                }
+                if members.is_empty() {
+                    continue;
+                }
                 let results = match &router {
                     Ok(router) => {
                         self.deliver_group(
@@ -545,19 +558,9 @@ impl Queue {
         let Ok(_slots) = self.slots(destination, policy).await else {
             return all(Reply::new(451, "4.3.0 delivery stopped"));
         };
-        let message = match body {
-            Some(b) => b.clone(),
-            None => {
-                let id = envelope.id.clone();
-                match blocking(&self.spool, move |s| s.read(&id)).await {
-                    Ok((_, m)) => {
-                        let m: Arc<[u8]> = m.into();
-                        *body = Some(m.clone());
-                        m
-                    }
-                    Err(e) => return all(Reply::new(451, format!("4.3.0 {e}"))),
-                }
-            }
+        let message = match self.body(&envelope.id, body).await {
+            Ok(m) => m,
+            Err(reply) => return all(reply),
         };
         let smtp_envelope = Envelope {
             from: envelope.sender.clone(),
@@ -631,6 +634,59 @@ impl Queue {
             }
         }
         last.unwrap_or_else(|| all(Reply::new(451, "4.4.0 no delivery attempt")))
+    }
+}
+
+impl Queue {
+    /// The message's bytes, read from the spool once per round.
+    async fn body(&self, id: &str, body: &mut Option<Arc<[u8]>>) -> Result<Arc<[u8]>, Reply> {
+        if let Some(b) = body {
+            return Ok(b.clone());
+        }
+        let id = id.to_string();
+        match blocking(&self.spool, move |s| s.read(&id)).await {
+            Ok((_, m)) => {
+                let m: Arc<[u8]> = m.into();
+                *body = Some(m.clone());
+                Ok(m)
+            }
+            Err(e) => Err(Reply::new(451, format!("4.3.0 {e}"))),
+        }
+    }
+
+    /// A TLS-RPT report mailed to us: its JSON goes to the control plane, the recipient is
+    /// delivered (or refused when the message holds no report).
+    async fn take_report(
+        &self,
+        envelope: &spool::Envelope,
+        body: &mut Option<Arc<[u8]>>,
+        key: &GroupKey,
+        policy: &CompiledPolicy,
+    ) -> RcptResult {
+        let reply = match self.body(&envelope.id, body).await {
+            Err(reply) => reply,
+            Ok(message) => match super::intake::report_in(&message) {
+                Ok(report) => {
+                    self.track(
+                        policy,
+                        Event::TlsReportReceived(events::TlsReportReceived {
+                            queue_id: envelope.id.clone(),
+                            sender: envelope.sender.clone(),
+                            report,
+                        }),
+                    );
+                    Reply::new(250, "2.0.0 TLS-RPT report received")
+                }
+                Err(reply) => reply,
+            },
+        };
+        RcptResult {
+            reply,
+            violation: None,
+            leg: None,
+            remote_mta: None,
+            policy: key.source(),
+        }
     }
 }
 
