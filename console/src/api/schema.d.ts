@@ -1013,11 +1013,34 @@ export interface components {
             /** @description `v=STSv1; id=...`, the id following the policy's content. */
             txt_record: string;
         };
-        PublishedSts: {
+        PublishedMtaSts: {
             /** @description The relay domains it is served for (subdomain entries are not listed). */
             domains: components["schemas"]["PublishedDomain"][];
             /** @description The policy file as served; null when none is published. */
             policy?: string | null;
+        };
+        /**
+         * @description The MTA-STS policy (RFC 8461 3.2) the control plane serves for the relay domains at
+         *     `GET /.well-known/mta-sts.txt` with `Host: mta-sts.<domain>`.
+         */
+        PublishedSts: {
+            /**
+             * Format: int32
+             * @description Seconds senders may cache the policy (at most 31557600).
+             * @default 604800
+             */
+            max_age: number;
+            /**
+             * @description `enforce`, `testing` or `none`; null: no policy is served (404).
+             * @default null
+             */
+            mode: string | null;
+            /**
+             * @description The MX host names senders may deliver to (`*.` matches one leftmost label); at least
+             *     one unless the mode is `none`.
+             * @default []
+             */
+            mx: string[];
         };
         /** @description Which worker acted on a message. */
         QueueAction: {
@@ -2919,7 +2942,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["PublishedSts"];
+                    "application/json": components["schemas"]["PublishedMtaSts"];
                 };
             };
             /** @description No bearer token, or one that is not valid */

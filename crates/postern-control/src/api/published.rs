@@ -73,7 +73,7 @@ pub struct PublishedDomain {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct PublishedSts {
+pub struct PublishedMtaSts {
     /// The policy file as served; null when none is published.
     pub policy: Option<String>,
     /// The relay domains it is served for (subdomain entries are not listed).
@@ -82,11 +82,11 @@ pub struct PublishedSts {
 
 #[utoipa::path(get, path = "/v1/published/mta-sts", tag = "published", operation_id = "get_published_mta_sts",
     security(("bearer" = [])),
-    responses((status = 200, body = PublishedSts, description = "The served policy and the DNS records to publish with it")))]
+    responses((status = 200, body = PublishedMtaSts, description = "The served policy and the DNS records to publish with it")))]
 pub async fn published_mta_sts(
     State(c): State<Arc<Control>>,
     _a: Actor,
-) -> Result<Json<PublishedSts>, ApiError> {
+) -> Result<Json<PublishedMtaSts>, ApiError> {
     let state = c.read();
     let policy = state.settings.published_mta_sts.text();
     let domains = match &policy {
@@ -104,5 +104,5 @@ pub async fn published_mta_sts(
             })
             .collect(),
     };
-    Ok(Json(PublishedSts { policy, domains }))
+    Ok(Json(PublishedMtaSts { policy, domains }))
 }
