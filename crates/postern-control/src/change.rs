@@ -33,7 +33,7 @@ pub enum Op {
         trust: Trust,
     },
     SetSettings {
-        settings: Settings,
+        settings: Box<Settings>,
     },
 }
 

@@ -344,7 +344,7 @@ impl Control {
                         default: state.outbound_default,
                     },
                     Op::SetSettings {
-                        settings: state.settings.clone(),
+                        settings: Box::new(state.settings.clone()),
                     },
                 ],
                 summary: "initial policy: defaults".into(),

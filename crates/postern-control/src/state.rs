@@ -92,7 +92,7 @@ impl State {
             },
             Op::SetRelay { relay } => self.relay = relay.clone(),
             Op::SetTrust { trust } => self.trust = trust.clone(),
-            Op::SetSettings { settings } => self.settings = settings.clone(),
+            Op::SetSettings { settings } => self.settings = (**settings).clone(),
         }
     }
 
@@ -262,7 +262,7 @@ impl State {
         }
         if self.settings != target.settings {
             ops.push(Op::SetSettings {
-                settings: target.settings.clone(),
+                settings: Box::new(target.settings.clone()),
             });
         }
         ops

@@ -111,7 +111,7 @@ pub async fn put_settings(
             summary: "set settings".into(),
             field: "",
             ops: vec![Op::SetSettings {
-                settings: settings.clone(),
+                settings: Box::new(settings.clone()),
             }],
             out: (),
         })

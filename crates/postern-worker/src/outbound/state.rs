@@ -242,6 +242,7 @@ mod tests {
                 policy_version: 1,
                 smtputf8: false,
                 eight_bit: false,
+                tls_optional: false,
             },
             0,
         )

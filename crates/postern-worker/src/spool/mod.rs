@@ -515,6 +515,7 @@ mod tests {
             policy_version: 3,
             smtputf8: false,
             eight_bit: false,
+            tls_optional: false,
         }
     }
 
