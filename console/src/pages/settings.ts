@@ -42,6 +42,8 @@ export const settings: Page = async ({ main }) => {
     if (typeof v === "boolean") return h("input", { type: "checkbox", name: pointer, checked: v });
     const el = h("input", { type: "text", name: pointer, value: Array.isArray(v) ? v.join(", ") : (v ?? "") });
     if (Array.isArray(v)) el.dataset.list = "true";
+    // An empty text box is null for a setting that may be null, else the empty string.
+    if (v === null || v === undefined) el.dataset.nullable = "true";
     return el;
   };
   const form = h(
@@ -73,7 +75,7 @@ export const settings: Page = async ({ main }) => {
               : Number(raw)
             : el.dataset.list
               ? raw.split(",").map((x) => x.trim()).filter(Boolean)
-              : raw || null;
+              : raw || (el.dataset.nullable ? null : "");
       if (k === undefined) body[g] = value;
       else ((body[g] ??= {}) as Group)[k] = value;
     }

@@ -10,6 +10,10 @@ use crate::policy::Policy;
 /// After a failed fetch, the domain's policy is not fetched again for this long (seconds).
 pub const FAILURE_BACKOFF_S: u64 = 300;
 
+/// A policy is used for at least this long (seconds) whatever its `max_age`: a domain that
+/// publishes `max_age: 1` would otherwise have its policy fetched for every delivery.
+pub const MIN_LIFETIME_S: u64 = 60;
+
 /// A policy as fetched: its record id, the policy, its text and when it was fetched (unix s).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cached {
@@ -22,7 +26,8 @@ pub struct Cached {
 
 impl Cached {
     pub fn expires_at(&self) -> u64 {
-        self.fetched_at.saturating_add(self.policy.max_age)
+        self.fetched_at
+            .saturating_add(self.policy.max_age.max(MIN_LIFETIME_S))
     }
 
     pub fn valid_at(&self, now: u64) -> bool {
@@ -31,7 +36,8 @@ impl Cached {
 
     /// Past half its lifetime: fetched again (if the fetch fails, it is still used).
     fn due_for_refresh(&self, now: u64) -> bool {
-        now >= self.fetched_at.saturating_add(self.policy.max_age / 2)
+        let half = (self.policy.max_age / 2).max(MIN_LIFETIME_S);
+        now >= self.fetched_at.saturating_add(half)
     }
 }
 
@@ -114,6 +120,15 @@ mod tests {
         // Expired: fetched again, and not used if that fails (the caller checks validity).
         assert_eq!(next_step(2000, Some(&c), &rec, None), Step::Fetch);
         assert!(!c.valid_at(2000) && c.valid_at(1999));
+    }
+
+    #[test]
+    fn a_tiny_max_age_is_stretched_to_a_minute() {
+        let c = cached("1", 1000, 1);
+        let rec = Txt::Record("1".into());
+        assert_eq!(next_step(1059, Some(&c), &rec, None), Step::UseCached);
+        assert_eq!(next_step(1060, Some(&c), &rec, None), Step::Fetch);
+        assert!(c.valid_at(1059) && !c.valid_at(1060));
     }
 
     #[test]

@@ -111,13 +111,24 @@ impl Tracking {
             .collect()
     }
 
-    /// Drops sessions and reports of days before `first_day` (retention).
+    /// Drops sessions and built reports of days before `first_day`, and received reports
+    /// that arrived before it (retention).
     pub(super) fn prune_tls(&self, first_day: &str) -> Result<u64, TrackingError> {
         let mut removed = 0;
         for tree in [&self.tls_sessions, &self.tls_reports] {
             for entry in tree.range(..first_day.as_bytes()) {
                 let (key, _) = entry?;
                 tree.remove(key)?;
+                removed += 1;
+            }
+        }
+        for entry in self.tls_received.iter() {
+            let (key, value) = entry?;
+            let r: crate::reports::received::ReceivedReport =
+                serde_json::from_slice(&value).map_err(corrupt)?;
+            // RFC 3339 in UTC: the date is the first ten characters, and they sort.
+            if r.received_at.get(..10).is_some_and(|day| day < first_day) {
+                self.tls_received.remove(key)?;
                 removed += 1;
             }
         }

@@ -591,7 +591,7 @@ impl Queue {
                 strength: key.strength,
             };
             let a = attempt(&target, &cx, &smtp_envelope, message.clone()).await;
-            let failure = sts.as_ref().and_then(|c| sts_failure(&c.policy, &a));
+            let failure = sts.as_ref().and_then(|c| sts_failure(&c.policy, &a, level));
             let source = match &sts {
                 Some(c) => sts_applied(c, failure),
                 None => key.source(),
@@ -715,8 +715,14 @@ fn sts_applied(c: &postern_sts::Cached, failure: Option<&str>) -> events::Policy
 
 /// What an MTA-STS policy finds wrong with an attempt, as a TLS-RPT result type (RFC 8460
 /// 4.3.2): enforced, it deferred the attempt; in `testing`, the delivery went on regardless.
-/// `None` for an attempt that reached no server, or that met every requirement.
-fn sts_failure(policy: &postern_sts::Policy, a: &super::deliver::Attempt) -> Option<&'static str> {
+/// `None` for an attempt that reached no server, or that met every requirement; and for
+/// plaintext at level `none` (a `testing` policy under a `none` default: STARTTLS was not
+/// tried, so the server is not to blame).
+fn sts_failure(
+    policy: &postern_sts::Policy,
+    a: &super::deliver::Attempt,
+    level: Level,
+) -> Option<&'static str> {
     if !policy.allows(&a.host) {
         return Some("validation-failure");
     }
@@ -735,7 +741,7 @@ fn sts_failure(policy: &postern_sts::Policy, a: &super::deliver::Attempt) -> Opt
         (None, Some(Violation::CertificateNotTrusted)) => Some("certificate-not-trusted"),
         (None, Some(_)) => Some("validation-failure"),
         (None, None) if a.tls_fallback => Some("validation-failure"),
-        (None, None) if a.greeted => Some("starttls-not-supported"),
+        (None, None) if a.greeted && level > Level::None => Some("starttls-not-supported"),
         (None, None) => None,
     }
 }
