@@ -1045,3 +1045,136 @@ async fn our_policy_is_published_and_reports_about_us_are_received() {
         "nothing was relayed to ours.test"
     );
 }
+
+/// Why the third-party resolver cell cannot run here, if it cannot: it binds port 443 (the
+/// resolver fetches from no other) and needs postfix-mta-sts-resolver (`.ci/run` installs it).
+fn resolver_cell_unavailable() -> Option<String> {
+    if !support::is_root() {
+        return Some("needs root (port 443)".into());
+    }
+    let found = std::process::Command::new("python3")
+        .args(["-c", "import postfix_mta_sts_resolver"])
+        .status()
+        .is_ok_and(|s| s.success());
+    (!found).then(|| "needs postfix-mta-sts-resolver (pip)".into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_third_party_resolver_reads_the_policy_we_publish() {
+    if let Some(reason) = resolver_cell_unavailable() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{reason} (CI must run this test)"
+        );
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let (hop, _) = support::relay::sink(0).await;
+    let settings = json!({"published_mta_sts": {"mode": "enforce", "mx": ["mx.ours.test", "*.backup.ours.test"], "max_age": 86400}});
+    let relay = Relay::start_with(
+        &[("ours.test", hop.as_str())],
+        settings,
+        tempfile::tempdir().unwrap(),
+        &[],
+    )
+    .await;
+    // The control plane's certificate gains the policy host's name (it reloads it).
+    relay
+        .pki
+        .server("control", &["localhost", "127.0.0.1", "mta-sts.ours.test"]);
+    let control: std::net::SocketAddr = relay.control.base["https://".len()..].parse().unwrap();
+    let ca =
+        reqwest::Certificate::from_pem(relay.control.ca_pem.as_ref().unwrap().as_bytes()).unwrap();
+    let by_name = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .resolve("mta-sts.ours.test", control)
+        .build()
+        .unwrap();
+    let url = format!(
+        "https://mta-sts.ours.test:{}/.well-known/mta-sts.txt",
+        control.port()
+    );
+    eventually(
+        "the control plane to present mta-sts.ours.test",
+        Duration::from_secs(30),
+        || async {
+            by_name
+                .get(&url)
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status() == 200)
+        },
+    )
+    .await;
+    // Port 443 of mta-sts.ours.test (127.0.0.7) forwards to the control plane.
+    let front = tokio::net::TcpListener::bind("127.0.0.7:443")
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = front.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut upstream) = tokio::net::TcpStream::connect(control).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+            });
+        }
+    });
+    let published = relay
+        .rest(Method::GET, "/v1/published/mta-sts", Value::Null)
+        .await;
+    let record = published["domains"][0]["txt_record"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let zone: Zone = Arc::new(Mutex::new(vec![
+        (
+            "_mta-sts.ours.test.".into(),
+            RData::TXT(TXT::new(vec![record.clone()])),
+        ),
+        (
+            "mta-sts.ours.test.".into(),
+            RData::A(A("127.0.0.7".parse().unwrap())),
+        ),
+    ]));
+    let ns = dns_shared(zone).await;
+
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/tools/sts_resolve.py"
+    );
+    let ca_file = relay.pki.path("ca.pem");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .args([
+                script,
+                &ns.ip().to_string(),
+                &ns.port().to_string(),
+                "ours.test",
+            ])
+            .env("SSL_CERT_FILE", ca_file)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(got["result"], "VALID", "{got:#}\n{said}");
+    let id = record
+        .trim_start_matches("v=STSv1; id=")
+        .trim_end_matches(';');
+    assert_eq!(got["id"], id, "{got:#}");
+    assert_eq!(got["policy"]["mode"], "enforce", "{got:#}");
+    assert_eq!(got["policy"]["max_age"], 86400, "{got:#}");
+    assert_eq!(
+        got["policy"]["mx"],
+        json!(["mx.ours.test", "*.backup.ours.test"]),
+        "{got:#}"
+    );
+}

@@ -35,7 +35,7 @@ const CLIENTS: [(&str, &str); 2] = [("c1", "10.77.0.31"), ("c2", "10.77.0.32")];
 
 /// Why the test cannot run here, if it cannot.
 fn missing() -> Option<String> {
-    if !nix_is_root() {
+    if !support::is_root() {
         return Some("needs root (network namespaces)".into());
     }
     for tool in ["ip", "haproxy", "swaks"] {
@@ -49,17 +49,6 @@ fn missing() -> Option<String> {
         }
     }
     None
-}
-
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 fn run(program: &str, args: &[&str]) {

@@ -408,6 +408,18 @@ pub fn run_to_exit(args: &[&str], envs: &[(&str, &str)]) -> (i32, String) {
     )
 }
 
+/// Whether the test runs as root (its effective user id, from /proc).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
 /// A deterministic generator for test randomness; the seed is printed so a failure replays.
 pub struct Rng(u64);
 
