@@ -916,7 +916,7 @@ async fn our_policy_is_published_and_reports_about_us_are_received() {
     assert!(mail.status.success());
     let mail = String::from_utf8(mail.stdout).unwrap();
     let post = |media: &'static str, body: Vec<u8>| {
-        http.post(format!("{base}/v1/reports/tls/received"))
+        http.post(format!("{base}/tlsrpt"))
             .header("Content-Type", media)
             .header("User-Agent", "reporter/1.0")
             .body(body)

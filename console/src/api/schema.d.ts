@@ -425,7 +425,7 @@ export interface paths {
         };
         get: operations["list_received_tls_reports"];
         put?: never;
-        post: operations["receive_tls_report"];
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -3429,65 +3429,6 @@ export interface operations {
             };
             /** @description No bearer token, or one that is not valid */
             401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-        };
-    };
-    receive_tls_report: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /** @description A TLS-RPT report (RFC 8460 5.2) about one of the relay domains, gzip-compressed; `application/tlsrpt+json` is taken too. No token: publish this URL as `rua=https:...`. */
-        requestBody: {
-            content: {
-                "application/tlsrpt+gzip": number[];
-            };
-        };
-        responses: {
-            /** @description Stored */
-            204: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content?: never;
-            };
-            /** @description Malformed request: its query, path or JSON body */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description Larger than 1 MiB, or 4 MiB uncompressed */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description Neither application/tlsrpt+gzip nor application/tlsrpt+json */
-            415: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description Not an RFC 8460 report, or about none of the relay domains */
-            422: {
                 headers: {
                     [name: string]: unknown;
                 };

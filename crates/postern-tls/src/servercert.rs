@@ -9,7 +9,7 @@ use rustls::client::{verify_server_cert_signed_by_trust_anchor, verify_server_na
 use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 /// Accepts any server certificate; the handshake signature is still verified.
 #[derive(Debug)]
@@ -74,8 +74,30 @@ pub fn check_server_chain(
     extra_roots: &[CertificateDer<'_>],
     reference: &ServerName<'_>,
 ) -> Certificate {
+    judge_server_chain(chain, extra_roots, reference, UnixTime::now()).certificate
+}
+
+/// `check_server_chain`'s verdict, and whether an untrusted chain failed on an expiry date
+/// (TLS-RPT tells `certificate-expired` from `certificate-not-trusted`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Judged {
+    pub certificate: Certificate,
+    pub expired: bool,
+}
+
+/// `check_server_chain` at time `now`.
+pub fn judge_server_chain(
+    chain: Option<&[CertificateDer<'_>]>,
+    extra_roots: &[CertificateDer<'_>],
+    reference: &ServerName<'_>,
+    now: UnixTime,
+) -> Judged {
+    let judged = |certificate| Judged {
+        certificate,
+        expired: false,
+    };
     let Some((end_entity, intermediates)) = chain.and_then(|c| c.split_first()) else {
-        return Certificate::None;
+        return judged(Certificate::None);
     };
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
@@ -84,24 +106,26 @@ pub fn check_server_chain(
         let _ = roots.add(root.clone());
     }
     let Ok(cert) = ParsedCertificate::try_from(end_entity) else {
-        return Certificate::Untrusted;
+        return judged(Certificate::Untrusted);
     };
     let algorithms =
         rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms;
-    if verify_server_cert_signed_by_trust_anchor(
-        &cert,
-        &roots,
-        intermediates,
-        UnixTime::now(),
-        algorithms.all,
-    )
-    .is_err()
+    if let Err(e) =
+        verify_server_cert_signed_by_trust_anchor(&cert, &roots, intermediates, now, algorithms.all)
     {
-        return Certificate::Untrusted;
+        return Judged {
+            certificate: Certificate::Untrusted,
+            expired: matches!(
+                e,
+                rustls::Error::InvalidCertificate(
+                    CertificateError::Expired | CertificateError::ExpiredContext { .. }
+                )
+            ),
+        };
     }
     match verify_server_name(&cert, reference) {
-        Ok(()) => Certificate::Verified,
-        Err(_) => Certificate::NameMismatch,
+        Ok(()) => judged(Certificate::Verified),
+        Err(_) => judged(Certificate::NameMismatch),
     }
 }
 
@@ -139,5 +163,24 @@ mod tests {
             check_server_chain(None, &roots, &name("mx.partner.example")),
             Certificate::None
         );
+    }
+
+    #[test]
+    fn an_expired_chain_is_told_apart() {
+        let ca = Ca::new("partner CA").unwrap();
+        let mx = ca.server(&["mx.partner.example"]).unwrap();
+        let (chain, roots) = (ders(&mx.cert_pem), ders(&ca.cert_pem));
+        let name = ServerName::try_from("mx.partner.example").unwrap();
+        let now = UnixTime::now();
+        let judged = judge_server_chain(Some(&chain), &roots, &name, now);
+        assert_eq!(judged.certificate, Certificate::Verified);
+        // rcgen makes certificates valid until 4096.
+        let far = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+            now.as_secs() + 3000 * 365 * 86_400,
+        ));
+        let later = judge_server_chain(Some(&chain), &roots, &name, far);
+        assert_eq!(later.certificate, Certificate::Untrusted);
+        assert!(later.expired);
+        assert!(!judge_server_chain(Some(&chain), &[], &name, now).expired);
     }
 }

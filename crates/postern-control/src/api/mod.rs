@@ -160,7 +160,7 @@ impl Modify for ProblemResponses {
         queue::list_queue, queue::retry, queue::flush, queue::delete,
         tracking::list_messages, tracking::get_message, tracking::list_connections,
         reports::list_tls_reports, reports::build_tls_reports,
-        reports::receive_tls_report, reports::list_received_tls_reports,
+        reports::list_received_tls_reports,
         published::mta_sts_policy, published::published_mta_sts,
     ),
     components(schemas(Problem, ProblemField))
@@ -263,8 +263,11 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/v1/reports/tls/build", post(reports::build_tls_reports))
         .route(
             "/v1/reports/tls/received",
-            get(reports::list_received_tls_reports)
-                .post(reports::receive_tls_report)
+            get(reports::list_received_tls_reports),
+        )
+        .route(
+            "/tlsrpt",
+            post(reports::receive_tls_report)
                 .layer(DefaultBodyLimit::max(reports::MAX_POSTED_BYTES)),
         )
         .route("/v1/published/mta-sts", get(published::published_mta_sts))

@@ -99,13 +99,12 @@ pub async fn build_tls_reports(
 /// The largest report body taken over HTTPS (compressed or not).
 pub const MAX_POSTED_BYTES: usize = 1024 * 1024;
 
-#[utoipa::path(post, path = "/v1/reports/tls/received", tag = "reports", operation_id = "receive_tls_report",
-    request_body(content = Vec<u8>, content_type = "application/tlsrpt+gzip",
-        description = "A TLS-RPT report (RFC 8460 5.2) about one of the relay domains, gzip-compressed; `application/tlsrpt+json` is taken too. No token: publish this URL as `rua=https:...`."),
-    responses((status = 204, description = "Stored"),
-        (status = 413, body = Problem, description = "Larger than 1 MiB, or 4 MiB uncompressed"),
-        (status = 415, body = Problem, description = "Neither application/tlsrpt+gzip nor application/tlsrpt+json"),
-        (status = 422, body = Problem, description = "Not an RFC 8460 report, or about none of the relay domains")))]
+/// `POST /tlsrpt`: a TLS-RPT report (RFC 8460 5.2) about one of the relay domains, as
+/// `application/tlsrpt+gzip` or `application/tlsrpt+json`, from any reporter (no token: publish
+/// the URL as `rua=https:...`). 204 when stored; 413 over 1 MiB (4 MiB uncompressed); 415 for
+/// another media type; 422 for anything but an RFC 8460 report about a relay domain. A
+/// protocol endpoint for reporters, like `/.well-known/mta-sts.txt`, and not in the OpenAPI
+/// document: its media types are RFC 8460's, which client generators cannot serialise.
 pub async fn receive_tls_report(
     State(c): State<Arc<Control>>,
     headers: HeaderMap,

@@ -1,5 +1,5 @@
 //! TLS-RPT reports about the operator's own domains (RFC 8460), as other senders send them:
-//! POSTed to `/v1/reports/tls/received` (`application/tlsrpt+gzip` or `+json`) or mailed to
+//! POSTed to `/tlsrpt` (`application/tlsrpt+gzip` or `+json`) or mailed to
 //! `settings.reports.receive_address` (a worker takes the report out of the message). Each is
 //! checked against RFC 8460 4.4 and kept per reporting organisation, so an operator sees how
 //! the world's senders see its gateways.

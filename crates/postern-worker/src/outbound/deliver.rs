@@ -13,8 +13,8 @@ use postern_policy::{
     after_handshake, after_handshake_failure, after_starttls_refused,
 };
 use postern_smtp::{Client, ClientEvent, Envelope, Outcome, Reply};
-use postern_tls::servercert::{AcceptAnyServerCert, check_server_chain};
-use rustls::pki_types::{CertificateDer, ServerName};
+use postern_tls::servercert::{AcceptAnyServerCert, judge_server_chain};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
@@ -109,6 +109,8 @@ pub struct TlsInfo {
     pub cipher: &'static str,
     pub key_exchange: &'static str,
     pub certificate: Certificate,
+    /// An untrusted chain failed on its expiry date (TLS-RPT's `certificate-expired`).
+    pub expired: bool,
 }
 
 /// The record of one attempt (PRODUCT.md 5: host, IP, TLS, reply and reason).
@@ -129,6 +131,8 @@ pub struct Attempt {
     pub violation: Option<Violation>,
     /// Our address on the last connection (TLS-RPT's sending-mta-ip).
     pub local_ip: Option<String>,
+    /// The policy refused the server's certificate because it had expired.
+    pub certificate_expired: bool,
 }
 
 enum Stream {
@@ -239,6 +243,7 @@ pub async fn attempt(
         outcome: deferred(envelope, "4.4.0 not attempted"),
         violation: None,
         local_ip: None,
+        certificate_expired: false,
     };
     let key = PoolKey::new(target, cx.generation);
     // A cached connection first; one that fails before RSET is answered is not counted
@@ -484,10 +489,9 @@ async fn drive(
                     tracing::info!(host, %ip, discarded, "discarded what the next hop sent after its STARTTLS reply");
                 }
                 starttls(conn, target, cx).await?;
-                if let Err(step) = after_handshake(
-                    target.level,
-                    conn.tls.as_ref().expect("set by the handshake").certificate,
-                ) {
+                let tls = conn.tls.as_ref().expect("set by the handshake");
+                if let Err(step) = after_handshake(target.level, tls.certificate) {
+                    record.certificate_expired = tls.expired;
                     // The EHLO queued by tls_started is followed by nothing: say QUIT instead.
                     let _ = conn.client.take_output();
                     let _ = timeout(d.command, conn.stream.write(b"QUIT\r\n")).await;
@@ -550,6 +554,12 @@ async fn starttls(conn: &mut Connection, target: &Target, cx: &Context<'_>) -> R
     };
     let (_, session) = tls.get_ref();
     let suite = session.negotiated_cipher_suite().map(|s| s.suite());
+    let judged = judge_server_chain(
+        session.peer_certificates(),
+        cx.trust,
+        &name,
+        UnixTime::now(),
+    );
     conn.tls = Some(TlsInfo {
         version: session
             .protocol_version()
@@ -558,7 +568,8 @@ async fn starttls(conn: &mut Connection, target: &Target, cx: &Context<'_>) -> R
         key_exchange: session
             .negotiated_key_exchange_group()
             .map_or("unknown", |g| postern_tls::suites::iana_group(g.name())),
-        certificate: check_server_chain(session.peer_certificates(), cx.trust, &name),
+        certificate: judged.certificate,
+        expired: judged.expired,
     });
     conn.stream = Stream::Tls(Box::new(tls));
     conn.client.tls_started();

@@ -730,6 +730,7 @@ fn sts_failure(
         (Some(t), _) => match t.certificate {
             Certificate::Verified => None,
             Certificate::NameMismatch => Some("certificate-host-mismatch"),
+            Certificate::Untrusted if t.expired => Some("certificate-expired"),
             Certificate::Untrusted => Some("certificate-not-trusted"),
             Certificate::None => Some("validation-failure"),
         },
@@ -738,6 +739,9 @@ fn sts_failure(
             Some("starttls-not-supported")
         }
         (None, Some(Violation::CertificateNotVerified)) => Some("certificate-host-mismatch"),
+        (None, Some(Violation::CertificateNotTrusted)) if a.certificate_expired => {
+            Some("certificate-expired")
+        }
         (None, Some(Violation::CertificateNotTrusted)) => Some("certificate-not-trusted"),
         (None, Some(_)) => Some("validation-failure"),
         (None, None) if a.tls_fallback => Some("validation-failure"),
