@@ -5,7 +5,8 @@
 //! results become the Markdown matrix in the README (`UPDATE_INTEROP_MATRIX=1` rewrites it; a
 //! run that differs from the README fails, like a stale OpenAPI document).
 //!
-//! Since issue 13 it also puts HAProxy (PROXY protocol v1 and v2) in front of a worker.
+//! Since issue 13 it also puts HAProxy (PROXY protocol v1 and v2) in front of a worker; since
+//! issue 15 it delivers to the MTAs as MX hosts under published MTA-STS policies.
 //!
 //! Needs root (the MTAs drop privileges to their own users) and the packages `.ci/run`
 //! installs; without them the suite says why and is skipped, except under CI, where it fails.
@@ -28,6 +29,7 @@ mod pki;
 mod postfix;
 mod proxy;
 mod reuse;
+mod sts;
 
 use std::process::Command;
 
@@ -107,6 +109,7 @@ async fn interop_lab() {
     outbound::needs(&certs, &mut needs);
     reuse::needs(&certs, &mut needs);
     integrity::needs(&mut needs);
+    let mx_hosts = sts::needs(&mut needs);
     let lab = lab::Lab::start(dir, certs, needs).await;
 
     let mut m = matrix::Matrix::default();
@@ -119,6 +122,9 @@ async fn interop_lab() {
     if wanted("outbound") {
         outbound::run(&lab, &mut m).await;
         reuse::run(&lab, &mut m).await;
+    }
+    if wanted("mta-sts") {
+        sts::run(&lab, &mut m, &mx_hosts).await;
     }
     if wanted("integrity") {
         integrity::run(&lab, &mut m).await;

@@ -20,7 +20,7 @@ use super::peers::{ServerProfile, ServerTls, poll};
 const LEVELS: [&str; 4] = ["none", "may", "encrypt", "verify"];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Variant {
+pub enum Variant {
     Valid,
     SelfSigned,
     WrongName,
@@ -30,7 +30,7 @@ enum Variant {
     Tls12,
 }
 
-const VARIANTS: [Variant; 7] = [
+pub const VARIANTS: [Variant; 7] = [
     Variant::Valid,
     Variant::SelfSigned,
     Variant::WrongName,
@@ -41,7 +41,7 @@ const VARIANTS: [Variant; 7] = [
 ];
 
 impl Variant {
-    fn key(self) -> &'static str {
+    pub fn key(self) -> &'static str {
         match self {
             Variant::Valid => "valid",
             Variant::SelfSigned => "selfsigned",
@@ -53,7 +53,7 @@ impl Variant {
         }
     }
 
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Variant::Valid => "certificate valid for the MX name",
             Variant::SelfSigned => "self-signed certificate",
@@ -68,11 +68,11 @@ impl Variant {
     }
 }
 
-fn mta_key(peer: Peer) -> &'static str {
+pub fn mta_key(peer: Peer) -> &'static str {
     if peer == Peer::Postfix { "pf" } else { "ex" }
 }
 
-fn host(peer: Peer, v: Variant) -> String {
+pub fn host(peer: Peer, v: Variant) -> String {
     format!("{}.{}.nh.test", v.key(), mta_key(peer))
 }
 
@@ -134,13 +134,13 @@ fn leak(s: String) -> &'static str {
 }
 
 #[derive(Debug)]
-enum Expect {
+pub enum Expect {
     /// Delivered over this TLS version (None: plaintext), with `fallback` from a failed `may`.
     Delivered(Option<&'static str>, bool),
     Deferred(String),
 }
 
-fn expect(peer: Peer, v: Variant, level: &str) -> Expect {
+pub fn expect(peer: Peer, v: Variant, level: &str) -> Expect {
     let h = host(peer, v);
     let tls = if v == Variant::Tls12 {
         "TLSv1.2"
@@ -235,15 +235,36 @@ async fn settled(lab: &Lab, id: &str) -> Value {
 }
 
 async fn judge(lab: &Lab, peer: Peer, v: Variant, level: &str, id: &str) -> Check {
+    let from = sender(peer, v, level);
+    check(
+        lab,
+        peer,
+        &from,
+        expect(peer, v, level),
+        level == "verify",
+        id,
+    )
+    .await
+}
+
+/// Whether message `id` from `from` fared as `expected` (`verified`: a delivery must have had
+/// its certificate verified), in tracking and in the next hop's log.
+pub async fn check(
+    lab: &Lab,
+    peer: Peer,
+    from: &str,
+    expected: Expect,
+    verified: bool,
+    id: &str,
+) -> Check {
     let record = settled(lab, id).await;
     let delivery = &record["deliveries"][0];
-    let from = sender(peer, v, level);
-    match expect(peer, v, level) {
+    match expected {
         Expect::Delivered(version, fallback) => {
             if delivery["status"] != "delivered" {
                 return Check::fail("not delivered", delivery.to_string());
             }
-            let Some(arrived) = lab.arrival(peer, &from, Duration::from_secs(30)).await else {
+            let Some(arrived) = lab.arrival(peer, from, Duration::from_secs(30)).await else {
                 return Check::fail("not in the next hop's log", String::new());
             };
             if arrived.tls.as_deref() != version {
@@ -255,7 +276,7 @@ async fn judge(lab: &Lab, peer: Peer, v: Variant, level: &str, id: &str) -> Chec
             if record["marks"]["tls_fallback"] != fallback {
                 return Check::fail("wrong fallback mark", record["marks"].to_string());
             }
-            if level == "verify" && delivery["tls"]["server_certificate"] != "verified" {
+            if verified && delivery["tls"]["server_certificate"] != "verified" {
                 return Check::fail("certificate not recorded as verified", delivery.to_string());
             }
             let how = version.unwrap_or("plaintext");
@@ -273,7 +294,7 @@ async fn judge(lab: &Lab, peer: Peer, v: Variant, level: &str, id: &str) -> Chec
                     format!("wanted deferred with {text:?}: {delivery}"),
                 );
             }
-            if let Some(a) = lab.arrival(peer, &from, Duration::from_millis(500)).await {
+            if let Some(a) = lab.arrival(peer, from, Duration::from_millis(500)).await {
                 return Check::fail("the next hop received it", a.line);
             }
             Check::Pass(format!("deferred {}", text.split(' ').next().unwrap_or("")))

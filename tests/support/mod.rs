@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 pub mod dns;
 pub mod hops;
+pub mod https;
 pub mod relay;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_postern");
