@@ -69,18 +69,17 @@ fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
 }
 
-/// The TLS-RPT result type tracking should record, if any.
-fn result_type(peer: Peer, v: Variant, mode: &str) -> Option<&'static str> {
-    match (v, mode) {
-        (Variant::Valid | Variant::Tls12, _) => None,
-        (Variant::SelfSigned, _) => Some("certificate-not-trusted"),
-        (Variant::Expired, _) => Some("certificate-expired"),
-        (Variant::WrongName, _) => Some("certificate-host-mismatch"),
-        (Variant::NotOffered, _) => Some("starttls-not-supported"),
-        // Exim answers STARTTLS with 454: refused, under enforce.
-        (Variant::NoCert, "enforce") if peer == Peer::Exim => Some("starttls-not-supported"),
-        // Postfix's handshake fails; under testing both fall back to plaintext.
-        (Variant::NoCert, _) => Some("validation-failure"),
+/// The TLS-RPT result type tracking should record, if any (the same under both modes).
+fn result_type(peer: Peer, v: Variant) -> Option<&'static str> {
+    match v {
+        Variant::Valid | Variant::Tls12 => None,
+        Variant::SelfSigned => Some("certificate-not-trusted"),
+        Variant::Expired => Some("certificate-expired"),
+        Variant::WrongName => Some("certificate-host-mismatch"),
+        Variant::NotOffered => Some("starttls-not-supported"),
+        // Exim answers STARTTLS with 454; Postfix's handshake fails.
+        Variant::NoCert if peer == Peer::Exim => Some("starttls-not-supported"),
+        Variant::NoCert => Some("validation-failure"),
     }
 }
 
@@ -148,6 +147,68 @@ pub async fn run(lab: &Lab, m: &mut Matrix, hosts: &MxHosts) {
             m.record(v.label(), &column, check);
         }
     }
+    reports(lab, m, hosts).await;
+}
+
+/// The day's TLS-RPT reports, built from the sessions above: one session per domain, a
+/// success or a failure of the cell's result type.
+async fn reports(lab: &Lab, m: &mut Matrix, hosts: &MxHosts) {
+    let today = postern_time::rfc3339_s(postern_time::now_s())[..10].to_string();
+    let built = lab
+        .rest(
+            reqwest::Method::POST,
+            "/v1/reports/tls/build",
+            json!({"date": today}),
+        )
+        .await;
+    let columns: Vec<String> = [Peer::Postfix, Peer::Exim]
+        .iter()
+        .flat_map(|p| {
+            MODES
+                .iter()
+                .map(move |mode| format!("{} `{mode}`", p.name()))
+        })
+        .collect();
+    m.table(
+        "TLS-RPT: the report each of these domains gets for the day",
+        &columns.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    for (peer, v, _) in &hosts.0 {
+        for mode in MODES {
+            let d = domain(*peer, *v, mode);
+            let column = format!("{} `{mode}`", peer.name());
+            let report = built["items"]
+                .as_array()
+                .and_then(|items| items.iter().find(|r| r["policy_domain"] == d.as_str()));
+            let check = match report {
+                None => Check::fail("no report", built.to_string()),
+                Some(r) => judge_report(&r["report"], mode, result_type(*peer, *v)),
+            };
+            m.record(v.label(), &column, check);
+        }
+    }
+}
+
+fn judge_report(report: &Value, mode: &str, want: Option<&str>) -> Check {
+    let policy = &report["policies"][0];
+    let summary = &policy["summary"];
+    let (ok, failed) = (
+        summary["total-successful-session-count"].as_u64(),
+        summary["total-failure-session-count"].as_u64(),
+    );
+    let lines = policy["policy"]["policy-string"].to_string();
+    if policy["policy"]["policy-type"] != "sts" || !lines.contains(&format!("mode: {mode}")) {
+        return Check::fail("not reported under the sts policy", report.to_string());
+    }
+    let kind = policy["failure-details"][0]["result-type"].as_str();
+    match (want, ok, failed, kind) {
+        (None, Some(1), Some(0), None) => Check::Pass("1 successful session".into()),
+        (Some(w), Some(0), Some(1), Some(k)) if k == w => Check::Pass(format!("1 failed: `{k}`")),
+        _ => Check::fail(
+            &format!("wanted one session, {}", want.unwrap_or("successful")),
+            report.to_string(),
+        ),
+    }
 }
 
 async fn judge(lab: &Lab, peer: Peer, v: Variant, mode: &str, from: &str, id: &str) -> Check {
@@ -172,7 +233,7 @@ async fn judge(lab: &Lab, peer: Peer, v: Variant, mode: &str, from: &str, id: &s
     if attempt["policy_source"] != "mta-sts" || attempt["sts_mode"] != mode {
         return Check::fail("not decided by the MTA-STS policy", attempt.to_string());
     }
-    let want = result_type(peer, v, mode);
+    let want = result_type(peer, v);
     if attempt["sts_failure"].as_str() != want {
         return Check::fail(
             &format!("TLS-RPT result {want:?} expected"),

@@ -133,6 +133,8 @@ pub struct Attempt {
     pub local_ip: Option<String>,
     /// The policy refused the server's certificate because it had expired.
     pub certificate_expired: bool,
+    /// The server answered STARTTLS with an error (a `may` fallback is then its doing).
+    pub starttls_refused: bool,
 }
 
 enum Stream {
@@ -244,6 +246,7 @@ pub async fn attempt(
         violation: None,
         local_ip: None,
         certificate_expired: false,
+        starttls_refused: false,
     };
     let key = PoolKey::new(target, cx.generation);
     // A cached connection first; one that fails before RSET is answered is not counted
@@ -473,6 +476,7 @@ async fn drive(
                 }
             }
             ClientEvent::StartTlsRefused(reply) => {
+                record.starttls_refused = true;
                 let step = after_starttls_refused(target.level, host, &ip, &reply.one_line());
                 conn.client.quit(Reply::new(450, "4.7.0 TLS policy"));
                 verdict = Some(step.into());

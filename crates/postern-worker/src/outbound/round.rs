@@ -744,6 +744,8 @@ fn sts_failure(
         }
         (None, Some(Violation::CertificateNotTrusted)) => Some("certificate-not-trusted"),
         (None, Some(_)) => Some("validation-failure"),
+        // A `may` fallback: STARTTLS refused (454) or a failed handshake.
+        (None, None) if a.tls_fallback && a.starttls_refused => Some("starttls-not-supported"),
         (None, None) if a.tls_fallback => Some("validation-failure"),
         (None, None) if a.greeted && level > Level::None => Some("starttls-not-supported"),
         (None, None) => None,
