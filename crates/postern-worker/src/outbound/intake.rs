@@ -4,10 +4,17 @@
 //! JSON to the control plane in a tracking event. The recipient is then delivered.
 
 use std::io::Read as _;
+use std::sync::Arc;
 
 use mail_parser::{MessageParser, MimeHeaders as _};
 
+use postern_events::{self as events, Event};
+use postern_policy::CompiledPolicy;
 use postern_smtp::Reply;
+
+use super::queue::Queue;
+use super::round::{GroupKey, RcptResult};
+use crate::spool;
 
 /// The largest report taken, uncompressed (it travels in one tracking event).
 pub const MAX_REPORT_BYTES: u64 = 1024 * 1024;
@@ -49,6 +56,43 @@ pub fn report_in(message: &[u8]) -> Result<String, Reply> {
         ));
     }
     String::from_utf8(json).map_err(|_| refuse("the report is not UTF-8"))
+}
+
+impl Queue {
+    /// A TLS-RPT report mailed to us: its JSON goes to the control plane, the recipient is
+    /// delivered (or refused when the message holds no report).
+    pub(super) async fn take_report(
+        &self,
+        envelope: &spool::Envelope,
+        body: &mut Option<Arc<[u8]>>,
+        key: &GroupKey,
+        policy: &CompiledPolicy,
+    ) -> RcptResult {
+        let reply = match self.body(&envelope.id, body).await {
+            Err(reply) => reply,
+            Ok(message) => match super::intake::report_in(&message) {
+                Ok(report) => {
+                    self.track(
+                        policy,
+                        Event::TlsReportReceived(events::TlsReportReceived {
+                            queue_id: envelope.id.clone(),
+                            sender: envelope.sender.clone(),
+                            report,
+                        }),
+                    );
+                    Reply::new(250, "2.0.0 TLS-RPT report received")
+                }
+                Err(reply) => reply,
+            },
+        };
+        RcptResult {
+            reply,
+            violation: None,
+            leg: None,
+            remote_mta: None,
+            policy: key.source(),
+        }
+    }
 }
 
 #[cfg(test)]

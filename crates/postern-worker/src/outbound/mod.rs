@@ -17,4 +17,5 @@ pub mod round;
 pub mod route;
 pub mod schedule;
 pub mod state;
+mod sts_result;
 pub mod submit;

@@ -11,8 +11,7 @@ use std::sync::Arc;
 
 use postern_events::{self as events, Event, Leg, Tls};
 use postern_policy::{
-    Certificate, CipherStrength, CompiledPolicy, Level, NextHop, RuleRef, Violation,
-    normalize_lookup_domain,
+    CipherStrength, CompiledPolicy, Level, NextHop, RuleRef, Violation, normalize_lookup_domain,
 };
 use postern_smtp::{Envelope, Reply};
 use postern_sts::{Mode, Source};
@@ -25,6 +24,7 @@ use super::pool::Reuse;
 use super::queue::{Queue, QueueError, local_retry_s};
 use super::route::Router;
 use super::state::{Fate, MessageState};
+use super::sts_result::{session_policy, sts_applied, sts_failure};
 use crate::spool;
 
 /// Messages up to this size are read with their envelope at the start of a round (one disk
@@ -47,7 +47,7 @@ pub struct GroupKey {
 
 impl GroupKey {
     /// What set the level, before any MTA-STS policy is looked up.
-    fn source(&self) -> events::PolicySource {
+    pub(super) fn source(&self) -> events::PolicySource {
         if self.rule {
             events::PolicySource::Rule
         } else {
@@ -96,15 +96,15 @@ pub fn plan(
 }
 
 /// What one recipient got from a group's delivery.
-struct RcptResult {
-    reply: Reply,
+pub(super) struct RcptResult {
+    pub(super) reply: Reply,
     /// Set when the TLS policy deferred it.
-    violation: Option<Violation>,
-    leg: Option<Leg>,
+    pub(super) violation: Option<Violation>,
+    pub(super) leg: Option<Leg>,
     /// The next hop's host name when `reply` is its own.
-    remote_mta: Option<String>,
+    pub(super) remote_mta: Option<String>,
     /// What set the TLS level.
-    policy: events::PolicySource,
+    pub(super) policy: events::PolicySource,
 }
 
 /// How `attempt` travelled, as tracking records it.
@@ -639,7 +639,11 @@ impl Queue {
 
 impl Queue {
     /// The message's bytes, read from the spool once per round.
-    async fn body(&self, id: &str, body: &mut Option<Arc<[u8]>>) -> Result<Arc<[u8]>, Reply> {
+    pub(super) async fn body(
+        &self,
+        id: &str,
+        body: &mut Option<Arc<[u8]>>,
+    ) -> Result<Arc<[u8]>, Reply> {
         if let Some(b) = body {
             return Ok(b.clone());
         }
@@ -652,102 +656,5 @@ impl Queue {
             }
             Err(e) => Err(Reply::new(451, format!("4.3.0 {e}"))),
         }
-    }
-
-    /// A TLS-RPT report mailed to us: its JSON goes to the control plane, the recipient is
-    /// delivered (or refused when the message holds no report).
-    async fn take_report(
-        &self,
-        envelope: &spool::Envelope,
-        body: &mut Option<Arc<[u8]>>,
-        key: &GroupKey,
-        policy: &CompiledPolicy,
-    ) -> RcptResult {
-        let reply = match self.body(&envelope.id, body).await {
-            Err(reply) => reply,
-            Ok(message) => match super::intake::report_in(&message) {
-                Ok(report) => {
-                    self.track(
-                        policy,
-                        Event::TlsReportReceived(events::TlsReportReceived {
-                            queue_id: envelope.id.clone(),
-                            sender: envelope.sender.clone(),
-                            report,
-                        }),
-                    );
-                    Reply::new(250, "2.0.0 TLS-RPT report received")
-                }
-                Err(reply) => reply,
-            },
-        };
-        RcptResult {
-            reply,
-            violation: None,
-            leg: None,
-            remote_mta: None,
-            policy: key.source(),
-        }
-    }
-}
-
-/// The policy as TLS-RPT describes it: its lines as served and its mx patterns.
-fn session_policy(c: &postern_sts::Cached) -> events::SessionPolicy {
-    events::SessionPolicy {
-        id: c.id.clone(),
-        lines: c
-            .text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
-            .collect(),
-        mx: c.policy.mx.iter().map(|m| m.as_str().to_string()).collect(),
-    }
-}
-
-fn sts_applied(c: &postern_sts::Cached, failure: Option<&str>) -> events::PolicySource {
-    events::PolicySource::MtaSts(events::StsApplied {
-        id: c.id.clone(),
-        mode: c.policy.mode.as_str().into(),
-        failure: failure.map(str::to_string),
-    })
-}
-
-/// What an MTA-STS policy finds wrong with an attempt, as a TLS-RPT result type (RFC 8460
-/// 4.3.2): enforced, it deferred the attempt; in `testing`, the delivery went on regardless.
-/// `None` for an attempt that reached no server, or that met every requirement; and for
-/// plaintext at level `none` (a `testing` policy under a `none` default: STARTTLS was not
-/// tried, so the server is not to blame).
-fn sts_failure(
-    policy: &postern_sts::Policy,
-    a: &super::deliver::Attempt,
-    level: Level,
-) -> Option<&'static str> {
-    if !policy.allows(&a.host) {
-        return Some("validation-failure");
-    }
-    match (&a.tls, a.violation) {
-        (Some(t), _) => match t.certificate {
-            Certificate::Verified => None,
-            Certificate::NameMismatch => Some("certificate-host-mismatch"),
-            Certificate::Untrusted if t.expired => Some("certificate-expired"),
-            Certificate::Untrusted => Some("certificate-not-trusted"),
-            Certificate::None => Some("validation-failure"),
-        },
-        // Enforced, the attempt stopped at the failed check (its record keeps no TLS).
-        (None, Some(Violation::TlsNotOffered | Violation::StartTlsRefused)) => {
-            Some("starttls-not-supported")
-        }
-        (None, Some(Violation::CertificateNotVerified)) => Some("certificate-host-mismatch"),
-        (None, Some(Violation::CertificateNotTrusted)) if a.certificate_expired => {
-            Some("certificate-expired")
-        }
-        (None, Some(Violation::CertificateNotTrusted)) => Some("certificate-not-trusted"),
-        (None, Some(_)) => Some("validation-failure"),
-        // A `may` fallback: STARTTLS refused (454) or a failed handshake.
-        (None, None) if a.tls_fallback && a.starttls_refused => Some("starttls-not-supported"),
-        (None, None) if a.tls_fallback => Some("validation-failure"),
-        (None, None) if a.greeted && level > Level::None => Some("starttls-not-supported"),
-        (None, None) => None,
     }
 }
