@@ -1,6 +1,7 @@
-//! MTA-STS (issue 15) end to end and offline: the test's DNS server (MX, A, TXT), an HTTPS
-//! policy host whose certificate comes from a test CA given to `/v1/trust`, and next hops on
-//! 127.0.0.2-4 with a certificate for their MX name, one for another name, and no STARTTLS.
+//! MTA-STS and TLS-RPT (issue 15) end to end and offline: the test's DNS server (MX, A, TXT),
+//! an HTTPS policy host whose certificate comes from a test CA given to `/v1/trust`, and next
+//! hops on 127.0.0.2-6 with a certificate for their MX name, one for another name, no STARTTLS,
+//! a self-signed certificate and an expired one.
 //! Every outcome is read from tracking (`GET /v1/messages/{id}`) and the next hops.
 
 mod support;
@@ -71,6 +72,21 @@ async fn report_receiver(cert: (String, String)) -> (u16, Posts) {
         }
     });
     (port, posts)
+}
+
+/// A CA (for `/v1/trust`) and a certificate it issued for `name` that expired in 2021.
+fn expired_pair(name: &str) -> (String, (String, String)) {
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let mut leaf = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+    leaf.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    leaf.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    (ca_pem, (cert.pem(), key.serialize_pem()))
 }
 
 fn policy(mode: &str, mx: &[&str]) -> String {
@@ -170,6 +186,14 @@ async fn lab() -> Lab {
     let (_, wrong_name) =
         tls_sink_on(&format!("127.0.0.3:{port}"), pair(&["elsewhere.test"])).await;
     let (_, plain) = sink_on(&format!("127.0.0.4:{port}")).await;
+    let self_signed = postern_tls::pki::Issued::self_signed(&["mx.self.test"]).unwrap();
+    let (_, _) = tls_sink_on(
+        &format!("127.0.0.5:{port}"),
+        (self_signed.cert_pem, self_signed.key_pem),
+    )
+    .await;
+    let (expired_ca, expired) = expired_pair("mx.expired.test");
+    let (_, _) = tls_sink_on(&format!("127.0.0.6:{port}"), expired).await;
 
     let hosted = [
         "good",
@@ -184,6 +208,8 @@ async fn lab() -> Lab {
         "invalid",
         "html",
         "mixed",
+        "selfsigned",
+        "expired",
     ];
     let sans: Vec<String> = hosted.iter().map(|d| format!("mta-sts.{d}.test")).collect();
     let sans: Vec<&str> = sans.iter().map(String::as_str).collect();
@@ -196,6 +222,8 @@ async fn lab() -> Lab {
         ("mx.good.test.".into(), a("127.0.0.2")),
         ("mx.bad.test.".into(), a("127.0.0.3")),
         ("mx.plain.test.".into(), a("127.0.0.4")),
+        ("mx.self.test.".into(), a("127.0.0.5")),
+        ("mx.expired.test.".into(), a("127.0.0.6")),
     ];
     let mx_of = [
         ("good", "mx.good.test."),
@@ -211,6 +239,8 @@ async fn lab() -> Lab {
         ("webpki", "mx.bad.test."),
         ("html", "mx.bad.test."),
         ("notxt", "mx.bad.test."),
+        ("selfsigned", "mx.self.test."),
+        ("expired", "mx.expired.test."),
     ];
     for (d, host) in mx_of {
         zone.push((format!("{d}.test."), mx(host)));
@@ -234,7 +264,11 @@ async fn lab() -> Lab {
     }});
     let relay = Relay::start_with(&[], settings, tempfile::tempdir().unwrap(), &[]).await;
     relay
-        .rest(Method::PUT, "/v1/trust", json!({"ca_pems": [ca.cert_pem]}))
+        .rest(
+            Method::PUT,
+            "/v1/trust",
+            json!({"ca_pems": [ca.cert_pem, expired_ca]}),
+        )
         .await;
     // A local rule exempts ruled.test from its published policy.
     relay
@@ -277,6 +311,8 @@ async fn lab() -> Lab {
     lab.serve("redirect.test", 301, String::new());
     lab.serve("html.test", 299, policy("enforce", &["*.nowhere.test"]));
     lab.serve("mixed.test", 200, policy("enforce", &["*.good.test"]));
+    lab.serve("selfsigned.test", 200, policy("enforce", &["mx.self.test"]));
+    lab.serve("expired.test", 200, policy("enforce", &["mx.expired.test"]));
     lab.serve(
         "oversized.test",
         200,
@@ -350,6 +386,21 @@ async fn mta_sts_policies_are_discovered_cached_and_enforced() {
         Some("certificate-host-mismatch"),
     );
     assert!(!received(&lab.wrong_name, "bob@badcert.test"));
+
+    // enforce, a self-signed certificate, or one from a trusted CA that has expired: deferred.
+    for (domain, failure) in [
+        ("selfsigned", "certificate-not-trusted"),
+        ("expired", "certificate-expired"),
+    ] {
+        let a = lab
+            .attempt(&lab.send(&format!("bob@{domain}.test")).await)
+            .await;
+        assert!(
+            reply(&a).contains("4.7.5 Server certificate not trusted"),
+            "{domain}: {a:#}"
+        );
+        assert_source(&a, "mta-sts", Some("1"), Some("enforce"), Some(failure));
+    }
 
     // enforce, STARTTLS not offered: deferred, never plaintext.
     let a = lab.attempt(&lab.send("bob@nostarttls.test").await).await;
