@@ -19,6 +19,7 @@ import { audit } from "./pages/audit";
 import { tokens } from "./pages/tokens";
 import { workers } from "./pages/workers";
 import { queue } from "./pages/queue";
+import { reports } from "./pages/reports";
 
 interface Route {
   path: string;
@@ -40,6 +41,7 @@ const routes: Route[] = [
   { path: "versions", title: "Versions", page: versions },
   { path: "queue", title: "Queue", page: queue },
   { path: "workers", title: "Workers", page: workers },
+  { path: "reports", title: "TLS reports", page: reports },
   { path: "audit", title: "Audit", page: audit },
   { path: "tokens", title: "Tokens", page: tokens, adminOnly: true },
 ];

@@ -1447,6 +1447,8 @@ export interface components {
             deliveries: components["schemas"]["ReportDeliveryView"][];
             /** @description Why it was not sent (`not_sent`). */
             error?: string | null;
+            /** Format: int64 */
+            failed_sessions: number;
             policy_domain: string;
             /** @description The report as RFC 8460 4 defines it. */
             report: Record<string, never>;
@@ -1457,6 +1459,11 @@ export interface components {
              *     `_smtp._tls` record: nothing to send).
              */
             status: string;
+            /**
+             * Format: int64
+             * @description Sessions over all its policies.
+             */
+            successful_sessions: number;
             /** @description The worker that sent it. */
             worker?: string | null;
         };

@@ -39,6 +39,9 @@ pub struct TlsReportView {
     /// The worker that sent it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
+    /// Sessions over all its policies.
+    pub successful_sessions: u64,
+    pub failed_sessions: u64,
     /// Each `rua` address: the mailed report's queue id, the HTTP status, or the failure.
     pub deliveries: Vec<ReportDeliveryView>,
     /// The report as RFC 8460 4 defines it.
@@ -142,6 +145,16 @@ pub async fn build(
             error: None,
             worker: None,
             deliveries: Vec::new(),
+            successful_sessions: report
+                .policies
+                .iter()
+                .map(|p| p.summary.total_successful_session_count)
+                .sum(),
+            failed_sessions: report
+                .policies
+                .iter()
+                .map(|p| p.summary.total_failure_session_count)
+                .sum(),
             report: serde_json::to_value(&report).expect("reports serialise"),
         };
         if send {

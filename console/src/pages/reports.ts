@@ -1,0 +1,55 @@
+// TLS reports (RFC 8460): the reports Postern builds about its deliveries to each recipient
+// domain and where they went, and the reports other senders sent about the relay domains.
+
+import { api, call } from "../api/client";
+import { h, section, table, time, writeButton } from "../dom";
+import { act, formError } from "../forms";
+import type { Page } from "./page";
+
+const today = () => new Date().toISOString().slice(0, 10);
+
+export const reports: Page = async ({ main }) => {
+  const [sent, received] = await Promise.all([call(api.GET("/v1/reports/tls")), call(api.GET("/v1/reports/tls/received"))]);
+  const error = h("div", null, formError());
+  const build = () =>
+    act(error, null, () => call(api.POST("/v1/reports/tls/build", { body: { date: today(), send: false } })));
+  main.append(
+    h("h1", null, "TLS reports"),
+    section(
+      "Reports about our deliveries",
+      h("p", null, "One report per recipient domain and UTC day, sent to the addresses its _smtp._tls record names."),
+      error,
+      writeButton("Build today's reports", build),
+      table(
+        "Reports built, newest day first",
+        [
+          ["Day", (r) => r.date],
+          ["Domain", (r) => r.policy_domain],
+          ["Sessions", (r) => `${r.successful_sessions} ok, ${r.failed_sessions} failed`],
+          ["Status", (r) => (r.status === "not_sent" ? h("span", { class: "mark mark-violation" }, "not sent") : r.status.replace("_", " "))],
+          ["Sent to", (r) => h("ul", null, r.deliveries.map((d) => h("li", null, `${d.rua}: ${d.ok ? "" : "failed, "}${d.detail}`)))],
+          ["Built", (r) => time(r.built_at)],
+        ],
+        sent.items,
+        "No report built yet (reports cover deliveries to recipient domains' MX hosts).",
+      ),
+    ),
+    section(
+      "Reports about our domains",
+      h("p", null, "What other senders saw when they delivered to the relay domains."),
+      table(
+        "Reports received, by organisation",
+        [
+          ["Organisation", (r) => r.organization_name],
+          ["Period", (r) => `${r.start_datetime} to ${r.end_datetime}`],
+          ["Domains", (r) => r.policy_domains.join(", ")],
+          ["Sessions", (r) => (r.failed_sessions > 0 ? h("span", { class: "mark mark-violation" }, `${r.successful_sessions} ok, ${r.failed_sessions} failed`) : `${r.successful_sessions} ok`)],
+          ["Via", (r) => `${r.via} (${r.source})`],
+          ["Received", (r) => time(r.received_at)],
+        ],
+        received.items,
+        "No report received yet.",
+      ),
+    ),
+  );
+};
