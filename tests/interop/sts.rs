@@ -69,6 +69,22 @@ fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
 }
 
+/// A table whose columns are each MTA under each mode.
+fn table(m: &mut Matrix, title: &str) {
+    let columns: Vec<String> = [Peer::Postfix, Peer::Exim]
+        .iter()
+        .flat_map(|p| MODES.map(|mode| column(*p, mode)))
+        .collect();
+    m.table(
+        title,
+        &columns.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+}
+
+fn column(peer: Peer, mode: &str) -> String {
+    format!("{} `{mode}`", peer.name())
+}
+
 /// The TLS-RPT result type tracking should record, if any (the same under both modes).
 fn result_type(peer: Peer, v: Variant) -> Option<&'static str> {
     match v {
@@ -103,17 +119,9 @@ pub async fn run(lab: &Lab, m: &mut Matrix, hosts: &MxHosts) {
             routes.lock().unwrap().insert(name, (200, policy));
         }
     }
-    let columns: Vec<String> = [Peer::Postfix, Peer::Exim]
-        .iter()
-        .flat_map(|p| {
-            MODES
-                .iter()
-                .map(move |mode| format!("{} `{mode}`", p.name()))
-        })
-        .collect();
-    m.table(
+    table(
+        m,
         "MTA-STS: Postern delivers to a domain's MX hosts under its published policy",
-        &columns.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     for (peer, v, port) in &hosts.0 {
         // The MX hosts share `delivery.mx_port`: each next hop's cells run with its port.
@@ -139,7 +147,7 @@ pub async fn run(lab: &Lab, m: &mut Matrix, hosts: &MxHosts) {
             sent.push((mode, from, reply.starts_with("250").then_some(id)));
         }
         for (mode, from, id) in sent {
-            let column = format!("{} `{mode}`", peer.name());
+            let column = column(*peer, mode);
             let check = match id {
                 None => Check::fail("not accepted by Postern", String::new()),
                 Some(id) => judge(lab, *peer, *v, mode, &from, &id).await,
@@ -161,22 +169,14 @@ async fn reports(lab: &Lab, m: &mut Matrix, hosts: &MxHosts) {
             json!({"date": today}),
         )
         .await;
-    let columns: Vec<String> = [Peer::Postfix, Peer::Exim]
-        .iter()
-        .flat_map(|p| {
-            MODES
-                .iter()
-                .map(move |mode| format!("{} `{mode}`", p.name()))
-        })
-        .collect();
-    m.table(
+    table(
+        m,
         "TLS-RPT: the report each of these domains gets for the day",
-        &columns.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     for (peer, v, _) in &hosts.0 {
         for mode in MODES {
             let d = domain(*peer, *v, mode);
-            let column = format!("{} `{mode}`", peer.name());
+            let column = column(*peer, mode);
             let report = built["items"]
                 .as_array()
                 .and_then(|items| items.iter().find(|r| r["policy_domain"] == d.as_str()));

@@ -107,6 +107,18 @@ pub struct Report {
     pub policies: Vec<PolicyResult>,
 }
 
+impl Report {
+    /// (successful, failed) sessions over all its policies.
+    pub fn session_counts(&self) -> (u64, u64) {
+        self.policies.iter().fold((0, 0), |(ok, failed), p| {
+            (
+                ok + p.summary.total_successful_session_count,
+                failed + p.summary.total_failure_session_count,
+            )
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct DateRange {

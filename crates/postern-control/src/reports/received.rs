@@ -89,17 +89,10 @@ pub fn read(
         return Err(ReceiveError::NotOurs(domains.join(", ")));
     }
     let value = serde_json::from_slice(json).map_err(|e| ReceiveError::Invalid(e.to_string()))?;
+    let (ok, failed) = report.session_counts();
     Ok(ReceivedReport {
-        successful_sessions: report
-            .policies
-            .iter()
-            .map(|p| p.summary.total_successful_session_count)
-            .sum(),
-        failed_sessions: report
-            .policies
-            .iter()
-            .map(|p| p.summary.total_failure_session_count)
-            .sum(),
+        successful_sessions: ok,
+        failed_sessions: failed,
         organization_name: report.organization_name,
         report_id: report.report_id,
         start_datetime: report.date_range.start_datetime,

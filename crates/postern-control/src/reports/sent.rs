@@ -136,6 +136,7 @@ pub async fn build(
             end_datetime: postern_time::rfc3339_s(end / 1000),
         };
         let report = tlsrpt::build(header, &domain, &sessions);
+        let (ok, failed) = report.session_counts();
         let mut view = TlsReportView {
             date: date.to_string(),
             policy_domain: domain.clone(),
@@ -145,16 +146,8 @@ pub async fn build(
             error: None,
             worker: None,
             deliveries: Vec::new(),
-            successful_sessions: report
-                .policies
-                .iter()
-                .map(|p| p.summary.total_successful_session_count)
-                .sum(),
-            failed_sessions: report
-                .policies
-                .iter()
-                .map(|p| p.summary.total_failure_session_count)
-                .sum(),
+            successful_sessions: ok,
+            failed_sessions: failed,
             report: serde_json::to_value(&report).expect("reports serialise"),
         };
         if send {
