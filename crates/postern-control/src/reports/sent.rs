@@ -17,6 +17,8 @@ use crate::tracking::TrackingError;
 
 /// How long a worker may take to send one report (DNS, the queue, each HTTPS POST).
 const SEND_LIMIT: Duration = Duration::from_secs(60);
+/// Reports handed to workers at once.
+const SEND_AT_ONCE: usize = 8;
 /// How often the daily task looks whether yesterday's reports are due.
 const CHECK_EVERY: Duration = Duration::from_secs(600);
 
@@ -137,9 +139,18 @@ pub async fn build(
         };
         let report = tlsrpt::build(header, &domain, &sessions);
         let (ok, failed) = report.session_counts();
-        let mut view = TlsReportView {
-            date: date.to_string(),
+        let command = TlsReportCommand {
             policy_domain: domain.clone(),
+            json: serde_json::to_vec(&report).expect("reports serialise"),
+            report_id: report_id.clone(),
+            submitter: submitter.clone(),
+            from: contact.clone(),
+            start_s: start / 1000,
+            end_s: end / 1000,
+        };
+        let view = TlsReportView {
+            date: date.to_string(),
+            policy_domain: domain,
             report_id,
             built_at: crate::control::now_rfc3339(),
             status: "built".into(),
@@ -150,32 +161,51 @@ pub async fn build(
             failed_sessions: failed,
             report: serde_json::to_value(&report).expect("reports serialise"),
         };
-        if send {
-            let command = TlsReportCommand {
-                policy_domain: domain.clone(),
-                json: serde_json::to_vec(&report).expect("reports serialise"),
-                report_id: view.report_id.clone(),
-                submitter: submitter.clone(),
-                from: contact.clone(),
-                start_s: start / 1000,
-                end_s: end / 1000,
-            };
-            send_one(c, command, &mut view).await;
-        }
-        c.tracking.put_tls_report(
-            date,
-            &domain,
-            &serde_json::to_vec(&view).expect("views serialise"),
-        )?;
-        built.push(view);
+        built.push((view, command));
     }
-    Ok(built)
+    let mut views: Vec<TlsReportView> = if send {
+        // A few at a time (each is DNS, a queued mail and HTTPS POSTs on a worker), spread
+        // over the connected workers.
+        let limit = Arc::new(tokio::sync::Semaphore::new(SEND_AT_ONCE));
+        let mut sending = tokio::task::JoinSet::new();
+        for (i, (mut view, command)) in built.into_iter().enumerate() {
+            let (c, limit) = (c.clone(), limit.clone());
+            sending.spawn(async move {
+                let _turn = limit.acquire_owned().await;
+                send_one(&c, command, &mut view, i).await;
+                view
+            });
+        }
+        sending.join_all().await
+    } else {
+        built.into_iter().map(|(view, _)| view).collect()
+    };
+    views.sort_by(|a, b| a.policy_domain.cmp(&b.policy_domain));
+    let stored: Vec<(String, Vec<u8>)> = views
+        .iter()
+        .map(|v| {
+            let bytes = serde_json::to_vec(v).expect("views serialise");
+            (v.policy_domain.clone(), bytes)
+        })
+        .collect();
+    c.tracking.put_tls_reports(date, &stored)?;
+    Ok(views)
 }
 
-/// Hands the report to the first connected worker that answers.
-async fn send_one(c: &Arc<Control>, command: TlsReportCommand, view: &mut TlsReportView) {
+/// Hands the report to the first connected worker that answers, starting with the `turn`-th.
+async fn send_one(
+    c: &Arc<Control>,
+    command: TlsReportCommand,
+    view: &mut TlsReportView,
+    turn: usize,
+) {
     let mut errors = Vec::new();
-    for worker in c.workers.connected_ids() {
+    let mut workers = c.workers.connected_ids();
+    if !workers.is_empty() {
+        let n = workers.len();
+        workers.rotate_left(turn % n);
+    }
+    for worker in workers {
         let op = QueueCommand::SendTlsReport(command.clone());
         match c.workers.command_within(&worker, op, SEND_LIMIT).await {
             Ok(outcome) => {

@@ -48,15 +48,17 @@ impl Tracking {
         Ok(by_domain)
     }
 
-    /// Stores a built report (`date \0 domain` -> its JSON), replacing that day's earlier one.
-    pub fn put_tls_report(
+    /// Stores built reports, (domain, JSON) each, under `date \0 domain`, replacing that
+    /// day's earlier ones; durable on return.
+    pub fn put_tls_reports(
         &self,
         date: &str,
-        domain: &str,
-        report: &[u8],
+        reports: &[(String, Vec<u8>)],
     ) -> Result<(), TrackingError> {
-        self.tls_reports
-            .insert(format!("{date}\0{domain}"), report)?;
+        for (domain, report) in reports {
+            self.tls_reports
+                .insert(format!("{date}\0{domain}"), report.as_slice())?;
+        }
         self.tls_reports.flush()?;
         Ok(())
     }
