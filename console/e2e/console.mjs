@@ -305,7 +305,7 @@ try {
     return (await page.locator("td", { hasText: "deleted by an operator without a DSN" }).count()) > 0;
   });
 
-  step("TLS reports: one a reporter posted about our domain is listed; today's are built");
+  step("TLS reports: our published policy's TXT record; a report posted about our domain; today's built");
   const posted = await fetch(`${base}/tlsrpt`, {
     method: "POST",
     headers: { "Content-Type": "application/tlsrpt+json" },
@@ -324,7 +324,11 @@ try {
     }),
   });
   if (posted.status !== 204) fail(`POST /tlsrpt: ${posted.status}`);
+  const doc = await rest("/v1/settings");
+  doc.published_mta_sts = { mode: "testing", mx: [`mx.${partner}`], max_age: 86400 };
+  await rest("/v1/settings", "PUT", doc);
   await screen("reports");
+  await page.locator("code", { hasText: `_mta-sts.${partner} TXT "v=STSv1; id=` }).waitFor();
   const received = page.locator("tr", { hasText: `Reporter ${run}` });
   await received.waitFor();
   if (!(await received.textContent()).includes("12 ok, 1 failed")) fail(`the received report reads: ${await received.textContent()}`);

@@ -1,5 +1,6 @@
 // TLS reports (RFC 8460): the reports Postern builds about its deliveries to each recipient
-// domain and where they went, and the reports other senders sent about the relay domains.
+// domain and where they went; the MTA-STS policy published for the relay domains and its DNS
+// records; the reports other senders sent about the relay domains.
 
 import { api, call } from "../api/client";
 import { h, section, table, time, writeButton } from "../dom";
@@ -9,7 +10,11 @@ import type { Page } from "./page";
 const today = () => new Date().toISOString().slice(0, 10);
 
 export const reports: Page = async ({ main }) => {
-  const [sent, received] = await Promise.all([call(api.GET("/v1/reports/tls")), call(api.GET("/v1/reports/tls/received"))]);
+  const [sent, received, published] = await Promise.all([
+    call(api.GET("/v1/reports/tls")),
+    call(api.GET("/v1/reports/tls/received")),
+    call(api.GET("/v1/published/mta-sts")),
+  ]);
   const error = h("div", null, formError());
   const build = () =>
     act(error, null, () => call(api.POST("/v1/reports/tls/build", { body: { date: today(), send: false } })));
@@ -33,6 +38,24 @@ export const reports: Page = async ({ main }) => {
         sent.items,
         "No report built yet (reports cover deliveries to recipient domains' MX hosts).",
       ),
+    ),
+    section(
+      "Our MTA-STS policy",
+      published.policy
+        ? [
+            h("pre", null, published.policy),
+            table(
+              "What to publish in DNS for each relay domain",
+              [
+                ["Domain", (d) => d.domain],
+                ["Policy host (the control plane's HTTPS address)", (d) => d.policy_host],
+                ["TXT record", (d) => h("code", null, `${d.txt_name} TXT "${d.txt_record}"`)],
+              ],
+              published.domains,
+              "No relay domain to publish it for.",
+            ),
+          ]
+        : h("p", { class: "empty" }, "No MTA-STS policy is published (settings: published mta sts)."),
     ),
     section(
       "Reports about our domains",

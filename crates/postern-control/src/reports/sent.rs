@@ -253,21 +253,24 @@ pub fn list(
         .collect()
 }
 
+/// Whether the daily task sends a day's reports, given those stored for it: not if it is off,
+/// nor if any was sent already (a preview built through the API does not count).
+fn due(enabled: bool, stored: &[TlsReportView]) -> bool {
+    enabled && stored.iter().all(|r| r.status == "built")
+}
+
 /// Each day, once `settings.reports.tls_rpt` is on: yesterday's reports, built and sent once
 /// (a report already stored for that day and domain is not sent again).
 pub async fn run(c: Arc<Control>) {
     let mut tick = tokio::time::interval(CHECK_EVERY);
     loop {
         tick.tick().await;
-        if !c.read().settings.reports.tls_rpt {
-            continue;
-        }
+        let enabled = c.read().settings.reports.tls_rpt;
         let yesterday =
             crate::tracking::tlsrpt::day_of(postern_time::now_ms().saturating_sub(86_400_000));
         match list(&c, Some(&yesterday), None) {
-            // Built only (a preview through the API) does not count as done.
-            Ok(done) if done.iter().any(|r| r.status != "built") => continue,
-            Ok(_) => {}
+            Ok(stored) if due(enabled, &stored) => {}
+            Ok(_) => continue,
             Err(e) => {
                 tracing::error!(error = %e, "reading the TLS-RPT reports failed");
                 continue;
@@ -285,6 +288,28 @@ pub async fn run(c: Arc<Control>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_day_is_sent_once_and_previews_do_not_count() {
+        let view = |status: &str| TlsReportView {
+            date: "2026-12-06".into(),
+            policy_domain: "example.net".into(),
+            report_id: "r".into(),
+            built_at: String::new(),
+            status: status.into(),
+            error: None,
+            worker: None,
+            deliveries: Vec::new(),
+            successful_sessions: 0,
+            failed_sessions: 0,
+            report: serde_json::Value::Null,
+        };
+        assert!(due(true, &[]));
+        assert!(due(true, &[view("built")]));
+        assert!(!due(true, &[view("built"), view("sent")]));
+        assert!(!due(true, &[view("no_record")]));
+        assert!(!due(false, &[]));
+    }
 
     #[test]
     fn only_real_days_are_dates() {
