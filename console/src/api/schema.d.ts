@@ -1122,7 +1122,7 @@ export interface components {
             /** @description The report as sent. */
             report: Record<string, never>;
             report_id: string;
-            /** @description The client address (https) or the envelope sender (mail). */
+            /** @description The reporter's User-Agent (https) or the envelope sender (mail). */
             source: string;
             /** @description RFC 3339, as the report says. */
             start_datetime: string;

@@ -102,7 +102,8 @@ pub const MAX_POSTED_BYTES: usize = 1024 * 1024;
 /// `POST /tlsrpt`: a TLS-RPT report (RFC 8460 5.2) about one of the relay domains, as
 /// `application/tlsrpt+gzip` or `application/tlsrpt+json`, from any reporter (no token: publish
 /// the URL as `rua=https:...`). 204 when stored; 413 over 1 MiB (4 MiB uncompressed); 415 for
-/// another media type; 422 for anything but an RFC 8460 report about a relay domain. A
+/// another media type; 422 for anything but an RFC 8460 report about a relay domain; 503 when
+/// `MAX_RECEIVED` reports are kept already (anyone may post). A
 /// protocol endpoint for reporters, like `/.well-known/mta-sts.txt`, and not in the OpenAPI
 /// document: its media types are RFC 8460's, which client generators cannot serialise.
 pub async fn receive_tls_report(
@@ -136,6 +137,12 @@ pub async fn receive_tls_report(
         .chars()
         .take(200)
         .collect();
+    if c.tracking.received_full() {
+        return Err(ApiError::unavailable(format!(
+            "{} received reports are kept already; try again when older ones have gone",
+            received::MAX_RECEIVED
+        )));
+    }
     let json = received::unpack(gzip, &body).map_err(refused)?;
     let relay = c.read().relay.clone();
     let report = received::read(&json, "https", &agent, |d| {

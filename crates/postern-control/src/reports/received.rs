@@ -13,6 +13,10 @@ use utoipa::ToSchema;
 /// The largest report accepted, uncompressed (a gzip bomb stops here).
 pub const MAX_REPORT_BYTES: u64 = 4 * 1024 * 1024;
 
+/// Received reports kept at most (anyone may post one): more are refused until the tracking
+/// retention removes old ones.
+pub const MAX_RECEIVED: usize = 100_000;
+
 /// A report received about our domains.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ReceivedReport {
@@ -26,7 +30,7 @@ pub struct ReceivedReport {
     pub received_at: String,
     /// `https` or `mail`.
     pub via: String,
-    /// The client address (https) or the envelope sender (mail).
+    /// The reporter's User-Agent (https) or the envelope sender (mail).
     pub source: String,
     /// The policy domains it reports on.
     pub policy_domains: Vec<String>,

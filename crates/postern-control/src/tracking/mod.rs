@@ -247,6 +247,9 @@ impl Tracking {
                 match crate::reports::received::read(r.report.as_bytes(), "mail", &r.sender, |_| {
                     true
                 }) {
+                    Ok(_) if self.received_full() => {
+                        tracing::warn!(%worker, queue_id = %r.queue_id, sender = %r.sender, "a mailed TLS-RPT report was not stored: the received reports are at their limit");
+                    }
                     Ok(report) => self.put_received(&report)?,
                     Err(e) => {
                         tracing::warn!(%worker, queue_id = %r.queue_id, sender = %r.sender, error = %e, "a mailed TLS-RPT report was not stored");

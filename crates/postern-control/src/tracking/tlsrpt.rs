@@ -82,6 +82,11 @@ impl Tracking {
         Ok(out)
     }
 
+    /// Whether as many received reports are kept as may be (`MAX_RECEIVED`).
+    pub fn received_full(&self) -> bool {
+        self.tls_received.len() >= crate::reports::received::MAX_RECEIVED
+    }
+
     /// Keeps a report received about our domains, under `organisation \0 start \0 report id`
     /// (a report sent twice is kept once).
     pub fn put_received(
