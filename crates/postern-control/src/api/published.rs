@@ -9,6 +9,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
+use postern_policy::{CompiledPolicy, normalize_lookup_domain};
 use serde::Serialize;
 use sha2::Digest as _;
 use utoipa::ToSchema;
@@ -17,16 +18,10 @@ use super::{ApiError, Problem};
 use crate::auth::Actor;
 use crate::control::Control;
 
-/// Whether `domain` is one of the relay domains (`.example.com` covers its subdomains).
-pub fn is_relay_domain(relay: &postern_policy::Relay, domain: &str) -> bool {
-    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-    relay
-        .domains
-        .iter()
-        .any(|r| match r.domain.strip_prefix('.') {
-            Some(parent) => domain.ends_with(&format!(".{parent}")),
-            None => r.domain == domain,
-        })
+/// Whether `domain` is one of `policy`'s relay domains (`.example.com` covering its
+/// subdomains), as delivery decides it.
+pub fn is_relay_domain(policy: &CompiledPolicy, domain: &str) -> bool {
+    normalize_lookup_domain(domain).is_some_and(|d| policy.relay_domain(&d).is_some())
 }
 
 /// The `id` of the `_mta-sts` record for `text`: it changes whenever the policy does.
@@ -38,17 +33,20 @@ fn policy_id(text: &str) -> String {
     operation_id = "get_published_mta_sts_policy",
     responses((status = 200, content_type = "text/plain", body = String, description = "The MTA-STS policy, for `Host: mta-sts.<relay domain>`"),
         (status = 404, body = Problem, description = "No policy is published, or the host is not mta-sts. and a relay domain")))]
-pub async fn mta_sts_policy(State(c): State<Arc<Control>>, headers: HeaderMap) -> Response {
+pub async fn mta_sts_policy(
+    State(c): State<Arc<Control>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
     // `host:port`, or `[v6]:port` (never an mta-sts name).
     let name = host.rsplit_once(':').map_or(host, |(n, _)| n);
-    let state = c.read();
-    let text = state.settings.published_mta_sts.text();
-    match (name.strip_prefix("mta-sts."), text) {
-        (Some(domain), Some(text)) if is_relay_domain(&state.relay, domain) => (
+    let policy = c.compiled().await?;
+    let text = policy.settings.published_mta_sts.text();
+    Ok(match (name.strip_prefix("mta-sts."), text) {
+        (Some(domain), Some(text)) if is_relay_domain(&policy, domain) => (
             [
                 (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
                 (header::CACHE_CONTROL, "no-cache"),
@@ -57,7 +55,7 @@ pub async fn mta_sts_policy(State(c): State<Arc<Control>>, headers: HeaderMap) -
         )
             .into_response(),
         _ => ApiError::not_found("no MTA-STS policy is published for this host").into_response(),
-    }
+    })
 }
 
 /// What to publish in DNS for one relay domain.

@@ -144,15 +144,15 @@ pub async fn receive_tls_report(
         )));
     }
     let json = received::unpack(gzip, &body).map_err(refused)?;
-    let relay = c.read().relay.clone();
+    let policy = c.compiled().await?;
     let report = received::read(&json, "https", &agent, |d| {
-        super::published::is_relay_domain(&relay, d)
+        super::published::is_relay_domain(&policy, d)
     })
     .map_err(refused)?;
     tracing::info!(organization = %report.organization_name, report_id = %report.report_id, domains = ?report.policy_domains, "TLS-RPT report received");
-    c.tracking
-        .put_received(&report)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let failed = |e: crate::tracking::TrackingError| ApiError::internal(e.to_string());
+    c.tracking.put_received(&report).map_err(failed)?;
+    c.tracking.flush_async().await.map_err(failed)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

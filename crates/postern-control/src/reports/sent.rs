@@ -189,6 +189,7 @@ pub async fn build(
         })
         .collect();
     c.tracking.put_tls_reports(date, &stored)?;
+    c.tracking.flush_async().await?;
     Ok(views)
 }
 

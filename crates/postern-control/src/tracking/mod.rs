@@ -67,8 +67,9 @@ pub struct Tracking {
     /// TLS-RPT: sessions by day and domain, and the reports built (`tlsrpt`).
     tls_sessions: sled::Tree,
     tls_reports: sled::Tree,
-    /// TLS-RPT reports others sent about our domains.
+    /// TLS-RPT reports others sent about our domains, and how many (`len` scans the tree).
     tls_received: sled::Tree,
+    received_count: AtomicU64,
     /// Counts, for metrics and benchmarks.
     pub events: AtomicU64,
     pub lost: AtomicU64,
@@ -122,6 +123,7 @@ impl Tracking {
             tls_sessions: tree("tlsrpt/sessions")?,
             tls_reports: tree("tlsrpt/reports")?,
             tls_received: tree("tlsrpt/received")?,
+            received_count: AtomicU64::new(0),
             events: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             foreign: AtomicU64::new(0),
@@ -134,6 +136,7 @@ impl Tracking {
             db,
         };
         t.count.store(t.by_time.len() as u64, Relaxed);
+        t.received_count.store(t.tls_received.len() as u64, Relaxed);
         Ok(t)
     }
 
@@ -382,6 +385,12 @@ impl Tracking {
 
     pub fn flush(&self) -> Result<(), TrackingError> {
         self.db.flush()?;
+        Ok(())
+    }
+
+    /// `flush` without blocking the runtime.
+    pub async fn flush_async(&self) -> Result<(), TrackingError> {
+        self.db.flush_async().await?;
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 //! event overwrites itself and a day's sessions are one range.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
 
 use postern_events::TlsSession;
 
@@ -49,7 +50,7 @@ impl Tracking {
     }
 
     /// Stores built reports, (domain, JSON) each, under `date \0 domain`, replacing that
-    /// day's earlier ones; durable on return.
+    /// day's earlier ones (durable after `flush_async`).
     pub fn put_tls_reports(
         &self,
         date: &str,
@@ -59,7 +60,6 @@ impl Tracking {
             self.tls_reports
                 .insert(format!("{date}\0{domain}"), report.as_slice())?;
         }
-        self.tls_reports.flush()?;
         Ok(())
     }
 
@@ -84,11 +84,11 @@ impl Tracking {
 
     /// Whether as many received reports are kept as may be (`MAX_RECEIVED`).
     pub fn received_full(&self) -> bool {
-        self.tls_received.len() >= crate::reports::received::MAX_RECEIVED
+        self.received_count.load(Relaxed) >= crate::reports::received::MAX_RECEIVED as u64
     }
 
     /// Keeps a report received about our domains, under `organisation \0 start \0 report id`
-    /// (a report sent twice is kept once).
+    /// (a report sent twice is kept once; durable after `flush_async`, or with its ingest batch).
     pub fn put_received(
         &self,
         r: &crate::reports::received::ReceivedReport,
@@ -97,9 +97,12 @@ impl Tracking {
             "{}\0{}\0{}",
             r.organization_name, r.start_datetime, r.report_id
         );
-        self.tls_received
+        let before = self
+            .tls_received
             .insert(key, serde_json::to_vec(r).expect("reports serialise"))?;
-        self.tls_received.flush()?;
+        if before.is_none() {
+            self.received_count.fetch_add(1, Relaxed);
+        }
         Ok(())
     }
 
@@ -136,6 +139,7 @@ impl Tracking {
             // RFC 3339 in UTC: the date is the first ten characters, and they sort.
             if r.received_at.get(..10).is_some_and(|day| day < first_day) {
                 self.tls_received.remove(key)?;
+                self.received_count.fetch_sub(1, Relaxed);
                 removed += 1;
             }
         }
