@@ -210,6 +210,7 @@ async fn lab() -> Lab {
         "mixed",
         "selfsigned",
         "expired",
+        "hostile",
     ];
     let sans: Vec<String> = hosted.iter().map(|d| format!("mta-sts.{d}.test")).collect();
     let sans: Vec<&str> = sans.iter().map(String::as_str).collect();
@@ -241,6 +242,7 @@ async fn lab() -> Lab {
         ("notxt", "mx.bad.test."),
         ("selfsigned", "mx.self.test."),
         ("expired", "mx.expired.test."),
+        ("hostile", "mx.plain.test."),
     ];
     for (d, host) in mx_of {
         zone.push((format!("{d}.test."), mx(host)));
@@ -313,6 +315,7 @@ async fn lab() -> Lab {
     lab.serve("mixed.test", 200, policy("enforce", &["*.good.test"]));
     lab.serve("selfsigned.test", 200, policy("enforce", &["mx.self.test"]));
     lab.serve("expired.test", 200, policy("enforce", &["mx.expired.test"]));
+    lab.serve("hostile.test", 200, policy("testing", &["mx.plain.test"]));
     lab.serve(
         "oversized.test",
         200,
@@ -642,6 +645,14 @@ async fn tls_rpt_reports_are_built_mailed_and_posted() {
         "_smtp._tls.missing.test.",
         &format!("v=TLSRPTv1;rua={https}"),
     );
+    // hostile.test publishes addresses that would smuggle a transaction into the session with
+    // reports.test's MX (raw CR LF in the TXT data, and percent-encoded), beside one good one.
+    lab.set_txt(
+        "_smtp._tls.hostile.test.",
+        "v=TLSRPTv1; rua=mailto:x@reports.test>\r\nMAIL FROM:<ceo@victim.test>\r\nRCPT TO:<staff@victim.test,\
+         mailto:y@reports.test%3E%0D%0AMAIL%20FROM:%3Cceo@victim.test%3E%0D%0ARCPT%20TO:%3Cstaff@victim.test,\
+         mailto:tlsrpt%2Bhostile@reports.test",
+    );
     // testing.test publishes no _smtp._tls record. Mail to reports.test must be verified (its
     // MX's certificate names another host): only reports, sent with TLS-Required: No, get there.
     lab.relay
@@ -660,6 +671,7 @@ async fn tls_rpt_reports_are_built_mailed_and_posted() {
         "bob@badcert.test",
         "bob@missing.test",
         "bob@testing.test",
+        "bob@hostile.test",
     ] {
         lab.attempt(&lab.send(rcpt).await).await;
     }
@@ -693,15 +705,29 @@ async fn tls_rpt_reports_are_built_mailed_and_posted() {
         json!({"contact": "tlsrpt@sender.test", "organization_name": "Postern lab"});
     lab.relay.rest(Method::PUT, "/v1/settings", settings).await;
 
-    // Built without sending: one report per domain, from the sessions tracking holds.
-    let built = lab
-        .relay
-        .rest(
-            Method::POST,
-            "/v1/reports/tls/build",
-            json!({"date": today}),
-        )
-        .await;
+    // Built without sending: one report per domain, from the sessions tracking holds (a
+    // session event follows its attempt's, so the last domain's may still be on its way).
+    let built = eventually(
+        "a report for every domain mailed",
+        Duration::from_secs(30),
+        || async {
+            let built = lab
+                .relay
+                .rest(
+                    Method::POST,
+                    "/v1/reports/tls/build",
+                    json!({"date": today}),
+                )
+                .await;
+            let domains = built["items"].as_array().unwrap().iter();
+            domains
+                .filter(|r| r["policy_domain"] == "hostile.test")
+                .count()
+                .eq(&1)
+                .then_some(built)
+        },
+    )
+    .await;
     let good = report_of(&built, "good.test");
     assert_eq!(good["status"], "built", "{good:#}");
     let r = &good["report"];
@@ -779,6 +805,17 @@ async fn tls_rpt_reports_are_built_mailed_and_posted() {
     assert_eq!(report_of(&sent, "badcert.test")["status"], "sent");
     assert_eq!(report_of(&sent, "missing.test")["status"], "sent");
     assert_eq!(report_of(&sent, "testing.test")["status"], "no_record");
+    let hostile = report_of(&sent, "hostile.test");
+    assert_eq!(
+        hostile["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["rua"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["mailto:tlsrpt+hostile@reports.test"],
+        "only the valid address is used: {hostile:#}"
+    );
 
     // The posted reports, read by Python.
     let posts = lab.posts.lock().unwrap().clone();
@@ -808,6 +845,19 @@ async fn tls_rpt_reports_are_built_mailed_and_posted() {
         },
     )
     .await;
+    // hostile.test's report reached its one valid address, and nothing was smuggled.
+    eventually(
+        "hostile.test's report at its valid address",
+        Duration::from_secs(30),
+        || async { received(&lab.wrong_name, "tlsrpt+hostile@reports.test").then_some(()) },
+    )
+    .await;
+    for (rcpts, _) in lab.wrong_name.lock().unwrap().iter() {
+        assert!(
+            rcpts.iter().all(|r| !r.contains("victim")),
+            "a smuggled recipient reached the next hop: {rcpts:?}"
+        );
+    }
     let mut domains = Vec::new();
     for mail in mails {
         let report = python_reads("mail", mail.as_bytes());

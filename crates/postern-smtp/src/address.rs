@@ -68,6 +68,90 @@ fn closing_bracket(s: &str) -> Option<usize> {
     None
 }
 
+/// Whether `address` can be written as the path of a MAIL FROM or RCPT TO and read back as
+/// itself: what every address the worker queues on its own must be (defence in depth: a value
+/// from DNS or a report that passed its own checks still cannot smuggle a command).
+pub fn is_envelope_address(address: &str) -> bool {
+    !address.contains(['\r', '\n', '\0'])
+        && parse_path(&format!("<{address}>"))
+            .is_some_and(|(a, rest)| a.0 == address && rest.is_empty())
+}
+
+/// An RFC 5321 `Mailbox` (4.1.2) with RFC 6531's UTF-8, within RFC 5321 4.5.3.1's lengths:
+/// a dot-string or quoted-string local part, `@`, and a domain of letter-digit-hyphen labels
+/// or an address literal. What a published address (a TLS-RPT `mailto:`) must be before we
+/// send mail to it; stricter than what we accept from clients, which follows Postfix.
+pub fn is_mailbox(address: &str) -> bool {
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return false;
+    };
+    address.len() <= 254
+        && local.len() <= 64
+        && (dot_string(local) || quoted_string(local))
+        && (domain_name(domain) || address_literal(domain))
+}
+
+/// `atext` of RFC 5322 3.2.3, with any non-ASCII character (RFC 6531 3.3).
+fn atext(c: char) -> bool {
+    c.is_ascii_alphanumeric()
+        || "!#$%&'*+-/=?^_`{|}~".contains(c)
+        || (!c.is_ascii() && !c.is_control())
+}
+
+fn dot_string(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('.')
+            .all(|atom| !atom.is_empty() && atom.chars().all(atext))
+}
+
+/// `"..."` holding printable ASCII (or UTF-8), `\` escaping one such character.
+fn quoted_string(s: &str) -> bool {
+    let Some(inner) = s.strip_prefix('"').and_then(|s| s.strip_suffix('"')) else {
+        return false;
+    };
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        let ok = match c {
+            '\\' => chars
+                .next()
+                .is_some_and(|e| e == ' ' || e.is_ascii_graphic()),
+            '"' => false,
+            c => c == ' ' || c.is_ascii_graphic() || (!c.is_ascii() && !c.is_control()),
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+/// Labels of letters, digits and hyphens (or UTF-8 U-labels), not starting or ending with a
+/// hyphen, each at most 63 bytes; a trailing dot is not part of a mailbox.
+fn domain_name(d: &str) -> bool {
+    !d.is_empty()
+        && d.len() <= 253
+        && d.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| {
+                    c.is_ascii_alphanumeric() || c == '-' || (!c.is_ascii() && c.is_alphanumeric())
+                })
+        })
+}
+
+/// `[192.0.2.1]` or `[IPv6:2001:db8::1]`.
+fn address_literal(d: &str) -> bool {
+    let Some(inner) = d.strip_prefix('[').and_then(|d| d.strip_suffix(']')) else {
+        return false;
+    };
+    match inner.strip_prefix("IPv6:") {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => inner.parse::<std::net::Ipv4Addr>().is_ok(),
+    }
+}
+
 /// `local@domain` or a bare local part (`postmaster`), with no control characters.
 fn valid_mailbox(path: &str) -> bool {
     if path.chars().any(char::is_control) {
@@ -115,5 +199,49 @@ mod tests {
         ] {
             assert!(parse_path(bad).is_none(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn mailboxes() {
+        for good in [
+            "tls-reports@example.com",
+            "a.b+c@sub.example.org",
+            "\"a b\"@example.com",
+            "\"a\\\"b\"@example.com",
+            "rapports@société.example",
+            "x@[192.0.2.1]",
+            "x@[IPv6:2001:db8::1]",
+        ] {
+            assert!(is_mailbox(good), "{good:?}");
+            assert!(is_envelope_address(good), "{good:?}");
+        }
+        let long_local = format!("{}@example.com", "a".repeat(65));
+        for bad in [
+            "",
+            "example.com",
+            "@example.com",
+            "a@",
+            "a b@example.com",
+            "a@exa mple.com",
+            "a@example.com>",
+            "<a@example.com",
+            "a@example.com\r\nRCPT TO:<staff@victim.test>",
+            "a\n@example.com",
+            "a\0@example.com",
+            "a..b@example.com",
+            ".a@example.com",
+            "a@-example.com",
+            "a@example..com",
+            "a@example.com.",
+            "a@[300.0.0.1]",
+            "\"a\rb\"@example.com",
+            long_local.as_str(),
+        ] {
+            assert!(!is_mailbox(bad), "{bad:?}");
+        }
+        for bad in ["a@b\r\nQUIT", "a>b@c", "a b@c", "a@b\0"] {
+            assert!(!is_envelope_address(bad), "{bad:?}");
+        }
+        assert!(is_envelope_address(""), "the null sender");
     }
 }

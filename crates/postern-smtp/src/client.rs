@@ -195,6 +195,10 @@ impl Client {
         self.rcpt_replies.clear();
         self.outcome = None;
         self.input.clear();
+        if let Some(refusal) = self.refusal() {
+            self.quit(refusal);
+            return;
+        }
         self.send("RSET");
         self.reset_pipelined = self.extensions.pipelining;
         if self.reset_pipelined {
@@ -255,7 +259,27 @@ impl Client {
         self.state = State::Ehlo;
     }
 
+    /// Why the session must not write its commands: an argument holding CR, LF or NUL would
+    /// end the command early and let the rest be read as commands of its own (an address from
+    /// a DNS record, say). The client refuses it as an error of its own; no byte of it is sent.
+    fn refusal(&self) -> Option<Reply> {
+        let unsafe_text = |s: &str| s.contains(['\r', '\n', '\0']);
+        if unsafe_text(&self.helo_name) {
+            return Some(Reply::new(
+                501,
+                "5.5.2 Error: the HELO name holds CR, LF or NUL",
+            ));
+        }
+        let e = &self.envelope;
+        (unsafe_text(&e.from) || e.recipients.iter().any(|r| unsafe_text(r)))
+            .then(|| Reply::new(501, "5.1.3 Error: an envelope address holds CR, LF or NUL"))
+    }
+
     fn begin_transaction(&mut self) {
+        if let Some(refusal) = self.refusal() {
+            self.quit(refusal);
+            return;
+        }
         let e = &self.envelope;
         let mut mail = format!("MAIL FROM:<{}>", e.from);
         if self.extensions.size.is_some() {
@@ -384,6 +408,8 @@ impl Client {
             State::Greeting => {
                 if reply.code != 220 {
                     self.fail(reply);
+                } else if let Some(refusal) = self.refusal() {
+                    self.quit(refusal);
                 } else {
                     let ehlo = format!("EHLO {}", self.helo_name);
                     self.send(&ehlo);

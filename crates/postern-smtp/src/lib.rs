@@ -19,7 +19,7 @@ mod reply;
 mod server;
 mod text;
 
-pub use address::{Address, parse_path};
+pub use address::{Address, is_envelope_address, is_mailbox, parse_path};
 pub use client::{Client, ClientEvent, Envelope, Extensions, Outcome, dot_stuff};
 pub use command::{Command, MailParams, parse_command};
 pub use data::{DataOutcome, DataReader};

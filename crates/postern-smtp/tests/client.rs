@@ -444,3 +444,55 @@ fn with_pipelining_rset_leads_the_next_transaction_s_batch() {
         "RSET\r\nMAIL FROM:<a@sender.example>\r\nRCPT TO:<c@x.example>\r\nDATA\r\ntwo\r\n.\r\n"
     );
 }
+
+/// An address holding CR, LF or NUL (from a hostile DNS record, say) must never reach the wire:
+/// the client refuses the transaction as its own error (before EHLO on a new session, before
+/// RSET on a reused one) and writes only QUIT.
+#[test]
+fn an_argument_with_a_line_end_is_refused_not_written() {
+    let hostile = "x@evil.example>\r\nMAIL FROM:<ceo@victim.test>\r\nRCPT TO:<staff@victim.test";
+    let mut client = Client::new("relay.test", envelope(&[hostile]), b"x\r\n".to_vec());
+    let (outcome, sent) = scripted(&mut client, &["220 mx\r\n"], proceed_when_greeted);
+    assert_eq!(sent, "QUIT\r\n");
+    assert!(outcome.local);
+    assert_eq!(outcome.recipients[0].1.code, 501);
+    assert_eq!(outcome.recipients[0].0, hostile);
+    let mut sender = envelope(&["b@x.example"]);
+    sender.from = "a@b\0".into();
+    let mut client = Client::new("relay.test", sender, b"x\r\n".to_vec());
+    let (outcome, sent) = scripted(&mut client, &["220 mx\r\n"], proceed_when_greeted);
+    assert_eq!(sent, "QUIT\r\n");
+    assert!(outcome.local);
+
+    // On a reused session, the refusal comes before RSET.
+    let mut client = Client::new(
+        "relay.test",
+        envelope(&["b@x.example"]),
+        b"one\r\n".to_vec(),
+    );
+    scripted(
+        &mut client,
+        &[
+            "220 mx\r\n",
+            "250 mx\r\n",
+            "250 ok\r\n250 ok\r\n354 go\r\n",
+            "250 2.0.0 one\r\n",
+        ],
+        proceed_when_greeted,
+    );
+    assert!(client.reusable());
+    client.reset(envelope(&[hostile]), b"two\r\n".to_vec());
+    let (outcome, sent) = scripted(&mut client, &[], |_, e| panic!("{e:?}"));
+    assert_eq!(sent, "QUIT\r\n");
+    assert!(outcome.local && outcome.recipients[0].1.code == 501);
+
+    // A HELO name with a line end is refused before EHLO.
+    let mut client = Client::new(
+        "relay.test\r\nRSET",
+        envelope(&["b@x.example"]),
+        b"x\r\n".to_vec(),
+    );
+    let (outcome, sent) = scripted(&mut client, &["220 mx\r\n"], |_, e| panic!("{e:?}"));
+    assert_eq!(sent, "QUIT\r\n");
+    assert!(outcome.local);
+}

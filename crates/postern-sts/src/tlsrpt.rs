@@ -7,12 +7,38 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// One `rua` destination of a `v=TLSRPTv1` record.
+/// One `rua` destination of a `v=TLSRPTv1` record, validated: a mailbox we may put in an
+/// envelope and a header, or an `https:` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rua {
     Mailto(String),
-    Https(String),
+    Https(url::Url),
 }
+
+impl std::fmt::Display for Rua {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rua::Mailto(to) => write!(f, "mailto:{to}"),
+            Rua::Https(url) => f.write_str(url.as_str()),
+        }
+    }
+}
+
+/// Where a domain's reports go: the addresses we use, and what we left out of the record, each
+/// with its reason (for a log line: the text is escaped and cut, it came from DNS).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Destinations {
+    pub ruas: Vec<Rua>,
+    pub ignored: Vec<String>,
+}
+
+/// The most `rua` addresses we send one report to: a record listing hundreds must not make
+/// one report into hundreds of mails and POSTs. RFC 8460 sets no number; five is generous
+/// (published records name one or two).
+pub const MAX_RUA: usize = 5;
+
+/// The most characters of a published value quoted in an error or log line.
+const QUOTE: usize = 120;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TlsRptError {
@@ -25,9 +51,11 @@ pub enum TlsRptError {
 }
 
 /// The report destinations among `txts` (each TXT record's strings joined): records not
-/// beginning with `v=TLSRPTv1` are discarded, exactly one must remain, with at least one
-/// `mailto:` or `https:` address in `rua` (others are skipped, RFC 8460 3).
-pub fn tlsrpt_record<S: AsRef<str>>(txts: &[S]) -> Result<Vec<Rua>, TlsRptError> {
+/// beginning with `v=TLSRPTv1` are discarded, exactly one must remain, with at least one valid
+/// `mailto:` or `https:` address in `rua` (other schemes are skipped, RFC 8460 3). A `mailto:`
+/// is percent-decoded (RFC 6068; any `?hfields` part is dropped) and must be an RFC 5321
+/// mailbox; an `https:` one must be a URL with a host. At most `MAX_RUA` are kept.
+pub fn tlsrpt_record<S: AsRef<str>>(txts: &[S]) -> Result<Destinations, TlsRptError> {
     let ours: Vec<&str> = txts
         .iter()
         .map(AsRef::as_ref)
@@ -38,7 +66,7 @@ pub fn tlsrpt_record<S: AsRef<str>>(txts: &[S]) -> Result<Vec<Rua>, TlsRptError>
         [one] => *one,
         many => return Err(TlsRptError::Several(many.len())),
     };
-    let invalid = |why: &str| TlsRptError::Invalid(format!("{why} in {text:?}"));
+    let invalid = |why: &str| TlsRptError::Invalid(format!("{why} in {}", quoted(text)));
     let mut rua = None;
     for field in text
         .split(';')
@@ -53,25 +81,59 @@ pub fn tlsrpt_record<S: AsRef<str>>(txts: &[S]) -> Result<Vec<Rua>, TlsRptError>
             if rua.is_some() {
                 return Err(invalid("rua given twice"));
             }
-            let uris: Vec<Rua> = value
-                .split(',')
-                .map(str::trim)
-                .filter_map(|u| {
-                    if let Some(addr) = u.strip_prefix("mailto:") {
-                        addr.contains('@').then(|| Rua::Mailto(addr.to_string()))
-                    } else {
-                        u.starts_with("https://").then(|| Rua::Https(u.to_string()))
-                    }
-                })
-                .collect();
-            rua = Some(uris);
+            let mut found = Destinations::default();
+            for uri in value.split(',').map(str::trim) {
+                match destination(uri) {
+                    Some(Ok(_)) if found.ruas.len() == MAX_RUA => found
+                        .ignored
+                        .push(format!("{}: more than {MAX_RUA} addresses", quoted(uri))),
+                    Some(Ok(d)) => found.ruas.push(d),
+                    Some(Err(why)) => found.ignored.push(format!("{}: {why}", quoted(uri))),
+                    None => {}
+                }
+            }
+            rua = Some(found);
         }
     }
     match rua {
-        Some(uris) if !uris.is_empty() => Ok(uris),
+        Some(found) if !found.ruas.is_empty() => Ok(found),
+        Some(found) if !found.ignored.is_empty() => Err(invalid(&format!(
+            "no usable address ({})",
+            found.ignored.join("; ")
+        ))),
         Some(_) => Err(invalid("no mailto: or https: address in rua")),
         None => Err(invalid("no rua")),
     }
+}
+
+/// One `rua` URI: `None` for a scheme we do not send to, `Err` for a malformed address.
+fn destination(uri: &str) -> Option<Result<Rua, &'static str>> {
+    if let Some(addr) = uri.strip_prefix("mailto:") {
+        let addr = addr.split_once('?').map_or(addr, |(a, _)| a);
+        let decoded = percent_encoding::percent_decode_str(addr).decode_utf8();
+        return Some(match decoded {
+            Ok(a) if postern_smtp::is_mailbox(&a) => Ok(Rua::Mailto(a.into_owned())),
+            Ok(_) => Err("not an RFC 5321 mailbox"),
+            Err(_) => Err("not UTF-8 once percent-decoded"),
+        });
+    }
+    if !uri.starts_with("https://") {
+        return None;
+    }
+    Some(match url::Url::parse(uri) {
+        Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) && u.as_str().len() <= 2048 => {
+            Ok(Rua::Https(u))
+        }
+        Ok(_) => Err("not a URL with a host (of at most 2048 characters)"),
+        Err(_) => Err("not a valid URL"),
+    })
+}
+
+/// `text` as it may go into an error or a log line: cut, control characters escaped.
+fn quoted(text: &str) -> String {
+    let cut: String = text.chars().take(QUOTE).collect();
+    let more = if cut.len() < text.len() { "..." } else { "" };
+    format!("{cut:?}{more}")
 }
 
 /// The policy a session was made under.
@@ -253,16 +315,17 @@ mod tests {
         let r = tlsrpt_record(&["v=TLSRPTv1; rua=mailto:tls@example.com,https://r.example.com/v1"])
             .unwrap();
         assert_eq!(
-            r,
+            r.ruas,
             [
                 Rua::Mailto("tls@example.com".into()),
-                Rua::Https("https://r.example.com/v1".into())
+                Rua::Https("https://r.example.com/v1".parse().unwrap())
             ]
         );
+        assert!(r.ignored.is_empty());
         // Unknown schemes are skipped; other TXT records are not ours.
         let r =
             tlsrpt_record(&["v=spf1 -all", "v=TLSRPTv1;rua=ftp://x,mailto:a@b.example"]).unwrap();
-        assert_eq!(r, [Rua::Mailto("a@b.example".into())]);
+        assert_eq!(r.ruas, [Rua::Mailto("a@b.example".into())]);
         assert_eq!(tlsrpt_record::<&str>(&[]), Err(TlsRptError::None));
         assert_eq!(
             tlsrpt_record(&[
@@ -275,12 +338,47 @@ mod tests {
             "v=TLSRPTv1",
             "v=TLSRPTv1; rua=ftp://x",
             "v=TLSRPTv1; rua=mailto:a@b.example; rua=mailto:c@d.example",
+            "v=TLSRPTv1; rua=mailto:a@b.example\r\nRCPT TO:<staff@victim.test>",
         ] {
             assert!(
                 matches!(tlsrpt_record(&[bad]), Err(TlsRptError::Invalid(_))),
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn published_addresses_are_decoded_and_checked() {
+        let r = tlsrpt_record(&[
+            "v=TLSRPTv1; rua=mailto:tls%2Breports@example.com?subject=x,mailto:a%0D%0AMAIL%20FROM:%3Cceo@victim.test%3E@b.example,mailto:x%3Ey@b.example,mailto:%FF@b.example,https://,https://ok.example/r",
+        ])
+        .unwrap();
+        assert_eq!(
+            r.ruas,
+            [
+                Rua::Mailto("tls+reports@example.com".into()),
+                Rua::Https("https://ok.example/r".parse().unwrap())
+            ]
+        );
+        assert_eq!(r.ignored.len(), 4, "{:?}", r.ignored);
+        assert!(
+            r.ignored.iter().all(|i| !i.contains(['\r', '\n'])),
+            "{:?}",
+            r.ignored
+        );
+
+        let many: Vec<String> = (0..8).map(|i| format!("mailto:r{i}@example.com")).collect();
+        let r = tlsrpt_record(&[format!("v=TLSRPTv1; rua={}", many.join(","))]).unwrap();
+        assert_eq!(r.ruas.len(), MAX_RUA);
+        assert_eq!(r.ignored.len(), 3);
+        assert!(r.ignored[0].contains("more than 5"), "{:?}", r.ignored);
+
+        let Err(TlsRptError::Invalid(why)) =
+            tlsrpt_record(&[format!("v=TLSRPTv1; rua=mailto:{}\n", "x".repeat(10_000))])
+        else {
+            panic!("an over-long invalid address is refused");
+        };
+        assert!(why.len() < 1_000 && !why.contains('\n'), "{why}");
     }
 
     fn session(applied: &Applied, result: Option<&str>, mx: &str) -> Session {

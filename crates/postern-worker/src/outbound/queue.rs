@@ -48,6 +48,8 @@ pub enum QueueError {
     Task(String),
     #[error("delivery stopped")]
     Stopped,
+    #[error("not an envelope address: {0}")]
+    Address(String),
 }
 
 type RouterKey = (Vec<String>, u16);

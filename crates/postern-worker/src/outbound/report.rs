@@ -48,7 +48,12 @@ impl Queue {
             .await
             .map_err(|e| format!("{name}: {e}"))?;
         let ruas = match tlsrpt_record(&txts) {
-            Ok(ruas) => ruas,
+            Ok(found) => {
+                for why in &found.ignored {
+                    tracing::warn!(domain = %r.policy_domain, rua = %why, "TLS-RPT address ignored");
+                }
+                found.ruas
+            }
             Err(TlsRptError::None) => return Ok(None),
             Err(e) => return Err(format!("{name}: {e}")),
         };
@@ -56,12 +61,10 @@ impl Queue {
         let trust = policy.policy.trust.certificates();
         let mut sent = Vec::new();
         for rua in ruas {
-            let (label, result) = match &rua {
-                Rua::Mailto(to) => (
-                    format!("mailto:{to}"),
-                    self.mail(&r, to, &gz, policy.version).await,
-                ),
-                Rua::Https(url) => (url.clone(), post(&router, url, &r, &gz, &trust).await),
+            let label = rua.to_string();
+            let result = match &rua {
+                Rua::Mailto(to) => self.mail(&r, to, &gz, policy.version).await,
+                Rua::Https(url) => post(&router, url, &r, &gz, &trust).await,
             };
             match &result {
                 Ok(detail) => {
@@ -121,19 +124,18 @@ impl Queue {
 /// POSTs the compressed report to `url` (RFC 8460 5.2): any 2xx is success.
 async fn post(
     router: &super::route::Router,
-    url: &str,
+    url: &reqwest::Url,
     r: &TlsReport,
     gz: &[u8],
     trust: &[rustls::pki_types::CertificateDer<'static>],
 ) -> Result<String, String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
-    let host = parsed.host_str().ok_or_else(|| format!("{url}: no host"))?;
-    let port = parsed.port_or_known_default().unwrap_or(443);
+    let host = url.host_str().ok_or_else(|| format!("{url}: no host"))?;
+    let port = url.port_or_known_default().unwrap_or(443);
     let ips = router.ips(host).await.map_err(|e| format!("{host}: {e}"))?;
     let pinned: Vec<SocketAddr> = ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
     let client = crate::sts::fetch::https_client(host, &pinned, trust, POST_LIMIT)?;
     let response = client
-        .post(parsed)
+        .post(url.clone())
         .header(reqwest::header::CONTENT_TYPE, report_mail::MEDIA_TYPE)
         .header(
             reqwest::header::CONTENT_DISPOSITION,

@@ -24,6 +24,17 @@ pub struct Local {
 impl Queue {
     /// Spools `m` under `id` and schedules it for delivery.
     pub async fn queue_local(&self, id: String, m: Local) -> Result<(), QueueError> {
+        // Defence in depth: whatever produced these addresses (a DNS record, a received
+        // message) checked them, and still nothing we queue can put a line end in a command.
+        if let Some(bad) = std::iter::once(&m.sender)
+            .chain(&m.recipients)
+            .find(|a| !postern_smtp::is_envelope_address(a))
+        {
+            return Err(QueueError::Address(postern_smtp::escaped_controls(bad)));
+        }
+        if m.recipients.is_empty() {
+            return Err(QueueError::Address("no recipient".into()));
+        }
         let envelope = spool::Envelope {
             id: id.clone(),
             sender: m.sender,
