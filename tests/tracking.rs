@@ -457,3 +457,114 @@ async fn events_arrive_exactly_once_across_a_control_plane_restart() {
     let listed = messages(&r, "?limit=500").await;
     assert_eq!(listed.len(), sent.len());
 }
+
+/// A next hop's 450 of 200 lines of 2,000 bytes of 0xFF (Python, not our code): the reply is
+/// kept to its cap everywhere (tracking, the queue listing, the worker's log), and every
+/// message after it is tracked, in order, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_megabyte_reply_is_bounded_and_loses_no_event() {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/tools/huge_reply_hop.py"
+    );
+    let mut hop = std::process::Command::new("python3")
+        .arg(script)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs (CI installs it)");
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(hop.stdout.take().unwrap()),
+        &mut port,
+    )
+    .unwrap();
+    let next_hop = format!("127.0.0.1:{}", port.trim());
+    let r = Relay::start(&next_hop, json!({"delivery": {"nameservers": [NO_DNS]}})).await;
+    let first = send(
+        &r,
+        false,
+        "ann@sender.example",
+        "bob@partner.example",
+        "huge reply",
+    )
+    .await
+    .unwrap();
+    let deferred = eventually(
+        "the huge reply recorded",
+        Duration::from_secs(30),
+        || async {
+            let (code, m) = r
+                .control
+                .call(Method::GET, &format!("/v1/messages/{first}"), None, None)
+                .await;
+            let reply = m["deliveries"][0]["attempts"][0]["reply"]
+                .as_str()?
+                .to_string();
+            (code == 200).then_some((m, reply))
+        },
+    )
+    .await;
+    let (m, reply) = deferred;
+    assert!(reply.starts_with("450"), "{reply:.100}");
+    assert!(
+        reply.len() <= 2_100,
+        "kept to the cap: {} bytes",
+        reply.len()
+    );
+    assert!(reply.contains('\u{fffd}'), "{reply:.100}");
+    let text = serde_json::to_string(&m).unwrap();
+    assert!(
+        text.len() < 64 * 1024,
+        "the whole record is small: {}",
+        text.len()
+    );
+    let listed = r
+        .last_reply("bob@partner.example")
+        .await
+        .unwrap_or_default();
+    assert!(listed.len() <= 2_100, "the queue listing: {}", listed.len());
+
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let subject = format!("after {i}");
+        ids.push(
+            send(
+                &r,
+                false,
+                "ann@sender.example",
+                "bob@partner.example",
+                &subject,
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    for id in &ids {
+        let m = settled(&r, id, "delivered").await;
+        assert_eq!(
+            timeline_kinds(&m)
+                .iter()
+                .filter(|k| **k == "received")
+                .count(),
+            1,
+            "{m:#}"
+        );
+    }
+    assert_eq!(
+        r.worker
+            .logged("tracking events in the outbox cannot be read"),
+        0
+    );
+    let longest = r
+        .worker
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(String::len)
+        .max()
+        .unwrap_or(0);
+    assert!(longest < 16 * 1024, "a log line of {longest} bytes");
+    let _ = hop.kill();
+    let _ = hop.wait();
+}

@@ -1431,6 +1431,8 @@ export interface components {
             kind: string;
             /** Format: int64 */
             policy_version: number;
+            /** @description A field of the event was cut to its cap by the worker (a megabyte reply, say). */
+            truncated?: boolean;
             worker: string;
         };
         TlsReportList: {

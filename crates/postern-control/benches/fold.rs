@@ -15,6 +15,7 @@ fn record(seq: u64, event: Event) -> ev::Record {
         at_ms: 1_000 + seq,
         policy_version: 4,
         event,
+        truncated: false,
     }
 }
 

@@ -462,21 +462,22 @@ async fn store_batch(
             batch.worker_id
         )));
     }
-    let last_seq = batch.events.last().map_or(0, |e| e.seq);
     let mut records = Vec::with_capacity(batch.events.len());
     for event in batch.events {
         let seq = event.seq;
         match postern_events::Record::try_from(event) {
-            Ok(r) => records.push(r),
-            // One event this control plane cannot read must not stop the worker's outbox.
+            Ok(r) => records.push(Ok(r)),
+            // One event this control plane cannot read must not stop the worker's outbox: its
+            // sequence still counts as received.
             Err(e) => {
-                tracing::warn!(worker = %batch.worker_id, seq, error = %e, "tracking event skipped")
+                tracing::warn!(worker = %batch.worker_id, seq, error = %e, "tracking event skipped");
+                records.push(Err(seq));
             }
         }
     }
     match control
         .tracking
-        .ingest(&batch.worker_id, &batch.epoch, records, last_seq)
+        .ingest(&batch.worker_id, &batch.epoch, records)
         .await
     {
         Ok(stored_seq) => Ok(pb::UploadAck {

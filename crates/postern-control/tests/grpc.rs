@@ -325,6 +325,7 @@ async fn event_uploads_are_acknowledged_and_checked_against_the_certificate() {
                     seq,
                     at_ms: 1_000 + seq,
                     policy_version: 1,
+                    truncated: false,
                     event: Some(pb::event_record::Event::Deleted(pb::Deleted {
                         queue_id: format!("Q{seq}"),
                         dsn: false,
@@ -351,6 +352,10 @@ async fn event_uploads_are_acknowledged_and_checked_against_the_certificate() {
     assert_eq!(ack.stored_seq, 4);
     let q2 = api.get("/v1/messages/Q2").await;
     assert_eq!(q2.body["timeline"].as_array().unwrap().len(), 1);
+    // A batch that skips 6 is acknowledged up to the hole only: 7 is not stored.
+    let ack = upload("w", "w", vec![5, 7]).await.unwrap().unwrap();
+    assert_eq!(ack.stored_seq, 5);
+    assert_eq!(api.get("/v1/messages/Q7").await.status, 404);
     let error = upload("alice", "bob", vec![1]).await.unwrap_err();
     assert_eq!(error.code(), tonic::Code::PermissionDenied);
 }
@@ -372,6 +377,7 @@ async fn upload_events(
             seq,
             at_ms: 1_000 + seq,
             policy_version: 1,
+            truncated: false,
             event: Some(event),
         })
         .collect();

@@ -4,6 +4,11 @@
 
 #![forbid(unsafe_code)]
 
+mod bound;
+
+pub use bound::{
+    EVENT as MAX_EVENT_TEXT, NAME as MAX_NAME, REPORT as MAX_REPORT, TEXT as MAX_TEXT,
+};
 use serde::{Deserialize, Serialize};
 
 /// How a certificate was judged, and the kind of a TLS policy violation: the policy's own
@@ -280,4 +285,7 @@ pub struct Record {
     pub at_ms: u64,
     pub policy_version: u64,
     pub event: Event,
+    /// A field of the event was cut to its cap (`Event::bound`).
+    #[serde(default)]
+    pub truncated: bool,
 }

@@ -268,6 +268,7 @@ impl From<ev::Record> for pb::EventRecord {
             seq: r.seq,
             at_ms: r.at_ms,
             policy_version: r.policy_version,
+            truncated: r.truncated,
             event: Some(event),
         }
     }
@@ -382,6 +383,7 @@ impl TryFrom<pb::EventRecord> for ev::Record {
             at_ms: r.at_ms,
             policy_version: r.policy_version,
             event,
+            truncated: r.truncated,
         })
     }
 }
@@ -524,6 +526,7 @@ mod tests {
                 at_ms: 1,
                 policy_version: 2,
                 event,
+                truncated: seq % 2 == 0,
             };
             let wire = pb::EventRecord::from(record.clone());
             assert_eq!(ev::Record::try_from(wire).unwrap(), record);

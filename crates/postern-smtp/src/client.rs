@@ -124,6 +124,10 @@ pub struct Client {
 /// The longest reply line accepted from a server, and the most lines in one reply.
 const MAX_REPLY_LINE: usize = 4096;
 const MAX_REPLY_LINES: usize = 200;
+/// The reply text kept (all lines together), as Postfix keeps `line_length_limit` (2,048)
+/// bytes of a multi-line reply: what reaches state files, events, DSNs, the queue listing and
+/// logs. The rest is read and dropped (a printable line of 4,096 invalid bytes is 12 KiB).
+pub const MAX_REPLY_TEXT: usize = 2048;
 
 impl Client {
     /// `message` is the message as spooled (CRLF line ends, not yet dot-stuffed).
@@ -339,6 +343,7 @@ impl Client {
         let mut lines = Vec::new();
         let mut code = None;
         let mut pos = 0;
+        let (mut kept, mut count) = (0, 0);
         loop {
             let rest = &self.input[pos..];
             let Some(end) = rest.iter().position(|b| *b == b'\n') else {
@@ -360,9 +365,7 @@ impl Client {
                     format!("4.5.0 Error: malformed reply from the server: {text:.80}"),
                 )))
             };
-            if raw.len() < 3
-                || !raw[..3].iter().all(u8::is_ascii_digit)
-                || lines.len() >= MAX_REPLY_LINES
+            if raw.len() < 3 || !raw[..3].iter().all(u8::is_ascii_digit) || count >= MAX_REPLY_LINES
             {
                 return malformed();
             }
@@ -371,7 +374,17 @@ impl Client {
                 return malformed();
             }
             code = Some(this);
-            lines.push(text.get(4..).unwrap_or("").to_string());
+            count += 1;
+            let mut line = text.get(4..).unwrap_or("").to_string();
+            if kept < MAX_REPLY_TEXT {
+                let mut end = line.len().min(MAX_REPLY_TEXT - kept);
+                while !line.is_char_boundary(end) {
+                    end -= 1;
+                }
+                line.truncate(end);
+                kept += line.len().max(1);
+                lines.push(line);
+            }
             match raw.get(3) {
                 None | Some(b' ') => break,
                 Some(b'-') => continue,

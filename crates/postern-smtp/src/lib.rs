@@ -20,7 +20,7 @@ mod server;
 mod text;
 
 pub use address::{Address, is_envelope_address, is_mailbox, parse_path};
-pub use client::{Client, ClientEvent, Envelope, Extensions, Outcome, dot_stuff};
+pub use client::{Client, ClientEvent, Envelope, Extensions, MAX_REPLY_TEXT, Outcome, dot_stuff};
 pub use command::{Command, MailParams, parse_command};
 pub use data::{DataOutcome, DataReader};
 pub use line::{Line, LineReader};

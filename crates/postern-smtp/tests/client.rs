@@ -496,3 +496,33 @@ fn an_argument_with_a_line_end_is_refused_not_written() {
     assert_eq!(sent, "QUIT\r\n");
     assert!(outcome.local);
 }
+
+/// A next hop's reply of 200 lines of 2,000 invalid bytes (each a 3-byte U+FFFD when made
+/// printable) is kept to 2,048 bytes of text, like Postfix; the session goes on.
+#[test]
+fn a_huge_reply_is_kept_to_its_cap() {
+    let mut client = Client::new("relay.test", envelope(&["b@x.example"]), b"x\r\n".to_vec());
+    let mut huge = Vec::new();
+    for i in 0..200 {
+        huge.extend_from_slice(if i == 199 { b"450 " } else { b"450-" });
+        huge.extend(std::iter::repeat_n(0xFFu8, 2000));
+        huge.extend_from_slice(b"\r\n");
+    }
+    client.receive(b"220 mx\r\n");
+    assert!(matches!(client.poll(), ClientEvent::NeedInput));
+    client.receive(b"250 mx\r\n");
+    match client.poll() {
+        ClientEvent::Greeted { .. } => client.proceed(),
+        other => panic!("{other:?}"),
+    }
+    client.receive(&huge);
+    let ClientEvent::Done(outcome) = client.poll() else {
+        panic!("the MAIL reply ends the attempt")
+    };
+    let reply = &outcome.recipients[0].1;
+    assert_eq!(reply.code, 450);
+    let text: usize = reply.lines.iter().map(String::len).sum();
+    assert!(text <= postern_smtp::MAX_REPLY_TEXT, "{text}");
+    assert!(text > 2000, "{text}");
+    assert!(reply.lines[0].starts_with('\u{fffd}'));
+}

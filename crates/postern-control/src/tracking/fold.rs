@@ -331,6 +331,7 @@ impl Stored {
             worker: worker.to_string(),
             policy_version: record.policy_version,
             detail,
+            truncated: record.truncated,
         });
         self.refresh();
         Fold::Applied
@@ -399,6 +400,7 @@ pub(crate) mod tests {
             at_ms: 1_000 + seq,
             policy_version: 4,
             event,
+            truncated: false,
         }
     }
 

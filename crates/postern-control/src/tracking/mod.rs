@@ -148,15 +148,15 @@ impl Tracking {
             .map_or(0, |v| keys::u64_of(&v)))
     }
 
-    /// Stores a batch of `worker`'s events of `epoch` (in sequence order, the batch ending at
-    /// `last_seq` even if an unreadable event was left out) and makes it durable; returns the
-    /// highest sequence stored.
+    /// Stores a batch of `worker`'s events of `epoch` (in sequence order; `Err(seq)` for an
+    /// event that could not be read, whose sequence still counts) and makes it durable;
+    /// returns the highest sequence stored with none missing before it. A batch that skips a
+    /// sequence is stored up to the hole only, unless a gap event stands for the hole.
     pub async fn ingest(
         self: &Arc<Self>,
         worker: &str,
         epoch: &str,
-        records: Vec<Record>,
-        last_seq: u64,
+        records: Vec<Result<Record, u64>>,
     ) -> Result<u64, TrackingError> {
         // sled calls block: a batch of a thousand events is tens of milliseconds of them.
         let (this, worker, epoch) = (self.clone(), worker.to_string(), epoch.to_string());
@@ -174,21 +174,30 @@ impl Tracking {
             // A message's events usually come in one batch (received, attempt, delivered):
             // each message is read and written once per batch.
             let mut touched: HashMap<String, Touched> = HashMap::new();
-            for record in records {
+            for item in records {
+                let seq = item.as_ref().map_or_else(|seq| *seq, |r| r.seq);
                 // The worker sends in order; anything at or below the cursor is a replay.
-                if record.seq <= stored {
+                if seq <= stored {
                     continue;
                 }
-                this.apply(&worker, &epoch, &record, &mut touched)?;
-                stored = record.seq;
-                this.events.fetch_add(1, Relaxed);
-                let age_ms = postern_time::now_ms().saturating_sub(record.at_ms);
-                this.lag.observe(age_ms as f64 / 1000.0);
+                let stands_for_hole = matches!(&item,
+                    Ok(Record { event: Event::OutboxGap(g), .. })
+                        if g.first_seq <= stored + 1 && g.last_seq == seq);
+                if seq != stored + 1 && !stands_for_hole {
+                    tracing::warn!(%worker, stored, seq, "a worker's events skip a sequence; stored up to the hole");
+                    break;
+                }
+                if let Ok(record) = item {
+                    this.apply(&worker, &epoch, &record, &mut touched)?;
+                    this.events.fetch_add(1, Relaxed);
+                    let age_ms = postern_time::now_ms().saturating_sub(record.at_ms);
+                    this.lag.observe(age_ms as f64 / 1000.0);
+                }
+                stored = seq;
             }
             for message in touched.values_mut() {
                 this.put(&message.facets_before, &mut message.now)?;
             }
-            let stored = stored.max(last_seq);
             this.cursors
                 .insert(keys::cursor(&worker, &epoch), &stored.to_be_bytes())?;
             Ok::<u64, TrackingError>(stored)
@@ -407,6 +416,50 @@ mod tests {
     use super::view::Status;
     use super::*;
 
+    fn ok(records: &[Record]) -> Vec<Result<Record, u64>> {
+        records.iter().cloned().map(Ok).collect()
+    }
+
+    #[tokio::test]
+    async fn only_the_contiguous_sequence_is_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Arc::new(Tracking::open(dir.path()).unwrap());
+        let r = |i: u64| Ok(record(i, received(&format!("Q{i:03}"), false, &["b@y"])));
+        let gap = |seq, first_seq, last_seq| {
+            Ok(record(
+                seq,
+                Event::OutboxGap(postern_events::OutboxGap {
+                    first_seq,
+                    last_seq,
+                }),
+            ))
+        };
+        // 4 is missing: stored up to 3 only, and 5 is not stored.
+        assert_eq!(
+            t.ingest("w", "E", vec![r(1), r(2), r(3), r(5)])
+                .await
+                .unwrap(),
+            3
+        );
+        assert!(t.message("Q005").unwrap().is_none());
+        // An unreadable event's sequence counts; a gap standing for 5..=7 fills the hole.
+        let batch = vec![Err(4), r(5), gap(7, 6, 7), r(8)];
+        assert_eq!(t.ingest("w", "E", batch).await.unwrap(), 8);
+        assert!(t.message("Q005").unwrap().is_some() && t.message("Q008").unwrap().is_some());
+        // A gap that does not reach its own sequence is a hole like any other.
+        assert_eq!(
+            t.ingest("w", "E", vec![gap(12, 9, 10), r(13)])
+                .await
+                .unwrap(),
+            8
+        );
+        assert_eq!(
+            t.lost.load(Relaxed),
+            2,
+            "only the gap that was stored counts"
+        );
+    }
+
     #[tokio::test]
     async fn ingest_is_idempotent_and_searches_page_newest_first() {
         let dir = tempfile::tempdir().unwrap();
@@ -419,13 +472,10 @@ mod tests {
                 )
             })
             .collect();
-        assert_eq!(t.ingest("w", "E", batch.clone(), 30).await.unwrap(), 30);
+        assert_eq!(t.ingest("w", "E", ok(&batch)).await.unwrap(), 30);
         // The same batch again, and an overlapping one: nothing is stored twice.
-        assert_eq!(t.ingest("w", "E", batch.clone(), 30).await.unwrap(), 30);
-        assert_eq!(
-            t.ingest("w", "E", batch[20..].to_vec(), 30).await.unwrap(),
-            30
-        );
+        assert_eq!(t.ingest("w", "E", ok(&batch)).await.unwrap(), 30);
+        assert_eq!(t.ingest("w", "E", ok(&batch[20..])).await.unwrap(), 30);
         assert_eq!(t.count.load(Relaxed), 30);
         assert_eq!(t.message("Q007").unwrap().unwrap().view.timeline.len(), 1);
         // A new epoch of the same worker starts its own sequence.
@@ -468,7 +518,7 @@ mod tests {
             recipient: "b@y.example".into(),
             reply: "250 ok".into(),
         });
-        t.ingest("w", "E", vec![record(31, delivered)], 31)
+        t.ingest("w", "E", vec![Ok(record(31, delivered))])
             .await
             .unwrap();
         let by_status = |status| MessageFilter {
@@ -496,7 +546,7 @@ mod tests {
         let batch: Vec<Record> = (1..=300)
             .map(|i| record(i, received(&format!("Q{i:03}"), false, &["b@y.example"])))
             .collect();
-        t.ingest("w", "E", batch, 300).await.unwrap();
+        t.ingest("w", "E", ok(&batch)).await.unwrap();
         // Messages are at 1,001..1,300 ms; one day of retention at day 1 plus 1,150 ms.
         let (removed, _) = t.enforce(1, u64::MAX, 86_400_000 + 1_150).unwrap();
         assert_eq!(removed, 149);
@@ -532,14 +582,14 @@ mod tests {
                 }),
             )
         };
-        t.ingest("w", "E", vec![record(1, received("Q", true, &["b@y"]))], 1)
+        t.ingest("w", "E", vec![Ok(record(1, received("Q", true, &["b@y"])))])
             .await
             .unwrap();
         let record_size = || t.messages.get("Q").unwrap().unwrap().len();
         let small = record_size();
         // One event per batch, as a message retried for days sends them.
         for seq in 2..=1_200 {
-            t.ingest("w", "E", vec![deferral(seq)], seq).await.unwrap();
+            t.ingest("w", "E", vec![Ok(deferral(seq))]).await.unwrap();
         }
         assert!(record_size() < small + 1024, "{} vs {small}", record_size());
         let m = t.message("Q").unwrap().unwrap();

@@ -155,6 +155,9 @@ pub struct TimelineEntry {
     pub worker: String,
     pub policy_version: u64,
     pub detail: String,
+    /// A field of the event was cut to its cap by the worker (a megabyte reply, say).
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 /// One message as tracking shows it (`GET /v1/messages/{id}`).

@@ -38,6 +38,8 @@ struct Segment {
     /// The last sequence written to it (`first - 1` while empty).
     last: u64,
     bytes: u64,
+    /// The reader found a record it cannot read: nothing more is appended after it.
+    sealed: bool,
 }
 
 #[derive(Debug)]
@@ -89,18 +91,30 @@ fn segment_path(dir: &Path, first: u64) -> PathBuf {
     dir.join(format!("{first:020}.seg"))
 }
 
-/// A record is never this long; a length beyond it is a torn or garbage tail.
+/// A record is never this long; a length beyond it is a torn or garbage tail. Events are
+/// bounded where they are made (`Event::bound`, 640 KiB of text), and the writer checks every
+/// record against this before it writes: a record the writer makes is always one the reader
+/// takes.
 const MAX_RECORD: usize = 1 << 20;
 
+/// Why `read_records` stopped.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// `keep` asked to stop.
+    Stopped,
+    /// The end of the file, or a record that cannot be read: a torn tail after a crash, the
+    /// zeros a file system may leave there, or damage.
+    Unreadable,
+}
+
 /// Reads the records of a segment from `offset`, whose sequences must follow `after` and
-/// increase: (record, offset after it). A torn tail (a crash in the middle of a write, or the
-/// zeros a file system may leave there) ends the list.
+/// increase: (record, offset after it). Returns the offset it stopped at and why.
 fn read_records(
     path: &Path,
     offset: u64,
     after: u64,
     mut keep: impl FnMut(pb::EventRecord, u64) -> bool,
-) -> io::Result<u64> {
+) -> io::Result<(u64, End)> {
     let mut file = File::open(path)?;
     file.seek(SeekFrom::Start(offset))?;
     let mut reader = BufReader::new(file);
@@ -108,26 +122,42 @@ fn read_records(
     loop {
         let mut len = [0u8; 4];
         if reader.read_exact(&mut len).is_err() {
-            return Ok(at);
+            return Ok((at, End::Unreadable));
         }
         let len = u32::from_le_bytes(len) as usize;
         if len == 0 || len > MAX_RECORD {
-            return Ok(at);
+            return Ok((at, End::Unreadable));
         }
         let mut bytes = vec![0u8; len];
         if reader.read_exact(&mut bytes).is_err() {
-            return Ok(at);
+            return Ok((at, End::Unreadable));
         }
         let record = match pb::EventRecord::decode(bytes.as_slice()) {
             Ok(r) if r.seq > previous => r,
-            _ => return Ok(at),
+            _ => return Ok((at, End::Unreadable)),
         };
         previous = record.seq;
         at += 4 + len as u64;
         if !keep(record, at) {
-            return Ok(at);
+            return Ok((at, End::Stopped));
         }
     }
+}
+
+/// The record the reader puts where sequences `first..=last` are missing from the files (lost
+/// to a full writer queue, a failed write, a trimmed segment or damage): a gap, under the
+/// last missing sequence, so the control plane can acknowledge past the hole knowingly.
+fn gap_record(first: u64, last: u64) -> pb::EventRecord {
+    pb::EventRecord::from(Record {
+        seq: last,
+        at_ms: postern_time::now_ms(),
+        policy_version: 0,
+        event: Event::OutboxGap(OutboxGap {
+            first_seq: first,
+            last_seq: last,
+        }),
+        truncated: false,
+    })
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -172,7 +202,7 @@ impl Outbox {
         for first in firsts {
             let path = segment_path(dir, first);
             let mut last = first - 1;
-            let end = read_records(&path, 0, first - 1, |r, _| {
+            let (end, _) = read_records(&path, 0, first - 1, |r, _| {
                 last = r.seq;
                 true
             })?;
@@ -187,6 +217,7 @@ impl Outbox {
                 first,
                 last,
                 bytes: end,
+                sealed: false,
             });
         }
         let last_written = segments.back().map_or(acked, |s| s.last.max(acked));
@@ -219,7 +250,8 @@ impl Outbox {
 
     /// Records `event` (under policy `version`). Never waits: when the writer is too far behind
     /// the event is lost, and a gap event says so.
-    pub fn emit(&self, version: u64, event: Event) {
+    pub fn emit(&self, version: u64, mut event: Event) {
+        let truncated = event.bound();
         let mut state = self.state();
         let seq = state.next_seq;
         state.next_seq += 1;
@@ -230,6 +262,7 @@ impl Outbox {
             at_ms,
             policy_version: version,
             event,
+            truncated,
         };
         if self.tx.try_send(record).is_err() {
             lose(&mut state, seq, seq);
@@ -313,18 +346,32 @@ impl Outbox {
         let (first, last) = (batch[0].seq, batch[batch.len() - 1].seq);
         let mut bytes = Vec::new();
         for record in batch {
+            let seq = record.seq;
             let encoded = pb::EventRecord::from(record).encode_to_vec();
+            if encoded.len() > MAX_RECORD {
+                // Cannot happen for a bounded event; if it ever did, the reader would take
+                // the record for a torn tail. It is lost instead, and the gap says so.
+                tracing::error!(
+                    seq,
+                    bytes = encoded.len(),
+                    "a tracking event too large to keep"
+                );
+                lose(&mut self.state(), seq, seq);
+                self.metrics.events_lost.inc();
+                continue;
+            }
             bytes.extend_from_slice(&(encoded.len() as u32).to_le_bytes());
             bytes.extend_from_slice(&encoded);
         }
         let current = self.state().segments.back().copied();
         let (segment, new) = match current {
-            Some(s) if s.bytes < SEGMENT_BYTES => (s, false),
+            Some(s) if s.bytes < SEGMENT_BYTES && !s.sealed => (s, false),
             _ => (
                 Segment {
                     first,
                     last: first - 1,
                     bytes: 0,
+                    sealed: false,
                 },
                 true,
             ),
@@ -353,6 +400,7 @@ impl Outbox {
             first: segment.first,
             last,
             bytes: segment.bytes + bytes.len() as u64,
+            sealed: false,
         };
         if new {
             state.segments.push_back(updated);
@@ -412,8 +460,9 @@ impl Outbox {
         let _ = fs::write(self.dir.join("acked"), seq.to_string());
     }
 
-    /// Up to `max` durable records from sequence `from` on, as the wire carries them. `cursor`
-    /// remembers where the last read ended, so reading on is not a rescan.
+    /// Up to `max` durable records from sequence `from` on, as the wire carries them, with no
+    /// sequence missing: where the files lack some (`gap_record`), a gap record stands for
+    /// them. `cursor` remembers where the last read ended, so reading on is not a rescan.
     pub fn read(
         &self,
         from: u64,
@@ -423,38 +472,70 @@ impl Outbox {
         let written = *self.written.borrow();
         let segments: Vec<Segment> = self.state().segments.iter().copied().collect();
         let mut out = Vec::new();
+        // The next sequence owed.
+        let mut next = from;
         for segment in segments {
-            if segment.last < from || out.len() >= max || from > written {
+            if out.len() >= max || next > written {
+                break;
+            }
+            if segment.last < next {
                 continue;
             }
             // (segment, offset, next seq there) from the last read, if it ended where we start.
             let (offset, after) = match *cursor {
-                Some((first, offset, next)) if first == segment.first && next <= from => {
-                    (offset, next - 1)
+                Some((first, offset, at)) if first == segment.first && at <= next => {
+                    (offset, at - 1)
                 }
                 _ => (0, segment.first - 1),
             };
             let path = segment_path(&self.dir, segment.first);
-            let mut next_seq = from;
             let result = read_records(&path, offset, after, |record, end| {
                 if record.seq > written {
                     return false;
                 }
-                if record.seq >= from {
-                    next_seq = record.seq + 1;
-                    *cursor = Some((segment.first, end, next_seq));
+                if record.seq >= next {
+                    if record.seq > next {
+                        out.push(gap_record(next, record.seq - 1));
+                    }
+                    next = record.seq + 1;
+                    *cursor = Some((segment.first, end, next));
                     out.push(record);
                 }
                 out.len() < max
             });
             match result {
-                Ok(_) => {}
+                Ok((_, End::Stopped)) => {}
+                Ok((_, End::Unreadable)) => {
+                    // The segment holds sequences up to `last` that cannot be read: they are
+                    // lost, and nothing more is appended behind the damage.
+                    let last = segment.last.min(written);
+                    if next <= last {
+                        tracing::error!(
+                            segment = segment.first,
+                            first = next,
+                            last,
+                            "tracking events in the outbox cannot be read; they are lost"
+                        );
+                        self.metrics.events_lost.inc_by(last - next + 1);
+                        out.push(gap_record(next, last));
+                        next = last + 1;
+                        self.seal(segment.first);
+                    }
+                }
                 // Trimmed away meanwhile: the next segment has the rest.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             }
         }
         Ok(out)
+    }
+
+    /// Appends go to a new segment from now on (`first`'s holds a record that cannot be read).
+    fn seal(&self, first: u64) {
+        let mut state = self.state();
+        if let Some(s) = state.segments.iter_mut().find(|s| s.first == first) {
+            s.sealed = true;
+        }
     }
 }
 
@@ -610,5 +691,79 @@ mod tests {
         // What is left is in order.
         let s = seqs(&records);
         assert!(s.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[tokio::test]
+    async fn a_huge_event_is_cut_and_the_ones_after_it_arrive() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = started(dir.path()).await;
+        outbox.emit(
+            1,
+            Event::TlsReportReceived(postern_events::TlsReportReceived {
+                queue_id: "Q".into(),
+                sender: "a@b".into(),
+                report: "\u{fffd}".repeat(1_100_000 / 3 + 1),
+            }),
+        );
+        for n in 0..10 {
+            outbox.emit(1, event(n));
+        }
+        outbox.settle(std::time::Duration::from_secs(5)).await;
+        let records = outbox.read(1, 1000, &mut None).unwrap();
+        assert_eq!(seqs(&records), (1..=11).collect::<Vec<_>>());
+        assert!(records[0].truncated && !records[1].truncated);
+        let Some(pb::event_record::Event::TlsReportReceived(r)) = &records[0].event else {
+            panic!("{:?}", records[0].event)
+        };
+        assert!(r.report.len() <= postern_events::MAX_REPORT);
+    }
+
+    #[tokio::test]
+    async fn what_cannot_be_read_becomes_a_gap_and_appends_go_on_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = started(dir.path()).await;
+        for n in 0..5 {
+            outbox.emit(1, event(n));
+        }
+        outbox.settle(std::time::Duration::from_secs(5)).await;
+        // Damage the third record's length: the rest of the segment cannot be read.
+        let path = segment_path(dir.path(), 1);
+        let mut bytes = fs::read(&path).unwrap();
+        let one = bytes.len() / 5;
+        bytes[2 * one..2 * one + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        fs::write(&path, &bytes).unwrap();
+        let records = outbox.read(1, 1000, &mut None).unwrap();
+        assert_eq!(seqs(&records), [1, 2, 5]);
+        let Some(pb::event_record::Event::OutboxGap(g)) = &records[2].event else {
+            panic!("{:?}", records[2].event)
+        };
+        assert_eq!((g.first_seq, g.last_seq), (3, 5));
+        // Reading again from after the gap finds nothing new: no record, no spin.
+        assert!(outbox.read(6, 1000, &mut None).unwrap().is_empty());
+        // New events go to a new segment and are read.
+        outbox.emit(1, event(5));
+        outbox.settle(std::time::Duration::from_secs(5)).await;
+        let records = outbox.read(6, 1000, &mut None).unwrap();
+        assert_eq!(seqs(&records), [6]);
+        assert!(segment_path(dir.path(), 6).exists());
+        assert_eq!(outbox.metrics.events_lost.get(), 3);
+    }
+
+    #[tokio::test]
+    async fn sequences_missing_from_the_files_are_read_as_a_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = started(dir.path()).await;
+        outbox.emit(1, event(0));
+        outbox.settle(std::time::Duration::from_secs(5)).await;
+        // As when the writer's queue was full: sequence 2 is handed out and never written.
+        outbox.state().next_seq += 1;
+        outbox.emit(1, event(2));
+        outbox.settle(std::time::Duration::from_secs(5)).await;
+        let records = outbox.read(1, 1000, &mut None).unwrap();
+        assert_eq!(seqs(&records), [1, 2, 3]);
+        assert!(matches!(
+            &records[1].event,
+            Some(pb::event_record::Event::OutboxGap(g)) if (g.first_seq, g.last_seq) == (2, 2)
+        ));
     }
 }

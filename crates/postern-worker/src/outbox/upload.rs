@@ -64,6 +64,10 @@ async fn session(
     let mut cursor = None;
     let mut progressed = false;
     let mut last_send = tokio::time::Instant::now() - LINGER;
+    // A read found nothing although events were written: wait for the next write rather than
+    // read again at once (the reader stands in gaps for what it cannot read, so this is only
+    // a race with trimming; never a loop that burns a core).
+    let mut stalled = false;
     loop {
         // Send while there is room in flight and either a full batch or the linger is over.
         loop {
@@ -82,8 +86,10 @@ async fn session(
             .await??;
             cursor = c;
             let Some(last) = events.last().map(|e| e.seq) else {
+                stalled = true;
                 break;
             };
+            stalled = false;
             next = last + 1;
             tx.send(pb::EventBatch {
                 worker_id: worker_id.to_string(),
@@ -94,7 +100,7 @@ async fn session(
             in_flight += 1;
             last_send = tokio::time::Instant::now();
         }
-        let pending = *written.borrow() >= next;
+        let pending = *written.borrow() >= next && !stalled;
         tokio::select! {
             ack = acks.message() => match ack? {
                 Some(ack) => {
@@ -104,10 +110,23 @@ async fn session(
                         progressed = true;
                     }
                     in_flight = in_flight.saturating_sub(1);
+                    if in_flight == 0 && ack.epoch == outbox.epoch && ack.stored_seq + 1 < next {
+                        // The control plane stops at a sequence it did not get: send again from
+                        // there, after the reconnect's backoff.
+                        return Err(format!(
+                            "the control plane stored up to {} of the events sent up to {}",
+                            ack.stored_seq,
+                            next - 1
+                        )
+                        .into());
+                    }
                 }
                 None => return Ok(progressed),
             },
-            changed = written.changed() => changed?,
+            changed = written.changed() => {
+                changed?;
+                stalled = false;
+            }
             _ = tokio::time::sleep_until(last_send + LINGER), if pending => {}
         }
     }
