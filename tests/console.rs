@@ -121,12 +121,14 @@ async fn the_console_in_chromium_against_postern_dev() {
         PathBuf::from,
     );
     let base = p.base.clone();
+    let public = p.public.clone().expect("postern dev has a public listener");
     let admin = p.admin_token();
     let script = console_dir().join("e2e/console.mjs");
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .arg(script)
             .env("POSTERN_URL", base)
+            .env("POSTERN_PUBLIC_URL", public)
             .env("POSTERN_ADMIN_TOKEN", admin)
             .env("POSTERN_VIEWER_TOKEN", viewer)
             .env("POSTERN_SMTP", smtp)

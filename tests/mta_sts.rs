@@ -901,7 +901,8 @@ async fn our_policy_is_published_and_reports_about_us_are_received() {
     )
     .await;
     let http = relay.control.client();
-    let base = &relay.control.base;
+    // The protocol endpoints are on the public listener (tests/public.rs shows the rest).
+    let base = relay.control.public.as_ref().expect("a public listener");
 
     // The policy, by Host header; senders parse it (here our own strict parser).
     let get = |host: &'static str| {
@@ -991,7 +992,7 @@ async fn our_policy_is_published_and_reports_about_us_are_received() {
         .await
         .unwrap();
     assert_eq!(r.status(), 422);
-    let r = post("application/tlsrpt+gzip", vec![0u8; 2 * 1024 * 1024])
+    let r = post("application/tlsrpt+gzip", vec![0u8; 600 * 1024])
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
@@ -1121,7 +1122,9 @@ async fn a_third_party_resolver_reads_the_policy_we_publish() {
     relay
         .pki
         .server("control", &["localhost", "127.0.0.1", "mta-sts.ours.test"]);
-    let control: std::net::SocketAddr = relay.control.base["https://".len()..].parse().unwrap();
+    // The policy is served by the public listener, with the same reloaded certificate.
+    let public = relay.control.public.as_ref().expect("a public listener");
+    let control: std::net::SocketAddr = public["https://".len()..].parse().unwrap();
     let ca =
         reqwest::Certificate::from_pem(relay.control.ca_pem.as_ref().unwrap().as_bytes()).unwrap();
     let by_name = reqwest::Client::builder()
@@ -1146,7 +1149,7 @@ async fn a_third_party_resolver_reads_the_policy_we_publish() {
         },
     )
     .await;
-    // Port 443 of mta-sts.ours.test (127.0.0.7) forwards to the control plane.
+    // Port 443 of mta-sts.ours.test (127.0.0.7) forwards to the public listener.
     let front = tokio::net::TcpListener::bind("127.0.0.7:443")
         .await
         .unwrap();

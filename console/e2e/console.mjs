@@ -15,6 +15,8 @@ import { chromium } from "playwright-core";
 
 const need = (k) => process.env[k] || fail(`${k} is not set`);
 const base = need("POSTERN_URL");
+// The public listener, where reporters POST TLS-RPT reports.
+const publicBase = need("POSTERN_PUBLIC_URL");
 const adminToken = need("POSTERN_ADMIN_TOKEN");
 const viewerToken = need("POSTERN_VIEWER_TOKEN");
 const smtp = need("POSTERN_SMTP");
@@ -306,7 +308,7 @@ try {
   });
 
   step("TLS reports: our published policy's TXT record; a report posted about our domain; today's built");
-  const posted = await fetch(`${base}/tlsrpt`, {
+  const posted = await fetch(`${publicBase}/tlsrpt`, {
     method: "POST",
     headers: { "Content-Type": "application/tlsrpt+json" },
     body: JSON.stringify({

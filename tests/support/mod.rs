@@ -74,6 +74,8 @@ pub struct Postern {
     pub data_dir: PathBuf,
     /// The CA of the REST API's certificate, when it serves HTTPS.
     pub ca_pem: Option<String>,
+    /// `http://addr` (dev) or `https://addr` (control) of the public listener, if any.
+    pub public: Option<String>,
     /// Every line the process has logged so far.
     pub log: Arc<Mutex<Vec<String>>>,
 }
@@ -93,6 +95,8 @@ impl Postern {
             "127.0.0.1:0",
             "--grpc-listen",
             grpc,
+            "--public-listen",
+            "127.0.0.1:0",
             "--tls-cert",
             &pki.path("control.pem"),
             "--tls-key",
@@ -103,6 +107,10 @@ impl Postern {
         let mut p = Postern::start(&args, data_dir, "grpc=");
         // `postern control` serves its REST API over HTTPS with the gRPC certificate.
         p.base = p.base.replacen("http://", "https://", 1);
+        p.public = p
+            .public
+            .take()
+            .map(|b| b.replacen("http://", "https://", 1));
         p.ca_pem = Some(std::fs::read_to_string(pki.dir.join("ca.pem")).unwrap());
         p
     }
@@ -116,6 +124,8 @@ impl Postern {
             "--http-listen",
             "127.0.0.1:0",
             "--grpc-listen",
+            "127.0.0.1:0",
+            "--public-listen",
             "127.0.0.1:0",
             "--smtp-listen",
             "127.0.0.1:0",
@@ -300,11 +310,12 @@ impl Postern {
                 kept.lock().unwrap().push(line.clone());
                 let http = field(&line, " addr=").or_else(|| field(&line, " http="));
                 if let (Some(http), Some(other)) = (http, field(&line, &other_key)) {
-                    let _ = tx.send((http, other));
+                    let public = field(&line, " public=").filter(|p| p != "none");
+                    let _ = tx.send((http, other, public));
                 }
             }
         });
-        let (http, other) = rx
+        let (http, other, public) = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("postern reports its addresses");
         Postern {
@@ -313,6 +324,7 @@ impl Postern {
             other,
             data_dir: data_dir.to_path_buf(),
             ca_pem: None,
+            public: public.map(|p| format!("http://{p}")),
             log,
         }
     }

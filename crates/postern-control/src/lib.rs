@@ -39,6 +39,18 @@ pub async fn run_https(
     postern_http::serve(listener, api::router(control), Some(tls), limits, shutdown).await
 }
 
+/// Serves the public protocol endpoints (`api::public`) on `listener`, over HTTPS when `tls`
+/// is given, with the public listener's own limits, until `shutdown` completes.
+pub async fn run_public(
+    listener: TcpListener,
+    control: Arc<Control>,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let router = api::public::router(control);
+    postern_http::serve(listener, router, tls, api::public::LIMITS, shutdown).await
+}
+
 /// Serves the REST API in plain HTTP on `listener` until `shutdown` completes.
 pub async fn run(
     listener: TcpListener,

@@ -4,10 +4,16 @@
 //!   nothing of ours until one closes;
 //! - the TLS handshake and the first request byte within `first_byte`;
 //! - a request's headers within `header_read` (hyper's timer: slowloris);
-//! - no byte either way for `idle` closes the connection (keep-alive and HTTP/2 included).
+//! - no byte either way for `idle` closes the connection (keep-alive and HTTP/2 included);
+//! - and, for a listener anyone may reach (the control plane's public listener): at most
+//!   `per_source` connections from one address (the rest are closed at once), a whole
+//!   connection ends after `lifetime` however busy it is (a trickle of bytes cannot hold it),
+//!   and at most `h2_streams` HTTP/2 streams at once on a connection.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -26,18 +32,76 @@ use tower::ServiceExt;
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_connections: usize,
+    /// Connections at once from one source address (IPv6 by /64); 0 for no limit.
+    pub per_source: usize,
     pub first_byte: Duration,
     pub header_read: Duration,
     pub idle: Duration,
+    /// The longest a connection lives, whatever it does.
+    pub lifetime: Option<Duration>,
+    /// HTTP/2 streams at once on one connection.
+    pub h2_streams: u32,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_connections: 1024,
+            per_source: 0,
             first_byte: Duration::from_secs(10),
             header_read: Duration::from_secs(10),
             idle: Duration::from_secs(60),
+            lifetime: None,
+            h2_streams: 200,
+        }
+    }
+}
+
+/// The address a per-source limit counts by: an IPv6 client controls its whole /64.
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
+/// Open connections per source, for `Limits::per_source`.
+#[derive(Default)]
+struct Sources(std::sync::Mutex<HashMap<IpAddr, usize>>);
+
+/// One connection counted against its source until dropped.
+struct SourceSlot {
+    sources: Arc<Sources>,
+    key: IpAddr,
+}
+
+impl Sources {
+    fn take(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<SourceSlot> {
+        let key = source_key(ip);
+        let mut open = self.0.lock().expect("sources lock");
+        let n = open.entry(key).or_default();
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            sources: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut open = self.sources.0.lock().expect("sources lock");
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
         }
     }
 }
@@ -52,6 +116,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let sources = Arc::new(Sources::default());
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -71,19 +136,38 @@ pub async fn serve(
             },
             () = &mut shutdown => return Ok(()),
         };
+        let slot = match limits.per_source {
+            0 => None,
+            limit => match sources.take(peer.ip(), limit) {
+                Some(slot) => Some(slot),
+                None => {
+                    // Closed at once: a source over its share holds nothing of ours.
+                    tracing::debug!(%peer, "HTTP connection refused: too many from this source");
+                    continue;
+                }
+            },
+        };
         let (acceptor, app) = (acceptor.clone(), app.clone());
         tokio::spawn(async move {
-            let _permit = permit;
+            let _held = (permit, slot);
             let io = Watched::new(tcp, limits.first_byte, limits.idle);
-            let result = match acceptor {
-                None => connection(io, app, peer, &limits).await,
-                Some(acceptor) => {
-                    match tokio::time::timeout(limits.first_byte, acceptor.accept(io)).await {
-                        Ok(Ok(stream)) => connection(stream, app, peer, &limits).await,
-                        Ok(Err(e)) => Err(e.into()),
-                        Err(_) => Err("TLS handshake timed out".into()),
+            let served = async {
+                match acceptor {
+                    None => connection(io, app, peer, &limits).await,
+                    Some(acceptor) => {
+                        match tokio::time::timeout(limits.first_byte, acceptor.accept(io)).await {
+                            Ok(Ok(stream)) => connection(stream, app, peer, &limits).await,
+                            Ok(Err(e)) => Err(e.into()),
+                            Err(_) => Err("TLS handshake timed out".into()),
+                        }
                     }
                 }
+            };
+            let result = match limits.lifetime {
+                None => served.await,
+                Some(lifetime) => tokio::time::timeout(lifetime, served)
+                    .await
+                    .unwrap_or_else(|_| Err("connection lifetime over".into())),
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "HTTP connection ended");
@@ -107,7 +191,11 @@ where
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_streams)
+        .max_header_list_size(64 * 1024);
     builder
         .serve_connection(
             TokioIo::new(io),
@@ -223,6 +311,7 @@ mod tests {
             first_byte: Duration::from_millis(300),
             header_read: Duration::from_millis(300),
             idle: Duration::from_millis(300),
+            ..Limits::default()
         }
     }
 
@@ -302,5 +391,59 @@ mod tests {
         for tcp in &mut silent {
             assert_eq!(until_closed(tcp).await, "");
         }
+    }
+
+    #[tokio::test]
+    async fn one_source_gets_its_share_and_a_trickle_ends_at_the_lifetime() {
+        let limits = Limits {
+            max_connections: 16,
+            per_source: 2,
+            first_byte: Duration::from_secs(5),
+            header_read: Duration::from_secs(5),
+            idle: Duration::from_secs(5),
+            lifetime: Some(Duration::from_millis(500)),
+            ..Limits::default()
+        };
+        let (addr, _stop) = started(limits).await;
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            held.push(TcpStream::connect(&addr).await.unwrap());
+        }
+        // The third from the same address is closed at once, unanswered.
+        let mut third = TcpStream::connect(&addr).await.unwrap();
+        third
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .ok();
+        assert_eq!(until_closed(&mut third).await, "");
+        // A body trickled one byte at a time, well inside the idle limit, ends at the lifetime.
+        let mut trickle = held.pop().unwrap();
+        trickle
+            .write_all(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n")
+            .await
+            .unwrap();
+        let cut = tokio::spawn(async move {
+            for _ in 0..100_000 {
+                if trickle.write_all(b"a").await.is_err() {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            false
+        });
+        assert!(cut.await.unwrap(), "the trickle was never cut off");
+        // Its slot is free again.
+        drop(held);
+        let answer = get(&addr).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+
+    #[test]
+    fn an_ipv6_source_is_its_64() {
+        let a: IpAddr = "2001:db8:1:2:3:4:5:6".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::1".parse().unwrap();
+        assert_eq!(source_key(a), source_key(b));
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(source_key(mapped), "192.0.2.1".parse::<IpAddr>().unwrap());
     }
 }

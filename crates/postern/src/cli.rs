@@ -112,6 +112,9 @@ pub struct DevArgs {
     pub http_listen: SocketAddr,
     #[arg(long, env = "POSTERN_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
     pub grpc_listen: SocketAddr,
+    /// The public listener (plain HTTP here): GET /.well-known/mta-sts.txt and POST /tlsrpt.
+    #[arg(long, env = "POSTERN_PUBLIC_LISTEN", default_value = "127.0.0.1:8081")]
+    pub public_listen: SocketAddr,
     /// The dev worker's /healthz, /readyz and /metrics.
     #[arg(
         long,
@@ -144,7 +147,11 @@ pub struct ControlArgs {
     pub http_listen: SocketAddr,
     #[arg(long, env = "POSTERN_GRPC_LISTEN")]
     pub grpc_listen: SocketAddr,
-    /// Server certificate (PEM) for gRPC and the REST API (which then serves HTTPS).
+    /// The public listener (HTTPS with --tls-cert): only GET /.well-known/mta-sts.txt and
+    /// POST /tlsrpt, with limits of its own; without it they are not served.
+    #[arg(long, env = "POSTERN_PUBLIC_LISTEN")]
+    pub public_listen: Option<SocketAddr>,
+    /// Server certificate (PEM) for gRPC, the REST API and the public listener (which then serve HTTPS).
     #[arg(long, env = "POSTERN_TLS_CERT")]
     pub tls_cert: PathBuf,
     /// Private key (PEM) of --tls-cert.

@@ -29,12 +29,31 @@ pub async fn run(args: ControlArgs) -> Result<(), Fatal> {
             .text,
     };
     // PRODUCT.md 6: the REST listener serves HTTPS when given --tls-cert/--tls-key.
-    let https = postern_tls::server_config_with(cert);
+    let https = Arc::new(postern_tls::server_config_with(cert));
     let http = bind("--http-listen", args.http_listen).await?;
     let grpc = bind("--grpc-listen", args.grpc_listen).await?;
+    let public = match args.public_listen {
+        Some(addr) => Some(bind("--public-listen", addr).await?),
+        None => None,
+    };
     let control = open(&args.data_dir).await?;
     let shutdown = crate::shutdown_on_signal();
-    serve(http, Some(Arc::new(https)), grpc, tls, control, shutdown).await
+    let listeners = Listeners {
+        http,
+        https: Some(https),
+        grpc,
+        public,
+    };
+    serve(listeners, tls, control, shutdown).await
+}
+
+/// The control plane's listeners: REST (HTTPS when `https` is given, the public listener
+/// too), gRPC, and the public protocol endpoints if asked for.
+pub struct Listeners {
+    pub http: TcpListener,
+    pub https: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    pub grpc: TcpListener,
+    pub public: Option<TcpListener>,
 }
 
 pub fn fatal(e: impl std::fmt::Display) -> Fatal {
@@ -94,17 +113,25 @@ pub async fn open(data_dir: &Path) -> Result<Arc<Control>, Fatal> {
 /// Serves REST (HTTPS when `https` is given) and gRPC until `shutdown` turns true, then flushes
 /// the store.
 pub async fn serve(
-    http: TcpListener,
-    https: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
-    grpc: TcpListener,
+    listeners: Listeners,
     tls: GrpcTls,
     control: Arc<Control>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), Fatal> {
+    let Listeners {
+        http,
+        https,
+        grpc,
+        public,
+    } = listeners;
     let addr = http.local_addr().map_err(fatal)?;
     let grpc_addr = grpc.local_addr().map_err(fatal)?;
+    let public_addr = match &public {
+        Some(p) => p.local_addr().map_err(fatal)?.to_string(),
+        None => "none".into(),
+    };
     let scheme = if https.is_some() { "https" } else { "http" };
-    tracing::info!(%addr, %scheme, grpc = %grpc_addr, version = control.read().version, "control plane listening");
+    tracing::info!(%addr, %scheme, grpc = %grpc_addr, public = %public_addr, version = control.read().version, "control plane listening");
     let until = |mut s: watch::Receiver<bool>| async move {
         let _ = s.wait_for(|s| *s).await;
     };
@@ -114,6 +141,14 @@ pub async fn serve(
         shutdown.clone(),
     ));
     tokio::spawn(postern_control::reports::run(control.clone()));
+    let public_task = public.map(|listener| {
+        tokio::spawn(postern_control::run_public(
+            listener,
+            control.clone(),
+            https.clone(),
+            until(shutdown.clone()),
+        ))
+    });
     let grpc_task = tokio::spawn(postern_control::grpc::serve(
         grpc,
         control.clone(),
@@ -131,6 +166,11 @@ pub async fn serve(
         .await
         .map_err(fatal)?
         .map_err(|e| Fatal(format!("gRPC server: {e}")))?;
+    if let Some(task) = public_task {
+        task.await
+            .map_err(fatal)?
+            .map_err(|e| Fatal(format!("public listener: {e}")))?;
+    }
     control.store().flush().map_err(fatal)?;
     control.tracking.flush().map_err(fatal)?;
     tracing::info!("control plane stopped");

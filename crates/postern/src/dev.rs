@@ -15,7 +15,7 @@ use postern_worker::{Backoff, ControlConnection, Worker, WorkerConfig};
 
 use crate::Fatal;
 use crate::cli::DevArgs;
-use crate::control::{bind, bind_http, fatal, open, serve};
+use crate::control::{Listeners, bind, bind_http, fatal, open, serve};
 
 fn read(path: &std::path::Path) -> Result<String, Fatal> {
     std::fs::read_to_string(path).map_err(|e| Fatal(format!("cannot read {}: {e}", path.display())))
@@ -28,6 +28,7 @@ pub async fn run(args: DevArgs) -> Result<(), Fatal> {
         .unwrap_or_else(crate::machine_hostname);
     let http = bind_http(args.http_listen, args.insecure_http).await?;
     let grpc = bind("--grpc-listen", args.grpc_listen).await?;
+    let public = bind("--public-listen", args.public_listen).await?;
     let smtp = bind("--smtp-listen", args.smtp_listen).await?;
     let worker_http = bind("--worker-http-listen", args.worker_http_listen).await?;
     crate::private_dir("--data-dir", &args.data_dir)?;
@@ -64,7 +65,13 @@ pub async fn run(args: DevArgs) -> Result<(), Fatal> {
     let shutdown = crate::shutdown_on_signal();
     tracing::info!(smtp = %smtp.local_addr().map_err(fatal)?, worker_http = %worker_http.local_addr().map_err(fatal)?, "dev worker listening");
     let worker_task = tokio::spawn(worker.run(smtp, Some(worker_http), shutdown.clone()));
-    serve(http, None, grpc, tls, control, shutdown).await?;
+    let listeners = Listeners {
+        http,
+        https: None,
+        grpc,
+        public: Some(public),
+    };
+    serve(listeners, tls, control, shutdown).await?;
     worker_task.await.map_err(fatal)?.map_err(fatal)
 }
 

@@ -7,6 +7,7 @@ mod error;
 mod extract;
 mod health;
 mod policy;
+pub mod public;
 mod published;
 mod queue;
 mod reports;
@@ -161,7 +162,7 @@ impl Modify for ProblemResponses {
         tracking::list_messages, tracking::get_message, tracking::list_connections,
         reports::list_tls_reports, reports::build_tls_reports,
         reports::list_received_tls_reports,
-        published::mta_sts_policy, published::published_mta_sts,
+        published::published_mta_sts,
     ),
     components(schemas(Problem, ProblemField))
 )]
@@ -177,7 +178,11 @@ pub fn openapi_json() -> String {
 }
 
 /// Times every request by route template (a path no route matches is `unmatched`).
-async fn count_responses(State(c): State<Arc<Control>>, req: Request, next: Next) -> Response {
+pub(crate) async fn count_responses(
+    State(c): State<Arc<Control>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let started = std::time::Instant::now();
     let route = req
         .extensions()
@@ -265,13 +270,7 @@ pub fn router(control: Arc<Control>) -> Router {
             "/v1/reports/tls/received",
             get(reports::list_received_tls_reports),
         )
-        .route(
-            "/tlsrpt",
-            post(reports::receive_tls_report)
-                .layer(DefaultBodyLimit::max(reports::MAX_POSTED_BYTES)),
-        )
         .route("/v1/published/mta-sts", get(published::published_mta_sts))
-        .route("/.well-known/mta-sts.txt", get(published::mta_sts_policy))
         .fallback(|| async { ApiError::not_found("no such resource") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(

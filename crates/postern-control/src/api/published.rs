@@ -7,14 +7,15 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, header};
+use axum::http::uri::Authority;
+use axum::http::{HeaderMap, Uri, header};
 use axum::response::{IntoResponse, Response};
 use postern_policy::{CompiledPolicy, normalize_lookup_domain};
 use serde::Serialize;
 use sha2::Digest as _;
 use utoipa::ToSchema;
 
-use super::{ApiError, Problem};
+use super::ApiError;
 use crate::auth::Actor;
 use crate::control::Control;
 
@@ -29,20 +30,15 @@ fn policy_id(text: &str) -> String {
     hex::encode(&sha2::Sha256::digest(text.as_bytes())[..10])
 }
 
-#[utoipa::path(get, path = "/.well-known/mta-sts.txt", tag = "published",
-    operation_id = "get_published_mta_sts_policy",
-    responses((status = 200, content_type = "text/plain", body = String, description = "The MTA-STS policy, for `Host: mta-sts.<relay domain>`"),
-        (status = 404, body = Problem, description = "No policy is published, or the host is not mta-sts. and a relay domain")))]
+/// `GET /.well-known/mta-sts.txt` on the public listener: the policy for a request to
+/// `mta-sts.<relay domain>` (200, `text/plain`), else 404. A protocol endpoint, outside the
+/// OpenAPI document of the admin API, like `POST /tlsrpt`.
 pub async fn mta_sts_policy(
     State(c): State<Arc<Control>>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    // `host:port`, or `[v6]:port` (never an mta-sts name).
-    let name = host.rsplit_once(':').map_or(host, |(n, _)| n);
+    let name = request_host(&uri, &headers).unwrap_or_default();
     let policy = c.compiled().await?;
     let text = policy.settings.published_mta_sts.text();
     Ok(match (name.strip_prefix("mta-sts."), text) {
@@ -56,6 +52,23 @@ pub async fn mta_sts_policy(
             .into_response(),
         _ => ApiError::not_found("no MTA-STS policy is published for this host").into_response(),
     })
+}
+
+/// The host name a request is for, lower case and without a port or a trailing dot: HTTP/2's
+/// `:authority` (which hyper puts in the request URI; there is no `Host` header then), else
+/// the `Host` header (DESIGN.md traps).
+pub fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<String> {
+    let from_header = || {
+        headers
+            .get(header::HOST)?
+            .to_str()
+            .ok()?
+            .parse::<Authority>()
+            .ok()
+    };
+    let authority = uri.authority().cloned().or_else(from_header)?;
+    let host = authority.host();
+    Some(host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase())
 }
 
 /// What to publish in DNS for one relay domain.
@@ -103,4 +116,32 @@ pub async fn published_mta_sts(
             .collect(),
     };
     Ok(Json(PublishedMtaSts { policy, domains }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_comes_from_the_authority_then_the_host_header() {
+        let mut headers = HeaderMap::new();
+        let plain: Uri = "/.well-known/mta-sts.txt".parse().unwrap();
+        assert_eq!(request_host(&plain, &headers), None);
+        headers.insert(header::HOST, "MTA-STS.Ours.Test.:443".parse().unwrap());
+        assert_eq!(
+            request_host(&plain, &headers).as_deref(),
+            Some("mta-sts.ours.test")
+        );
+        let h2: Uri = "https://mta-sts.other.test/.well-known/mta-sts.txt"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            request_host(&h2, &headers).as_deref(),
+            Some("mta-sts.other.test")
+        );
+        headers.insert(header::HOST, "[::1]:8443".parse().unwrap());
+        assert_eq!(request_host(&plain, &headers).as_deref(), Some("[::1]"));
+        headers.insert(header::HOST, "a b".parse().unwrap());
+        assert_eq!(request_host(&plain, &headers), None);
+    }
 }

@@ -97,15 +97,15 @@ pub async fn build_tls_reports(
 }
 
 /// The largest report body taken over HTTPS (compressed or not).
-pub const MAX_POSTED_BYTES: usize = 1024 * 1024;
+pub const MAX_POSTED_BYTES: usize = received::MAX_REPORT_BYTES as usize;
 
 /// `POST /tlsrpt`: a TLS-RPT report (RFC 8460 5.2) about one of the relay domains, as
 /// `application/tlsrpt+gzip` or `application/tlsrpt+json`, from any reporter (no token: publish
-/// the URL as `rua=https:...`). 204 when stored; 413 over 1 MiB (4 MiB uncompressed); 415 for
-/// another media type; 422 for anything but an RFC 8460 report about a relay domain; 503 when
-/// `MAX_RECEIVED` reports are kept already (anyone may post). A
-/// protocol endpoint for reporters, like `/.well-known/mta-sts.txt`, and not in the OpenAPI
-/// document: its media types are RFC 8460's, which client generators cannot serialise.
+/// the URL as `rua=https:...`), on the public listener. 204 when stored; 413 over 512 KiB
+/// (compressed or not); 415 for another media type; 422 for anything but an RFC 8460 report
+/// about a relay domain; 429 past the source's rate; 503 when `MAX_RECEIVED` reports are kept
+/// already. Not in the OpenAPI document: its media types are RFC 8460's, which client
+/// generators cannot serialise.
 pub async fn receive_tls_report(
     State(c): State<Arc<Control>>,
     headers: HeaderMap,
@@ -143,11 +143,16 @@ pub async fn receive_tls_report(
             received::MAX_RECEIVED
         )));
     }
-    let json = received::unpack(gzip, &body).map_err(refused)?;
     let policy = c.compiled().await?;
-    let report = received::read(&json, "https", &agent, |d| {
-        super::published::is_relay_domain(&policy, d)
+    // Decompressing and parsing half a megabyte is CPU work: off the async threads.
+    let report = tokio::task::spawn_blocking(move || {
+        let json = received::unpack(gzip, &body)?;
+        received::read(&json, "https", &agent, |d| {
+            super::published::is_relay_domain(&policy, d)
+        })
     })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
     .map_err(refused)?;
     tracing::info!(organization = %report.organization_name, report_id = %report.report_id, domains = ?report.policy_domains, "TLS-RPT report received");
     let failed = |e: crate::tracking::TrackingError| ApiError::internal(e.to_string());

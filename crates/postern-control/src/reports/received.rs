@@ -10,8 +10,10 @@ use postern_sts::tlsrpt::Report;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// The largest report accepted, uncompressed (a gzip bomb stops here).
-pub const MAX_REPORT_BYTES: u64 = 4 * 1024 * 1024;
+/// The largest report accepted, uncompressed (a gzip bomb stops here): the raw JSON kept, and
+/// what a worker's event may carry of a mailed one. RFC 8460 sets no limit; a day's report
+/// from a large sender with hundreds of failure details is tens of kilobytes.
+pub const MAX_REPORT_BYTES: u64 = postern_events::MAX_REPORT as u64;
 
 /// Received reports kept at most (anyone may post one): more are refused until the tracking
 /// retention removes old ones.
