@@ -263,6 +263,8 @@ async fn lab() -> Lab {
     let settings = json!({"delivery": {
         "nameservers": [ns.to_string()], "mx_port": port.parse::<u16>().unwrap(),
         "mta_sts_port": https_port,
+        // The policy hosts and the report receiver are on loopback.
+        "fetch_networks": ["127.0.0.0/8"],
     }});
     let relay = Relay::start_with(&[], settings, tempfile::tempdir().unwrap(), &[]).await;
     relay

@@ -130,6 +130,7 @@ pub async fn run(lab: &Lab, m: &mut Matrix, hosts: &MxHosts) {
             .await;
         settings["delivery"]["mx_port"] = json!(port);
         settings["delivery"]["mta_sts_port"] = json!(https_port);
+        settings["delivery"]["fetch_networks"] = json!(["127.0.0.0/8"]);
         lab.set(reqwest::Method::PUT, "/v1/settings", settings)
             .await;
         let mut sent = Vec::new();

@@ -688,6 +688,14 @@ export interface components {
              */
             data_timeout_s: number;
             /**
+             * @description Networks (CIDR) that MTA-STS policy fetches and TLS-RPT `https:` POSTs may reach
+             *     although they are not public: loopback, private, link-local, unique-local and shared
+             *     addresses are refused otherwise, so a domain's DNS cannot point our workers at the
+             *     operator's own network. Empty by default; tests list loopback.
+             * @default []
+             */
+            fetch_networks: string[];
+            /**
              * Format: int32
              * @description The server's greeting and the EHLO reply (`smtp_helo_timeout`, 300).
              * @default 300
@@ -1259,6 +1267,7 @@ export interface components {
              *       "connection_reuse_count": 100,
              *       "connection_reuse_time_s": 300,
              *       "data_timeout_s": 180,
+             *       "fetch_networks": [],
              *       "greeting_timeout_s": 300,
              *       "mta_sts": true,
              *       "mta_sts_port": 443,

@@ -186,6 +186,11 @@ pub struct DeliverySettings {
     pub mta_sts: bool,
     /// The HTTPS port of `mta-sts.<domain>` (443; tests point it elsewhere, as `mx_port`).
     pub mta_sts_port: u16,
+    /// Networks (CIDR) that MTA-STS policy fetches and TLS-RPT `https:` POSTs may reach
+    /// although they are not public: loopback, private, link-local, unique-local and shared
+    /// addresses are refused otherwise, so a domain's DNS cannot point our workers at the
+    /// operator's own network. Empty by default; tests list loopback.
+    pub fetch_networks: Vec<String>,
 }
 
 impl Default for DeliverySettings {
@@ -208,7 +213,18 @@ impl Default for DeliverySettings {
             connection_reuse_time_s: 300,
             connection_reuse_count: 100,
             connection_idle_s: 2,
+            fetch_networks: Vec::new(),
         }
+    }
+}
+
+impl DeliverySettings {
+    /// `fetch_networks`, parsed (the invalid ones were refused when the settings were saved).
+    pub fn fetch_networks(&self) -> Vec<ipnet::IpNet> {
+        self.fetch_networks
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect()
     }
 }
 
@@ -286,6 +302,14 @@ impl Settings {
         }
         positive("/tracking/retention_days", s.tracking.retention_days.into());
         positive("/tracking/max_bytes", s.tracking.max_bytes);
+        for (i, n) in s.delivery.fetch_networks.iter().enumerate() {
+            if n.parse::<ipnet::IpNet>().is_err() {
+                errors.push(FieldError::new(
+                    format!("/delivery/fetch_networks/{i}"),
+                    "not a network in CIDR notation (192.0.2.0/24, 2001:db8::/32)",
+                ));
+            }
+        }
         // The outbox works in 4 MiB segments: fewer than four would drop events the uploader
         // is about to send.
         if s.tracking.outbox_max_bytes < 16 * 1024 * 1024 {

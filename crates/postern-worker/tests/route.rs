@@ -167,3 +167,53 @@ async fn null_mx_and_this_gateway_among_the_mx_hosts() {
         3
     );
 }
+
+/// A domain listing 16 MX hosts: lookups stop at the address limit, finishing the preference
+/// reached (a UDP answer of this test's DNS server holds no more).
+#[tokio::test]
+async fn mx_lookups_stop_at_the_address_limit() {
+    let names: Vec<String> = (0..16).map(|i| format!("m{i}.m.")).collect();
+    let mut zone: Vec<(&'static str, RData)> = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let name: &'static str = Box::leak(name.clone().into_boxed_str());
+        // mx0 and mx1 share a preference.
+        zone.push(("m.", mx(10 + (i.max(1) as u16), name)));
+        zone.push((name, a(&format!("127.0.1.{}", i + 1))));
+    }
+    let router = Router::new(&[dns(zone).await.to_string()], 2525).unwrap();
+    let own = OwnAddresses::new("127.0.0.1:2600".parse().unwrap(), vec![]);
+    let hosts = |hops: Vec<Hop>| hops.into_iter().map(|h| h.host).collect::<Vec<_>>();
+    let within = router
+        .hops_within(&NextHop::Mx, "m", &own, 1)
+        .await
+        .unwrap();
+    assert_eq!(hosts(within), ["m0.m", "m1.m"]);
+    let within = router
+        .hops_within(&NextHop::Mx, "m", &own, 3)
+        .await
+        .unwrap();
+    assert_eq!(within.len(), 3);
+    let all = router.hops(&NextHop::Mx, "m", &own).await.unwrap();
+    assert_eq!(all.len(), 16, "without a limit, every MX host");
+}
+
+/// HTTPS hosts (MTA-STS policy hosts, TLS-RPT report URLs) at addresses that are not public
+/// are refused unless `delivery.fetch_networks` lists them.
+#[tokio::test]
+async fn fetches_reach_only_public_addresses_unless_allowed() {
+    let ns = dns(vec![
+        ("mta-sts.evil.example.", a("127.0.0.1")),
+        ("mta-sts.evil.example.", a("169.254.169.254")),
+    ])
+    .await;
+    let router = Router::new(&[ns.to_string()], 2525).unwrap();
+    let err = router.ips("mta-sts.evil.example").await.unwrap_err();
+    assert!(err.to_string().contains("not public"), "{err}");
+    let allowed = Router::new(&[ns.to_string()], 2525)
+        .unwrap()
+        .with_fetch_networks(vec!["127.0.0.0/8".parse().unwrap()]);
+    assert_eq!(
+        allowed.ips("mta-sts.evil.example").await.unwrap(),
+        ["127.0.0.1".parse::<IpAddr>().unwrap()]
+    );
+}

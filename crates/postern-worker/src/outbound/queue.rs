@@ -52,7 +52,7 @@ pub enum QueueError {
     Address(String),
 }
 
-type RouterKey = (Vec<String>, u16);
+type RouterKey = (Vec<String>, u16, Vec<ipnet::IpNet>);
 
 pub struct Queue {
     pub(super) spool: Spool,
@@ -210,17 +210,15 @@ impl Queue {
     }
 
     pub(super) fn router(&self, policy: &CompiledPolicy) -> Result<Arc<Router>, RouteError> {
-        let key = (
-            policy.settings.delivery.nameservers.clone(),
-            policy.settings.delivery.mx_port,
-        );
+        let d = &policy.settings.delivery;
+        let key = (d.nameservers.clone(), d.mx_port, d.fetch_networks());
         let mut cache = self.router.lock().expect("router lock");
         if let Some((k, r)) = cache.as_ref()
             && *k == key
         {
             return Ok(r.clone());
         }
-        let router = Arc::new(Router::new(&key.0, key.1)?);
+        let router = Arc::new(Router::new(&key.0, key.1)?.with_fetch_networks(key.2.clone()));
         *cache = Some((key, router.clone()));
         Ok(router)
     }

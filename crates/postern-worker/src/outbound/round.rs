@@ -460,7 +460,11 @@ impl Queue {
                 ));
             }
         };
-        let mut hops = match router.hops(&next_hop, domain, &self.own).await {
+        let limit = d.mx_address_limit.max(1) as usize;
+        let mut hops = match router
+            .hops_within(&next_hop, domain, &self.own, limit)
+            .await
+        {
             Ok(h) => h,
             Err(e) => return all(e.reply()),
         };

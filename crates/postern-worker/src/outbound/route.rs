@@ -58,6 +58,8 @@ pub struct Hop {
 pub struct Router {
     resolver: TokioResolver,
     mx_port: u16,
+    /// Non-public networks HTTPS fetches may reach (`delivery.fetch_networks`).
+    fetch_networks: Vec<ipnet::IpNet>,
 }
 
 impl Router {
@@ -83,6 +85,7 @@ impl Router {
         Ok(Router {
             resolver: builder.build(),
             mx_port,
+            fetch_networks: Vec::new(),
         })
     }
 
@@ -92,6 +95,18 @@ impl Router {
         next_hop: &NextHop,
         domain: &str,
         own: &OwnAddresses,
+    ) -> Result<Vec<Hop>, RouteError> {
+        self.hops_within(next_hop, domain, own, usize::MAX).await
+    }
+
+    /// `hops`, with MX hosts looked up only until `limit` addresses are found (Postfix's
+    /// `smtp_mx_address_limit`): a domain that lists a thousand MX hosts costs a few lookups.
+    pub async fn hops_within(
+        &self,
+        next_hop: &NextHop,
+        domain: &str,
+        own: &OwnAddresses,
+        limit: usize,
     ) -> Result<Vec<Hop>, RouteError> {
         let hops = match next_hop {
             NextHop::Ip { ip, port } => vec![Hop {
@@ -108,7 +123,7 @@ impl Router {
                     e => e,
                 })?
             }
-            NextHop::Mx => return self.mx(domain, own).await,
+            NextHop::Mx => return self.mx(domain, own, limit).await,
         };
         if hops.iter().any(|h| own.contains(h.addr)) {
             return Err(RouteError::Loop(domain.to_string()));
@@ -141,14 +156,23 @@ impl Router {
         }
     }
 
-    /// The addresses of `host` (an HTTPS host such as `mta-sts.<domain>`).
+    /// Lets HTTPS fetches reach these non-public networks (`delivery.fetch_networks`).
+    pub fn with_fetch_networks(mut self, networks: Vec<ipnet::IpNet>) -> Router {
+        self.fetch_networks = networks;
+        self
+    }
+
+    /// The addresses of `host` (an HTTPS host such as `mta-sts.<domain>` or a TLS-RPT `https:`
+    /// address) that a fetch may reach: public ones and those of `fetch_networks`.
     pub async fn ips(&self, host: &str) -> Result<Vec<IpAddr>, RouteError> {
-        Ok(self
+        let ips: Vec<IpAddr> = self
             .addresses(host, 0)
             .await?
             .into_iter()
             .map(|h| h.addr.ip())
-            .collect())
+            .collect();
+        crate::sts::fetch::reachable(host, &ips, &self.fetch_networks)
+            .map_err(RouteError::Temporary)
     }
 
     async fn addresses(&self, host: &str, port: u16) -> Result<Vec<Hop>, RouteError> {
@@ -171,7 +195,12 @@ impl Router {
         Ok(hops)
     }
 
-    async fn mx(&self, domain: &str, own: &OwnAddresses) -> Result<Vec<Hop>, RouteError> {
+    async fn mx(
+        &self,
+        domain: &str,
+        own: &OwnAddresses,
+        limit: usize,
+    ) -> Result<Vec<Hop>, RouteError> {
         let fqdn = format!("{}.", domain.trim_end_matches('.'));
         let mut exchanges: Vec<(u16, String)> = match self.resolver.mx_lookup(fqdn).await {
             Ok(mx) => mx
@@ -207,11 +236,21 @@ impl Router {
             return Ok(hops);
         }
         exchanges.sort();
-        let mut resolved = Vec::new();
+        exchanges.truncate(MAX_MX_LOOKUPS);
+        let mut resolved: Vec<(u16, Vec<Hop>)> = Vec::new();
+        let mut found = 0;
         let mut last_error = None;
         for (preference, host) in exchanges {
+            // Enough addresses: stop, but finish the preference reached (this worker may be
+            // among its hosts, which decides what is kept).
+            if found >= limit && resolved.last().is_some_and(|(p, _)| *p != preference) {
+                break;
+            }
             match self.addresses(&host, self.mx_port).await {
-                Ok(h) => resolved.push((preference, h)),
+                Ok(h) => {
+                    found += h.len();
+                    resolved.push((preference, h));
+                }
                 // A host that does not resolve is skipped, as Postfix does.
                 Err(e) => last_error = Some(e),
             }
@@ -240,6 +279,9 @@ impl Router {
         Ok(hops)
     }
 }
+
+/// MX hosts looked up at most per domain, whatever the limit: each is a DNS query.
+const MAX_MX_LOOKUPS: usize = 32;
 
 /// A failed lookup of `name`: NXDOMAIN is final, anything else is deferred.
 fn classify(e: hickory_resolver::ResolveError, name: &str, kind: &'static str) -> RouteError {

@@ -37,6 +37,54 @@ impl FetchError {
     }
 }
 
+/// Whether `ip` is on the public Internet: not loopback, private (RFC 1918), shared (RFC 6598),
+/// link-local, unique-local (RFC 4193), unspecified, broadcast or multicast.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b)))
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+/// The addresses of `host` our fetches and POSTs may reach: public ones, and those in
+/// `allowed` (`delivery.fetch_networks`). What a domain publishes must not make a worker
+/// fetch from, or post to, the operator's own network (or the cloud's metadata service).
+pub fn reachable(
+    host: &str,
+    ips: &[IpAddr],
+    allowed: &[ipnet::IpNet],
+) -> Result<Vec<IpAddr>, String> {
+    let (ok, refused): (Vec<IpAddr>, Vec<IpAddr>) = ips
+        .iter()
+        .map(|ip| ip.to_canonical())
+        .partition(|ip| is_public(*ip) || allowed.iter().any(|n| n.contains(ip)));
+    if ok.is_empty() && !refused.is_empty() {
+        let list: Vec<String> = refused.iter().map(IpAddr::to_string).collect();
+        return Err(format!(
+            "{host} has only addresses that are not public ({}); delivery.fetch_networks must list them",
+            list.join(", ")
+        ));
+    }
+    Ok(ok)
+}
+
 /// The policy text and its parse, from `addrs` of `mta-sts.<domain>` on `port`.
 pub async fn fetch(
     domain: &str,
@@ -156,4 +204,57 @@ fn chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_public_addresses_unless_listed() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::",
+        ] {
+            assert!(!is_public(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "192.0.2.1",
+            "8.8.8.8",
+            "100.128.0.1",
+            "2001:db8::1",
+            "::ffff:8.8.8.8",
+        ] {
+            assert!(is_public(ip.parse().unwrap()), "{ip}");
+        }
+        let ips: Vec<IpAddr> = ["127.0.0.1", "10.0.0.1"]
+            .iter()
+            .map(|i| i.parse().unwrap())
+            .collect();
+        let why = reachable("mta-sts.evil.test", &ips, &[]).unwrap_err();
+        assert!(why.contains("127.0.0.1, 10.0.0.1"), "{why}");
+        let allowed = vec!["127.0.0.0/8".parse().unwrap()];
+        assert_eq!(reachable("h", &ips, &allowed).unwrap(), [ips[0]]);
+        let mixed: Vec<IpAddr> = ["10.0.0.1", "192.0.2.7"]
+            .iter()
+            .map(|i| i.parse().unwrap())
+            .collect();
+        assert_eq!(
+            reachable("h", &mixed, &[]).unwrap(),
+            [mixed[1]],
+            "the public one is kept"
+        );
+    }
 }
