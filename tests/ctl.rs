@@ -294,3 +294,34 @@ async fn postern_ctl_drives_the_api_with_exit_codes_scripts_can_use() {
     let man = Command::new(BIN).arg("man").output().unwrap();
     assert!(String::from_utf8_lossy(&man.stdout).contains(".TH postern"));
 }
+
+/// The token is never sent in plain text to a host that is not loopback, unless asked.
+#[test]
+fn the_token_does_not_travel_over_plain_http_to_another_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "secret").unwrap();
+    let run = |extra: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["ctl", "--url", "http://192.0.2.1:8080", "whoami"])
+            .args(extra)
+            .env("POSTERN_TOKEN_FILE", &token)
+            .env_remove("POSTERN_URL")
+            .env_remove("POSTERN_CA")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("refusing to send the token in plain text"),
+        "{err}"
+    );
+    let (_, err) = run(&["--insecure-http"]);
+    assert!(!err.contains("refusing to send the token"), "{err}");
+}

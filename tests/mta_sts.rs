@@ -114,7 +114,13 @@ impl Lab {
     fn set_txt(&self, name: &str, text: &str) {
         let mut zone = self.zone.lock().unwrap();
         zone.retain(|(n, r)| !(n == name && matches!(r, RData::TXT(_))));
-        zone.push((name.into(), RData::TXT(TXT::new(vec![text.into()]))));
+        // A TXT string holds at most 255 bytes: a longer record is several, read as one.
+        let strings = text
+            .as_bytes()
+            .chunks(255)
+            .map(|c| String::from_utf8(c.to_vec()).unwrap())
+            .collect();
+        zone.push((name.into(), RData::TXT(TXT::new(strings))));
     }
 
     fn serve(&self, domain: &str, status: u16, body: String) {
@@ -211,6 +217,7 @@ async fn lab() -> Lab {
         "selfsigned",
         "expired",
         "hostile",
+        "reports",
     ];
     let sans: Vec<String> = hosted.iter().map(|d| format!("mta-sts.{d}.test")).collect();
     let sans: Vec<&str> = sans.iter().map(String::as_str).collect();
@@ -257,6 +264,9 @@ async fn lab() -> Lab {
     // certificate names another host).
     zone.push(("reports.test.".into(), a("127.0.0.1")));
     zone.push(("reports.test.".into(), mx("mx.bad.test.")));
+    zone.push(("mta-sts.reports.test.".into(), a("127.0.0.1")));
+    // strict.test takes reports too, at the same MX, but under a local verify rule.
+    zone.push(("strict.test.".into(), mx("mx.bad.test.")));
     let zone: Zone = Arc::new(Mutex::new(zone));
     let ns = dns_shared(zone.clone()).await;
 
@@ -653,15 +663,18 @@ async fn tls_rpt_reports_are_built_mailed_and_posted() {
         "_smtp._tls.hostile.test.",
         "v=TLSRPTv1; rua=mailto:x@reports.test>\r\nMAIL FROM:<ceo@victim.test>\r\nRCPT TO:<staff@victim.test,\
          mailto:y@reports.test%3E%0D%0AMAIL%20FROM:%3Cceo@victim.test%3E%0D%0ARCPT%20TO:%3Cstaff@victim.test,\
-         mailto:tlsrpt%2Bhostile@reports.test",
+         mailto:tlsrpt%2Bhostile@reports.test,mailto:tlsrpt@strict.test",
     );
-    // testing.test publishes no _smtp._tls record. Mail to reports.test must be verified (its
-    // MX's certificate names another host): only reports, sent with TLS-Required: No, get there.
+    // testing.test publishes no _smtp._tls record. Mail to reports.test must be verified under
+    // its MTA-STS policy (its MX's certificate names another host): only reports, sent with
+    // TLS-Required: No, get there. strict.test's local verify rule is never lowered.
+    lab.set_txt("_mta-sts.reports.test.", "v=STSv1; id=1;");
+    lab.serve("reports.test", 200, policy("enforce", &["mx.bad.test"]));
     lab.relay
         .rest(
             Method::POST,
             "/v1/policy/outbound/rules",
-            json!({"match": "reports.test", "level": "verify"}),
+            json!({"match": "strict.test", "level": "verify"}),
         )
         .await;
     lab.relay.control.wait_applied().await;
@@ -815,9 +828,18 @@ async fn tls_rpt_reports_are_built_mailed_and_posted() {
             .iter()
             .map(|d| d["rua"].as_str().unwrap())
             .collect::<Vec<_>>(),
-        ["mailto:tlsrpt+hostile@reports.test"],
-        "only the valid address is used: {hostile:#}"
+        [
+            "mailto:tlsrpt+hostile@reports.test",
+            "mailto:tlsrpt@strict.test"
+        ],
+        "only the valid addresses are used: {hostile:#}"
     );
+    // The report to strict.test keeps its local rule's level: deferred, not delivered.
+    let strict = hostile["deliveries"][1]["detail"].as_str().unwrap();
+    let strict_id = strict.strip_prefix("queued as ").unwrap();
+    let a = lab.attempt(strict_id).await;
+    assert!(reply(&a).contains("4.7.5"), "{a:#}");
+    assert!(!received(&lab.wrong_name, "tlsrpt@strict.test"));
 
     // The posted reports, read by Python.
     let posts = lab.posts.lock().unwrap().clone();

@@ -98,6 +98,11 @@ impl Metrics {
             4 => "4xx",
             _ => "5xx",
         };
+        // Anyone may send any method: only the known ones become label values.
+        let method = match method {
+            "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "PATCH" | "OPTIONS" => method,
+            _ => "other",
+        };
         let labels = HttpRequest {
             route,
             method: method.to_string(),

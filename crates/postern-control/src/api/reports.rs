@@ -154,7 +154,8 @@ pub async fn receive_tls_report(
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?
     .map_err(refused)?;
-    tracing::info!(organization = %report.organization_name, report_id = %report.report_id, domains = ?report.policy_domains, "TLS-RPT report received");
+    // Debug formatting: the reporter's strings are escaped, never a line end in our log.
+    tracing::info!(organization = ?report.organization_name, report_id = ?report.report_id, domains = ?report.policy_domains, "TLS-RPT report received");
     let failed = |e: crate::tracking::TrackingError| ApiError::internal(e.to_string());
     c.tracking.put_received(&report).map_err(failed)?;
     c.tracking.flush_async().await.map_err(failed)?;

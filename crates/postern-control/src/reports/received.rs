@@ -92,7 +92,8 @@ pub fn read(
     domains.sort();
     domains.dedup();
     if !domains.iter().any(|d| ours(d)) {
-        return Err(ReceiveError::NotOurs(domains.join(", ")));
+        // Debug: the reporter's text, escaped, for the reply and the log.
+        return Err(ReceiveError::NotOurs(format!("{domains:?}")));
     }
     let value = serde_json::from_slice(json).map_err(|e| ReceiveError::Invalid(e.to_string()))?;
     let (ok, failed) = report.session_counts();

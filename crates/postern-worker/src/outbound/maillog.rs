@@ -60,7 +60,9 @@ impl Outcome<'_> {
         if let Some(tls) = self.tls() {
             line.push_str(&format!(", tls={tls}"));
         }
-        line
+        // Addresses, host names and replies came from peers and DNS: whatever checks they
+        // passed, a line end in them never starts a forged log line.
+        postern_smtp::escaped_controls(&line)
     }
 
     pub fn log(&self) {
@@ -70,7 +72,7 @@ impl Outcome<'_> {
             queue_id = self.queue_id,
             from = self.from,
             to = self.to,
-            relay = %self.relay(),
+            relay = %postern_smtp::escaped_controls(&self.relay()),
             delay = self.delay_s,
             dsn = %self.dsn(),
             status = self.status,
@@ -128,5 +130,13 @@ mod tests {
             "Q1: from=<>, to=<b@y.example>, relay=none, delay=3, dsn=4.0.0, status=deferred \
              (4.4.1 connect to mx.y.example[198.51.100.2]:25: Connection refused)"
         );
+        // A line end from a peer never starts a line of its own.
+        let forged = Outcome {
+            reply: "550 no\r\nQ2: from=<ceo@victim.test>, status=sent",
+            ..deferred
+        };
+        let line = forged.line();
+        assert!(!line.contains(['\r', '\n']), "{line}");
+        assert!(line.contains("550 no\\u{d}\\u{a}Q2"), "{line}");
     }
 }

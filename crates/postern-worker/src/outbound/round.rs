@@ -472,7 +472,8 @@ impl Queue {
         // MTA-STS (issue 15): a domain's published policy governs its MX hosts unless a local
         // rule decides (`choose`: rule > MTA-STS > default).
         // A report the control plane submitted with `TLS-Required: No` (RFC 8689) goes even
-        // where TLS is broken (what it may be reporting): no MTA-STS, at most `may`.
+        // where TLS is broken (what it may be reporting): no MTA-STS, at most `may`; but a
+        // local rule is the operator's own word and is never lowered.
         let tls_optional = envelope.tls_optional;
         let lookup = if !key.mx_domain.is_empty() && !key.rule && d.mta_sts && !tls_optional {
             let now = self.now();
@@ -499,7 +500,7 @@ impl Queue {
             Source::Sts(c) => Some(c.clone()),
             Source::Rule | Source::Default => None,
         };
-        let mut level = if tls_optional {
+        let mut level = if tls_optional && !key.rule {
             key.level.min(Level::May)
         } else {
             key.level

@@ -53,6 +53,55 @@ impl std::fmt::Display for CtlError {
     }
 }
 
+/// A token is a password: over `http://` only to loopback (`postern dev`), else only with
+/// `--insecure-http`.
+pub fn check_scheme(url: &str, insecure: bool) -> Result<(), CtlError> {
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| CtlError::Usage(format!("--url {url}: {e}")))?;
+    let host = parsed.host_str().unwrap_or("");
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if loopback || insecure => Ok(()),
+        "http" => Err(CtlError::Usage(format!(
+            "refusing to send the token in plain text to {url}; use https:// or pass --insecure-http"
+        ))),
+        other => Err(CtlError::Usage(format!(
+            "--url {url}: {other}: is not http or https"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tokens_go_in_plain_text_only_to_loopback() {
+        use super::check_scheme;
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://[::1]:8080/",
+            "http://localhost:8080",
+            "https://cp.example",
+        ] {
+            assert!(check_scheme(ok, false).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://cp.example:8080",
+            "http://10.0.0.5",
+            "ftp://127.0.0.1",
+            "not a url",
+        ] {
+            assert!(check_scheme(bad, false).is_err(), "{bad}");
+        }
+        assert!(check_scheme("http://cp.example:8080", true).is_ok());
+    }
+}
+
 pub struct Client {
     http: reqwest::Client,
     base: String,

@@ -33,6 +33,10 @@ pub struct CtlArgs {
     /// ca.pem); without it, the web's roots.
     #[arg(long, env = "POSTERN_CA", global = true)]
     pub ca: Option<PathBuf>,
+    /// Send the token over plain http:// to a host that is not loopback (anyone on the path
+    /// can read it and act as you).
+    #[arg(long, env = "POSTERN_INSECURE_HTTP", global = true)]
+    pub insecure_http: bool,
     #[arg(long, short, value_enum, default_value = "table", global = true)]
     pub output: Output,
     #[command(subcommand)]
@@ -465,6 +469,7 @@ fn read_json(file: &std::path::Path) -> Result<Value, CtlError> {
 }
 
 pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
+    client::check_scheme(&args.url, args.insecure_http)?;
     let client = Client::new(&args.url, args.token_file.as_deref(), args.ca.as_deref())?;
     let call = match args.command {
         CtlCommand::Rules(RulesCommand::Import {
