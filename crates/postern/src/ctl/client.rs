@@ -77,31 +77,6 @@ pub fn check_scheme(url: &str, insecure: bool) -> Result<(), CtlError> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn tokens_go_in_plain_text_only_to_loopback() {
-        use super::check_scheme;
-        for ok in [
-            "http://127.0.0.1:8080",
-            "http://[::1]:8080/",
-            "http://localhost:8080",
-            "https://cp.example",
-        ] {
-            assert!(check_scheme(ok, false).is_ok(), "{ok}");
-        }
-        for bad in [
-            "http://cp.example:8080",
-            "http://10.0.0.5",
-            "ftp://127.0.0.1",
-            "not a url",
-        ] {
-            assert!(check_scheme(bad, false).is_err(), "{bad}");
-        }
-        assert!(check_scheme("http://cp.example:8080", true).is_ok());
-    }
-}
-
 pub struct Client {
     http: reqwest::Client,
     base: String,
@@ -202,4 +177,29 @@ fn tls_config(ca: Option<&Path>) -> Result<rustls::ClientConfig, CtlError> {
     Ok(rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tokens_go_in_plain_text_only_to_loopback() {
+        use super::check_scheme;
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://[::1]:8080/",
+            "http://localhost:8080",
+            "https://cp.example",
+        ] {
+            assert!(check_scheme(ok, false).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://cp.example:8080",
+            "http://10.0.0.5",
+            "ftp://127.0.0.1",
+            "not a url",
+        ] {
+            assert!(check_scheme(bad, false).is_err(), "{bad}");
+        }
+        assert!(check_scheme("http://cp.example:8080", true).is_ok());
+    }
 }
