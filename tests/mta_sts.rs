@@ -1029,13 +1029,23 @@ async fn our_policy_is_published_and_reports_about_us_are_received() {
         &mail,
     )
     .await;
-    let not_a_report = send_raw(
-        &relay.worker.other,
-        "someone@reporter.example",
-        &["tlsrpt@ours.test"],
-        "Subject: hello\r\n\r\nnot a report\r\n",
-    )
-    .await;
+    // A message without a report is refused in the session (Python's smtplib sends it): no
+    // DSN can go to a sender anyone may forge.
+    let (host, port) = relay.worker.other.rsplit_once(':').unwrap();
+    let script = "import smtplib, sys\n\
+        s = smtplib.SMTP(sys.argv[1], int(sys.argv[2]), timeout=30)\n\
+        try:\n    s.sendmail('someone@reporter.example', ['tlsrpt@ours.test'], 'Subject: hello\\r\\n\\r\\nnot a report\\r\\n')\n    print('accepted')\n\
+        except smtplib.SMTPDataError as e:\n    print(e.smtp_code, e.smtp_error.decode())\n";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, host, port])
+        .output()
+        .expect("python3 runs");
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        answer.starts_with("550 5.6.0 not a TLS-RPT report"),
+        "{answer} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let received = eventually(
         "the mailed report among the received ones",
         Duration::from_secs(30),
@@ -1095,15 +1105,6 @@ async fn our_policy_is_published_and_reports_about_us_are_received() {
     };
     let m = status(id).await;
     assert_eq!(m["deliveries"][0]["status"], "delivered", "{m:#}");
-    let m = status(not_a_report).await;
-    assert_eq!(m["deliveries"][0]["status"], "bounced", "{m:#}");
-    assert!(
-        m["deliveries"][0]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("not a TLS-RPT report"),
-        "{m:#}"
-    );
     assert!(
         seen.lock().unwrap().is_empty(),
         "nothing was relayed to ours.test"

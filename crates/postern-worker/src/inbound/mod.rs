@@ -6,6 +6,7 @@ mod conn;
 mod headers;
 pub mod proxy;
 mod received;
+mod report;
 mod session;
 mod tls;
 

@@ -20,6 +20,7 @@ use super::Inbound;
 use super::conn::Conn;
 use super::headers;
 use super::received::{Trace, header};
+use super::report::ReportCheck;
 use crate::metrics::{Reason, TlsSession, session as outcome};
 use crate::spool::{Envelope, Incoming, SpoolError};
 
@@ -148,6 +149,8 @@ async fn serve(
     let mut tls: Option<TlsFacts> = None;
     let mut transaction_id: Option<String> = None;
     let mut incoming: Option<Incoming> = None;
+    // Set while a transaction to the TLS-RPT report address receives its message.
+    let mut report: Option<ReportCheck> = None;
     let mut buf = vec![0u8; 16 * 1024];
     // The transaction's sender, its header block (for Subject and Message-ID) and size.
     let mut sender = String::new();
@@ -250,6 +253,13 @@ async fn serve(
                     head.extend_from_slice(&bytes[..bytes.len().min(headers::MAX_HEAD)]);
                 }
                 size += bytes.len() as u64;
+                if incoming.is_none() {
+                    let address = policy.settings.reports.receive_address.as_deref();
+                    report = ReportCheck::wanted(address, &recipients(inbound, &server, &policy));
+                }
+                if let Some(r) = report.as_mut() {
+                    r.feed(&bytes);
+                }
                 let message = incoming.get_or_insert_with(|| {
                     begin(inbound, &server, &policy, ip, tls.as_ref(), &transaction_id)
                 });
@@ -260,6 +270,28 @@ async fn serve(
                     begin(inbound, &server, &policy, ip, tls.as_ref(), &transaction_id)
                 });
                 let id = transaction_id.take().unwrap_or_default();
+                if let Some(Err(reply)) = match report.take() {
+                    Some(r) => Some(r.verdict().await),
+                    None => None,
+                } {
+                    tokio::task::spawn_blocking(move || message.discard());
+                    reject(
+                        tracked,
+                        tls.as_ref(),
+                        &server,
+                        &sender,
+                        Refusal {
+                            queue_id: id,
+                            recipient: None,
+                            reply: &reply,
+                            violation: None,
+                            reason: "not_a_report",
+                        },
+                    );
+                    (head, size) = (Vec::new(), 0);
+                    server.answer(Answer::Reply(reply));
+                    continue;
+                }
                 let committed = inbound.spool.commit(message).await;
                 let reply = match committed {
                     // Kept: in the queue though its directory entry may not be durable; it is

@@ -16,8 +16,9 @@ use super::queue::Queue;
 use super::round::{GroupKey, RcptResult};
 use crate::spool;
 
-/// The largest report taken, uncompressed (it travels in one tracking event).
-pub const MAX_REPORT_BYTES: u64 = 1024 * 1024;
+/// The largest report taken, uncompressed (it travels in one tracking event, whose field
+/// holds at most this).
+pub const MAX_REPORT_BYTES: u64 = postern_events::MAX_REPORT as u64;
 
 /// The report's JSON in `message`, or the reply refusing it.
 pub fn report_in(message: &[u8]) -> Result<String, Reply> {
@@ -59,8 +60,10 @@ pub fn report_in(message: &[u8]) -> Result<String, Reply> {
 }
 
 impl Queue {
-    /// A TLS-RPT report mailed to us: its JSON goes to the control plane, the recipient is
-    /// delivered (or refused when the message holds no report).
+    /// A TLS-RPT report mailed to us: its JSON goes to the control plane and the recipient is
+    /// delivered. A message without one was refused in the SMTP session (`inbound::report`);
+    /// one accepted before the address was set is discarded with a log line, never bounced
+    /// (its sender may be forged).
     pub(super) async fn take_report(
         &self,
         envelope: &spool::Envelope,
@@ -82,7 +85,10 @@ impl Queue {
                     );
                     Reply::new(250, "2.0.0 TLS-RPT report received")
                 }
-                Err(reply) => reply,
+                Err(reply) => {
+                    tracing::warn!(queue_id = %envelope.id, reason = %reply.one_line(), "mail to the TLS-RPT address discarded");
+                    Reply::new(250, format!("2.0.0 discarded: {}", reply.one_line()))
+                }
             },
         };
         RcptResult {
