@@ -357,8 +357,8 @@ impl Tracking {
         Ok(())
     }
 
-    /// A message with its timeline.
-    /// The newest MTA-STS policy a worker fetched for `domain`, expired or not.
+    /// The newest MTA-STS policy a worker fetched for `domain` (kept until retention finds it
+    /// expired).
     pub fn sts_policy(&self, domain: &str) -> Result<Option<sts::KnownSts>, TrackingError> {
         self.sts_policies
             .get(domain.as_bytes())?
@@ -366,6 +366,23 @@ impl Tracking {
             .transpose()
     }
 
+    /// Forgets the known MTA-STS policies expired at `now_ms` (every domain a worker ever
+    /// fetched one for must not stay for ever); how many went.
+    pub(super) fn prune_known_sts(&self, now_ms: u64) -> Result<u64, TrackingError> {
+        let mut removed = 0;
+        for entry in self.sts_policies.iter() {
+            let (key, value) = entry?;
+            let expired = serde_json::from_slice::<sts::KnownSts>(&value)
+                .map_or(true, |k| !k.valid_at_ms(now_ms));
+            if expired {
+                self.sts_policies.remove(key)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// A message with its timeline.
     pub fn message(&self, id: &str) -> Result<Option<Stored>, TrackingError> {
         let Some(bytes) = self.messages.get(id)? else {
             return Ok(None);
@@ -458,6 +475,33 @@ mod tests {
             2,
             "only the gap that was stored counts"
         );
+    }
+
+    #[tokio::test]
+    async fn known_mta_sts_policies_go_when_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Arc::new(Tracking::open(dir.path()).unwrap());
+        let policy = |seq: u64, domain: &str, max_age: u64| {
+            Ok(record(
+                seq,
+                Event::StsPolicy(postern_events::StsPolicy {
+                    domain: domain.into(),
+                    id: "1".into(),
+                    mode: "enforce".into(),
+                    max_age,
+                    mx: vec!["mx.x".into()],
+                    fetched_ms: 1_000,
+                }),
+            ))
+        };
+        let batch = vec![
+            policy(1, "short.example", 60),
+            policy(2, "long.example", 86_400),
+        ];
+        t.ingest("w", "E", batch).await.unwrap();
+        t.enforce(3650, u64::MAX, 1_000 + 61_000).unwrap();
+        assert!(t.sts_policy("short.example").unwrap().is_none());
+        assert!(t.sts_policy("long.example").unwrap().is_some());
     }
 
     #[tokio::test]

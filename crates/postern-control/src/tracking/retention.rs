@@ -112,6 +112,7 @@ impl Tracking {
             connections += 1;
         }
         self.prune_tls(&super::tlsrpt::day_of(cutoff))?;
+        self.prune_known_sts(now)?;
         Ok((messages, connections))
     }
 

@@ -4,6 +4,7 @@
 
 pub mod bounce;
 pub mod deliver;
+mod destinations;
 pub mod dsn;
 pub mod intake;
 pub mod maillog;

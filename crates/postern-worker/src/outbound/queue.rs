@@ -77,9 +77,8 @@ pub struct Queue {
     router: Mutex<Option<(RouterKey, Arc<Router>)>>,
     /// Connections overall (`delivery.concurrency`), replaced when the limit changes.
     global: Mutex<Option<(u32, Arc<Semaphore>)>>,
-    /// Connections per destination (`delivery.per_destination_concurrency`), by (destination,
-    /// limit) so that a changed limit takes effect for new deliveries.
-    destinations: Mutex<HashMap<(String, u32), Arc<Semaphore>>>,
+    /// Connections per destination (`delivery.per_destination_concurrency`).
+    destinations: super::destinations::Destinations,
 }
 
 /// The two slots a delivery holds while it talks to a next hop.
@@ -117,7 +116,7 @@ impl Queue {
             pool: Pool::start(),
             router: Mutex::new(None),
             global: Mutex::new(None),
-            destinations: Mutex::default(),
+            destinations: Default::default(),
         })
     }
 
@@ -231,14 +230,9 @@ impl Queue {
         policy: &CompiledPolicy,
     ) -> Result<Slots, QueueError> {
         let d = &policy.settings.delivery;
-        let per_destination = {
-            let mut map = self.destinations.lock().expect("destinations lock");
-            map.entry((destination.to_string(), d.per_destination_concurrency))
-                .or_insert_with(|| {
-                    Arc::new(Semaphore::new(d.per_destination_concurrency.max(1) as usize))
-                })
-                .clone()
-        };
+        let per_destination = self
+            .destinations
+            .semaphore(destination, d.per_destination_concurrency);
         let global = {
             let mut global = self.global.lock().expect("global slots lock");
             match global.as_ref() {

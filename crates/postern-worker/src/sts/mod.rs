@@ -38,9 +38,51 @@ pub struct Lookup {
     pub failure: Option<&'static str>,
 }
 
+/// Entries kept before the first prune; then twice what the last prune left.
+const PRUNE_AT: usize = 1024;
+
+impl Entry {
+    /// Whether the entry still decides anything at `now`: a policy not yet expired, or a
+    /// failure within its back-off. Others are forgotten (a domain we mailed once must not
+    /// hold memory for ever); the next delivery to it looks again.
+    fn live(&self, now: u64) -> bool {
+        self.cached.as_ref().is_some_and(|c| c.valid_at(now))
+            || self
+                .last_failure
+                .is_some_and(|(at, _)| now < at + postern_sts::FAILURE_BACKOFF_S)
+    }
+}
+
+/// Domains' entries, pruned of dead ones as they grow.
+#[derive(Default)]
+struct Entries {
+    map: HashMap<String, Entry>,
+    prune_at: usize,
+}
+
+impl Entries {
+    fn insert(&mut self, domain: String, entry: Entry, now: u64) -> Vec<String> {
+        self.map.insert(domain, entry);
+        if self.map.len() < self.prune_at.max(PRUNE_AT) {
+            return Vec::new();
+        }
+        let dead: Vec<String> = self
+            .map
+            .iter()
+            .filter(|(_, e)| !e.live(now))
+            .map(|(d, _)| d.clone())
+            .collect();
+        for d in &dead {
+            self.map.remove(d);
+        }
+        self.prune_at = 2 * self.map.len();
+        dead
+    }
+}
+
 pub struct StsCache {
     dir: PathBuf,
-    entries: Mutex<HashMap<String, Entry>>,
+    entries: Mutex<Entries>,
     /// Fetches for one domain are never concurrent: the second waits and uses the first's.
     fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -63,7 +105,10 @@ impl StsCache {
             .collect();
         StsCache {
             dir,
-            entries: Mutex::new(entries),
+            entries: Mutex::new(Entries {
+                map: entries,
+                prune_at: 0,
+            }),
             fetching: Mutex::default(),
         }
     }
@@ -72,9 +117,27 @@ impl StsCache {
         self.entries
             .lock()
             .expect("sts lock")
+            .map
             .get(domain)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// Records `entry` for `domain`; the policies of domains pruned meanwhile leave the disk.
+    fn set(&self, domain: &str, entry: Entry, now: u64) {
+        let dead = self
+            .entries
+            .lock()
+            .expect("sts lock")
+            .insert(domain.to_string(), entry, now);
+        if !dead.is_empty() {
+            let dir = self.dir.clone();
+            tokio::task::spawn_blocking(move || {
+                for d in dead {
+                    store::remove(&dir, &d);
+                }
+            });
+        }
     }
 
     /// The policy for mail to `domain` at `now` (unix seconds): TXT `_mta-sts.<domain>`, then
@@ -170,7 +233,7 @@ impl StsCache {
                     text,
                     fetched_at: now,
                 };
-                self.keep(domain, cached.clone()).await;
+                self.keep(domain, cached.clone(), now).await;
                 tracing::info!(%domain, id = %cached.id, mode = cached.policy.mode.as_str(), max_age = cached.policy.max_age, "MTA-STS policy fetched");
                 Lookup {
                     policy: Some(cached),
@@ -179,14 +242,11 @@ impl StsCache {
                 }
             }
             Err(e) => {
-                let valid = self.entry(domain).cached.filter(|c| c.valid_at(now));
+                let mut entry = self.entry(domain);
+                let valid = entry.cached.clone().filter(|c| c.valid_at(now));
                 tracing::warn!(%domain, error = %e, result = e.result_type(), cached = valid.is_some(), "MTA-STS policy fetch failed");
-                self.entries
-                    .lock()
-                    .expect("sts lock")
-                    .entry(domain.to_string())
-                    .or_default()
-                    .last_failure = Some((now, e.result_type()));
+                entry.last_failure = Some((now, e.result_type()));
+                self.set(domain, entry, now);
                 Lookup {
                     failure: valid.is_none().then(|| e.result_type()),
                     policy: valid,
@@ -213,18 +273,63 @@ impl StsCache {
 
     /// Replaces the domain's policy, in memory at once and on disk (a failed write is logged:
     /// the policy still applies until the process ends).
-    async fn keep(&self, domain: &str, cached: Cached) {
-        self.entries.lock().expect("sts lock").insert(
-            domain.to_string(),
-            Entry {
-                cached: Some(cached.clone()),
-                last_failure: None,
-            },
-        );
+    async fn keep(&self, domain: &str, cached: Cached, now: u64) {
+        let entry = Entry {
+            cached: Some(cached.clone()),
+            last_failure: None,
+        };
+        self.set(domain, entry, now);
         let (dir, name) = (self.dir.clone(), domain.to_string());
         let saved = tokio::task::spawn_blocking(move || store::save(&dir, &name, &cached)).await;
         if !matches!(saved, Ok(Ok(()))) {
             tracing::error!(%domain, "could not save the MTA-STS policy to the spool; it stays in memory");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_entries_stay() {
+        let mut entries = Entries::default();
+        let failed = Entry {
+            cached: None,
+            last_failure: Some((1_000, "sts-policy-fetch-error")),
+        };
+        for i in 0..PRUNE_AT {
+            assert!(
+                entries
+                    .insert(format!("d{i}.example"), failed.clone(), 1_100)
+                    .is_empty()
+            );
+        }
+        assert_eq!(
+            entries.map.len(),
+            PRUNE_AT,
+            "within the back-off each still decides"
+        );
+    }
+
+    #[test]
+    fn dead_entries_are_forgotten_as_new_ones_come() {
+        let mut entries = Entries::default();
+        let failed = |at| Entry {
+            cached: None,
+            last_failure: Some((at, "sts-policy-fetch-error")),
+        };
+        for i in 0..PRUNE_AT - 1 {
+            assert!(
+                entries
+                    .insert(format!("d{i}.example"), failed(1_000), 1_000)
+                    .is_empty()
+            );
+        }
+        // Past their back-off, the insertion that reaches the threshold forgets them all.
+        let dead = entries.insert("y.example".into(), failed(2_000), 2_000);
+        assert_eq!(dead.len(), PRUNE_AT - 1);
+        assert_eq!(entries.map.len(), 1);
+        assert!(entries.map.contains_key("y.example"));
     }
 }

@@ -46,15 +46,21 @@ pub fn load(dir: &Path, now: u64) -> HashMap<String, Cached> {
 /// Saves `cached` for `domain` (a normalised domain name; anything that could name another
 /// file is refused, though normalisation already rules it out).
 pub fn save(dir: &Path, domain: &str, cached: &Cached) -> std::io::Result<()> {
-    if domain.is_empty() || domain.starts_with('.') || domain.contains(['/', '\\', '\0']) {
-        return Err(std::io::Error::new(
+    let path = path_of(dir, domain).ok_or_else(|| {
+        std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!("{domain:?} is not a domain name"),
-        ));
-    }
+        )
+    })?;
     std::fs::create_dir_all(dir)?;
     let json = serde_json::to_vec(cached).expect("a policy serialises");
-    postern_tls::files::write_durably(&dir.join(format!("{domain}.json")), &json, 0o600)
+    postern_tls::files::write_durably(&path, &json, 0o600)
+}
+
+/// The file of `domain`'s policy; `None` for a name that could name another file.
+fn path_of(dir: &Path, domain: &str) -> Option<PathBuf> {
+    let bad = domain.is_empty() || domain.starts_with('.') || domain.contains(['/', '\\', '\0']);
+    (!bad).then(|| dir.join(format!("{domain}.json")))
 }
 
 #[cfg(test)]
@@ -100,5 +106,12 @@ mod tests {
             assert!(save(&d, bad, &cached("1")).is_err(), "{bad:?}");
         }
         assert!(!spool.path().join("escape.json").exists());
+    }
+}
+
+/// Forgets `domain`'s policy (it expired); a file already gone is fine.
+pub fn remove(dir: &Path, domain: &str) {
+    if let Some(path) = path_of(dir, domain) {
+        let _ = std::fs::remove_file(path);
     }
 }
