@@ -11,9 +11,12 @@ use tokio::sync::Semaphore;
 /// Semaphores kept before the first prune; then twice what the last prune left.
 const PRUNE_AT: usize = 1024;
 
+/// The semaphores by (destination, limit), and the size at which they are next pruned.
+type Semaphores = (HashMap<(String, u32), Arc<Semaphore>>, usize);
+
 #[derive(Default)]
 pub struct Destinations {
-    map: Mutex<(HashMap<(String, u32), Arc<Semaphore>>, usize)>,
+    map: Mutex<Semaphores>,
 }
 
 impl Destinations {
