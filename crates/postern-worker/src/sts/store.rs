@@ -63,6 +63,13 @@ fn path_of(dir: &Path, domain: &str) -> Option<PathBuf> {
     (!bad).then(|| dir.join(format!("{domain}.json")))
 }
 
+/// Forgets `domain`'s policy (it expired); a file already gone is fine.
+pub fn remove(dir: &Path, domain: &str) {
+    if let Some(path) = path_of(dir, domain) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,12 +113,5 @@ mod tests {
             assert!(save(&d, bad, &cached("1")).is_err(), "{bad:?}");
         }
         assert!(!spool.path().join("escape.json").exists());
-    }
-}
-
-/// Forgets `domain`'s policy (it expired); a file already gone is fine.
-pub fn remove(dir: &Path, domain: &str) {
-    if let Some(path) = path_of(dir, domain) {
-        let _ = std::fs::remove_file(path);
     }
 }
