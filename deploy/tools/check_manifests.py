@@ -14,7 +14,9 @@ custom resources listed in CUSTOM_RESOURCES, which this script checks itself (`r
 args is a flag of that postern subcommand (read from crates/postern/src/cli.rs), the
 Secrets the pods mount are the documented ones or come from a cert-manager Certificate, the
 autoscaler's maxReplicas has a worker certificate per pod name, probes and Services name
-ports that exist. `compose` checks the same flags (as POSTERN_* variables) in compose.yaml.
+ports that exist, and the NetworkPolicies let through every flow a feature needs (FLOWS): a
+schema check cannot see a blocked port. `compose` checks the same flags (as POSTERN_*
+variables) in compose.yaml.
 """
 
 import re
@@ -221,12 +223,97 @@ def check_secrets(name, by_kind):
             ok(f"{name}: a worker certificate for each of the {len(wanted)} pods the autoscaler may run")
 
 
+# The flows Postern's features need: (component, direction, peer, protocol, port, why). The
+# peer is "any" (the Internet, or the cluster's DNS), or a component; a port is a number or
+# the name of a container port of the component.
+WORKER, CONTROL = "worker", "control-plane"
+FLOWS = [
+    (WORKER, "ingress", "any", "TCP", "smtp", "SMTP from clients"),
+    (WORKER, "egress", "any", "TCP", 25, "relaying to MX hosts"),
+    (WORKER, "egress", "any", "TCP", 443, "MTA-STS policy fetches and TLS-RPT https: reports"),
+    (WORKER, "egress", "any", "UDP", 53, "DNS (MX, A, TXT, _mta-sts, _smtp._tls)"),
+    (WORKER, "egress", "any", "TCP", 53, "DNS over TCP (long answers)"),
+    (WORKER, "egress", CONTROL, "TCP", 50051, "the policy stream and tracking uploads"),
+    (CONTROL, "ingress", WORKER, "TCP", "grpc", "workers' gRPC"),
+    (CONTROL, "ingress", "any", "TCP", "public", "MTA-STS policy and TLS-RPT reports from the Internet"),
+]
+
+
+def pod_labels(docs, component):
+    for d, spec in pod_specs(docs):
+        labels = d["spec"]["template"]["metadata"].get("labels", {})
+        if labels.get("app.kubernetes.io/component") == component:
+            return labels, spec
+    return None, None
+
+
+def selects(selector, labels):
+    return all(labels.get(k) == v for k, v in (selector or {}).get("matchLabels", {}).items())
+
+
+def port_number(port, spec):
+    if isinstance(port, int):
+        return port
+    for c in spec.get("containers", []):
+        for p in c.get("ports", []):
+            if p.get("name") == port:
+                return p["containerPort"]
+    return None
+
+
+def allows(rule, direction, peer_labels, proto, number, spec):
+    ports = rule.get("ports")
+    if ports is not None and not any(
+        p.get("protocol", "TCP") == proto and port_number(p.get("port"), spec) == number
+        for p in ports
+    ):
+        return False
+    peers = rule.get("to" if direction == "egress" else "from")
+    if peers is None:
+        return True  # from or to anywhere
+    for peer in peers:
+        if peer_labels is not None and "podSelector" in peer and "namespaceSelector" not in peer:
+            if selects(peer["podSelector"], peer_labels):
+                return True
+        if peer_labels is None and peer.get("ipBlock", {}).get("cidr") in ("0.0.0.0/0", "::/0"):
+            return True
+    return False
+
+
+def check_network(name, docs):
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    if not policies:
+        ok(f"{name}: no NetworkPolicy (nothing is blocked)")
+        return
+    before = len(errors)
+    for component, direction, peer, proto, port, why in FLOWS:
+        labels, spec = pod_labels(docs, component)
+        if labels is None:
+            continue
+        peer_labels = None if peer == "any" else pod_labels(docs, peer)[0]
+        number = port_number(port, spec)
+        if number is None:
+            fail(f"{name}: {component} has no container port {port} ({why})")
+            continue
+        mine = [p for p in policies if selects(p["spec"].get("podSelector"), labels)]
+        restricted = [p for p in mine if direction.capitalize() in p["spec"].get("policyTypes", [])]
+        if not restricted:
+            continue  # no policy restricts this direction for these pods
+        rules = [r for p in restricted for r in p["spec"].get(direction, [])]
+        if not any(allows(r, direction, peer_labels, proto, number, spec) for r in rules):
+            fail(f"{name}: the NetworkPolicies block {component} {direction} {proto}/{number} "
+                 f"{'to' if direction == 'egress' else 'from'} {peer}: {why}")
+    if len(errors) == before:
+        ok(f"{name}: the NetworkPolicies let through the {len(FLOWS)} flows the features need")
+
+
 def rendered(name, path):
     docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
     flags = cli_flags()
     check_args(name, docs, flags)
     by_kind = check_custom_resources(name, docs)
     check_secrets(name, by_kind)
+    check_network(name, docs)
 
 
 def compose(path):
