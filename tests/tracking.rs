@@ -568,3 +568,45 @@ async fn a_megabyte_reply_is_bounded_and_loses_no_event() {
     let _ = hop.kill();
     let _ = hop.wait();
 }
+
+/// Connections refused for the session limits are one record per source and minute, whatever
+/// their number, with the count of refusals it stands for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connections_are_counted_not_recorded_one_by_one() {
+    let (plain, _) = sink(0).await;
+    let settings =
+        json!({"smtp": {"max_sessions_per_ip": 1}, "delivery": {"nameservers": [NO_DNS]}});
+    let r = Relay::start(&plain, settings).await;
+    let smtp = r.worker.other.clone();
+    // One session holds the address's only place.
+    let mut held = BufReader::new(tokio::net::TcpStream::connect(&smtp).await.unwrap());
+    let mut greeting = String::new();
+    held.read_line(&mut greeting).await.unwrap();
+    assert!(greeting.starts_with("220"), "{greeting}");
+    for _ in 0..30 {
+        let mut refused = BufReader::new(tokio::net::TcpStream::connect(&smtp).await.unwrap());
+        let mut line = String::new();
+        refused.read_line(&mut line).await.unwrap();
+        assert!(line.starts_with("421"), "{line}");
+    }
+    let records = eventually("the refusals counted", Duration::from_secs(30), || async {
+        let items = r
+            .rest(Method::GET, "/v1/connections?ip=127.0.0.1", Value::Null)
+            .await["items"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let refused: Vec<Value> = items
+            .into_iter()
+            .filter(|c| !c["refused"].is_null())
+            .collect();
+        let total: u64 = refused
+            .iter()
+            .map(|c| c["refused_count"].as_u64().unwrap())
+            .sum();
+        (total == 30).then_some(refused)
+    })
+    .await;
+    assert!(records.len() <= 2, "one record a minute: {records:#?}");
+    held.get_mut().write_all(b"QUIT\r\n").await.unwrap();
+}

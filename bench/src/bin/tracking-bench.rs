@@ -92,6 +92,7 @@ fn events(i: usize) -> Vec<Event> {
             refused: None,
             messages: 1,
             starttls_leftovers: 0,
+            refused_count: 0,
         }),
     ]
 }

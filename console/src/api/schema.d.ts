@@ -614,6 +614,12 @@ export interface components {
             policy_version: number;
             /** @description The reply that refused the connection at once. */
             refused?: string | null;
+            /**
+             * Format: int32
+             * @description For a refused connection: how many refusals of this address within its minute this
+             *     record stands for.
+             */
+            refused_count?: number;
             session: string;
             /** @description RFC 3339. */
             started_at: string;

@@ -63,6 +63,10 @@ pub struct Connection {
     /// or a broken pipelining client); 0 when none.
     #[serde(default)]
     pub starttls_leftovers: u64,
+    /// For a refused connection: the refusals of this source within its minute that this one
+    /// record stands for (a flood is one record a minute, not one per connection).
+    #[serde(default)]
+    pub refused_count: u32,
 }
 
 /// A message accepted (after its 250).

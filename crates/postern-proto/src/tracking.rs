@@ -178,6 +178,7 @@ impl From<ev::Record> for pb::EventRecord {
                 refused: c.refused,
                 messages: c.messages,
                 starttls_leftovers: c.starttls_leftovers,
+                refused_count: c.refused_count,
             }),
             ev::Event::Received(m) => PbEvent::Received(pb::Received {
                 queue_id: m.queue_id,
@@ -289,6 +290,7 @@ impl TryFrom<pb::EventRecord> for ev::Record {
                 refused: c.refused,
                 messages: c.messages,
                 starttls_leftovers: c.starttls_leftovers,
+                refused_count: c.refused_count,
             }),
             PbEvent::Received(m) => ev::Event::Received(ev::Received {
                 queue_id: m.queue_id,
@@ -416,6 +418,7 @@ mod tests {
                 refused: None,
                 messages: 0,
                 starttls_leftovers: 17,
+                refused_count: 3,
             }),
             ev::Event::Received(ev::Received {
                 queue_id: "Q".into(),

@@ -235,6 +235,10 @@ pub struct ConnectionView {
     /// Bytes the client sent in plaintext after its STARTTLS, discarded; 0 when none.
     #[serde(default)]
     pub starttls_leftovers: u64,
+    /// For a refused connection: how many refusals of this address within its minute this
+    /// record stands for.
+    #[serde(default)]
+    pub refused_count: u32,
     pub policy_version: u64,
     pub display: String,
 }
@@ -252,6 +256,11 @@ impl ConnectionView {
             refused: c.refused.clone(),
             messages: c.messages,
             starttls_leftovers: c.starttls_leftovers,
+            refused_count: if c.refused.is_some() {
+                c.refused_count.max(1)
+            } else {
+                0
+            },
             policy_version: version,
             display: display(
                 c.helo.as_deref().unwrap_or("unknown"),

@@ -6,6 +6,7 @@ mod conn;
 mod headers;
 pub mod proxy;
 mod received;
+mod refusals;
 mod report;
 mod session;
 mod tls;
@@ -55,6 +56,7 @@ pub struct Inbound {
     /// Networks whose connections start with a PROXY protocol header (empty: off).
     pub proxy_protocol_from: Vec<ipnet::IpNet>,
     sessions: Mutex<HashMap<IpAddr, u32>>,
+    refusals: refusals::Refusals,
 }
 
 impl Inbound {
@@ -76,6 +78,7 @@ impl Inbound {
             outbox,
             proxy_protocol_from,
             sessions: Mutex::default(),
+            refusals: Default::default(),
         })
     }
 }
@@ -126,6 +129,7 @@ pub async fn serve(
 ) {
     let mut sessions = JoinSet::new();
     let mut drained = false;
+    tokio::spawn(report_refusals(inbound.clone(), shutdown.clone()));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -218,20 +222,28 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, inbound: Arc<Inboun
     inbound.metrics().session_ended(outcome);
 }
 
-/// Tracks a connection refused before its session began.
+/// Tracks a connection refused before its session began (counted per source and minute).
 fn refused(inbound: &Inbound, ip: IpAddr, version: u64, reply: &str) {
-    inbound.outbox.emit(
-        version,
-        postern_events::Event::Connection(postern_events::Connection {
-            session: ulid::Ulid::new().to_string(),
-            ip: ip.to_string(),
-            started_ms: postern_time::now_ms(),
-            helo: None,
-            tls: None,
-            tls_failure: None,
-            refused: Some(reply.trim_end().to_string()),
-            messages: 0,
-            starttls_leftovers: 0,
-        }),
-    );
+    let now = postern_time::now_ms();
+    for (version, event) in inbound.refusals.refused(ip, version, reply, now) {
+        inbound.outbox.emit(version, event);
+    }
+}
+
+/// How often the refusal counts that grew are reported.
+const REFUSALS_EVERY: Duration = Duration::from_secs(5);
+
+async fn report_refusals(inbound: Arc<Inbound>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let stop = tokio::select! {
+            _ = tokio::time::sleep(REFUSALS_EVERY) => false,
+            _ = shutdown.wait_for(|s| *s) => true,
+        };
+        for (version, event) in inbound.refusals.flush(postern_time::now_ms()) {
+            inbound.outbox.emit(version, event);
+        }
+        if stop {
+            return;
+        }
+    }
 }

@@ -118,6 +118,7 @@ pub async fn run(
             refused: None,
             messages: tracked.messages,
             starttls_leftovers: tracked.starttls_leftovers,
+            refused_count: 0,
         }),
     );
     result
