@@ -275,3 +275,129 @@ async fn the_public_listener_has_limits_of_its_own() {
     )
     .await;
 }
+
+/// A client of the public listener from the loopback address `from` (each its own rate bucket).
+fn client_from(from: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(from))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn received_reports_are_bounded_kept_under_our_ids_and_paged() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Postern::dev(dir.path(), "gw.test");
+    publish(&dev).await;
+    let public = dev.public.clone().expect("a public listener");
+    let post = |from: [u8; 4], media: &'static str, body: Vec<u8>| {
+        let url = format!("{public}/tlsrpt");
+        async move {
+            client_from(from)
+                .post(url)
+                .header("Content-Type", media)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // 4 KB of gzip that is a 3.9 MB report: refused, nothing kept.
+    let mut bomb: Value = serde_json::from_slice(&report("Bomb")).unwrap();
+    bomb["contact-info"] = json!("x".repeat(3_900_000));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut gz, bomb.to_string().as_bytes()).unwrap();
+    let gz = gz.finish().unwrap();
+    assert!(gz.len() < 8 * 1024, "{}", gz.len());
+    assert_eq!(
+        post([127, 0, 3, 1], "application/tlsrpt+gzip", gz).await,
+        413
+    );
+
+    // A report, then one forged under the same organisation and report-id: both are kept,
+    // each under its own id; the first is not overwritten.
+    assert_eq!(
+        post(
+            [127, 0, 3, 2],
+            "application/tlsrpt+json",
+            report("Big Mail")
+        )
+        .await,
+        204
+    );
+    let mut forged: Value = serde_json::from_slice(&report("Big Mail")).unwrap();
+    forged["policies"][0]["summary"]["total-successful-session-count"] = json!(0);
+    assert_eq!(
+        post(
+            [127, 0, 3, 3],
+            "application/tlsrpt+json",
+            forged.to_string().into_bytes()
+        )
+        .await,
+        204
+    );
+    let list = dev
+        .rest(
+            Method::GET,
+            "/v1/reports/tls/received?organization=Big%20Mail",
+            Value::Null,
+        )
+        .await;
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{list:#}");
+    assert_ne!(items[0]["id"], items[1]["id"]);
+    assert_eq!(
+        items[1]["successful_sessions"], 7,
+        "the first report is as it came: {list:#}"
+    );
+    assert_eq!(items[0]["successful_sessions"], 0);
+
+    // A byte budget: once spent, 503 and nothing more is kept.
+    let mut settings = dev.rest(Method::GET, "/v1/settings", Value::Null).await;
+    settings["reports"]["received_max_bytes"] = json!(6_000);
+    dev.rest(Method::PUT, "/v1/settings", settings).await;
+    let mut statuses = Vec::new();
+    for i in 0..10u8 {
+        let body = report(&format!("Org {i}"));
+        statuses.push(post([127, 0, 4, i + 1], "application/tlsrpt+json", body).await);
+    }
+    assert!(
+        statuses.contains(&204) && statuses.ends_with(&[503]),
+        "{statuses:?}"
+    );
+    let kept = 2 + statuses.iter().filter(|s| **s == 204).count();
+
+    // Paged, newest first, each once.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/reports/tls/received?limit=2&cursor={c}"),
+            None => "/v1/reports/tls/received?limit=2".into(),
+        };
+        let page = dev.rest(Method::GET, &path, Value::Null).await;
+        for r in page["items"].as_array().unwrap() {
+            seen.push(r["id"].as_str().unwrap().to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), kept, "{seen:?}");
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.reverse();
+    assert_eq!(seen, sorted, "newest first");
+    let (status, _) = dev
+        .call(
+            Method::GET,
+            "/v1/reports/tls/received?cursor=nonsense",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 400);
+}

@@ -1103,8 +1103,10 @@ export interface components {
         /** @enum {string} */
         RcptStatus: "queued" | "deferred" | "delivered" | "bounced" | "rejected";
         ReceivedList: {
-            /** @description By organisation, then oldest first. */
+            /** @description Newest first. */
             items: components["schemas"]["ReceivedReport"][];
+            /** @description The next page's cursor; null on the last page. */
+            next_cursor?: string | null;
         };
         /** @description A report received about our domains. */
         ReceivedReport: {
@@ -1112,6 +1114,8 @@ export interface components {
             end_datetime: string;
             /** Format: int64 */
             failed_sessions: number;
+            /** @description Ours (a ULID, in order of arrival): no report sent later can take a kept one's place. */
+            id: string;
             organization_name: string;
             /** @description The policy domains it reports on. */
             policy_domains: string[];
@@ -1177,6 +1181,14 @@ export interface components {
              * @default null
              */
             receive_address: string | null;
+            /**
+             * Format: int64
+             * @description Bytes the reports received about our domains may take (anyone may send one): past it,
+             *     new ones are refused until retention removes old ones. Kept apart from message
+             *     tracking, whose retention they never touch. 1 GiB.
+             * @default 1073741824
+             */
+            received_max_bytes: number;
             /**
              * @description Each day after 00:00 UTC, build the previous day's report for every recipient domain
              *     Postern delivered to, and send it to the addresses of the domain's `_smtp._tls` record
@@ -1313,6 +1325,7 @@ export interface components {
              *       "contact": null,
              *       "organization_name": "",
              *       "receive_address": null,
+             *       "received_max_bytes": 1073741824,
              *       "tls_rpt": false
              *     }
              */
@@ -3381,6 +3394,10 @@ export interface operations {
             query?: {
                 /** @description Only reports from this organisation (`organization-name`). */
                 organization?: string;
+                /** @description Page size (default 50, at most 500). */
+                limit?: number;
+                /** @description `next_cursor` from the previous page. */
+                cursor?: string;
             };
             header?: never;
             path?: never;

@@ -6,13 +6,14 @@ import { api, call } from "../api/client";
 import { h, section, table, time, writeButton } from "../dom";
 import { act, formError } from "../forms";
 import type { Page } from "./page";
+import { pager, text } from "./paging";
 
 const today = () => new Date().toISOString().slice(0, 10);
 
-export const reports: Page = async ({ main }) => {
+export const reports: Page = async ({ main, params }) => {
   const [sent, received, published] = await Promise.all([
     call(api.GET("/v1/reports/tls")),
-    call(api.GET("/v1/reports/tls/received")),
+    call(api.GET("/v1/reports/tls/received", { params: { query: { cursor: text(params, "cursor"), limit: 50 } } })),
     call(api.GET("/v1/published/mta-sts")),
   ]);
   const error = h("div", null, formError());
@@ -61,7 +62,7 @@ export const reports: Page = async ({ main }) => {
       "Reports about our domains",
       h("p", null, "What other senders saw when they delivered to the relay domains."),
       table(
-        "Reports received, by organisation",
+        "Reports received, newest first",
         [
           ["Organisation", (r) => r.organization_name],
           ["Period", (r) => `${r.start_datetime} to ${r.end_datetime}`],
@@ -73,6 +74,7 @@ export const reports: Page = async ({ main }) => {
         received.items,
         "No report received yet.",
       ),
+      pager("reports", params, received.next_cursor),
     ),
   );
 };

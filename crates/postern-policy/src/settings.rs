@@ -61,7 +61,7 @@ impl PublishedSts {
 }
 
 /// TLS-RPT (RFC 8460): the reports Postern sends about its deliveries to recipient domains.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct ReportSettings {
@@ -79,6 +79,22 @@ pub struct ReportSettings {
     /// `rua=mailto:` in `_smtp._tls.<domain>`): workers read the report from the message and
     /// the control plane stores it (`GET /v1/reports/tls/received`) instead of relaying it.
     pub receive_address: Option<String>,
+    /// Bytes the reports received about our domains may take (anyone may send one): past it,
+    /// new ones are refused until retention removes old ones. Kept apart from message
+    /// tracking, whose retention they never touch. 1 GiB.
+    pub received_max_bytes: u64,
+}
+
+impl Default for ReportSettings {
+    fn default() -> Self {
+        ReportSettings {
+            tls_rpt: false,
+            organization_name: String::new(),
+            contact: None,
+            receive_address: None,
+            received_max_bytes: 1 << 30,
+        }
+    }
 }
 
 /// SMTP server limits (PRODUCT.md 4).
@@ -301,6 +317,7 @@ impl Settings {
             positive(pointer, value.into());
         }
         positive("/tracking/retention_days", s.tracking.retention_days.into());
+        positive("/reports/received_max_bytes", s.reports.received_max_bytes);
         positive("/tracking/max_bytes", s.tracking.max_bytes);
         for (i, n) in s.delivery.fetch_networks.iter().enumerate() {
             if n.parse::<ipnet::IpNet>().is_err() {

@@ -103,8 +103,8 @@ pub const MAX_POSTED_BYTES: usize = received::MAX_REPORT_BYTES as usize;
 /// `application/tlsrpt+gzip` or `application/tlsrpt+json`, from any reporter (no token: publish
 /// the URL as `rua=https:...`), on the public listener. 204 when stored; 413 over 512 KiB
 /// (compressed or not); 415 for another media type; 422 for anything but an RFC 8460 report
-/// about a relay domain; 429 past the source's rate; 503 when `MAX_RECEIVED` reports are kept
-/// already. Not in the OpenAPI document: its media types are RFC 8460's, which client
+/// about a relay domain; 429 past the source's rate; 503 when the received reports have spent
+/// their byte budget (`settings.reports.received_max_bytes`). Not in the OpenAPI document: its media types are RFC 8460's, which client
 /// generators cannot serialise.
 pub async fn receive_tls_report(
     State(c): State<Arc<Control>>,
@@ -137,12 +137,6 @@ pub async fn receive_tls_report(
         .chars()
         .take(200)
         .collect();
-    if c.tracking.received_full() {
-        return Err(ApiError::unavailable(format!(
-            "{} received reports are kept already; try again when older ones have gone",
-            received::MAX_RECEIVED
-        )));
-    }
     let policy = c.compiled().await?;
     // Decompressing and parsing half a megabyte is CPU work: off the async threads.
     let report = tokio::task::spawn_blocking(move || {
@@ -157,8 +151,18 @@ pub async fn receive_tls_report(
     // Debug formatting: the reporter's strings are escaped, never a line end in our log.
     tracing::info!(organization = ?report.organization_name, report_id = ?report.report_id, domains = ?report.policy_domains, "TLS-RPT report received");
     let failed = |e: crate::tracking::TrackingError| ApiError::internal(e.to_string());
-    c.tracking.put_received(&report).map_err(failed)?;
-    c.tracking.flush_async().await.map_err(failed)?;
+    let budget = c.read().settings.reports.received_max_bytes;
+    let store = c.tracking.clone();
+    let kept = tokio::task::spawn_blocking(move || store.received.put(report, budget))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(failed)?;
+    if kept == crate::reports::store::Kept::Full {
+        return Err(ApiError::unavailable(
+            "the received reports have spent their byte budget; try again when older ones have gone",
+        ));
+    }
+    c.tracking.received.flush_async().await.map_err(failed)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -175,12 +179,18 @@ fn refused(e: ReceiveError) -> ApiError {
 pub struct ReceivedQuery {
     /// Only reports from this organisation (`organization-name`).
     pub organization: Option<String>,
+    /// Page size (default 50, at most 500).
+    pub limit: Option<usize>,
+    /// `next_cursor` from the previous page.
+    pub cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReceivedList {
-    /// By organisation, then oldest first.
+    /// Newest first.
     pub items: Vec<ReceivedReport>,
+    /// The next page's cursor; null on the last page.
+    pub next_cursor: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/reports/tls/received", tag = "reports", operation_id = "list_received_tls_reports",
@@ -191,9 +201,29 @@ pub async fn list_received_tls_reports(
     _a: Actor,
     ApiQuery(q): ApiQuery<ReceivedQuery>,
 ) -> Result<Json<ReceivedList>, ApiError> {
-    let items = c
-        .tracking
-        .received(q.organization.as_deref())
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(Json(ReceivedList { items }))
+    let page = super::Page {
+        limit: q.limit,
+        cursor: q.cursor,
+    };
+    let limit = page.limit(50, 500)?;
+    if page
+        .cursor
+        .as_deref()
+        .is_some_and(|c| ulid::Ulid::from_string(c).is_err())
+    {
+        return Err(ApiError::bad_request(
+            "cursor",
+            "not a cursor this list gave",
+        ));
+    }
+    let store = c.tracking.clone();
+    let (items, next_cursor) = tokio::task::spawn_blocking(move || {
+        store
+            .received
+            .page(q.organization.as_deref(), limit, page.cursor.as_deref())
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(ReceivedList { items, next_cursor }))
 }

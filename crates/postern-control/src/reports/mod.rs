@@ -4,5 +4,6 @@
 
 pub mod received;
 pub mod sent;
+pub mod store;
 
 pub use sent::{ReportError, TlsReportView, build, day_range, list, run};

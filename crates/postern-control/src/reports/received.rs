@@ -15,13 +15,11 @@ use utoipa::ToSchema;
 /// from a large sender with hundreds of failure details is tens of kilobytes.
 pub const MAX_REPORT_BYTES: u64 = postern_events::MAX_REPORT as u64;
 
-/// Received reports kept at most (anyone may post one): more are refused until the tracking
-/// retention removes old ones.
-pub const MAX_RECEIVED: usize = 100_000;
-
 /// A report received about our domains.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ReceivedReport {
+    /// Ours (a ULID, in order of arrival): no report sent later can take a kept one's place.
+    pub id: String,
     pub organization_name: String,
     pub report_id: String,
     /// RFC 3339, as the report says.
@@ -98,6 +96,7 @@ pub fn read(
     let value = serde_json::from_slice(json).map_err(|e| ReceiveError::Invalid(e.to_string()))?;
     let (ok, failed) = report.session_counts();
     Ok(ReceivedReport {
+        id: String::new(),
         successful_sessions: ok,
         failed_sessions: failed,
         organization_name: report.organization_name,
@@ -130,7 +129,7 @@ mod tests {
         assert_eq!((r.successful_sessions, r.failed_sessions), (9, 1));
         assert_eq!(
             read(REPORT.as_bytes(), "https", "x", |_| false).unwrap_err(),
-            ReceiveError::NotOurs("ours.example".into())
+            ReceiveError::NotOurs("[\"ours.example\"]".into())
         );
         assert!(matches!(
             read(b"{\"organization-name\": 1}", "https", "x", |_| true),

@@ -67,9 +67,10 @@ pub struct Tracking {
     /// TLS-RPT: sessions by day and domain, and the reports built (`tlsrpt`).
     tls_sessions: sled::Tree,
     tls_reports: sled::Tree,
-    /// TLS-RPT reports others sent about our domains, and how many (`len` scans the tree).
-    tls_received: sled::Tree,
-    received_count: AtomicU64,
+    /// TLS-RPT reports others sent about our domains: a store of their own, on its own budget
+    /// (`settings.reports.received_max_bytes`, kept in `received_budget`).
+    pub received: crate::reports::store::ReceivedStore,
+    pub received_budget: AtomicU64,
     /// Counts, for metrics and benchmarks.
     pub events: AtomicU64,
     pub lost: AtomicU64,
@@ -122,8 +123,8 @@ impl Tracking {
             sts_policies: tree("sts_policies")?,
             tls_sessions: tree("tlsrpt/sessions")?,
             tls_reports: tree("tlsrpt/reports")?,
-            tls_received: tree("tlsrpt/received")?,
-            received_count: AtomicU64::new(0),
+            received: crate::reports::store::ReceivedStore::open(&path.join("received"))?,
+            received_budget: AtomicU64::new(1 << 30),
             events: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             foreign: AtomicU64::new(0),
@@ -136,7 +137,6 @@ impl Tracking {
             db,
         };
         t.count.store(t.by_time.len() as u64, Relaxed);
-        t.received_count.store(t.tls_received.len() as u64, Relaxed);
         Ok(t)
     }
 
@@ -204,6 +204,8 @@ impl Tracking {
         })
         .await
         .map_err(|e| TrackingError::Corrupt(e.to_string()))??;
+        // A mailed report is durable before the cursor that acknowledges its event.
+        self.received.flush_async().await?;
         self.db.flush_async().await?;
         Ok(stored)
     }
@@ -259,10 +261,12 @@ impl Tracking {
                 match crate::reports::received::read(r.report.as_bytes(), "mail", &r.sender, |_| {
                     true
                 }) {
-                    Ok(_) if self.received_full() => {
-                        tracing::warn!(%worker, queue_id = %r.queue_id, sender = %r.sender, "a mailed TLS-RPT report was not stored: the received reports are at their limit");
+                    Ok(report) => {
+                        let budget = self.received_budget.load(Relaxed);
+                        if self.received.put(report, budget)? == crate::reports::store::Kept::Full {
+                            tracing::warn!(%worker, queue_id = %r.queue_id, sender = %r.sender, "a mailed TLS-RPT report was not stored: the received reports are at their byte budget");
+                        }
                     }
-                    Ok(report) => self.put_received(&report)?,
                     Err(e) => {
                         tracing::warn!(%worker, queue_id = %r.queue_id, sender = %r.sender, error = %e, "a mailed TLS-RPT report was not stored");
                     }
@@ -410,12 +414,14 @@ impl Tracking {
     }
 
     pub fn flush(&self) -> Result<(), TrackingError> {
+        self.received.flush()?;
         self.db.flush()?;
         Ok(())
     }
 
     /// `flush` without blocking the runtime.
     pub async fn flush_async(&self) -> Result<(), TrackingError> {
+        self.received.flush_async().await?;
         self.db.flush_async().await?;
         Ok(())
     }
@@ -475,6 +481,40 @@ mod tests {
             2,
             "only the gap that was stored counts"
         );
+    }
+
+    /// Received reports are stored apart: however much they take, the size retention of
+    /// message tracking never counts them.
+    #[tokio::test]
+    async fn reports_never_push_messages_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Arc::new(Tracking::open(dir.path()).unwrap());
+        let batch: Vec<Record> = (1..=50)
+            .map(|i| record(i, received(&format!("Q{i:03}"), false, &["b@y"])))
+            .collect();
+        t.ingest("w", "E", ok(&batch)).await.unwrap();
+        t.flush().unwrap();
+        let before = t.size_on_disk();
+        let json = |i: usize| {
+            format!(
+                r#"{{"organization-name":"O{i}","date-range":{{"start-datetime":"2026-12-06T00:00:00Z","end-datetime":"2026-12-06T23:59:59Z"}},"contact-info":"{}","report-id":"r{i}","policies":[{{"policy":{{"policy-type":"no-policy-found","policy-domain":"ours.test"}},"summary":{{"total-successful-session-count":1,"total-failure-session-count":0}}}}]}}"#,
+                "c".repeat(100_000)
+            )
+        };
+        for i in 0..40 {
+            let r = crate::reports::received::read(json(i).as_bytes(), "https", "t", |_| true);
+            let r = r.unwrap_or_else(|e| panic!("{e}"));
+            t.received.put(r, u64::MAX).unwrap();
+        }
+        t.flush().unwrap();
+        assert!(t.received.bytes() > 4_000_000);
+        assert!(
+            t.size_on_disk() < before + 1_000_000,
+            "{} vs {before}",
+            t.size_on_disk()
+        );
+        let (removed, _) = t.enforce(3650, before + 1_000_000, 2_000).unwrap();
+        assert_eq!(removed, 0, "no message went because reports grew");
     }
 
     #[tokio::test]

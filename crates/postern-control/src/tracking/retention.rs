@@ -22,7 +22,14 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        let settings = control.read().settings.tracking.clone();
+        let (settings, budget) = {
+            let state = control.read();
+            let s = &state.settings;
+            (s.tracking.clone(), s.reports.received_max_bytes)
+        };
+        tracking
+            .received_budget
+            .store(budget, std::sync::atomic::Ordering::Relaxed);
         let t = tracking.clone();
         let result = tokio::task::spawn_blocking(move || {
             t.enforce(
@@ -112,6 +119,7 @@ impl Tracking {
             connections += 1;
         }
         self.prune_tls(&super::tlsrpt::day_of(cutoff))?;
+        self.received.prune(cutoff)?;
         self.prune_known_sts(now)?;
         Ok((messages, connections))
     }

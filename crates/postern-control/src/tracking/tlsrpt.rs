@@ -4,7 +4,6 @@
 //! event overwrites itself and a day's sessions are one range.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering::Relaxed;
 
 use postern_events::TlsSession;
 
@@ -83,63 +82,13 @@ impl Tracking {
     }
 
     /// Whether as many received reports are kept as may be (`MAX_RECEIVED`).
-    pub fn received_full(&self) -> bool {
-        self.received_count.load(Relaxed) >= crate::reports::received::MAX_RECEIVED as u64
-    }
-
-    /// Keeps a report received about our domains, under `organisation \0 start \0 report id`
-    /// (a report sent twice is kept once; durable after `flush_async`, or with its ingest batch).
-    pub fn put_received(
-        &self,
-        r: &crate::reports::received::ReceivedReport,
-    ) -> Result<(), TrackingError> {
-        let key = format!(
-            "{}\0{}\0{}",
-            r.organization_name, r.start_datetime, r.report_id
-        );
-        let before = self
-            .tls_received
-            .insert(key, serde_json::to_vec(r).expect("reports serialise"))?;
-        if before.is_none() {
-            self.received_count.fetch_add(1, Relaxed);
-        }
-        Ok(())
-    }
-
-    /// Received reports, by organisation and then oldest first; optionally of one organisation.
-    pub fn received(
-        &self,
-        organization: Option<&str>,
-    ) -> Result<Vec<crate::reports::received::ReceivedReport>, TrackingError> {
-        let prefix = organization.map(|o| format!("{o}\0")).unwrap_or_default();
-        self.tls_received
-            .scan_prefix(prefix)
-            .map(|entry| {
-                let (_, value) = entry?;
-                serde_json::from_slice(&value).map_err(corrupt)
-            })
-            .collect()
-    }
-
-    /// Drops sessions and built reports of days before `first_day`, and received reports
-    /// that arrived before it (retention).
+    /// Drops sessions and built reports of days before `first_day` (retention).
     pub(super) fn prune_tls(&self, first_day: &str) -> Result<u64, TrackingError> {
         let mut removed = 0;
         for tree in [&self.tls_sessions, &self.tls_reports] {
             for entry in tree.range(..first_day.as_bytes()) {
                 let (key, _) = entry?;
                 tree.remove(key)?;
-                removed += 1;
-            }
-        }
-        for entry in self.tls_received.iter() {
-            let (key, value) = entry?;
-            let r: crate::reports::received::ReceivedReport =
-                serde_json::from_slice(&value).map_err(corrupt)?;
-            // RFC 3339 in UTC: the date is the first ten characters, and they sort.
-            if r.received_at.get(..10).is_some_and(|day| day < first_day) {
-                self.tls_received.remove(key)?;
-                self.received_count.fetch_sub(1, Relaxed);
                 removed += 1;
             }
         }
