@@ -1350,6 +1350,7 @@ export interface components {
             smtp: components["schemas"]["SmtpLimits"];
             /**
              * @default {
+             *       "connections_max_bytes": 1073741824,
              *       "max_bytes": 10737418240,
              *       "outbox_max_bytes": 1073741824,
              *       "retention_days": 30
@@ -1506,7 +1507,14 @@ export interface components {
         TrackingSettings: {
             /**
              * Format: int64
-             * @description The control plane's tracking store is kept under this size (oldest messages go first).
+             * @description Connection records are kept apart, under this size of their own (oldest go first), so
+             *     that many connections never push message records out. 1 GiB.
+             * @default 1073741824
+             */
+            connections_max_bytes: number;
+            /**
+             * Format: int64
+             * @description The control plane's message tracking is kept under this size (oldest messages go first).
              * @default 10737418240
              */
             max_bytes: number;

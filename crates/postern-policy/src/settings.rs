@@ -250,8 +250,11 @@ impl DeliverySettings {
 pub struct TrackingSettings {
     /// Tracking data older than this is removed by the control plane.
     pub retention_days: u32,
-    /// The control plane's tracking store is kept under this size (oldest messages go first).
+    /// The control plane's message tracking is kept under this size (oldest messages go first).
     pub max_bytes: u64,
+    /// Connection records are kept apart, under this size of their own (oldest go first), so
+    /// that many connections never push message records out. 1 GiB.
+    pub connections_max_bytes: u64,
     /// Each worker's event outbox is kept under this size (PRODUCT.md 5: 1 GiB; at least
     /// 16 MiB).
     pub outbox_max_bytes: u64,
@@ -262,6 +265,7 @@ impl Default for TrackingSettings {
         TrackingSettings {
             retention_days: 30,
             max_bytes: 10 * 1024 * 1024 * 1024,
+            connections_max_bytes: 1024 * 1024 * 1024,
             outbox_max_bytes: 1024 * 1024 * 1024,
         }
     }
@@ -319,6 +323,10 @@ impl Settings {
         positive("/tracking/retention_days", s.tracking.retention_days.into());
         positive("/reports/received_max_bytes", s.reports.received_max_bytes);
         positive("/tracking/max_bytes", s.tracking.max_bytes);
+        positive(
+            "/tracking/connections_max_bytes",
+            s.tracking.connections_max_bytes,
+        );
         for (i, n) in s.delivery.fetch_networks.iter().enumerate() {
             if n.parse::<ipnet::IpNet>().is_err() {
                 errors.push(FieldError::new(

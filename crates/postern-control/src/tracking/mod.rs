@@ -42,8 +42,29 @@ struct Touched {
     now: Stored,
 }
 
+/// Moves tree `name` of `from` (where stores before issue 23 kept it) into `to`.
+fn migrate(from: &sled::Db, to: &sled::Db, name: &str) -> Result<(), TrackingError> {
+    if !from
+        .tree_names()
+        .iter()
+        .any(|n| n.as_ref() == name.as_bytes())
+    {
+        return Ok(());
+    }
+    let (old, new) = (from.open_tree(name)?, to.open_tree(name)?);
+    for entry in old.iter() {
+        let (k, v) = entry?;
+        new.insert(k, v)?;
+    }
+    to.flush()?;
+    from.drop_tree(name)?;
+    Ok(())
+}
+
 pub struct Tracking {
     db: sled::Db,
+    /// Connection records (`connections`, `conn_by_ip`), apart from messages.
+    conn_db: sled::Db,
     messages: sled::Tree,
     /// id ++ 0 ++ n (big-endian) -> the message's timeline entry `n`, the newest
     /// `fold::MAX_TIMELINE` kept: a record is rewritten by each fold, its timeline never.
@@ -107,6 +128,14 @@ impl Tracking {
             .cache_capacity(256 * 1024 * 1024)
             .open()?;
         let tree = |name: &str| db.open_tree(name);
+        // Connection records in a database of their own, under a size limit of their own.
+        let conn_db = sled::Config::new()
+            .path(path.join("connections"))
+            .cache_capacity(64 * 1024 * 1024)
+            .open()?;
+        for name in ["connections", "connections/by_ip"] {
+            migrate(&db, &conn_db, name)?;
+        }
         let t = Tracking {
             messages: tree("messages")?,
             timeline: tree("messages/timeline")?,
@@ -116,8 +145,8 @@ impl Tracking {
             by_rcpt: tree("messages/by_rcpt")?,
             by_msgid: tree("messages/by_message_id")?,
             by_facet: tree("messages/by_facet")?,
-            connections: tree("connections")?,
-            conn_by_ip: tree("connections/by_ip")?,
+            connections: conn_db.open_tree("connections")?,
+            conn_by_ip: conn_db.open_tree("connections/by_ip")?,
             cursors: tree("cursors")?,
             gaps: tree("gaps")?,
             sts_policies: tree("sts_policies")?,
@@ -135,6 +164,7 @@ impl Tracking {
             writing: std::sync::RwLock::new(()),
             per_worker: std::sync::Mutex::default(),
             db,
+            conn_db,
         };
         t.count.store(t.by_time.len() as u64, Relaxed);
         Ok(t)
@@ -204,8 +234,9 @@ impl Tracking {
         })
         .await
         .map_err(|e| TrackingError::Corrupt(e.to_string()))??;
-        // A mailed report is durable before the cursor that acknowledges its event.
+        // Reports and connections are durable before the cursor that acknowledges them.
         self.received.flush_async().await?;
+        self.conn_db.flush_async().await?;
         self.db.flush_async().await?;
         Ok(stored)
     }
@@ -415,6 +446,7 @@ impl Tracking {
 
     pub fn flush(&self) -> Result<(), TrackingError> {
         self.received.flush()?;
+        self.conn_db.flush()?;
         self.db.flush()?;
         Ok(())
     }
@@ -422,13 +454,19 @@ impl Tracking {
     /// `flush` without blocking the runtime.
     pub async fn flush_async(&self) -> Result<(), TrackingError> {
         self.received.flush_async().await?;
+        self.conn_db.flush_async().await?;
         self.db.flush_async().await?;
         Ok(())
     }
 
-    /// Bytes on disk.
+    /// Bytes on disk of message tracking (what `tracking.max_bytes` limits).
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
+    }
+
+    /// Bytes on disk of connection records (`tracking.connections_max_bytes`).
+    pub fn connections_size_on_disk(&self) -> u64 {
+        self.conn_db.size_on_disk().unwrap_or(0)
     }
 }
 
@@ -515,6 +553,45 @@ mod tests {
         );
         let (removed, _) = t.enforce(3650, before + 1_000_000, 2_000).unwrap();
         assert_eq!(removed, 0, "no message went because reports grew");
+
+        // Nor because connections grew: they are measured and trimmed on their own.
+        let connections: Vec<Record> = (51..=2_050)
+            .map(|i| {
+                record(
+                    i,
+                    Event::Connection(postern_events::Connection {
+                        session: format!("S{i}"),
+                        ip: "192.0.2.9".into(),
+                        started_ms: 1_000 + i,
+                        helo: Some("h".repeat(200)),
+                        tls: None,
+                        tls_failure: None,
+                        refused: None,
+                        messages: 0,
+                        starttls_leftovers: 0,
+                        refused_count: 0,
+                    }),
+                )
+            })
+            .collect();
+        t.ingest("w", "E", ok(&connections)).await.unwrap();
+        t.flush().unwrap();
+        let (messages, connections) = t.enforce_apart(3650, before + 1_000_000, 1, 2_000).unwrap();
+        assert_eq!(messages, 0, "no message went because connections grew");
+        assert!(connections >= 100, "{connections}");
+    }
+
+    #[test]
+    fn connections_kept_by_an_older_store_move_to_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let old = sled::open(dir.path()).unwrap();
+            old.open_tree("connections").unwrap().insert(b"k", b"v").unwrap();
+            old.flush().unwrap();
+        }
+        let t = Tracking::open(dir.path()).unwrap();
+        assert_eq!(t.connections.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+        assert!(!t.db.tree_names().iter().any(|n| n.as_ref() == b"connections"));
     }
 
     #[tokio::test]

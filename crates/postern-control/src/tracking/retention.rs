@@ -32,9 +32,10 @@ pub async fn run(
             .store(budget, std::sync::atomic::Ordering::Relaxed);
         let t = tracking.clone();
         let result = tokio::task::spawn_blocking(move || {
-            t.enforce(
+            t.enforce_apart(
                 settings.retention_days,
                 settings.max_bytes,
+                settings.connections_max_bytes,
                 postern_time::now_ms(),
             )
         })
@@ -66,6 +67,18 @@ impl Tracking {
         max_bytes: u64,
         now: u64,
     ) -> Result<(u64, u64), TrackingError> {
+        self.enforce_apart(retention_days, max_bytes, max_bytes, now)
+    }
+
+    /// `enforce` with a size limit of their own for connection records: each kind is
+    /// measured and trimmed on its own, so many connections never push messages out.
+    pub fn enforce_apart(
+        &self,
+        retention_days: u32,
+        max_bytes: u64,
+        connections_max_bytes: u64,
+        now: u64,
+    ) -> Result<(u64, u64), TrackingError> {
         let _turn = self.writing.write().expect("tracking write lock");
         let cutoff = now.saturating_sub(u64::from(retention_days) * 86_400_000);
         let over = self.size_on_disk() > max_bytes;
@@ -93,6 +106,7 @@ impl Tracking {
             messages += 1;
         }
         let mut connections = 0;
+        let over = self.connections_size_on_disk() > connections_max_bytes;
         let extra = if over {
             (self.connections.len() as u64 / 100).max(100)
         } else {
