@@ -586,12 +586,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let old = sled::open(dir.path()).unwrap();
-            old.open_tree("connections").unwrap().insert(b"k", b"v").unwrap();
+            old.open_tree("connections")
+                .unwrap()
+                .insert(b"k", b"v")
+                .unwrap();
             old.flush().unwrap();
         }
         let t = Tracking::open(dir.path()).unwrap();
         assert_eq!(t.connections.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
-        assert!(!t.db.tree_names().iter().any(|n| n.as_ref() == b"connections"));
+        assert!(
+            !t.db
+                .tree_names()
+                .iter()
+                .any(|n| n.as_ref() == b"connections")
+        );
     }
 
     #[tokio::test]

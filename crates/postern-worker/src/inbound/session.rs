@@ -265,6 +265,12 @@ async fn serve(
                     begin(inbound, &server, &policy, ip, tls.as_ref(), &transaction_id)
                 });
                 message.write(&bytes);
+                // A large message goes to its file 256 KiB at a time, on a blocking thread.
+                if message.wants_flush()
+                    && let Some(m) = incoming.take()
+                {
+                    incoming = Some(m.flush().await);
+                }
             }
             Event::DataEnd(DataOutcome::Complete) => {
                 let message = incoming.take().unwrap_or_else(|| {

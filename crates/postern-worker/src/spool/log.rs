@@ -305,7 +305,8 @@ impl Log {
         let record = record(MESSAGE, id, body)?;
         let mut inner = self.lock();
         let active = &inner.segments[&inner.active];
-        if !active.writable || active.end >= SEGMENT_BYTES {
+        // A segment whose sync failed is retired: what follows goes to a new one.
+        if !active.writable || active.end >= SEGMENT_BYTES || active.segment.sync.poisoned() {
             let n = inner.active + 1;
             let meta = self.create(n)?;
             let old = inner.active;
@@ -445,6 +446,31 @@ mod tests {
             .collect();
         paths.sort();
         paths
+    }
+
+    /// After a failed fsync, no commit whose bytes were written before the next good sync of
+    /// the segment is acknowledged, though a later fsync would succeed; the segment is retired.
+    #[test]
+    fn a_failed_sync_refuses_every_commit_it_covered_and_retires_the_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path()).unwrap();
+        log.append("A", b"durable").unwrap().sync().unwrap();
+        let b = log.append("B", b"in the failed range").unwrap();
+        let c = log.append("C", b"also written before the failure").unwrap();
+        b.sync
+            .fail_next
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(b.sync().is_err());
+        assert!(
+            c.sync().is_err(),
+            "a later fsync that would succeed must not acknowledge C"
+        );
+        assert!(b.sync().is_err(), "nor B on a second try");
+        let before = segments(dir.path()).len();
+        let d = log.append("D", b"after").unwrap();
+        assert!(!Arc::ptr_eq(&d, &c), "D goes to a new segment");
+        d.sync().unwrap();
+        assert_eq!(segments(dir.path()).len(), before + 1);
     }
 
     #[test]

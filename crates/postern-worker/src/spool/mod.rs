@@ -105,7 +105,10 @@ impl From<io::Error> for SpoolError {
 /// under `incoming/`.
 pub struct Incoming {
     id: String,
+    /// The message so far, or (once it outgrew the log) what is not yet written to its file.
     inline: Vec<u8>,
+    /// Larger than the log takes: the message goes to a file of its own (`flush`).
+    spilled: bool,
     file: Option<File>,
     tmp: PathBuf,
     done: PathBuf,
@@ -114,18 +117,29 @@ pub struct Incoming {
 }
 
 impl Incoming {
-    /// Appends message bytes; errors are kept for `commit` so the session can read on to the
-    /// end of DATA before replying.
+    /// Appends message bytes, in memory (no I/O: an async session may call it); errors are
+    /// kept for `commit` so the session can read on to the end of DATA before replying.
     pub fn write(&mut self, bytes: &[u8]) {
         if self.error.is_some() {
             return;
         }
+        self.inline.extend_from_slice(bytes);
+        if self.inline.len() > log::INLINE_BYTES {
+            self.spilled = true;
+        }
+    }
+
+    /// Whether enough is held in memory to be written out now (`flush`).
+    pub fn wants_flush(&self) -> bool {
+        self.spilled && self.inline.len() >= log::INLINE_BYTES
+    }
+
+    /// Writes what is held to the message's own file (blocking: run it off the async threads).
+    pub fn flush_blocking(&mut self) {
+        if !self.spilled || self.error.is_some() || self.inline.is_empty() {
+            return;
+        }
         if self.file.is_none() {
-            if self.inline.len() + bytes.len() <= log::INLINE_BYTES {
-                self.inline.extend_from_slice(bytes);
-                return;
-            }
-            // Too large for the log: on to a file of its own.
             match File::create(&self.tmp) {
                 Ok(file) => self.file = Some(file),
                 Err(e) => {
@@ -133,20 +147,43 @@ impl Incoming {
                     return;
                 }
             }
-            let inline = std::mem::take(&mut self.inline);
-            self.write(&inline);
-            if self.error.is_some() {
-                return;
-            }
         }
         if let Some(file) = self.file.as_mut()
-            && let Err(e) = file.write_all(bytes)
+            && let Err(e) = file.write_all(&self.inline)
         {
             self.error = Some(e.into());
         }
+        self.inline.clear();
     }
 
-    /// Removes the partial file, if there is one (a refused message).
+    /// `flush_blocking` on a blocking thread: a session holds at most 256 KiB of a large
+    /// message, and its writes never stall the runtime.
+    pub async fn flush(mut self) -> Incoming {
+        let id = self.id.clone();
+        match tokio::task::spawn_blocking(move || {
+            self.flush_blocking();
+            self
+        })
+        .await
+        {
+            Ok(incoming) => incoming,
+            // The task cannot panic; if it ever did, the message is refused at commit.
+            Err(e) => {
+                tracing::error!(%id, error = %e, "spool write task failed");
+                Incoming {
+                    id,
+                    inline: Vec::new(),
+                    spilled: false,
+                    file: None,
+                    tmp: PathBuf::new(),
+                    done: PathBuf::new(),
+                    error: Some(SpoolError::Io(io::Error::other("spool write task failed"))),
+                }
+            }
+        }
+    }
+
+    /// Removes the partial file, if there is one (a refused message). Blocking.
     pub fn discard(mut self) {
         if self.file.take().is_some() {
             let _ = fs::remove_file(&self.tmp);
@@ -156,9 +193,14 @@ impl Incoming {
 
 impl Drop for Incoming {
     fn drop(&mut self) {
-        // Neither committed nor discarded (the session died): the file must not linger.
-        if self.file.is_some() {
-            let _ = fs::remove_file(&self.tmp);
+        // Neither committed nor discarded (the session died): the file must not linger. The
+        // removal runs on a blocking thread when there is a runtime to run it.
+        if self.file.take().is_some() {
+            let tmp = std::mem::take(&mut self.tmp);
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn_blocking(move || fs::remove_file(tmp))),
+                Err(_) => drop(fs::remove_file(tmp)),
+            }
         }
     }
 }
@@ -261,6 +303,7 @@ impl Spool {
         let mut incoming = Incoming {
             id: envelope.id.clone(),
             inline: Vec::new(),
+            spilled: false,
             file: None,
             tmp,
             done,
@@ -277,8 +320,11 @@ impl Spool {
     /// fsynced, renamed into the queue and the queue directory fsynced. Only after this may the
     /// session answer 250.
     pub async fn commit(&self, mut incoming: Incoming) -> Result<(), SpoolError> {
+        if incoming.spilled {
+            incoming = incoming.flush().await;
+        }
         if let Some(e) = incoming.error.take() {
-            incoming.discard();
+            tokio::task::spawn_blocking(move || incoming.discard());
             return Err(e);
         }
         let Some(file) = incoming.file.take() else {
@@ -559,6 +605,50 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    /// `write` does no I/O (a session calls it on the runtime); a large message reaches its
+    /// file only through `flush`, at most `INLINE_BYTES` held in memory at a time.
+    #[tokio::test]
+    async fn a_large_message_is_written_in_flushes_off_the_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let mut incoming = spool.begin(&envelope("BIG"), b"");
+        let tmp = dir.path().join("incoming/BIG.tmp");
+        let chunk = vec![b'y'; 64 * 1024];
+        let mut flushes = 0;
+        for _ in 0..32 {
+            incoming.write(&chunk);
+            assert!(incoming.inline.len() <= log::INLINE_BYTES + chunk.len());
+            if incoming.wants_flush() {
+                assert_eq!(
+                    tmp.exists(),
+                    flushes > 0,
+                    "the file appears at the first flush"
+                );
+                incoming = incoming.flush().await;
+                flushes += 1;
+                assert!(incoming.inline.is_empty());
+            }
+        }
+        assert!(flushes >= 7, "{flushes}");
+        spool.commit(incoming).await.unwrap();
+        assert_eq!(spool.read_envelope("BIG").unwrap().1, 32 * 64 * 1024);
+        // Dropped without a commit (the session died): its file goes.
+        let mut dead = spool.begin(&envelope("DEAD"), b"");
+        dead.write(&vec![b'z'; log::INLINE_BYTES + 1]);
+        let dead = dead.flush().await;
+        let dead_tmp = dir.path().join("incoming/DEAD.tmp");
+        assert!(dead_tmp.exists());
+        drop(dead);
+        let gone = async {
+            while dead_tmp.exists() {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), gone)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
