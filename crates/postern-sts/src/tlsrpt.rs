@@ -239,71 +239,87 @@ pub struct ReportHeader {
     pub end_datetime: String,
 }
 
-/// The report for `domain` from its sessions, policies in a stable order.
-pub fn build(header: ReportHeader, domain: &str, sessions: &[Session]) -> Report {
-    type FailureKey = (String, Option<String>, Option<String>, Option<String>);
-    let mut by_policy: BTreeMap<&Applied, (u64, BTreeMap<FailureKey, u64>)> = BTreeMap::new();
-    for s in sessions {
-        let (ok, failures) = by_policy.entry(&s.applied).or_default();
-        match &s.result {
+type FailureKey = (String, Option<String>, Option<String>, Option<String>);
+
+/// A domain's report as its sessions are added one at a time: what it holds is one counter
+/// per applied policy and distinct failure, never the sessions, so a day of a million
+/// sessions builds in the memory of its distinct failures.
+#[derive(Debug, Default)]
+pub struct Aggregate {
+    by_policy: BTreeMap<Applied, (u64, BTreeMap<FailureKey, u64>)>,
+}
+
+impl Aggregate {
+    pub fn add(&mut self, s: Session) {
+        let (ok, failures) = self.by_policy.entry(s.applied).or_default();
+        match s.result {
             None => *ok += 1,
             Some(kind) => {
-                let key = (
-                    kind.clone(),
-                    s.sending_ip.clone(),
-                    s.receiving_mx.clone(),
-                    s.receiving_ip.clone(),
-                );
+                let key = (kind, s.sending_ip, s.receiving_mx, s.receiving_ip);
                 *failures.entry(key).or_default() += 1;
             }
         }
     }
-    let policies = by_policy
-        .into_iter()
-        .map(|(applied, (ok, failures))| {
-            let policy = match applied {
-                Applied::Sts { lines, mx } => PolicyDescription {
-                    policy_type: "sts".into(),
-                    policy_string: lines.clone(),
-                    policy_domain: domain.to_string(),
-                    mx_host: mx.clone(),
-                },
-                Applied::NoPolicyFound => PolicyDescription {
-                    policy_type: "no-policy-found".into(),
-                    policy_string: Vec::new(),
-                    policy_domain: domain.to_string(),
-                    mx_host: Vec::new(),
-                },
-            };
-            PolicyResult {
-                policy,
-                summary: Summary {
-                    total_successful_session_count: ok,
-                    total_failure_session_count: failures.values().sum(),
-                },
-                failure_details: failures
-                    .into_iter()
-                    .map(|((result_type, sending, mx, ip), n)| FailureDetail {
-                        result_type,
-                        sending_mta_ip: sending,
-                        receiving_mx_hostname: mx,
-                        receiving_ip: ip,
-                        failed_session_count: n,
-                    })
-                    .collect(),
-            }
-        })
-        .collect();
-    Report {
-        organization_name: header.organization_name,
-        date_range: DateRange {
-            start_datetime: header.start_datetime,
-            end_datetime: header.end_datetime,
-        },
-        contact_info: header.contact_info,
-        report_id: header.report_id,
-        policies,
+
+    /// The report for `domain`, policies in a stable order.
+    pub fn report(self, header: ReportHeader, domain: &str) -> Report {
+        let by_policy = self.by_policy;
+        let policies = by_policy
+            .into_iter()
+            .map(|(applied, (ok, failures))| {
+                let policy = match applied {
+                    Applied::Sts { lines, mx } => PolicyDescription {
+                        policy_type: "sts".into(),
+                        policy_string: lines,
+                        policy_domain: domain.to_string(),
+                        mx_host: mx,
+                    },
+                    Applied::NoPolicyFound => PolicyDescription {
+                        policy_type: "no-policy-found".into(),
+                        policy_string: Vec::new(),
+                        policy_domain: domain.to_string(),
+                        mx_host: Vec::new(),
+                    },
+                };
+                PolicyResult {
+                    policy,
+                    summary: Summary {
+                        total_successful_session_count: ok,
+                        total_failure_session_count: failures.values().sum(),
+                    },
+                    failure_details: failures
+                        .into_iter()
+                        .map(|((result_type, sending, mx, ip), n)| FailureDetail {
+                            result_type,
+                            sending_mta_ip: sending,
+                            receiving_mx_hostname: mx,
+                            receiving_ip: ip,
+                            failed_session_count: n,
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        Report {
+            organization_name: header.organization_name,
+            date_range: DateRange {
+                start_datetime: header.start_datetime,
+                end_datetime: header.end_datetime,
+            },
+            contact_info: header.contact_info,
+            report_id: header.report_id,
+            policies,
+        }
     }
+}
+
+/// The report for `domain` from its sessions (`Aggregate` without holding them).
+pub fn build(header: ReportHeader, domain: &str, sessions: &[Session]) -> Report {
+    let mut aggregate = Aggregate::default();
+    for s in sessions {
+        aggregate.add(s.clone());
+    }
+    aggregate.report(header, domain)
 }
 
 #[cfg(test)]

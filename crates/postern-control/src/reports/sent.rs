@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use postern_sts::tlsrpt::{self, Applied, ReportHeader, Session};
+use postern_sts::tlsrpt::ReportHeader;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -79,22 +79,6 @@ pub fn day_range(date: &str) -> Result<(u64, u64), ReportError> {
     Ok((start, start + 86_400_000 - 1))
 }
 
-fn session(s: postern_events::TlsSession) -> Session {
-    Session {
-        applied: match s.sts {
-            Some(p) => Applied::Sts {
-                lines: p.lines,
-                mx: p.mx,
-            },
-            None => Applied::NoPolicyFound,
-        },
-        result: s.result,
-        sending_ip: s.sending_ip,
-        receiving_mx: s.receiving_mx,
-        receiving_ip: s.receiving_ip,
-    }
-}
-
 /// Builds (and with `send`, sends) the reports of `date`; the current day covers up to now.
 pub async fn build(
     c: &Arc<Control>,
@@ -123,21 +107,34 @@ pub async fn build(
     };
     let tracking = c.tracking.clone();
     let day = date.to_string();
-    let sessions = tokio::task::spawn_blocking(move || tracking.tls_sessions(&day))
+    // One domain at a time: the sessions are folded as they are read, never held.
+    let reports = {
+        let (organization, contact, submitter, day) = (
+            organization.clone(),
+            contact.clone(),
+            submitter.clone(),
+            day.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let mut reports = Vec::new();
+            tracking.tls_sessions_by_domain(&day, |domain, aggregate| {
+                let header = ReportHeader {
+                    organization_name: organization.clone(),
+                    contact_info: contact.clone(),
+                    report_id: format!("{day}_{domain}@{submitter}"),
+                    start_datetime: postern_time::rfc3339_s(start / 1000),
+                    end_datetime: postern_time::rfc3339_s(end / 1000),
+                };
+                reports.push((domain.clone(), aggregate.report(header, &domain)));
+            })?;
+            Ok::<_, TrackingError>(reports)
+        })
         .await
-        .map_err(|e| TrackingError::Corrupt(e.to_string()))??;
+        .map_err(|e| TrackingError::Corrupt(e.to_string()))??
+    };
     let mut built = Vec::new();
-    for (domain, sessions) in sessions {
-        let sessions: Vec<Session> = sessions.into_iter().map(session).collect();
-        let report_id = format!("{date}_{domain}@{submitter}");
-        let header = ReportHeader {
-            organization_name: organization.clone(),
-            contact_info: contact.clone(),
-            report_id: report_id.clone(),
-            start_datetime: postern_time::rfc3339_s(start / 1000),
-            end_datetime: postern_time::rfc3339_s(end / 1000),
-        };
-        let report = tlsrpt::build(header, &domain, &sessions);
+    for (domain, report) in reports {
+        let report_id = report.report_id.clone();
         let (ok, failed) = report.session_counts();
         let command = TlsReportCommand {
             policy_domain: domain.clone(),

@@ -87,6 +87,8 @@ pub struct Tracking {
     sts_policies: sled::Tree,
     /// TLS-RPT: sessions by day and domain, and the reports built (`tlsrpt`).
     tls_sessions: sled::Tree,
+    /// The MTA-STS policies the sessions name, once per day, domain and id.
+    tls_policies: sled::Tree,
     tls_reports: sled::Tree,
     /// TLS-RPT reports others sent about our domains: a store of their own, on its own budget
     /// (`settings.reports.received_max_bytes`, kept in `received_budget`).
@@ -151,6 +153,7 @@ impl Tracking {
             gaps: tree("gaps")?,
             sts_policies: tree("sts_policies")?,
             tls_sessions: tree("tlsrpt/sessions")?,
+            tls_policies: tree("tlsrpt/policies")?,
             tls_reports: tree("tlsrpt/reports")?,
             received: crate::reports::store::ReceivedStore::open(&path.join("received"))?,
             received_budget: AtomicU64::new(1 << 30),
@@ -579,6 +582,62 @@ mod tests {
         let (messages, connections) = t.enforce_apart(3650, before + 1_000_000, 1, 2_000).unwrap();
         assert_eq!(messages, 0, "no message went because connections grew");
         assert!(connections >= 100, "{connections}");
+    }
+
+    /// A session's policy is stored once per (day, domain, id), and a day's reports are built
+    /// one domain at a time from what is stored.
+    #[tokio::test]
+    async fn tls_sessions_store_their_policy_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Arc::new(Tracking::open(dir.path()).unwrap());
+        let session = |seq: u64, domain: &str, result: Option<&str>| {
+            Ok(record(
+                seq,
+                Event::TlsSession(postern_events::TlsSession {
+                    domain: domain.into(),
+                    sts: Some(postern_events::SessionPolicy {
+                        id: "20261207".into(),
+                        lines: (0..20).map(|i| format!("mx: mx{i}.{domain}")).collect(),
+                        mx: vec![format!("*.{domain}")],
+                    }),
+                    result: result.map(str::to_string),
+                    sending_ip: Some("192.0.2.1".into()),
+                    receiving_mx: Some(format!("mx.{domain}")),
+                    receiving_ip: Some("198.51.100.7".into()),
+                    at_ms: 86_400_000 * 20_000 + seq,
+                }),
+            ))
+        };
+        let mut batch = Vec::new();
+        for seq in 1..=300 {
+            let domain = if seq % 3 == 0 {
+                "b.example"
+            } else {
+                "a.example"
+            };
+            let result = (seq % 10 == 0).then_some("certificate-expired");
+            batch.push(session(seq, domain, result));
+        }
+        t.ingest("w", "E", batch).await.unwrap();
+        assert_eq!(t.tls_policies.len(), 2, "one policy per domain and id");
+        let day = tlsrpt::day_of(86_400_000 * 20_000);
+        let mut reports = Vec::new();
+        t.tls_sessions_by_domain(&day, |domain, aggregate| {
+            let header = postern_sts::tlsrpt::ReportHeader {
+                organization_name: "o".into(),
+                contact_info: "c@o".into(),
+                report_id: domain.clone(),
+                start_datetime: String::new(),
+                end_datetime: String::new(),
+            };
+            reports.push(aggregate.report(header, &domain));
+        })
+        .unwrap();
+        assert_eq!(reports.len(), 2);
+        assert_eq!(reports[0].session_counts(), (180, 20), "a.example");
+        assert_eq!(reports[1].session_counts(), (90, 10), "b.example");
+        assert_eq!(reports[0].policies[0].policy.policy_string.len(), 20);
+        assert_eq!(reports[0].policies[0].policy.mx_host, ["*.a.example"]);
     }
 
     #[test]

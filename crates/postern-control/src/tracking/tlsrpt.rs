@@ -1,11 +1,15 @@
 //! What TLS-RPT reports are made of, kept beside tracking: every session workers report with a
 //! recipient domain's MX hosts (`TlsSession` events), by UTC day and domain, and the reports
 //! built from them. Session keys are `day \0 domain \0 worker \0 epoch \0 seq`, so a replayed
-//! event overwrites itself and a day's sessions are one range.
+//! event overwrites itself and a day's sessions are one range, each domain's contiguous. A
+//! session names its MTA-STS policy by id; the policy's lines and mx patterns are stored once
+//! per day, domain and id (`day \0 domain \0 id`), not once per session.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
-use postern_events::TlsSession;
+use postern_events::{SessionPolicy, TlsSession};
+use postern_sts::tlsrpt::{Aggregate, Applied, Session};
+use serde::{Deserialize, Serialize};
 
 use super::{Tracking, TrackingError, corrupt};
 
@@ -20,6 +24,31 @@ fn session_key(day: &str, domain: &str, worker: &str, epoch: &str, seq: u64) -> 
     key
 }
 
+/// A session as stored: its policy by id. (Sessions stored before issue 23 carry their
+/// policy whole, in `sts`.)
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredSession {
+    domain: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    policy_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sts: Option<SessionPolicy>,
+    result: Option<String>,
+    sending_ip: Option<String>,
+    receiving_mx: Option<String>,
+    receiving_ip: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredPolicy {
+    lines: Vec<String>,
+    mx: Vec<String>,
+}
+
+fn policy_key(day: &str, domain: &str, id: &str) -> String {
+    format!("{day}\0{domain}\0{id}")
+}
+
 impl Tracking {
     pub(super) fn store_session(
         &self,
@@ -28,24 +57,94 @@ impl Tracking {
         seq: u64,
         s: &TlsSession,
     ) -> Result<(), TrackingError> {
-        let key = session_key(&day_of(s.at_ms), &s.domain, worker, epoch, seq);
-        self.tls_sessions
-            .insert(key, serde_json::to_vec(s).expect("sessions serialise"))?;
+        let day = day_of(s.at_ms);
+        if let Some(p) = &s.sts {
+            let key = policy_key(&day, &s.domain, &p.id);
+            if self.tls_policies.get(&key)?.is_none() {
+                let stored = StoredPolicy {
+                    lines: p.lines.clone(),
+                    mx: p.mx.clone(),
+                };
+                self.tls_policies.insert(
+                    key,
+                    serde_json::to_vec(&stored).expect("policies serialise"),
+                )?;
+            }
+        }
+        let stored = StoredSession {
+            domain: s.domain.clone(),
+            policy_id: s.sts.as_ref().map(|p| p.id.clone()),
+            sts: None,
+            result: s.result.clone(),
+            sending_ip: s.sending_ip.clone(),
+            receiving_mx: s.receiving_mx.clone(),
+            receiving_ip: s.receiving_ip.clone(),
+        };
+        let key = session_key(&day, &s.domain, worker, epoch, seq);
+        self.tls_sessions.insert(
+            key,
+            serde_json::to_vec(&stored).expect("sessions serialise"),
+        )?;
         Ok(())
     }
 
-    /// The sessions of `day` (`YYYY-MM-DD`), by recipient domain.
-    pub fn tls_sessions(
+    /// The sessions of `day` (`YYYY-MM-DD`), one recipient domain at a time: `each` gets the
+    /// domain and its sessions' aggregate, in domain order. Only one domain's aggregate and its
+    /// policies are in memory at once (blocking: run it off the async threads).
+    pub fn tls_sessions_by_domain(
         &self,
         day: &str,
-    ) -> Result<BTreeMap<String, Vec<TlsSession>>, TrackingError> {
-        let mut by_domain: BTreeMap<String, Vec<TlsSession>> = BTreeMap::new();
+        mut each: impl FnMut(String, Aggregate),
+    ) -> Result<(), TrackingError> {
+        let mut current: Option<(String, Aggregate, HashMap<String, Applied>)> = None;
         for entry in self.tls_sessions.scan_prefix(format!("{day}\0")) {
             let (_, value) = entry?;
-            let s: TlsSession = serde_json::from_slice(&value).map_err(corrupt)?;
-            by_domain.entry(s.domain.clone()).or_default().push(s);
+            let s: StoredSession = serde_json::from_slice(&value).map_err(corrupt)?;
+            if current.as_ref().is_none_or(|(d, _, _)| *d != s.domain) {
+                if let Some((d, aggregate, _)) = current.take() {
+                    each(d, aggregate);
+                }
+                current = Some((s.domain.clone(), Aggregate::default(), HashMap::new()));
+            }
+            let (domain, aggregate, policies) = current.as_mut().expect("a domain");
+            let applied = match (s.sts, s.policy_id) {
+                (Some(p), _) => Applied::Sts {
+                    lines: p.lines,
+                    mx: p.mx,
+                },
+                (None, Some(id)) => match policies.get(&id) {
+                    Some(a) => a.clone(),
+                    None => {
+                        let found = self.tls_policies.get(policy_key(day, domain, &id))?;
+                        let applied = match found {
+                            Some(v) => {
+                                let p: StoredPolicy =
+                                    serde_json::from_slice(&v).map_err(corrupt)?;
+                                Applied::Sts {
+                                    lines: p.lines,
+                                    mx: p.mx,
+                                }
+                            }
+                            None => Applied::NoPolicyFound,
+                        };
+                        policies.insert(id, applied.clone());
+                        applied
+                    }
+                },
+                (None, None) => Applied::NoPolicyFound,
+            };
+            aggregate.add(Session {
+                applied,
+                result: s.result,
+                sending_ip: s.sending_ip,
+                receiving_mx: s.receiving_mx,
+                receiving_ip: s.receiving_ip,
+            });
         }
-        Ok(by_domain)
+        if let Some((d, aggregate, _)) = current {
+            each(d, aggregate);
+        }
+        Ok(())
     }
 
     /// Stores built reports, (domain, JSON) each, under `date \0 domain`, replacing that
@@ -81,11 +180,10 @@ impl Tracking {
         Ok(out)
     }
 
-    /// Whether as many received reports are kept as may be (`MAX_RECEIVED`).
     /// Drops sessions and built reports of days before `first_day` (retention).
     pub(super) fn prune_tls(&self, first_day: &str) -> Result<u64, TrackingError> {
         let mut removed = 0;
-        for tree in [&self.tls_sessions, &self.tls_reports] {
+        for tree in [&self.tls_sessions, &self.tls_policies, &self.tls_reports] {
             for entry in tree.range(..first_day.as_bytes()) {
                 let (key, _) = entry?;
                 tree.remove(key)?;

@@ -201,6 +201,14 @@ impl Queue {
                 for (i, result) in members.into_iter().zip(results) {
                     self.apply(id, &envelope.sender, i, result, &mut state, policy);
                 }
+                // The next group may wait long for a slot (a next hop that never answers): a
+                // large body is read again when its connection is ready, not held meanwhile.
+                if body
+                    .as_ref()
+                    .is_some_and(|b| b.len() as u64 > SMALL_MESSAGE)
+                {
+                    body = None;
+                }
             }
         }
         state.expire(self.now(), &settings.queue);
