@@ -11,7 +11,7 @@ n=${1:-2000}; mib=${2:-2}
 BIN=target/release/postern; SINK=target/release/smtp-sink
 [ -x "$BIN" ] && [ -x "$SINK" ] || { echo "cargo build --release -p postern -p postern-bench first" >&2; exit 2; }
 work=$(mktemp -d); pids=()
-trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"' EXIT
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$work"' EXIT
 
 "$SINK" 127.0.0.1:17025 3600 > "$work/sink.log" & pids+=($!)
 # Accepts connections and never says a word (a next hop that hangs before its greeting).
@@ -58,8 +58,10 @@ for _ in $(seq 1200); do
   got=$(grep -c "status=sent" "$work/postern.log" || true)
   [ "$got" -ge "$n" ] && break; sleep 0.5
 done
+waiting=$(curl -sf -H "Authorization: Bearer $token" "http://127.0.0.1:18280/v1/queue?limit=1000" | python3 -c 'import json,sys; q=json.load(sys.stdin)["items"]; print(sum(1 for m in q if m.get("in_delivery")), "of", len(q), "listed")')
 rss=$(awk '/VmRSS/ {print $2}' /proc/$pid/status); hwm=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo) MiB; $n messages of $mib MiB, two recipients each"
 echo "sent in $((sent - start)) s; fast deliveries: $got of $n"
+echo "messages in a delivery round: $waiting"
 echo "postern dev RSS with $n rounds waiting: $((rss / 1024)) MiB; peak (VmHWM): $((hwm / 1024)) MiB"
 echo "spool on disk: $(du -sm "$work/postern/spool" | cut -f1) MiB"
