@@ -64,3 +64,19 @@ pub async fn plane() -> Plane {
         dir,
     }
 }
+
+impl Plane {
+    /// How an in-process worker reaches this control plane: a client certificate naming every
+    /// one of `names` (worker ids), the plane's CA, the default backoff.
+    pub fn connection(&self, names: &[&str]) -> postern_worker::ControlConnection {
+        let cert = self.ca.client(names).unwrap();
+        postern_worker::ControlConnection {
+            url: format!("https://{}", self.grpc),
+            ca_pem: self.ca.cert_pem.clone(),
+            client_cert_pem: cert.cert_pem,
+            client_key_pem: cert.key_pem,
+            backoff: postern_worker::Backoff::default(),
+            files: None,
+        }
+    }
+}

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use postern_events::{self as ev, Event};
 use postern_worker::outbox::Outbox;
-use postern_worker::{Backoff, ControlConnection};
 
 fn received(id: &str, recipients: Vec<String>) -> Event {
     Event::Received(ev::Received {
@@ -48,15 +47,7 @@ async fn a_megabyte_event_and_the_ten_after_it_arrive_once_in_order() {
     }
     outbox.settle(Duration::from_secs(30)).await;
 
-    let cert = plane.ca.client(&["w1"]).unwrap();
-    let connection = ControlConnection {
-        url: format!("https://{}", plane.grpc),
-        ca_pem: plane.ca.cert_pem.clone(),
-        client_cert_pem: cert.cert_pem,
-        client_key_pem: cert.key_pem,
-        backoff: Backoff::default(),
-        files: None,
-    };
+    let connection = plane.connection(&["w1"]);
     let (_stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(postern_worker::outbox::upload::run(
         connection,

@@ -12,7 +12,7 @@ use postern_bench::{Plane, plane};
 use postern_control::Control;
 use postern_policy::{CipherStrength, Level, Match, Policy, Rule, Settings};
 use postern_proto::pb;
-use postern_worker::{Backoff, ControlConnection, PolicyStore};
+use postern_worker::PolicyStore;
 use prost::Message;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -22,16 +22,9 @@ fn workers(plane: &Plane, n: usize, shutdown: &watch::Receiver<bool>) -> tempfil
     let dir = tempfile::tempdir().unwrap();
     let ids: Vec<String> = (0..n).map(|i| format!("worker-{i}")).collect();
     let names: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let cert = plane.ca.client(&names).unwrap();
+    let connection = plane.connection(&names);
     for id in ids {
-        let connection = ControlConnection {
-            url: format!("https://{}", plane.grpc),
-            ca_pem: plane.ca.cert_pem.clone(),
-            client_cert_pem: cert.cert_pem.clone(),
-            client_key_pem: cert.key_pem.clone(),
-            backoff: Backoff::default(),
-            files: None,
-        };
+        let connection = connection.clone();
         let store = Arc::new(PolicyStore::open(dir.path().join(&id), Arc::default()).unwrap());
         tokio::spawn(postern_worker::sync::run(
             connection,

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use postern_bench::plane;
 use postern_events::{self as ev, Event};
 use postern_worker::outbox::Outbox;
-use postern_worker::{Backoff, ControlConnection};
 use tokio::sync::watch;
 
 const WORKERS: usize = 4;
@@ -161,15 +160,7 @@ async fn main() {
     let start = Instant::now();
     for (w, outbox) in outboxes.iter().enumerate() {
         let id = format!("worker-{w}");
-        let cert = plane.ca.client(&[&id]).unwrap();
-        let connection = ControlConnection {
-            url: format!("https://{}", plane.grpc),
-            ca_pem: plane.ca.cert_pem.clone(),
-            client_cert_pem: cert.cert_pem,
-            client_key_pem: cert.key_pem,
-            backoff: Backoff::default(),
-            files: None,
-        };
+        let connection = plane.connection(&[&id]);
         tokio::spawn(postern_worker::outbox::upload::run(
             connection,
             id,
