@@ -63,7 +63,8 @@ impl Refusals {
             }
         }
         if counts.len() >= MAX_SOURCES {
-            out.extend(Self::drain(&mut counts));
+            out.extend(grown(&mut counts));
+            counts.clear();
         }
         let mut c = Count {
             minute,
@@ -83,25 +84,19 @@ impl Refusals {
     pub fn flush(&self, now_ms: u64) -> Vec<(u64, Event)> {
         let minute = now_ms / 60_000;
         let mut counts = self.0.lock().expect("refusals lock");
-        let mut out = Vec::new();
-        for (ip, c) in counts.iter_mut() {
-            if c.count > c.reported {
-                out.push(c.event(*ip));
-            }
-        }
+        let out = grown(&mut counts);
         counts.retain(|_, c| c.minute == minute);
         out
     }
+}
 
-    fn drain(counts: &mut HashMap<IpAddr, Count>) -> Vec<(u64, Event)> {
-        let out = counts
-            .iter_mut()
-            .filter(|(_, c)| c.count > c.reported)
-            .map(|(ip, c)| c.event(*ip))
-            .collect();
-        counts.clear();
-        out
-    }
+/// The events of the counts that grew since they were last reported (now reported).
+fn grown(counts: &mut HashMap<IpAddr, Count>) -> Vec<(u64, Event)> {
+    counts
+        .iter_mut()
+        .filter(|(_, c)| c.count > c.reported)
+        .map(|(ip, c)| c.event(*ip))
+        .collect()
 }
 
 #[cfg(test)]
