@@ -40,28 +40,42 @@ pub const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
 pub const BURST: f64 = 10.0;
 pub const REFILL: Duration = Duration::from_secs(6);
 
-/// Sources remembered at most; when full, those whose bucket is full again are forgotten.
+/// Sources remembered at most. When full, those whose bucket is full again are forgotten, at
+/// most once a second (a scan of them all); a new source finding it still full waits, so a
+/// flood from many addresses costs neither unbounded memory nor a scan per request.
 const SOURCES: usize = 100_000;
 
 /// Per-source token buckets for `POST /tlsrpt`.
 #[derive(Default)]
 pub struct RateLimit {
-    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    buckets: Mutex<Buckets>,
+}
+
+#[derive(Default)]
+struct Buckets {
+    by_source: HashMap<IpAddr, (f64, Instant)>,
+    pruned: Option<Instant>,
 }
 
 impl RateLimit {
     /// Takes one token for `ip`; `Err(wait)` when it has none.
     fn take(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
         let per_s = 1.0 / REFILL.as_secs_f64();
-        let mut buckets = self.buckets.lock().expect("rate lock");
-        if buckets.len() >= SOURCES {
-            buckets.retain(|_, (tokens, at)| {
-                *tokens + now.duration_since(*at).as_secs_f64() * per_s < BURST
-            });
+        let key = postern_http::source_key(ip);
+        let mut guard = self.buckets.lock().expect("rate lock");
+        let Buckets { by_source, pruned } = &mut *guard;
+        if by_source.len() >= SOURCES && !by_source.contains_key(&key) {
+            if pruned.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
+                by_source.retain(|_, (tokens, at)| {
+                    *tokens + now.duration_since(*at).as_secs_f64() * per_s < BURST
+                });
+                *pruned = Some(now);
+            }
+            if by_source.len() >= SOURCES {
+                return Err(Duration::from_secs(1));
+            }
         }
-        let (tokens, at) = buckets
-            .entry(postern_http::source_key(ip))
-            .or_insert((BURST, now));
+        let (tokens, at) = by_source.entry(key).or_insert((BURST, now));
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * per_s).min(BURST);
         *at = now;
         if *tokens >= 1.0 {
@@ -152,5 +166,26 @@ mod tests {
             "one more after a refill"
         );
         assert!(limit.take(ip, t0 + REFILL).is_err());
+    }
+
+    #[test]
+    fn a_flood_of_sources_is_bounded() {
+        let limit = RateLimit::default();
+        let t0 = Instant::now();
+        for i in 0..SOURCES as u32 {
+            assert!(limit.take(IpAddr::from(i.to_be_bytes()), t0).is_ok());
+        }
+        let known: IpAddr = [0, 0, 0, 1].into();
+        let new: IpAddr = [250, 0, 0, 1].into();
+        assert!(limit.take(known, t0).is_ok(), "a known source is served");
+        assert!(
+            limit.take(new, t0).is_err(),
+            "full of live buckets: a new source waits"
+        );
+        assert_eq!(limit.buckets.lock().unwrap().by_source.len(), SOURCES);
+        // A minute later every bucket is full again: they are forgotten, the new one served.
+        let later = t0 + REFILL * BURST as u32;
+        assert!(limit.take(new, later).is_ok());
+        assert_eq!(limit.buckets.lock().unwrap().by_source.len(), 1);
     }
 }
