@@ -54,9 +54,9 @@ async fn main() {
                         sts: Some(ev::SessionPolicy {
                             id: "20261207T000000".into(),
                             lines: (0..20).map(|l| format!("mx: mx{l}.{domain}")).collect(),
-                            mx: vec![format!("*.{domain}")],
+                            mx: vec![ev::MxPattern::parse(&format!("*.{domain}")).unwrap()],
                         }),
-                        result: (n % 7 == 0).then(|| "certificate-expired".to_string()),
+                        result: (n % 7 == 0).then_some(ev::ResultType::CertificateExpired),
                         sending_ip: Some(format!("192.0.2.{}", n % 4)),
                         receiving_mx: Some(format!("mx{}.{domain}", n % 3)),
                         receiving_ip: Some(format!("198.51.100.{}", n % 3)),

@@ -62,6 +62,26 @@ impl Budget {
         }
     }
 
+    /// MX patterns are at most 253 bytes each (`MxPattern::parse`): only the list is cut.
+    fn patterns(&mut self, items: &mut Vec<MxPattern>) {
+        for (i, item) in items.iter().enumerate() {
+            let len = ITEM + item.as_str().len();
+            if self.left < len {
+                items.truncate(i);
+                self.truncated = true;
+                return;
+            }
+            self.left -= len;
+        }
+    }
+
+    /// A result type is registered, or a token of at most `MAX_UNREGISTERED` bytes.
+    fn result(&mut self, r: &mut Option<ResultType>) {
+        if let Some(r) = r {
+            self.left -= r.as_str().len().min(self.left);
+        }
+    }
+
     fn source(&mut self, s: &mut Source) {
         self.text(&mut s.ip, NAME);
         self.text(&mut s.helo, NAME);
@@ -118,10 +138,10 @@ impl Event {
                     b.text(&mut leg.ip, NAME);
                     b.tls(&mut leg.tls);
                 }
-                if let PolicySource::MtaSts(s) = &mut a.policy {
-                    b.text(&mut s.id, NAME);
-                    b.text(&mut s.mode, NAME);
-                    b.opt(&mut s.failure, NAME);
+                match &mut a.policy {
+                    PolicySource::MtaSts(s) => b.text(&mut s.id, NAME),
+                    PolicySource::Rule { id } => b.text(id, NAME),
+                    PolicySource::Default => {}
                 }
                 b.text(&mut a.reply, TEXT);
             }
@@ -150,18 +170,17 @@ impl Event {
             Event::StsPolicy(p) => {
                 b.text(&mut p.domain, NAME);
                 b.text(&mut p.id, NAME);
-                b.text(&mut p.mode, NAME);
-                b.list(&mut p.mx, NAME);
+                b.patterns(&mut p.mx);
             }
             Event::TlsSession(t) => {
                 b.text(&mut t.domain, NAME);
-                b.opt(&mut t.result, NAME);
+                b.result(&mut t.result);
                 b.opt(&mut t.sending_ip, NAME);
                 b.opt(&mut t.receiving_mx, NAME);
                 b.opt(&mut t.receiving_ip, NAME);
                 if let Some(p) = &mut t.sts {
                     b.text(&mut p.id, NAME);
-                    b.list(&mut p.mx, NAME);
+                    b.patterns(&mut p.mx);
                     b.list(&mut p.lines, NAME);
                 }
             }

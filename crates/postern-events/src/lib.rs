@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 /// How a certificate was judged, and the kind of a TLS policy violation: the policy's own
 /// types, so that nothing downstream parses reply text.
 pub use postern_policy::{Certificate, Violation};
+/// Which entry set an outbound attempt's TLS level: the delivery plan's own type.
+pub use postern_policy::{PolicySource, StsApplied};
+/// MTA-STS and TLS-RPT's vocabulary, typed (never a string past the wire).
+pub use postern_sts::{Mode, MxPattern, ResultType};
 
 /// A TLS session (IANA names).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,30 +103,6 @@ pub struct Rejected {
     pub violation: Option<Violation>,
 }
 
-/// Which entry set an outbound attempt's TLS level (issue 15: rule > MTA-STS > default).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PolicySource {
-    /// A local outbound rule for the domain.
-    Rule,
-    /// The domain's published MTA-STS policy.
-    MtaSts(StsApplied),
-    /// The outbound default.
-    #[default]
-    Default,
-}
-
-/// The MTA-STS policy an attempt followed, and what it found wrong.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StsApplied {
-    /// The `id` of the `_mta-sts` record the policy was fetched under.
-    pub id: String,
-    /// `enforce` or `testing`.
-    pub mode: String,
-    /// What enforcing found (or would have found, in `testing`), as a TLS-RPT result type
-    /// (`validation-failure`, `certificate-host-mismatch`, ...); `None` when all was well.
-    pub failure: Option<String>,
-}
-
 /// One delivery attempt of one recipient.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attempt {
@@ -197,10 +177,9 @@ pub struct StsPolicy {
     pub domain: String,
     /// The `_mta-sts` record's id the policy was fetched under.
     pub id: String,
-    /// `enforce`, `testing` or `none`.
-    pub mode: String,
+    pub mode: Mode,
     pub max_age: u64,
-    pub mx: Vec<String>,
+    pub mx: Vec<MxPattern>,
     /// Unix milliseconds.
     pub fetched_ms: u64,
 }
@@ -214,8 +193,8 @@ pub struct TlsSession {
     /// The MTA-STS policy applied: its id, lines as served and mx patterns; `None` for
     /// `no-policy-found` (no policy, a local rule decided, or MTA-STS is off).
     pub sts: Option<SessionPolicy>,
-    /// `None` for a success, else a TLS-RPT result type (`starttls-not-supported`, ...).
-    pub result: Option<String>,
+    /// `None` for a success, else why it failed.
+    pub result: Option<ResultType>,
     pub sending_ip: Option<String>,
     pub receiving_mx: Option<String>,
     pub receiving_ip: Option<String>,
@@ -226,8 +205,9 @@ pub struct TlsSession {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionPolicy {
     pub id: String,
+    /// The policy's lines as served (TLS-RPT's `policy-string`).
     pub lines: Vec<String>,
-    pub mx: Vec<String>,
+    pub mx: Vec<MxPattern>,
 }
 
 /// A TLS-RPT report about our domains arrived by mail at `settings.reports.receive_address`;

@@ -94,10 +94,15 @@ impl CompiledPolicy {
 
     /// The outbound decision for one recipient: its domain's rule, else the outbound default.
     pub fn outbound(&self, recipient: &str) -> Decision<'_> {
-        let rule = domain_of_address(recipient)
-            .and_then(normalize_lookup_domain)
-            .and_then(|d| self.rule_for_domain(Direction::Outbound, &d));
-        match rule {
+        match domain_of_address(recipient).and_then(normalize_lookup_domain) {
+            Some(domain) => self.outbound_domain(&domain),
+            None => self.default_decision(Direction::Outbound),
+        }
+    }
+
+    /// The outbound decision for a normalised recipient domain.
+    pub fn outbound_domain(&self, domain: &str) -> Decision<'_> {
+        match self.rule_for_domain(Direction::Outbound, domain) {
             Some(rule) => Decision::from_rule(rule),
             None => self.default_decision(Direction::Outbound),
         }

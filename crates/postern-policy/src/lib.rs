@@ -30,8 +30,9 @@ pub use settings::{DeliverySettings, QueueSettings, Settings, SmtpLimits, Tracki
 pub use trust::Trust;
 pub use validate::{trust_conflict, validate_rule_input, validate_rules};
 pub use verdict::{
-    Certificate, ConnectVerdict, Deferral, EnhancedStatus, MailVerdict, RcptVerdict, SessionTls,
-    TlsStep, VerdictReply, Violation, after_ehlo, after_handshake, after_handshake_failure,
-    after_starttls_refused,
+    AttemptFacts, Certificate, ConnectVerdict, Deferral, DeliveryPlan, Destination, EnhancedStatus,
+    Judgement, KnownPolicy, MailVerdict, NoHostAllowed, Overridden, PolicySource, RcptVerdict,
+    SessionTls, StsApplied, TlsStep, VerdictReply, Violation, after_ehlo, after_handshake,
+    after_handshake_failure, after_starttls_refused,
 };
 pub use warnings::{Warning, rule_warnings};

@@ -11,6 +11,7 @@ fn certificate_to(c: ev::Certificate) -> pb::Certificate {
         ev::Certificate::Verified => pb::Certificate::Verified,
         ev::Certificate::Untrusted => pb::Certificate::Unverified,
         ev::Certificate::NameMismatch => pb::Certificate::NameMismatch,
+        ev::Certificate::Expired => pb::Certificate::Expired,
         ev::Certificate::None => pb::Certificate::None,
     }
 }
@@ -20,6 +21,7 @@ fn certificate_from(value: i32) -> Result<ev::Certificate, WireError> {
         Ok(pb::Certificate::Verified) => Ok(ev::Certificate::Verified),
         Ok(pb::Certificate::Unverified) => Ok(ev::Certificate::Untrusted),
         Ok(pb::Certificate::NameMismatch) => Ok(ev::Certificate::NameMismatch),
+        Ok(pb::Certificate::Expired) => Ok(ev::Certificate::Expired),
         Ok(pb::Certificate::None) => Ok(ev::Certificate::None),
         _ => Err(WireError::Enum {
             field: "tls.certificate".into(),
@@ -132,17 +134,42 @@ fn policy_source_to(p: ev::PolicySource) -> Option<pb::PolicySource> {
     use pb::policy_source::Kind;
     Some(match p {
         ev::PolicySource::Default => return None,
-        ev::PolicySource::Rule => pb::PolicySource {
+        ev::PolicySource::Rule { id } => pb::PolicySource {
             kind: Kind::Rule as i32,
+            rule_id: id,
             ..Default::default()
         },
         ev::PolicySource::MtaSts(s) => pb::PolicySource {
             kind: Kind::MtaSts as i32,
             sts_id: s.id,
-            sts_mode: s.mode,
-            sts_failure: s.failure,
+            sts_mode: s.mode.as_str().into(),
+            sts_failure: s.failure.map(|f| f.as_str().into()),
+            rule_id: String::new(),
         },
     })
+}
+
+/// MTA-STS's and TLS-RPT's words travel as text (as RFC 8460 spells them); each is checked
+/// here, at the edge.
+fn mode_from(field: &str, s: &str) -> Result<ev::Mode, WireError> {
+    ev::Mode::parse(s).ok_or_else(|| invalid(field, "not an MTA-STS mode"))
+}
+
+fn result_from(field: &str, s: &str) -> Result<ev::ResultType, WireError> {
+    ev::ResultType::parse(s).ok_or_else(|| invalid(field, "not a TLS-RPT result type"))
+}
+
+fn patterns_from(field: &str, mx: Vec<String>) -> Result<Vec<ev::MxPattern>, WireError> {
+    mx.iter()
+        .map(|m| ev::MxPattern::parse(m).map_err(|e| invalid(field, &e.to_string())))
+        .collect()
+}
+
+fn invalid(field: &str, detail: &str) -> WireError {
+    WireError::Invalid {
+        field: field.into(),
+        detail: detail.into(),
+    }
 }
 
 fn policy_source_from(p: Option<pb::PolicySource>) -> Result<ev::PolicySource, WireError> {
@@ -152,11 +179,14 @@ fn policy_source_from(p: Option<pb::PolicySource>) -> Result<ev::PolicySource, W
     };
     match Kind::try_from(p.kind) {
         Ok(Kind::Default) => Ok(ev::PolicySource::Default),
-        Ok(Kind::Rule) => Ok(ev::PolicySource::Rule),
+        Ok(Kind::Rule) => Ok(ev::PolicySource::Rule { id: p.rule_id }),
         Ok(Kind::MtaSts) => Ok(ev::PolicySource::MtaSts(ev::StsApplied {
             id: p.sts_id,
-            mode: p.sts_mode,
-            failure: p.sts_failure,
+            mode: mode_from("attempt.policy.sts_mode", &p.sts_mode)?,
+            failure: p
+                .sts_failure
+                .map(|f| result_from("attempt.policy.sts_failure", &f))
+                .transpose()?,
         })),
         Err(_) => Err(WireError::Enum {
             field: "attempt.policy.kind".into(),
@@ -241,9 +271,9 @@ impl From<ev::Record> for pb::EventRecord {
             ev::Event::StsPolicy(p) => PbEvent::StsPolicy(pb::StsPolicy {
                 domain: p.domain,
                 id: p.id,
-                mode: p.mode,
+                mode: p.mode.as_str().into(),
                 max_age: p.max_age,
-                mx: p.mx,
+                mx: p.mx.iter().map(|m| m.as_str().into()).collect(),
                 fetched_ms: p.fetched_ms,
             }),
             ev::Event::TlsSession(t) => PbEvent::TlsSession(pb::TlsSession {
@@ -251,9 +281,9 @@ impl From<ev::Record> for pb::EventRecord {
                 sts: t.sts.map(|p| pb::SessionPolicy {
                     id: p.id,
                     lines: p.lines,
-                    mx: p.mx,
+                    mx: p.mx.iter().map(|m| m.as_str().into()).collect(),
                 }),
-                result: t.result.unwrap_or_default(),
+                result: t.result.map(|r| r.as_str().into()).unwrap_or_default(),
                 sending_ip: t.sending_ip.unwrap_or_default(),
                 receiving_mx: t.receiving_mx.unwrap_or_default(),
                 receiving_ip: t.receiving_ip.unwrap_or_default(),
@@ -353,21 +383,28 @@ impl TryFrom<pb::EventRecord> for ev::Record {
             PbEvent::StsPolicy(p) => ev::Event::StsPolicy(ev::StsPolicy {
                 domain: p.domain,
                 id: p.id,
-                mode: p.mode,
+                mode: mode_from("sts_policy.mode", &p.mode)?,
                 max_age: p.max_age,
-                mx: p.mx,
+                mx: patterns_from("sts_policy.mx", p.mx)?,
                 fetched_ms: p.fetched_ms,
             }),
             PbEvent::TlsSession(t) => {
                 let some = |s: String| (!s.is_empty()).then_some(s);
                 ev::Event::TlsSession(ev::TlsSession {
                     domain: t.domain,
-                    sts: t.sts.map(|p| ev::SessionPolicy {
-                        id: p.id,
-                        lines: p.lines,
-                        mx: p.mx,
-                    }),
-                    result: some(t.result),
+                    sts: t
+                        .sts
+                        .map(|p| {
+                            Ok::<_, WireError>(ev::SessionPolicy {
+                                id: p.id,
+                                lines: p.lines,
+                                mx: patterns_from("tls_session.sts.mx", p.mx)?,
+                            })
+                        })
+                        .transpose()?,
+                    result: some(t.result)
+                        .map(|r| result_from("tls_session.result", &r))
+                        .transpose()?,
                     sending_ip: some(t.sending_ip),
                     receiving_mx: some(t.receiving_mx),
                     receiving_ip: some(t.receiving_ip),
@@ -452,7 +489,7 @@ mod tests {
                 violation: None,
                 policy: ev::PolicySource::MtaSts(ev::StsApplied {
                     id: "20261206".into(),
-                    mode: "enforce".into(),
+                    mode: ev::Mode::Enforce,
                     failure: None,
                 }),
             }),
@@ -490,9 +527,9 @@ mod tests {
             ev::Event::StsPolicy(ev::StsPolicy {
                 domain: "partner.example".into(),
                 id: "20261206".into(),
-                mode: "enforce".into(),
+                mode: ev::Mode::Enforce,
                 max_age: 86400,
-                mx: vec!["*.partner.example".into()],
+                mx: vec![ev::MxPattern::parse("*.partner.example").unwrap()],
                 fetched_ms: 1_765_000_000_000,
             }),
             ev::Event::TlsSession(ev::TlsSession {
@@ -500,9 +537,9 @@ mod tests {
                 sts: Some(ev::SessionPolicy {
                     id: "20261206".into(),
                     lines: vec!["version: STSv1".into(), "mode: enforce".into()],
-                    mx: vec!["*.partner.example".into()],
+                    mx: vec![ev::MxPattern::parse("*.partner.example").unwrap()],
                 }),
-                result: Some("certificate-host-mismatch".into()),
+                result: Some(ev::ResultType::CertificateHostMismatch),
                 sending_ip: Some("192.0.2.1".into()),
                 receiving_mx: Some("mx1.partner.example".into()),
                 receiving_ip: None,
@@ -542,6 +579,7 @@ mod tests {
             ev::Certificate::Verified,
             ev::Certificate::Untrusted,
             ev::Certificate::NameMismatch,
+            ev::Certificate::Expired,
             ev::Certificate::None,
         ] {
             assert_eq!(certificate_from(certificate_to(c) as i32), Ok(c));

@@ -24,6 +24,6 @@ pub use client::{Client, ClientEvent, Envelope, Extensions, MAX_REPLY_TEXT, Outc
 pub use command::{Command, MailParams, parse_command};
 pub use data::{DataOutcome, DataReader};
 pub use line::{Line, LineReader};
-pub use reply::Reply;
+pub use reply::{EnhancedStatus, Reply};
 pub use server::{Answer, Event, Limits, Server, ServerConfig};
 pub use text::{escaped_ascii, escaped_controls, printable};

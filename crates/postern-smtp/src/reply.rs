@@ -2,39 +2,90 @@
 
 use std::fmt;
 
-/// One reply: a code and one or more lines of text (multi-line replies use `-`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    pub code: u16,
-    pub lines: Vec<String>,
-}
+/// An RFC 3463 enhanced status code, e.g. 4.7.5: one type for the verdicts that decide it and
+/// the codec that writes and reads it (a reply carries it as a field, never inside its text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct EnhancedStatus(pub u8, pub u16, pub u16);
 
-impl Reply {
-    /// A one-line reply; `text` starts with the enhanced status code where there is one.
-    pub fn new(code: u16, text: impl Into<String>) -> Reply {
-        Reply {
-            code,
-            lines: vec![text.into()],
-        }
-    }
-
-    pub fn multi(code: u16, lines: Vec<String>) -> Reply {
-        Reply { code, lines }
-    }
-
-    /// The enhanced status code (RFC 2034, RFC 3463) that starts the first line, as numbers:
-    /// parsed once here, at the codec, so nothing downstream reads it out of the text. It must
-    /// agree with the reply code's class, as RFC 2034 3 requires.
-    pub fn enhanced_status(&self) -> Option<[u16; 3]> {
-        let word = self.lines.first()?.split_whitespace().next()?;
-        let mut parts = word.split('.').map(|p| {
+impl EnhancedStatus {
+    /// Parses `class.subject.detail` (class 2, 4 or 5, at most three digits each; RFC 3463 2).
+    pub fn parse(s: &str) -> Option<EnhancedStatus> {
+        let mut parts = s.split('.').map(|p| {
             (!p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
                 .then(|| p.parse::<u16>().ok())
                 .flatten()
         });
-        let status = [parts.next()??, parts.next()??, parts.next()??];
-        let class_matches = status[0] == self.code / 100 && matches!(status[0], 2 | 4 | 5);
-        (parts.next().is_none() && class_matches).then_some(status)
+        let (class, subject, detail) = (parts.next()??, parts.next()??, parts.next()??);
+        (parts.next().is_none() && matches!(class, 2 | 4 | 5)).then_some(EnhancedStatus(
+            class as u8,
+            subject,
+            detail,
+        ))
+    }
+
+    /// The class digit: 2, 4 or 5.
+    pub fn class(self) -> u8 {
+        self.0
+    }
+}
+
+impl fmt::Display for EnhancedStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.0, self.1, self.2)
+    }
+}
+
+/// One reply: a code, its enhanced status where it has one, and one or more lines of text
+/// (multi-line replies use `-`). On the wire the status starts the first line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    /// RFC 2034: it agrees with the code's class.
+    pub status: Option<EnhancedStatus>,
+    /// The text, without the code and the status.
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    /// A one-line reply written as its wire text: `text` starts with the enhanced status code
+    /// where there is one (the fixed texts below, and replies read from a peer).
+    pub fn new(code: u16, text: impl Into<String>) -> Reply {
+        Reply::multi(code, vec![text.into()])
+    }
+
+    /// A one-line reply with its status as a value (the verdicts' replies).
+    pub fn with_status(code: u16, status: EnhancedStatus, text: impl Into<String>) -> Reply {
+        Reply {
+            code,
+            status: Some(status),
+            lines: vec![text.into()],
+        }
+    }
+
+    /// A reply from its wire lines: the enhanced status that starts the first one, if it
+    /// agrees with the code's class (RFC 2034 3), is taken out of the text, parsed once here.
+    pub fn multi(code: u16, mut lines: Vec<String>) -> Reply {
+        let status = lines.first().and_then(|first| {
+            let word = first.split(' ').next()?;
+            let status = EnhancedStatus::parse(word)?;
+            (u16::from(status.class()) == code / 100).then_some((status, word.len()))
+        });
+        if let Some((_, len)) = status {
+            let first = &mut lines[0];
+            let rest = first[len..].strip_prefix(' ').unwrap_or(&first[len..]);
+            *first = rest.to_string();
+        }
+        Reply {
+            code,
+            status: status.map(|(s, _)| s),
+            lines,
+        }
+    }
+
+    /// The first line's text, without the code and the status.
+    pub fn text(&self) -> &str {
+        self.lines.first().map_or("", String::as_str)
     }
 
     /// Whether the reply is a permanent or transient failure.
@@ -128,7 +179,11 @@ impl fmt::Display for Reply {
         }
         for (i, line) in self.lines.iter().enumerate() {
             let sep = if i == last { ' ' } else { '-' };
-            write!(f, "{}{sep}{line}\r\n", self.code)?;
+            match self.status.filter(|_| i == 0) {
+                Some(status) if line.is_empty() => write!(f, "{}{sep}{status}\r\n", self.code)?,
+                Some(status) => write!(f, "{}{sep}{status} {line}\r\n", self.code)?,
+                None => write!(f, "{}{sep}{line}\r\n", self.code)?,
+            }
         }
         Ok(())
     }
@@ -153,17 +208,50 @@ mod tests {
 
     #[test]
     fn enhanced_status_is_read_from_the_first_word_and_must_match_the_class() {
-        let r = |code, text: &str| Reply::new(code, text).enhanced_status();
-        assert_eq!(r(550, "5.1.1 <b@x.example>: unknown"), Some([5, 1, 1]));
+        let r = |code, text: &str| Reply::new(code, text).status;
+        assert_eq!(
+            r(550, "5.1.1 <b@x.example>: unknown"),
+            Some(EnhancedStatus(5, 1, 1))
+        );
         assert_eq!(
             r(450, "4.7.5 Server certificate not trusted"),
-            Some([4, 7, 5])
+            Some(EnhancedStatus(4, 7, 5))
         );
-        assert_eq!(r(550, "5.1.10 nullMX"), Some([5, 1, 10]));
+        assert_eq!(r(550, "5.1.10 nullMX"), Some(EnhancedStatus(5, 1, 10)));
         assert_eq!(r(550, "4.1.1 wrong class"), None);
         assert_eq!(r(550, "no status here 5.1.1"), None);
         assert_eq!(r(550, "5.1.1.1 too long"), None);
         assert_eq!(r(550, "5.1 short"), None);
-        assert_eq!(Reply::multi(550, vec![]).enhanced_status(), None);
+        assert_eq!(r(550, "5.1.1234 four digits"), None);
+        assert_eq!(Reply::multi(550, vec![]).status, None);
+    }
+
+    #[test]
+    fn the_status_is_a_field_and_the_wire_form_is_unchanged() {
+        for wire in [
+            "550 5.1.1 <b@x.example>: unknown\r\n",
+            "550 4.1.1 wrong class\r\n",
+            "250 2.0.0\r\n",
+            "220 mx.test ESMTP\r\n",
+        ] {
+            let (code, text) = wire.trim_end().split_once(' ').unwrap();
+            assert_eq!(Reply::new(code.parse().unwrap(), text).to_string(), wire);
+        }
+        let r = Reply::new(451, "4.3.0 queue file write error");
+        assert_eq!(
+            (r.status, r.text()),
+            (Some(EnhancedStatus(4, 3, 0)), "queue file write error")
+        );
+        let typed = Reply::with_status(
+            450,
+            EnhancedStatus(4, 7, 5),
+            "Server certificate not trusted",
+        );
+        assert_eq!(
+            typed,
+            Reply::new(450, "4.7.5 Server certificate not trusted")
+        );
+        let multi = Reply::multi(451, vec!["4.3.0 one".into(), "two".into()]);
+        assert_eq!(multi.to_string(), "451-4.3.0 one\r\n451 two\r\n");
     }
 }

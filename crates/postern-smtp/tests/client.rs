@@ -198,7 +198,12 @@ fn a_refused_starttls_is_reported() {
         },
     );
     assert_eq!(refused.unwrap().code, 454);
-    assert!(outcome.recipients[0].1.lines[0].starts_with("4.7.5 TLS is required"));
+    assert!(
+        outcome.recipients[0]
+            .1
+            .one_line()
+            .starts_with("451 4.7.5 TLS is required")
+    );
     assert_eq!(sent, "EHLO relay.test\r\nSTARTTLS\r\nQUIT\r\n");
 }
 
@@ -235,7 +240,7 @@ fn anything_after_the_starttls_reply_is_discarded() {
         discarded,
         Some("250 injected\r\n250 injected\r\n354 injected\r\n".len())
     );
-    assert_eq!(outcome.recipients[0].1.lines[0], "2.0.0 queued");
+    assert_eq!(outcome.recipients[0].1.one_line(), "250 2.0.0 queued");
 }
 
 #[test]
@@ -336,7 +341,7 @@ fn a_clean_session_carries_the_next_message_after_rset() {
         ],
         proceed_when_greeted,
     );
-    assert_eq!(first.recipients[0].1.lines[0], "2.0.0 one");
+    assert_eq!(first.recipients[0].1.one_line(), "250 2.0.0 one");
     assert!(client.reusable(), "no QUIT after a clean transaction");
     assert!(!sent.contains("QUIT"), "{sent}");
     client.reset(envelope(&["c@x.example"]), b"two\r\n".to_vec());
@@ -438,7 +443,7 @@ fn with_pipelining_rset_leads_the_next_transaction_s_batch() {
         ],
         |_, e| panic!("{e:?}"),
     );
-    assert_eq!(second.recipients[0].1.lines[0], "2.0.0 two");
+    assert_eq!(second.recipients[0].1.one_line(), "250 2.0.0 two");
     assert_eq!(
         sent,
         "RSET\r\nMAIL FROM:<a@sender.example>\r\nRCPT TO:<c@x.example>\r\nDATA\r\ntwo\r\n.\r\n"

@@ -2,6 +2,7 @@
 //! sessions: the control plane's daily work per recipient domain, and how far it scales.
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use postern_sts::ResultType;
 use postern_sts::tlsrpt::{Applied, ReportHeader, Session, build};
 
 fn sessions(n: usize) -> Vec<Session> {
@@ -15,9 +16,9 @@ fn sessions(n: usize) -> Vec<Session> {
         mx: vec!["*.example.net".into()],
     };
     let kinds = [
-        "certificate-host-mismatch",
-        "starttls-not-supported",
-        "certificate-expired",
+        ResultType::CertificateHostMismatch,
+        ResultType::StartTlsNotSupported,
+        ResultType::CertificateExpired,
     ];
     (0..n)
         .map(|i| Session {
@@ -27,7 +28,7 @@ fn sessions(n: usize) -> Vec<Session> {
                 sts.clone()
             },
             // One session in twenty fails, spread over kinds, MX hosts and addresses.
-            result: (i % 20 == 0).then(|| kinds[i % 3].to_string()),
+            result: (i % 20 == 0).then(|| kinds[i % 3].clone()),
             sending_ip: Some(format!("192.0.2.{}", i % 4)),
             receiving_mx: Some(format!("mx{}.example.net", i % 8)),
             receiving_ip: Some(format!("198.51.100.{}", i % 8)),

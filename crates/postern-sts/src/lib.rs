@@ -7,12 +7,12 @@
 
 mod cache;
 mod policy;
-mod precedence;
 mod record;
 pub mod report_mail;
+mod result;
 pub mod tlsrpt;
 
 pub use cache::{Cached, FAILURE_BACKOFF_S, MIN_LIFETIME_S, Step, Txt, next_step};
 pub use policy::{MAX_AGE_LIMIT, Mode, MxPattern, Policy, PolicyError};
-pub use precedence::{Source, choose};
 pub use record::{RecordError, StsRecord, sts_record};
+pub use result::{MAX_UNREGISTERED, PolicyType, ResultType};

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 pub const MAX_AGE_LIMIT: u64 = 31_557_600;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = StsMode))]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Only matching MX hosts, over TLS with a verified certificate; else defer.
@@ -26,6 +27,18 @@ impl Mode {
             Mode::Testing => "testing",
             Mode::None => "none",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<Mode> {
+        [Mode::Enforce, Mode::Testing, Mode::None]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -47,9 +60,7 @@ impl MxPattern {
                 && !l.ends_with('-')
         };
         if name.len() > 253 || !name.contains('.') || !name.split('.').all(label_ok) {
-            return Err(PolicyError(format!(
-                "mx pattern {text:?} is not a host name or *.name"
-            )));
+            return Err(PolicyError::MxPattern(quoted(text)));
         }
         Ok(MxPattern(lower))
     }
@@ -77,13 +88,40 @@ pub struct Policy {
     pub mx: Vec<MxPattern>,
 }
 
+/// Why a policy file is invalid (TLS-RPT's `sts-policy-invalid`). Values quoted from the file
+/// are cut and escaped: they came from the network.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid MTA-STS policy: {0}")]
-pub struct PolicyError(pub String);
+pub enum PolicyError {
+    #[error("invalid MTA-STS policy: line {0} has no ':'")]
+    NoColon(usize),
+    #[error("invalid MTA-STS policy: version {0} (only STSv1, once)")]
+    Version(String),
+    #[error("invalid MTA-STS policy: mode {0}")]
+    Mode(String),
+    #[error("invalid MTA-STS policy: max_age {0} (0 to {MAX_AGE_LIMIT})")]
+    MaxAge(String),
+    #[error("invalid MTA-STS policy: {0} given twice")]
+    Repeated(&'static str),
+    #[error("invalid MTA-STS policy: mx pattern {0} is not a host name or *.name")]
+    MxPattern(String),
+    #[error("invalid MTA-STS policy: malformed field name {0}")]
+    FieldName(String),
+    #[error("invalid MTA-STS policy: version, mode and max_age are required")]
+    Missing,
+    #[error("invalid MTA-STS policy: no version")]
+    NoVersion,
+    #[error("invalid MTA-STS policy: mode {} without an mx", .0.as_str())]
+    NoMx(Mode),
+}
+
+/// A value from the file as an error quotes it: at most 64 characters, escaped.
+fn quoted(text: &str) -> String {
+    let cut: String = text.chars().take(64).collect();
+    format!("{cut:?}")
+}
 
 impl Policy {
     pub fn parse(text: &str) -> Result<Policy, PolicyError> {
-        let err = |s: String| Err(PolicyError(s));
         let mut version = false;
         let (mut mode, mut max_age, mut mx) = (None, None, Vec::new());
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -93,22 +131,16 @@ impl Policy {
                 continue;
             }
             let Some((key, value)) = line.split_once(':') else {
-                return err(format!("line {} has no ':'", n + 1));
+                return Err(PolicyError::NoColon(n + 1));
             };
             let value = value.trim_matches([' ', '\t']);
             match key {
                 "version" if !version && value == "STSv1" => version = true,
-                "version" => {
-                    return err(format!("version {value:?} (only STSv1, once)"));
-                }
-                "mode" if mode.is_none() => {
-                    mode = Some(match value {
-                        "enforce" => Mode::Enforce,
-                        "testing" => Mode::Testing,
-                        "none" => Mode::None,
-                        other => return err(format!("mode {other:?}")),
-                    })
-                }
+                "version" => return Err(PolicyError::Version(quoted(value))),
+                "mode" if mode.is_none() => match Mode::parse(value) {
+                    Some(m) => mode = Some(m),
+                    None => return Err(PolicyError::Mode(quoted(value))),
+                },
                 "max_age" if max_age.is_none() => {
                     let age = value.parse::<u64>().ok().filter(|a| {
                         value.len() <= 10
@@ -117,10 +149,11 @@ impl Policy {
                     });
                     match age {
                         Some(a) => max_age = Some(a),
-                        None => return err(format!("max_age {value:?} (0 to {MAX_AGE_LIMIT})")),
+                        None => return Err(PolicyError::MaxAge(quoted(value))),
                     }
                 }
-                "mode" | "max_age" => return err(format!("{key} given twice")),
+                "mode" => return Err(PolicyError::Repeated("mode")),
+                "max_age" => return Err(PolicyError::Repeated("max_age")),
                 "mx" => mx.push(MxPattern::parse(value)?),
                 // Extension fields are ignored (RFC 8461 3.2), if well formed.
                 k if !k.is_empty()
@@ -128,17 +161,17 @@ impl Policy {
                     && k.bytes().all(|b| {
                         b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.'
                     }) => {}
-                k => return err(format!("malformed field name {k:?}")),
+                k => return Err(PolicyError::FieldName(quoted(k))),
             }
         }
         let (Some(mode), Some(max_age)) = (mode, max_age) else {
-            return err("version, mode and max_age are required".into());
+            return Err(PolicyError::Missing);
         };
         if !version {
-            return err("no version".into());
+            return Err(PolicyError::NoVersion);
         }
         if mode != Mode::None && mx.is_empty() {
-            return err(format!("mode {} without an mx", mode.as_str()));
+            return Err(PolicyError::NoMx(mode));
         }
         Ok(Policy { mode, max_age, mx })
     }

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::result::{PolicyType, ResultType};
+
 /// One `rua` destination of a `v=TLSRPTv1` record, validated: a mailbox we may put in an
 /// envelope and a header, or an `https:` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,12 +149,12 @@ pub enum Applied {
     NoPolicyFound,
 }
 
-/// One SMTP session to the domain's MX hosts: `result` is `None` for a success, else a
-/// TLS-RPT result type (`starttls-not-supported`, `certificate-host-mismatch`, ...).
+/// One SMTP session to the domain's MX hosts: `result` is `None` for a success, else why it
+/// failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     pub applied: Applied,
-    pub result: Option<String>,
+    pub result: Option<ResultType>,
     pub sending_ip: Option<String>,
     pub receiving_mx: Option<String>,
     pub receiving_ip: Option<String>,
@@ -200,8 +202,7 @@ pub struct PolicyResult {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct PolicyDescription {
-    /// `sts` or `no-policy-found`.
-    pub policy_type: String,
+    pub policy_type: PolicyType,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policy_string: Vec<String>,
     pub policy_domain: String,
@@ -219,7 +220,7 @@ pub struct Summary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct FailureDetail {
-    pub result_type: String,
+    pub result_type: ResultType,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sending_mta_ip: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -239,7 +240,7 @@ pub struct ReportHeader {
     pub end_datetime: String,
 }
 
-type FailureKey = (String, Option<String>, Option<String>, Option<String>);
+type FailureKey = (ResultType, Option<String>, Option<String>, Option<String>);
 
 /// A domain's report as its sessions are added one at a time: what it holds is one counter
 /// per applied policy and distinct failure, never the sessions, so a day of a million
@@ -269,13 +270,13 @@ impl Aggregate {
             .map(|(applied, (ok, failures))| {
                 let policy = match applied {
                     Applied::Sts { lines, mx } => PolicyDescription {
-                        policy_type: "sts".into(),
+                        policy_type: PolicyType::Sts,
                         policy_string: lines,
                         policy_domain: domain.to_string(),
                         mx_host: mx,
                     },
                     Applied::NoPolicyFound => PolicyDescription {
-                        policy_type: "no-policy-found".into(),
+                        policy_type: PolicyType::NoPolicyFound,
                         policy_string: Vec::new(),
                         policy_domain: domain.to_string(),
                         mx_host: Vec::new(),
@@ -400,7 +401,7 @@ mod tests {
     fn session(applied: &Applied, result: Option<&str>, mx: &str) -> Session {
         Session {
             applied: applied.clone(),
-            result: result.map(str::to_string),
+            result: result.map(|r| ResultType::registered(r).unwrap()),
             sending_ip: Some("192.0.2.25".into()),
             receiving_mx: Some(mx.into()),
             receiving_ip: Some("198.51.100.7".into()),

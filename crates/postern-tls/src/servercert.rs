@@ -74,30 +74,19 @@ pub fn check_server_chain(
     extra_roots: &[CertificateDer<'_>],
     reference: &ServerName<'_>,
 ) -> Certificate {
-    judge_server_chain(chain, extra_roots, reference, UnixTime::now()).certificate
+    judge_server_chain(chain, extra_roots, reference, UnixTime::now())
 }
 
-/// `check_server_chain`'s verdict, and whether an untrusted chain failed on an expiry date
-/// (TLS-RPT tells `certificate-expired` from `certificate-not-trusted`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Judged {
-    pub certificate: Certificate,
-    pub expired: bool,
-}
-
-/// `check_server_chain` at time `now`.
+/// `check_server_chain` at time `now`: a chain that fails only on an expiry date is
+/// `Expired` (TLS-RPT tells `certificate-expired` from `certificate-not-trusted`).
 pub fn judge_server_chain(
     chain: Option<&[CertificateDer<'_>]>,
     extra_roots: &[CertificateDer<'_>],
     reference: &ServerName<'_>,
     now: UnixTime,
-) -> Judged {
-    let judged = |certificate| Judged {
-        certificate,
-        expired: false,
-    };
+) -> Certificate {
     let Some((end_entity, intermediates)) = chain.and_then(|c| c.split_first()) else {
-        return judged(Certificate::None);
+        return Certificate::None;
     };
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
@@ -106,26 +95,28 @@ pub fn judge_server_chain(
         let _ = roots.add(root.clone());
     }
     let Ok(cert) = ParsedCertificate::try_from(end_entity) else {
-        return judged(Certificate::Untrusted);
+        return Certificate::Untrusted;
     };
     let algorithms =
         rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms;
     if let Err(e) =
         verify_server_cert_signed_by_trust_anchor(&cert, &roots, intermediates, now, algorithms.all)
     {
-        return Judged {
-            certificate: Certificate::Untrusted,
-            expired: matches!(
-                e,
-                rustls::Error::InvalidCertificate(
-                    CertificateError::Expired | CertificateError::ExpiredContext { .. }
-                )
-            ),
+        let expired = matches!(
+            e,
+            rustls::Error::InvalidCertificate(
+                CertificateError::Expired | CertificateError::ExpiredContext { .. }
+            )
+        );
+        return if expired {
+            Certificate::Expired
+        } else {
+            Certificate::Untrusted
         };
     }
     match verify_server_name(&cert, reference) {
-        Ok(()) => judged(Certificate::Verified),
-        Err(_) => judged(Certificate::NameMismatch),
+        Ok(()) => Certificate::Verified,
+        Err(_) => Certificate::NameMismatch,
     }
 }
 
@@ -173,14 +164,16 @@ mod tests {
         let name = ServerName::try_from("mx.partner.example").unwrap();
         let now = UnixTime::now();
         let judged = judge_server_chain(Some(&chain), &roots, &name, now);
-        assert_eq!(judged.certificate, Certificate::Verified);
+        assert_eq!(judged, Certificate::Verified);
         // rcgen makes certificates valid until 4096.
         let far = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
             now.as_secs() + 3000 * 365 * 86_400,
         ));
         let later = judge_server_chain(Some(&chain), &roots, &name, far);
-        assert_eq!(later.certificate, Certificate::Untrusted);
-        assert!(later.expired);
-        assert!(!judge_server_chain(Some(&chain), &[], &name, now).expired);
+        assert_eq!(later, Certificate::Expired);
+        assert_eq!(
+            judge_server_chain(Some(&chain), &[], &name, now),
+            Certificate::Untrusted
+        );
     }
 }

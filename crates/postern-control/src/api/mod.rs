@@ -4,6 +4,7 @@ mod admin;
 mod config;
 mod console;
 mod error;
+mod evaluate;
 mod extract;
 mod health;
 mod policy;
@@ -147,7 +148,7 @@ impl Modify for ProblemResponses {
     modifiers(&BearerAuth, &ProblemResponses),
     paths(
         health::healthz, health::readyz, health::metrics,
-        policy::get_policy, policy::list_versions, policy::rollback, policy::evaluate,
+        policy::get_policy, policy::list_versions, policy::rollback, evaluate::evaluate,
         rules::inbound::list_rules, rules::inbound::create_rule, rules::inbound::replace_rules,
         rules::inbound::get_rule, rules::inbound::update_rule, rules::inbound::delete_rule,
         rules::inbound::get_default_rule, rules::inbound::set_default_rule,
@@ -206,7 +207,7 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/v1/policy", get(policy::get_policy))
         .route("/v1/policy/versions", get(policy::list_versions))
         .route("/v1/policy/rollback", post(policy::rollback))
-        .route("/v1/policy/evaluate", post(policy::evaluate))
+        .route("/v1/policy/evaluate", post(evaluate::evaluate))
         .route(
             "/v1/policy/inbound/rules",
             get(inbound::list_rules)

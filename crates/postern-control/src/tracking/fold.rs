@@ -238,13 +238,13 @@ impl Stored {
                     reply: a.reply.clone(),
                     violation: a.violation,
                     policy_source: match &a.policy {
-                        ev::PolicySource::Rule => "rule",
+                        ev::PolicySource::Rule { .. } => "rule",
                         ev::PolicySource::MtaSts(_) => "mta-sts",
                         ev::PolicySource::Default => "default",
                     }
                     .into(),
                     sts_policy_id: sts(&a.policy).map(|s| s.id.clone()),
-                    sts_mode: sts(&a.policy).map(|s| s.mode.clone()),
+                    sts_mode: sts(&a.policy).map(|s| s.mode),
                     sts_failure: sts(&a.policy).and_then(|s| s.failure.clone()),
                 };
                 self.violated(a.violation);

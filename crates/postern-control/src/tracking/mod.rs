@@ -278,7 +278,7 @@ impl Tracking {
             Event::StsPolicy(p) => {
                 // The newest fetch wins, whichever worker made it.
                 let newer = match self.sts_policy(&p.domain)? {
-                    Some(known) => known.fetched_ms() < p.fetched_ms,
+                    Some(known) => known.fetched_ms < p.fetched_ms,
                     None => true,
                 };
                 if newer {
@@ -598,9 +598,9 @@ mod tests {
                     sts: Some(postern_events::SessionPolicy {
                         id: "20261207".into(),
                         lines: (0..20).map(|i| format!("mx: mx{i}.{domain}")).collect(),
-                        mx: vec![format!("*.{domain}")],
+                        mx: vec![postern_events::MxPattern::parse(&format!("*.{domain}")).unwrap()],
                     }),
-                    result: result.map(str::to_string),
+                    result: result.map(|r| postern_events::ResultType::parse(r).unwrap()),
                     sending_ip: Some("192.0.2.1".into()),
                     receiving_mx: Some(format!("mx.{domain}")),
                     receiving_ip: Some("198.51.100.7".into()),
@@ -671,9 +671,9 @@ mod tests {
                 Event::StsPolicy(postern_events::StsPolicy {
                     domain: domain.into(),
                     id: "1".into(),
-                    mode: "enforce".into(),
+                    mode: postern_events::Mode::Enforce,
                     max_age,
-                    mx: vec!["mx.x".into()],
+                    mx: vec![postern_events::MxPattern::parse("mx.x").unwrap()],
                     fetched_ms: 1_000,
                 }),
             ))

@@ -1,52 +1,55 @@
-//! The recipient domains' MTA-STS policies as workers fetched them (one `StsPolicy` event per
-//! fetch): the newest per domain, for `POST /v1/policy/evaluate` (and TLS-RPT reports).
+//! MTA-STS knowledge: the recipient domains' policies as workers fetched them (one `StsPolicy`
+//! event per fetch), the newest per domain, for `POST /v1/policy/evaluate`. Kept typed (mode,
+//! patterns, times in milliseconds); the REST view is made at the API edge.
 
+use postern_events::{Mode, MxPattern, StsPolicy};
+use postern_sts::Policy;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 /// A domain's MTA-STS policy, as a worker last fetched it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KnownSts {
     pub domain: String,
     /// The `_mta-sts` record id it was fetched under.
     pub id: String,
-    /// `enforce`, `testing` or `none`.
-    pub mode: String,
+    pub mode: Mode,
     pub max_age: u64,
-    /// The policy's `mx` patterns.
-    pub mx: Vec<String>,
-    /// RFC 3339.
-    pub fetched_at: String,
-    /// RFC 3339: `fetched_at` + `max_age`.
-    pub expires_at: String,
+    pub mx: Vec<MxPattern>,
+    /// Unix milliseconds.
+    pub fetched_ms: u64,
     /// The worker that fetched it.
     pub worker: String,
 }
 
 impl KnownSts {
-    pub fn new(worker: &str, p: &postern_events::StsPolicy) -> KnownSts {
-        let expires = p.fetched_ms.saturating_add(p.max_age.saturating_mul(1000));
+    pub fn new(worker: &str, p: &StsPolicy) -> KnownSts {
         KnownSts {
             domain: p.domain.clone(),
             id: p.id.clone(),
-            mode: p.mode.clone(),
+            mode: p.mode,
             max_age: p.max_age,
             mx: p.mx.clone(),
-            fetched_at: postern_time::rfc3339_ms(p.fetched_ms),
-            expires_at: postern_time::rfc3339_ms(expires),
+            fetched_ms: p.fetched_ms,
             worker: worker.to_string(),
         }
     }
 
-    fn ms(t: &str) -> u64 {
-        postern_time::parse_rfc3339_ms(t).unwrap_or(0)
-    }
-
-    pub fn fetched_ms(&self) -> u64 {
-        Self::ms(&self.fetched_at)
+    /// `fetched_ms` + `max_age`.
+    pub fn expires_ms(&self) -> u64 {
+        self.fetched_ms
+            .saturating_add(self.max_age.saturating_mul(1000))
     }
 
     pub fn valid_at_ms(&self, now_ms: u64) -> bool {
-        now_ms < Self::ms(&self.expires_at)
+        now_ms < self.expires_ms()
+    }
+
+    /// The policy, as the delivery plan reads it.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            mode: self.mode,
+            max_age: self.max_age,
+            mx: self.mx.clone(),
+        }
     }
 }

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use postern_events::{SessionPolicy, TlsSession};
+use postern_events::{MxPattern, ResultType, SessionPolicy, TlsSession};
 use postern_sts::tlsrpt::{Aggregate, Applied, Session};
 use serde::{Deserialize, Serialize};
 
@@ -33,7 +33,7 @@ struct StoredSession {
     policy_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sts: Option<SessionPolicy>,
-    result: Option<String>,
+    result: Option<ResultType>,
     sending_ip: Option<String>,
     receiving_mx: Option<String>,
     receiving_ip: Option<String>,
@@ -42,7 +42,12 @@ struct StoredSession {
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredPolicy {
     lines: Vec<String>,
-    mx: Vec<String>,
+    mx: Vec<MxPattern>,
+}
+
+/// The report's `mx-host` values.
+fn mx_hosts(mx: Vec<MxPattern>) -> Vec<String> {
+    mx.iter().map(|m| m.as_str().to_string()).collect()
 }
 
 fn policy_key(day: &str, domain: &str, id: &str) -> String {
@@ -110,7 +115,7 @@ impl Tracking {
             let applied = match (s.sts, s.policy_id) {
                 (Some(p), _) => Applied::Sts {
                     lines: p.lines,
-                    mx: p.mx,
+                    mx: mx_hosts(p.mx),
                 },
                 (None, Some(id)) => match policies.get(&id) {
                     Some(a) => a.clone(),
@@ -122,7 +127,7 @@ impl Tracking {
                                     serde_json::from_slice(&v).map_err(corrupt)?;
                                 Applied::Sts {
                                     lines: p.lines,
-                                    mx: p.mx,
+                                    mx: mx_hosts(p.mx),
                                 }
                             }
                             None => Applied::NoPolicyFound,

@@ -84,10 +84,10 @@ pub struct AttemptView {
     #[serde(default)]
     pub sts_policy_id: Option<String>,
     #[serde(default)]
-    pub sts_mode: Option<String>,
+    pub sts_mode: Option<postern_sts::Mode>,
     /// What MTA-STS found wrong (a TLS-RPT result type); in `testing` mode the delivery went on.
     #[serde(default)]
-    pub sts_failure: Option<String>,
+    pub sts_failure: Option<postern_sts::ResultType>,
 }
 
 fn default_source() -> String {

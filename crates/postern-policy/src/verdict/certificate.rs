@@ -13,8 +13,11 @@ pub enum Certificate {
     Verified,
     /// Chains to a trusted CA but does not name the reference identity.
     NameMismatch,
-    /// Does not chain to a trusted CA (or has expired).
+    /// Does not chain to a trusted CA.
     Untrusted,
+    /// Would chain, but is past its validity (rustls's `CertificateError::Expired`): not
+    /// trusted either, told apart because TLS-RPT reports `certificate-expired`.
+    Expired,
     /// No certificate presented.
     None,
 }
@@ -24,7 +27,9 @@ impl Certificate {
     pub fn as_str(self) -> &'static str {
         match self {
             Certificate::Verified => "verified",
-            Certificate::NameMismatch | Certificate::Untrusted => "unverified",
+            Certificate::NameMismatch | Certificate::Untrusted | Certificate::Expired => {
+                "unverified"
+            }
             Certificate::None => "none",
         }
     }
@@ -35,6 +40,7 @@ impl Certificate {
             Certificate::Verified => "verified",
             Certificate::NameMismatch => "name_mismatch",
             Certificate::Untrusted => "untrusted",
+            Certificate::Expired => "expired",
             Certificate::None => "none",
         }
     }
@@ -65,6 +71,7 @@ impl<'de> serde::Deserialize<'de> for Certificate {
             "verified" => Ok(Certificate::Verified),
             "unverified" | "untrusted" => Ok(Certificate::Untrusted),
             "name_mismatch" => Ok(Certificate::NameMismatch),
+            "expired" => Ok(Certificate::Expired),
             "none" => Ok(Certificate::None),
             other => Err(serde::de::Error::unknown_variant(
                 other,

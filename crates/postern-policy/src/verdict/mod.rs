@@ -5,6 +5,9 @@
 //! be parsed back.
 
 mod certificate;
+mod delivery;
+#[cfg(test)]
+mod delivery_tests;
 mod inbound;
 mod outbound;
 #[cfg(test)]
@@ -13,44 +16,16 @@ mod tests;
 use std::fmt;
 
 pub use certificate::Certificate;
+pub use delivery::{
+    AttemptFacts, DeliveryPlan, Destination, Judgement, KnownPolicy, NoHostAllowed, Overridden,
+    PolicySource, StsApplied,
+};
 pub use inbound::{ConnectVerdict, MailVerdict, RcptVerdict, SessionTls};
 pub use outbound::{
     Deferral, TlsStep, after_ehlo, after_handshake, after_handshake_failure, after_starttls_refused,
 };
 
-/// An RFC 3463 enhanced status code, e.g. 4.7.5.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub struct EnhancedStatus(pub u8, pub u16, pub u16);
-
-impl EnhancedStatus {
-    /// Parses `class.subject.detail` (class 2, 4 or 5; RFC 3463 2).
-    pub fn parse(s: &str) -> Option<EnhancedStatus> {
-        let mut parts = s.split('.');
-        let class = parts.next()?;
-        let subject = parts.next()?;
-        let detail = parts.next()?;
-        let number = |p: &str, max: usize| {
-            (!p.is_empty() && p.len() <= max && p.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| p.parse::<u16>().ok())
-                .flatten()
-        };
-        let class = number(class, 1)?;
-        if parts.next().is_some() || ![2, 4, 5].contains(&class) {
-            return None;
-        }
-        Some(EnhancedStatus(
-            class as u8,
-            number(subject, 3)?,
-            number(detail, 3)?,
-        ))
-    }
-}
-
-impl fmt::Display for EnhancedStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.0, self.1, self.2)
-    }
-}
+pub use postern_smtp::EnhancedStatus;
 
 /// A reply a verdict maps to: `code status text`; `close` ends the session after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +35,13 @@ pub struct VerdictReply {
     /// Without the code and the status.
     pub text: String,
     pub close: bool,
+}
+
+impl VerdictReply {
+    /// The SMTP reply, its status a field of it.
+    pub fn reply(&self) -> postern_smtp::Reply {
+        postern_smtp::Reply::with_status(self.code, self.status, &self.text)
+    }
 }
 
 impl fmt::Display for VerdictReply {

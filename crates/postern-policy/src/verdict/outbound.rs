@@ -38,6 +38,11 @@ impl Deferral {
     pub fn status(&self) -> EnhancedStatus {
         self.violation.status()
     }
+
+    /// The recipients' reply: `450`, the status, the text.
+    pub fn reply(&self) -> postern_smtp::Reply {
+        postern_smtp::Reply::with_status(450, self.status(), &self.text)
+    }
 }
 
 /// `4.7.5 Server certificate not trusted`, as logs and attempts show it.
@@ -87,10 +92,12 @@ pub fn after_handshake_failure(level: Level) -> TlsStep {
 /// `verify`).
 pub fn after_handshake(level: Level, certificate: Certificate) -> Result<(), TlsStep> {
     match (level, certificate) {
-        (Level::Verify, Certificate::Untrusted | Certificate::None) => Err(defer(
-            Violation::CertificateNotTrusted,
-            "Server certificate not trusted",
-        )),
+        (Level::Verify, Certificate::Untrusted | Certificate::Expired | Certificate::None) => {
+            Err(defer(
+                Violation::CertificateNotTrusted,
+                "Server certificate not trusted",
+            ))
+        }
         (Level::Verify, Certificate::NameMismatch) => Err(defer(
             Violation::CertificateNotVerified,
             "Server certificate not verified",

@@ -77,7 +77,7 @@ fn answer(reply: Option<VerdictReply>) -> Answer {
     match reply {
         None => Answer::Accept,
         Some(r) => {
-            let reply = Reply::new(r.code, format!("{} {}", r.status, r.text));
+            let reply = r.reply();
             if r.close {
                 Answer::Close(reply)
             } else {

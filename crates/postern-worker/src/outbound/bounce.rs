@@ -6,6 +6,7 @@ use super::dsn;
 use super::queue::{Queue, QueueError};
 use super::submit::Local;
 use crate::spool;
+use postern_smtp::EnhancedStatus;
 
 /// A recipient to report: its address, the reason, and the next hop's name when the reason is
 /// that host's reply.
@@ -13,7 +14,7 @@ pub struct Bounce<'a> {
     pub recipient: &'a str,
     pub reason: &'a str,
     /// The reason's enhanced status; `5.0.0` when it had none.
-    pub status: Option<[u16; 3]>,
+    pub status: Option<EnhancedStatus>,
     pub remote_mta: Option<&'a str>,
 }
 
@@ -40,10 +41,7 @@ impl Queue {
             .iter()
             .map(|f| dsn::Failed {
                 recipient: f.recipient,
-                status: match f.status {
-                    Some([a, b, c]) => format!("{a}.{b}.{c}"),
-                    None => "5.0.0".into(),
-                },
+                status: f.status.unwrap_or(EnhancedStatus(5, 0, 0)).to_string(),
                 remote_mta: f.remote_mta,
                 diagnostic: f.reason,
             })

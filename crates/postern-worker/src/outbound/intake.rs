@@ -4,17 +4,13 @@
 //! JSON to the control plane in a tracking event. The recipient is then delivered.
 
 use std::io::Read as _;
-use std::sync::Arc;
 
 use mail_parser::{MessageParser, MimeHeaders as _};
 
 use postern_events::{self as events, Event};
-use postern_policy::CompiledPolicy;
 use postern_smtp::Reply;
 
-use super::queue::Queue;
-use super::round::{GroupKey, RcptResult};
-use crate::spool;
+use super::round::{GroupKey, RcptResult, Round};
 
 /// The largest report taken, uncompressed (it travels in one tracking event, whose field
 /// holds at most this).
@@ -59,24 +55,19 @@ pub fn report_in(message: &[u8]) -> Result<String, Reply> {
     String::from_utf8(json).map_err(|_| refuse("the report is not UTF-8"))
 }
 
-impl Queue {
+impl Round<'_> {
     /// A TLS-RPT report mailed to us: its JSON goes to the control plane and the recipient is
     /// delivered. A message without one was refused in the SMTP session (`inbound::report`);
     /// one accepted before the address was set is discarded with a log line, never bounced
     /// (its sender may be forged).
-    pub(super) async fn take_report(
-        &self,
-        envelope: &spool::Envelope,
-        body: &mut Option<Arc<[u8]>>,
-        key: &GroupKey,
-        policy: &CompiledPolicy,
-    ) -> RcptResult {
-        let reply = match self.body(&envelope.id, body).await {
+    pub(super) async fn take_report(&mut self, key: &GroupKey) -> RcptResult {
+        let reply = match self.body().await {
             Err(reply) => reply,
             Ok(message) => match super::intake::report_in(&message) {
                 Ok(report) => {
-                    self.track(
-                        policy,
+                    let envelope = &self.envelope;
+                    self.queue.track(
+                        self.policy,
                         Event::TlsReportReceived(events::TlsReportReceived {
                             queue_id: envelope.id.clone(),
                             sender: envelope.sender.clone(),
@@ -86,18 +77,12 @@ impl Queue {
                     Reply::new(250, "2.0.0 TLS-RPT report received")
                 }
                 Err(reply) => {
-                    tracing::warn!(queue_id = %envelope.id, reason = %reply.one_line(), "mail to the TLS-RPT address discarded");
+                    tracing::warn!(queue_id = %self.envelope.id, reason = %reply.one_line(), "mail to the TLS-RPT address discarded");
                     Reply::new(250, format!("2.0.0 discarded: {}", reply.one_line()))
                 }
             },
         };
-        RcptResult {
-            reply,
-            violation: None,
-            leg: None,
-            remote_mta: None,
-            policy: key.source(),
-        }
+        RcptResult::local(reply, None, key.source())
     }
 }
 

@@ -7,6 +7,7 @@
 //! With `--log-format json` the same facts are fields of the event (target `postern::maillog`).
 
 use postern_events::Leg;
+use postern_smtp::EnhancedStatus;
 
 /// A recipient's outcome.
 pub struct Outcome<'a> {
@@ -17,7 +18,7 @@ pub struct Outcome<'a> {
     pub leg: Option<&'a Leg>,
     /// Seconds since the message arrived.
     pub delay_s: u64,
-    pub dsn: Option<[u16; 3]>,
+    pub dsn: Option<EnhancedStatus>,
     /// `sent`, `deferred`, `bounced` or `expired`.
     pub status: &'a str,
     /// The reply, or our own reason.
@@ -31,12 +32,12 @@ impl Outcome<'_> {
     }
 
     fn dsn(&self) -> String {
-        let [a, b, c] = self.dsn.unwrap_or(match self.status {
-            "sent" => [2, 0, 0],
-            "deferred" => [4, 0, 0],
-            _ => [5, 0, 0],
+        let status = self.dsn.unwrap_or(match self.status {
+            "sent" => EnhancedStatus(2, 0, 0),
+            "deferred" => EnhancedStatus(4, 0, 0),
+            _ => EnhancedStatus(5, 0, 0),
         });
-        format!("{a}.{b}.{c}")
+        status.to_string()
     }
 
     fn tls(&self) -> Option<String> {
@@ -108,7 +109,7 @@ mod tests {
             to: "b@y.example",
             leg: Some(&leg),
             delay_s: 3,
-            dsn: Some([2, 0, 0]),
+            dsn: Some(EnhancedStatus(2, 0, 0)),
             status: "sent",
             reply: "250 2.0.0 Ok: queued as 4F1",
         };

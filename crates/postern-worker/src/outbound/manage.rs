@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use postern_events::{self as events, Event};
 use postern_policy::normalize_lookup_domain;
+use postern_smtp::EnhancedStatus;
 
 use super::bounce::Bounce;
-use super::queue::{Queue, QueueError};
-use super::round::blocking;
+use super::queue::{Queue, QueueError, blocking};
 use super::state::{MessageState, RcptState};
 use crate::spool;
 
@@ -38,7 +38,7 @@ pub struct Listed {
 /// `postsuper -e`).
 pub const DELETED: &str = "5.0.0 message is administratively expired";
 /// `DELETED`'s enhanced status, for the DSN.
-const DELETED_STATUS: [u16; 3] = [5, 0, 0];
+const DELETED_STATUS: EnhancedStatus = EnhancedStatus(5, 0, 0);
 
 fn domain_of(address: &str) -> Option<String> {
     address
@@ -73,7 +73,7 @@ impl Queue {
     fn load(&self, id: &str) -> std::io::Result<(spool::Envelope, u64, Vec<RcptState>)> {
         let (envelope, size) = self.spool.read_envelope(id)?;
         let saved = self.spool.read_state::<MessageState>(id)?;
-        let recipients = self.state_of(id, &envelope, saved).recipients;
+        let recipients = self.scheduler.state_of(id, &envelope, saved).recipients;
         Ok((envelope, size, recipients))
     }
 
@@ -97,7 +97,7 @@ impl Queue {
             if !filter.matches(&recipients) {
                 continue;
             }
-            let in_delivery = self.schedule().running.contains(&id);
+            let in_delivery = self.scheduler.schedule().running.contains(&id);
             out.push(Listed {
                 envelope,
                 size,
@@ -110,8 +110,8 @@ impl Queue {
 
     /// Makes every deferred recipient of `id` due now; whether the message is queued here.
     pub fn retry(&self, id: &str) -> bool {
-        let found = self.schedule().force(id);
-        self.wake.notify_one();
+        let found = self.scheduler.schedule().force(id);
+        self.scheduler.wake.notify_one();
         found
     }
 
@@ -120,11 +120,11 @@ impl Queue {
     pub fn flush(&self, destination: Option<&str>) -> std::io::Result<usize> {
         let Some(destination) = destination else {
             // The whole queue: no need to read anything.
-            let mut schedule = self.schedule();
+            let mut schedule = self.scheduler.schedule();
             let ids: Vec<String> = schedule.ids().collect();
             let count = ids.iter().filter(|id| schedule.force(id)).count();
             drop(schedule);
-            self.wake.notify_one();
+            self.scheduler.wake.notify_one();
             return Ok(count);
         };
         let filter = Filter {
@@ -134,11 +134,11 @@ impl Queue {
         };
         let mut count = 0;
         for listed in self.list(&filter)? {
-            if self.schedule().force(&listed.envelope.id) {
+            if self.scheduler.schedule().force(&listed.envelope.id) {
                 count += 1;
             }
         }
-        self.wake.notify_one();
+        self.scheduler.wake.notify_one();
         Ok(count)
     }
 
@@ -146,7 +146,7 @@ impl Queue {
     /// queued here. A message in a delivery round goes when the round ends.
     pub async fn delete(self: &Arc<Self>, id: &str, dsn: bool) -> Result<bool, QueueError> {
         {
-            let mut schedule = self.schedule();
+            let mut schedule = self.scheduler.schedule();
             if schedule.running.contains(id) {
                 schedule.deleting.insert(id.to_string(), dsn);
                 return Ok(true);
@@ -159,8 +159,8 @@ impl Queue {
             Ok(()) => Ok(true),
             Err(e) => {
                 // Still in the spool: it must stay in the schedule, or nothing would deliver it.
-                self.schedule().insert(id.to_string(), 0);
-                self.wake.notify_one();
+                self.scheduler.schedule().insert(id.to_string(), 0);
+                self.scheduler.wake.notify_one();
                 Err(e)
             }
         }
@@ -183,7 +183,7 @@ impl Queue {
                 Err(e) => return Err(e),
             };
             let message = message.unwrap_or_default();
-            let recipients = self.state_of(id, &envelope, saved).recipients;
+            let recipients = self.scheduler.state_of(id, &envelope, saved).recipients;
             let failed: Vec<Bounce<'_>> = recipients
                 .iter()
                 .filter(|r| r.open())
@@ -215,7 +215,7 @@ impl Queue {
             }
             Err(e) => return Err(e.into()),
         }
-        self.unsaved().remove(id);
+        self.scheduler.keep_unsaved(id, None);
         self.outbox.emit(
             self.policy_version(),
             Event::Deleted(events::Deleted {

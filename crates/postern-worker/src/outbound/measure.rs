@@ -2,7 +2,7 @@
 //! that reached a next hop, each recipient's outcome by level, and why deferrals happened.
 
 use postern_policy::{Certificate, Level};
-use postern_smtp::Reply;
+use postern_smtp::{EnhancedStatus, Reply};
 
 use super::deliver::Attempt;
 use crate::metrics::{Delivery, Metrics, Outcome, Reason};
@@ -40,9 +40,9 @@ pub fn deferred(m: &Metrics, tls_policy: bool, from_next_hop: bool, reply: &Repl
     } else if from_next_hop {
         "reply"
     } else {
-        match reply.enhanced_status() {
-            Some([4, 4, 3]) => "dns",
-            Some([4, 4, 1 | 2]) => "connection",
+        match reply.status {
+            Some(EnhancedStatus(4, 4, 3)) => "dns",
+            Some(EnhancedStatus(4, 4, 1 | 2)) => "connection",
             _ => "other",
         }
     };

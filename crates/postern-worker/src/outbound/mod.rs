@@ -3,9 +3,14 @@
 //! schedule, per-message state, delivery rounds, retries and bounces.
 
 pub mod bounce;
+mod connection;
+mod connector;
 pub mod deliver;
 mod destinations;
+pub(crate) mod dns;
+mod drive;
 pub mod dsn;
+mod group;
 pub mod intake;
 pub mod maillog;
 pub mod manage;
@@ -13,10 +18,11 @@ mod measure;
 pub mod own;
 pub mod pool;
 pub mod queue;
+mod record;
 pub mod report;
 pub mod round;
 pub mod route;
 pub mod schedule;
+mod scheduler;
 pub mod state;
-mod sts_result;
 pub mod submit;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use postern_policy::{CipherStrength, DeliverySettings, Level};
 use tokio::time::Instant;
 
-use super::deliver::{Connection, Target};
+use super::connection::{Connection, Target};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {

@@ -41,7 +41,11 @@ impl Queue {
         let Some(policy) = self.policy.current() else {
             return Err("no policy yet".into());
         };
-        let router = self.router(&policy).map_err(|e| e.to_string())?;
+        let router = self
+            .connector
+            .dns
+            .router(&policy)
+            .map_err(|e| e.to_string())?;
         let name = format!("_smtp._tls.{}", r.policy_domain);
         let txts = router
             .txt(&name)

@@ -4,7 +4,7 @@
 
 use postern_events::Leg;
 use postern_policy::QueueSettings;
-use postern_smtp::Reply;
+use postern_smtp::{EnhancedStatus, Reply};
 use serde::{Deserialize, Serialize};
 
 use super::schedule::backoff;
@@ -33,7 +33,7 @@ pub struct RcptState {
     pub last: Option<String>,
     /// Its enhanced status (the DSN's Status), read from the reply where it was received.
     #[serde(default)]
-    pub last_status: Option<[u16; 3]>,
+    pub last_status: Option<EnhancedStatus>,
     /// The last attempt's next hop, `host[ip]`.
     pub host: Option<String>,
     /// The host name of the next hop that gave `last`, when it was its reply (the DSN's
@@ -140,7 +140,7 @@ impl MessageState {
         r.host = leg.as_ref().map(|l| format!("{}[{}]", l.host, l.ip));
         r.remote_mta = remote_mta.map(str::to_string);
         r.last = Some(text.clone());
-        r.last_status = reply.enhanced_status();
+        r.last_status = reply.status;
         if r.history.len() >= HISTORY_KEPT {
             r.history.remove(0);
         }
@@ -174,7 +174,7 @@ impl MessageState {
         r.dsn_pending = true;
         r.remote_mta = None;
         r.last = Some(reason.one_line());
-        r.last_status = reason.enhanced_status();
+        r.last_status = reason.status;
     }
 
     /// Bounces every open recipient once the message is older than `lifetime_s`; their indices.

@@ -27,12 +27,13 @@ pub enum FetchError {
 }
 
 impl FetchError {
-    /// The TLS-RPT (RFC 8460 4.3.2.2) result type.
-    pub fn result_type(&self) -> &'static str {
+    /// The TLS-RPT (RFC 8460 4.3.2.3) result type.
+    pub fn result_type(&self) -> postern_sts::ResultType {
+        use postern_sts::ResultType as R;
         match self {
-            FetchError::Fetch(_) => "sts-policy-fetch-error",
-            FetchError::WebPki(_) => "sts-webpki-invalid",
-            FetchError::Invalid(_) => "sts-policy-invalid",
+            FetchError::Fetch(_) => R::StsPolicyFetchError,
+            FetchError::WebPki(_) => R::StsWebpkiInvalid,
+            FetchError::Invalid(_) => R::StsPolicyInvalid,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! MTA-STS on the worker (RFC 8461): the DNS and HTTPS around `postern-sts`'s pure logic. One
-//! `StsCache` per worker keeps each domain's policy in memory and on disk (`store`), asks
+//! `StsCache` per worker (the MTA-STS resolver, with its own handle on the worker's DNS) keeps
+//! each domain's policy in memory and on disk (`store`), asks
 //! `postern_sts::next_step` whether to fetch, fetches (`fetch`) one domain at a time and
 //! remembers failures so that they are retried no sooner than the back-off.
 
@@ -11,9 +12,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use postern_sts::{Cached, Step, Txt, next_step, sts_record};
+use postern_policy::CompiledPolicy;
+use postern_sts::{Cached, ResultType, Step, Txt, next_step, sts_record};
 use rustls::pki_types::CertificateDer;
 
+use crate::outbound::dns::Dns;
 use crate::outbound::route::Router;
 
 /// How long a policy fetch may take, from connect to the last byte.
@@ -22,8 +25,8 @@ const FETCH_LIMIT: Duration = Duration::from_secs(30);
 #[derive(Debug, Default, Clone)]
 struct Entry {
     cached: Option<Cached>,
-    /// When the last fetch failed (unix seconds), and how (a TLS-RPT result type).
-    last_failure: Option<(u64, &'static str)>,
+    /// When the last fetch failed (unix seconds), and how.
+    last_failure: Option<(u64, ResultType)>,
 }
 
 /// The policy a delivery follows.
@@ -34,8 +37,8 @@ pub struct Lookup {
     /// `policy` was fetched just now (tracking is told, for the control plane's view).
     pub fetched: bool,
     /// The domain publishes a policy that could not be fetched (now or within the back-off)
-    /// and none is cached: the TLS-RPT result type (`sts-policy-fetch-error`, ...).
-    pub failure: Option<&'static str>,
+    /// and none is cached: why (`sts-policy-fetch-error`, ...).
+    pub failure: Option<ResultType>,
 }
 
 /// Entries kept before the first prune; then twice what the last prune left.
@@ -49,6 +52,7 @@ impl Entry {
         self.cached.as_ref().is_some_and(|c| c.valid_at(now))
             || self
                 .last_failure
+                .as_ref()
                 .is_some_and(|(at, _)| now < at + postern_sts::FAILURE_BACKOFF_S)
     }
 }
@@ -81,6 +85,7 @@ impl Entries {
 }
 
 pub struct StsCache {
+    dns: Arc<Dns>,
     dir: PathBuf,
     entries: Mutex<Entries>,
     /// Fetches for one domain are never concurrent: the second waits and uses the first's.
@@ -89,7 +94,7 @@ pub struct StsCache {
 
 impl StsCache {
     /// The cache kept under `spool` (loaded now: call from a blocking context or at start).
-    pub fn open(spool: &Path) -> StsCache {
+    pub fn open(spool: &Path, dns: Arc<Dns>) -> StsCache {
         let dir = store::dir(spool);
         let entries = store::load(&dir, postern_time::now_s())
             .into_iter()
@@ -104,6 +109,7 @@ impl StsCache {
             })
             .collect();
         StsCache {
+            dns,
             dir,
             entries: Mutex::new(Entries {
                 map: entries,
@@ -141,15 +147,19 @@ impl StsCache {
     }
 
     /// The policy for mail to `domain` at `now` (unix seconds): TXT `_mta-sts.<domain>`, then
-    /// the cache or a fetch from port `port` of `mta-sts.<domain>`.
-    pub async fn lookup(
-        &self,
-        domain: &str,
-        router: &Router,
-        port: u16,
-        extra_roots: &[CertificateDer<'static>],
-        now: u64,
-    ) -> Lookup {
+    /// the cache or a fetch from `delivery.mta_sts_port` of `mta-sts.<domain>`, its
+    /// certificate checked against webpki's roots and `policy`'s trusted CAs.
+    pub async fn lookup(&self, domain: &str, policy: &CompiledPolicy, now: u64) -> Lookup {
+        let router = match self.dns.router(policy) {
+            Ok(r) => r,
+            // No resolver: as a failed TXT lookup (a cached policy still applies).
+            Err(_) => return self.cached(domain, now, false),
+        };
+        let (port, extra_roots) = (
+            policy.settings.delivery.mta_sts_port,
+            policy.policy.trust.certificates(),
+        );
+        let (router, extra_roots) = (&*router, &extra_roots[..]);
         let txt = match router.txt(&format!("_mta-sts.{domain}")).await {
             Ok(records) => match sts_record(&records) {
                 Ok(r) => Txt::Record(r.id),
@@ -195,7 +205,7 @@ impl StsCache {
             now,
             entry.cached.as_ref(),
             txt,
-            entry.last_failure.map(|f| f.0),
+            entry.last_failure.as_ref().map(|f| f.0),
         )
     }
 
@@ -244,7 +254,7 @@ impl StsCache {
             Err(e) => {
                 let mut entry = self.entry(domain);
                 let valid = entry.cached.clone().filter(|c| c.valid_at(now));
-                tracing::warn!(%domain, error = %e, result = e.result_type(), cached = valid.is_some(), "MTA-STS policy fetch failed");
+                tracing::warn!(%domain, error = %e, result = %e.result_type(), cached = valid.is_some(), "MTA-STS policy fetch failed");
                 entry.last_failure = Some((now, e.result_type()));
                 self.set(domain, entry, now);
                 Lookup {
@@ -296,7 +306,7 @@ mod tests {
         let mut entries = Entries::default();
         let failed = Entry {
             cached: None,
-            last_failure: Some((1_000, "sts-policy-fetch-error")),
+            last_failure: Some((1_000, ResultType::StsPolicyFetchError)),
         };
         for i in 0..PRUNE_AT {
             assert!(
@@ -317,7 +327,7 @@ mod tests {
         let mut entries = Entries::default();
         let failed = |at| Entry {
             cached: None,
-            last_failure: Some((at, "sts-policy-fetch-error")),
+            last_failure: Some((at, ResultType::StsPolicyFetchError)),
         };
         for i in 0..PRUNE_AT - 1 {
             assert!(
