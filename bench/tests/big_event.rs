@@ -66,22 +66,24 @@ async fn a_megabyte_event_and_the_ten_after_it_arrive_once_in_order() {
 
     let tracking = &plane.control.tracking;
     let big = tracking
+        .messages
         .message("BIG")
         .unwrap()
         .expect("the big event arrived");
-    assert_eq!(big.view.timeline.len(), 1, "once");
-    assert!(big.view.timeline[0].truncated, "marked as cut");
-    let kept = big.view.recipients.len();
+    assert_eq!(big.timeline.len(), 1, "once");
+    assert!(big.timeline[0].truncated, "marked as cut");
+    let kept = big.recipients.len();
     assert!(kept > 1_000 && kept < 2_300, "{kept} recipients kept");
-    let mut firsts = vec![big.first_ms];
+    let mut firsts = vec![big.received_ms];
     for i in 0..10 {
         let m = tracking
+            .messages
             .message(&format!("SMALL{i}"))
             .unwrap()
             .unwrap_or_else(|| panic!("SMALL{i} arrived"));
-        assert_eq!(m.view.timeline.len(), 1, "once");
-        assert!(!m.view.timeline[0].truncated);
-        firsts.push(m.first_ms);
+        assert_eq!(m.timeline.len(), 1, "once");
+        assert!(!m.timeline[0].truncated);
+        firsts.push(m.received_ms);
     }
     assert!(
         firsts.windows(2).all(|w| w[0] <= w[1]),

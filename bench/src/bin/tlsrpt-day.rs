@@ -77,7 +77,8 @@ async fn main() {
     let tracking = t.clone();
     tokio::task::spawn_blocking(move || {
         tracking
-            .tls_sessions_by_domain(&day, |domain, aggregate| {
+            .tlsrpt
+            .sessions_by_domain(&day, &mut |domain, aggregate| {
                 let header = postern_sts_header(&domain);
                 let report = aggregate.report(header, &domain);
                 let (ok, failed) = report.session_counts();
@@ -97,7 +98,7 @@ async fn main() {
     println!(
         "stored {sessions} sessions of {domains} domains in {:.1} s; disk {} MiB",
         stored_in.as_secs_f64(),
-        t.size_on_disk() / (1024 * 1024)
+        t.tlsrpt.size_on_disk() / (1024 * 1024)
     );
     println!(
         "RSS after storing {rss_stored} MiB (peak {hwm_stored}); after building {rss_built} MiB (peak {hwm_built})"

@@ -66,13 +66,13 @@ fn fold(c: &mut Criterion) {
     for n in [10u64, 1_000, 10_000] {
         // As the store holds it: the record without its timeline.
         let mut aged = aged(n);
-        aged.view.timeline.clear();
+        aged.message.timeline.clear();
         let stored = serde_json::to_vec(&aged).unwrap();
         group.bench_with_input(BenchmarkId::from_parameter(n), &stored, |b, bytes| {
             b.iter(|| {
                 let mut s: Stored = serde_json::from_slice(bytes).unwrap();
                 s.apply("w", "E", &record(n + 1, deferral(n + 1)));
-                let added = std::mem::take(&mut s.view.timeline);
+                let added = std::mem::take(&mut s.message.timeline);
                 (
                     serde_json::to_vec(&added).unwrap(),
                     serde_json::to_vec(&s).unwrap(),

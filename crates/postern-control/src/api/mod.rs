@@ -14,6 +14,7 @@ mod queue;
 mod reports;
 mod rules;
 mod tracking;
+mod tracking_view;
 
 use std::sync::Arc;
 

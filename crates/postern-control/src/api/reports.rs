@@ -153,16 +153,19 @@ pub async fn receive_tls_report(
     let failed = |e: crate::tracking::TrackingError| ApiError::internal(e.to_string());
     let budget = c.read().settings.reports.received_max_bytes;
     let store = c.tracking.clone();
-    let kept = tokio::task::spawn_blocking(move || store.received.put(report, budget))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(failed)?;
+    let kept = tokio::task::spawn_blocking(move || {
+        let kept = store.tlsrpt.put_received(report, budget)?;
+        store.tlsrpt.flush()?;
+        Ok::<_, crate::tracking::TrackingError>(kept)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(failed)?;
     if kept == crate::reports::store::Kept::Full {
         return Err(ApiError::unavailable(
             "the received reports have spent their byte budget; try again when older ones have gone",
         ));
     }
-    c.tracking.received.flush_async().await.map_err(failed)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -219,8 +222,8 @@ pub async fn list_received_tls_reports(
     let store = c.tracking.clone();
     let (items, next_cursor) = tokio::task::spawn_blocking(move || {
         store
-            .received
-            .page(q.organization.as_deref(), limit, page.cursor.as_deref())
+            .tlsrpt
+            .received(q.organization.as_deref(), limit, page.cursor.as_deref())
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?

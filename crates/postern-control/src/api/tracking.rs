@@ -9,11 +9,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::ApiQuery;
+use super::tracking_view::{ConnectionView, MessageSummary, MessageView};
 use super::{ApiError, Problem};
 use crate::auth::Actor;
 use crate::control::Control;
 use crate::tracking::query::{ConnectionFilter, MessageFilter, decode_cursor};
-use crate::tracking::view::{ConnectionView, MessageSummary, MessageView, Status};
+use crate::tracking::record::Status;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -146,11 +147,14 @@ pub async fn list_messages(
     };
     let tracking = c.tracking.clone();
     let (items, next_cursor) = tokio::task::spawn_blocking(move || {
-        tracking.search_messages(&filter, limit, cursor.as_deref())
+        tracking
+            .messages
+            .search_messages(&filter, limit, cursor.as_deref())
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?
     .map_err(storage)?;
+    let items = items.iter().map(Into::into).collect();
     Ok(Json(MessageList { items, next_cursor }))
 }
 
@@ -165,12 +169,12 @@ pub async fn get_message(
 ) -> Result<Json<MessageView>, ApiError> {
     let tracking = c.tracking.clone();
     let id = p.id.clone();
-    let found = tokio::task::spawn_blocking(move || tracking.message(&id))
+    let found = tokio::task::spawn_blocking(move || tracking.messages.message(&id))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(storage)?;
     found
-        .map(|s| Json(s.view))
+        .map(|m| Json(MessageView::from(&m)))
         .ok_or_else(|| ApiError::not_found(format!("no message '{}'", p.id)))
 }
 
@@ -202,10 +206,13 @@ pub async fn list_connections(
     };
     let tracking = c.tracking.clone();
     let (items, next_cursor) = tokio::task::spawn_blocking(move || {
-        tracking.search_connections(&filter, limit, cursor.as_deref())
+        tracking
+            .messages
+            .search_connections(&filter, limit, cursor.as_deref())
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?
     .map_err(storage)?;
+    let items = items.iter().map(Into::into).collect();
     Ok(Json(ConnectionList { items, next_cursor }))
 }

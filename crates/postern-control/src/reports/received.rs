@@ -112,6 +112,29 @@ pub fn read(
     })
 }
 
+/// A report a worker took out of a mail to `settings.reports.receive_address`: checked and
+/// kept like a POSTed one (the operator chose the address: any valid report is kept). A report
+/// that is not valid, or finds the budget spent, is logged and dropped; only a store failure
+/// fails (the batch is then not acknowledged).
+pub fn take_mailed(
+    store: &dyn crate::tracking::stores::TlsRptStore,
+    worker: &str,
+    r: &postern_events::TlsReportReceived,
+    budget: u64,
+) -> Result<(), crate::tracking::TrackingError> {
+    match read(r.report.as_bytes(), "mail", &r.sender, |_| true) {
+        Ok(report) => {
+            if store.put_received(report, budget)? == super::store::Kept::Full {
+                tracing::warn!(%worker, queue_id = %r.queue_id, sender = %r.sender, "a mailed TLS-RPT report was not stored: the received reports are at their byte budget");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(%worker, queue_id = %r.queue_id, sender = %r.sender, error = %e, "a mailed TLS-RPT report was not stored");
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -117,16 +117,18 @@ pub async fn build(
         );
         tokio::task::spawn_blocking(move || {
             let mut reports = Vec::new();
-            tracking.tls_sessions_by_domain(&day, |domain, aggregate| {
-                let header = ReportHeader {
-                    organization_name: organization.clone(),
-                    contact_info: contact.clone(),
-                    report_id: format!("{day}_{domain}@{submitter}"),
-                    start_datetime: postern_time::rfc3339_s(start / 1000),
-                    end_datetime: postern_time::rfc3339_s(end / 1000),
-                };
-                reports.push((domain.clone(), aggregate.report(header, &domain)));
-            })?;
+            tracking
+                .tlsrpt
+                .sessions_by_domain(&day, &mut |domain, aggregate| {
+                    let header = ReportHeader {
+                        organization_name: organization.clone(),
+                        contact_info: contact.clone(),
+                        report_id: format!("{day}_{domain}@{submitter}"),
+                        start_datetime: postern_time::rfc3339_s(start / 1000),
+                        end_datetime: postern_time::rfc3339_s(end / 1000),
+                    };
+                    reports.push((domain.clone(), aggregate.report(header, &domain)));
+                })?;
             Ok::<_, TrackingError>(reports)
         })
         .await
@@ -185,7 +187,7 @@ pub async fn build(
             (v.policy_domain.clone(), bytes)
         })
         .collect();
-    c.tracking.put_tls_reports(date, &stored)?;
+    c.tracking.tlsrpt.put_reports(date, &stored)?;
     c.tracking.flush_async().await?;
     Ok(views)
 }
@@ -245,7 +247,8 @@ pub fn list(
     domain: Option<&str>,
 ) -> Result<Vec<TlsReportView>, TrackingError> {
     c.tracking
-        .tls_reports(date, domain)?
+        .tlsrpt
+        .reports(date, domain)?
         .iter()
         .map(|v| serde_json::from_slice(v).map_err(|e| TrackingError::Corrupt(e.to_string())))
         .collect()

@@ -59,7 +59,7 @@ pub fn cursor(worker: &str, epoch: &str) -> Vec<u8> {
 }
 
 /// The facet index values of a message: its status, its worker and each mark it has.
-pub fn facets(m: &super::view::MessageSummary) -> Vec<String> {
+pub fn facets(m: &super::record::SummaryRecord) -> Vec<String> {
     let mut f = vec![
         format!("status={}", m.status.as_str()),
         format!("worker={}", m.worker),

@@ -1,20 +1,19 @@
-//! The tracking store (PRODUCT.md 5, 6): workers' events folded into one record per message and
-//! per connection, in a sled database of its own (`<data-dir>/tracking`), with an index for
-//! every search: time, sender, recipient, Message-ID, status, worker and marks (messages), and
-//! time and IP (connections). Subjects are matched within a time range.
-//! Index keys end with the inverted time and the id, so a prefix scan is newest first.
+//! Tracking (PRODUCT.md 5, 6): workers' events, routed to the store that keeps their kind
+//! (`stores.rs`): message tracking (`messages`), TLS-RPT (`tlsrpt`) and MTA-STS knowledge
+//! (`sts`). `Tracking` itself keeps only the ingest log: per worker epoch, the highest sequence
+//! stored (the cursor a batch is acknowledged with) and the events its outbox reported lost.
 //!
 //! Ingest is idempotent: each message remembers the (epoch, seq) of the events folded into it,
-//! and each worker epoch the highest sequence stored, so a replay after a crash or a reconnect
-//! changes nothing. A batch is acknowledged only after a flush.
+//! TLS-RPT sessions are keyed by them, and each worker epoch's cursor skips what was stored, so
+//! a replay after a crash or a reconnect changes nothing. A batch is acknowledged only after
+//! every store it touched is durable.
 
-pub mod fold;
 mod keys;
-pub mod query;
+pub mod messages;
 mod retention;
+pub mod stores;
 pub mod sts;
 pub mod tlsrpt;
-pub mod view;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -23,10 +22,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use postern_events::{Event, Record};
 
-use fold::{Fold, Stored};
-use view::{ConnectionView, Listed};
-
+pub use messages::{fold, query, record};
 pub use retention::run as run_retention;
+use stores::{MessageStore, StsKnowledge, TlsRptStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrackingError {
@@ -36,13 +34,7 @@ pub enum TrackingError {
     Corrupt(String),
 }
 
-/// A message changed by an ingest batch, and the facets it had before.
-struct Touched {
-    facets_before: Vec<String>,
-    now: Stored,
-}
-
-/// Moves tree `name` of `from` (where stores before issue 23 kept it) into `to`.
+/// Moves tree `name` of `from` (where an older store kept it) into `to`.
 fn migrate(from: &sled::Db, to: &sled::Db, name: &str) -> Result<(), TrackingError> {
     if !from
         .tree_names()
@@ -61,46 +53,32 @@ fn migrate(from: &sled::Db, to: &sled::Db, name: &str) -> Result<(), TrackingErr
     Ok(())
 }
 
+fn corrupt(e: impl std::fmt::Display) -> TrackingError {
+    TrackingError::Corrupt(e.to_string())
+}
+
+/// The stores a batch touched, to be made durable before its cursor.
+#[derive(Default)]
+struct Touched {
+    tlsrpt: bool,
+    sts: bool,
+}
+
 pub struct Tracking {
-    db: sled::Db,
-    /// Connection records (`connections`, `conn_by_ip`), apart from messages.
-    conn_db: sled::Db,
-    messages: sled::Tree,
-    /// id ++ 0 ++ n (big-endian) -> the message's timeline entry `n`, the newest
-    /// `fold::MAX_TIMELINE` kept: a record is rewritten by each fold, its timeline never.
-    timeline: sled::Tree,
-    /// id -> `Listed`: what lists show and filter on, small, so scans are quick.
-    summaries: sled::Tree,
-    by_time: sled::Tree,
-    by_sender: sled::Tree,
-    by_rcpt: sled::Tree,
-    by_msgid: sled::Tree,
-    /// `status=…`, `worker=…`, `mark=…` ++ 0 ++ inverted time ++ id.
-    by_facet: sled::Tree,
-    connections: sled::Tree,
-    conn_by_ip: sled::Tree,
     /// worker \0 epoch -> highest sequence stored (u64 big-endian).
     cursors: sled::Tree,
     /// worker \0 epoch -> the last sequence a gap event reported lost (big-endian).
     gaps: sled::Tree,
-    /// recipient domain -> its newest MTA-STS policy (`sts::StoredSts`).
-    sts_policies: sled::Tree,
-    /// TLS-RPT: sessions by day and domain, and the reports built (`tlsrpt`).
-    tls_sessions: sled::Tree,
-    /// The MTA-STS policies the sessions name, once per day, domain and id.
-    tls_policies: sled::Tree,
-    tls_reports: sled::Tree,
-    /// TLS-RPT reports others sent about our domains: a store of their own, on its own budget
-    /// (`settings.reports.received_max_bytes`, kept in `received_budget`).
-    pub received: crate::reports::store::ReceivedStore,
+    pub messages: Box<dyn MessageStore>,
+    pub tlsrpt: Box<dyn TlsRptStore>,
+    pub sts: Box<dyn StsKnowledge>,
+    /// `settings.reports.received_max_bytes`, kept here by retention.
     pub received_budget: AtomicU64,
     /// Counts, for metrics and benchmarks.
     pub events: AtomicU64,
     pub lost: AtomicU64,
     /// Events refused because their message belongs to another worker.
     pub foreign: AtomicU64,
-    /// Messages stored (kept in step with `messages`, counted once at start).
-    pub count: AtomicU64,
     /// Seconds from an event's creation on its worker to its storage here.
     pub lag: prometheus_client::metrics::histogram::Histogram,
     /// Retention passes exclude ingest (both read, change and write whole records and their
@@ -110,67 +88,34 @@ pub struct Tracking {
     per_worker: std::sync::Mutex<HashMap<String, Arc<std::sync::Mutex<()>>>>,
 }
 
-fn corrupt(e: impl std::fmt::Display) -> TrackingError {
-    TrackingError::Corrupt(e.to_string())
-}
-
-/// A stored record. One written before timelines were kept apart holds its timeline inline:
-/// those entries count as not yet written, so the next `put` moves them out.
-fn record_of(bytes: &[u8]) -> Result<Stored, TrackingError> {
-    let mut s: Stored = serde_json::from_slice(bytes).map_err(corrupt)?;
-    let inline = s.view.timeline.len() as u64;
-    s.timeline_total = s.timeline_total.max(inline + s.view.timeline_dropped);
-    Ok(s)
-}
-
 impl Tracking {
+    /// The sled stores under `path`: messages in `path`, connections, TLS-RPT, received reports
+    /// and MTA-STS knowledge each in a database of their own below it.
     pub fn open(path: &Path) -> Result<Tracking, TrackingError> {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(256 * 1024 * 1024)
             .open()?;
-        let tree = |name: &str| db.open_tree(name);
-        // Connection records in a database of their own, under a size limit of their own.
         let conn_db = sled::Config::new()
             .path(path.join("connections"))
             .cache_capacity(64 * 1024 * 1024)
             .open()?;
-        for name in ["connections", "connections/by_ip"] {
-            migrate(&db, &conn_db, name)?;
-        }
-        let t = Tracking {
-            messages: tree("messages")?,
-            timeline: tree("messages/timeline")?,
-            summaries: tree("messages/summaries")?,
-            by_time: tree("messages/by_time")?,
-            by_sender: tree("messages/by_sender")?,
-            by_rcpt: tree("messages/by_rcpt")?,
-            by_msgid: tree("messages/by_message_id")?,
-            by_facet: tree("messages/by_facet")?,
-            connections: conn_db.open_tree("connections")?,
-            conn_by_ip: conn_db.open_tree("connections/by_ip")?,
-            cursors: tree("cursors")?,
-            gaps: tree("gaps")?,
-            sts_policies: tree("sts_policies")?,
-            tls_sessions: tree("tlsrpt/sessions")?,
-            tls_policies: tree("tlsrpt/policies")?,
-            tls_reports: tree("tlsrpt/reports")?,
-            received: crate::reports::store::ReceivedStore::open(&path.join("received"))?,
+        Ok(Tracking {
+            cursors: db.open_tree("cursors")?,
+            gaps: db.open_tree("gaps")?,
+            tlsrpt: Box::new(tlsrpt::SledTlsRpt::open(path, &db)?),
+            sts: Box::new(sts::SledSts::open(&path.join("sts"), &db)?),
+            messages: Box::new(messages::SledMessages::open(db.clone(), conn_db)?),
             received_budget: AtomicU64::new(1 << 30),
             events: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             foreign: AtomicU64::new(0),
-            count: AtomicU64::new(0),
             lag: prometheus_client::metrics::histogram::Histogram::new(
                 crate::metrics::INGEST_BUCKETS,
             ),
             writing: std::sync::RwLock::new(()),
             per_worker: std::sync::Mutex::default(),
-            db,
-            conn_db,
-        };
-        t.count.store(t.by_time.len() as u64, Relaxed);
-        Ok(t)
+        })
     }
 
     /// The highest sequence of `epoch` stored for `worker`.
@@ -191,206 +136,118 @@ impl Tracking {
         epoch: &str,
         records: Vec<Result<Record, u64>>,
     ) -> Result<u64, TrackingError> {
-        // sled calls block: a batch of a thousand events is tens of milliseconds of them.
+        // The stores block: a batch of a thousand events is tens of milliseconds of them.
         let (this, worker, epoch) = (self.clone(), worker.to_string(), epoch.to_string());
-        let stored = tokio::task::spawn_blocking(move || {
-            let worker_turn = this
-                .per_worker
-                .lock()
-                .expect("tracking worker locks")
-                .entry(worker.clone())
-                .or_default()
-                .clone();
-            let _worker = worker_turn.lock().expect("tracking worker lock");
-            let _turn = this.writing.read().expect("tracking write lock");
-            let mut stored = this.stored_seq(&worker, &epoch)?;
-            // A message's events usually come in one batch (received, attempt, delivered):
-            // each message is read and written once per batch.
-            let mut touched: HashMap<String, Touched> = HashMap::new();
-            for item in records {
-                let seq = item.as_ref().map_or_else(|seq| *seq, |r| r.seq);
-                // The worker sends in order; anything at or below the cursor is a replay.
-                if seq <= stored {
-                    continue;
-                }
-                let stands_for_hole = matches!(&item,
-                    Ok(Record { event: Event::OutboxGap(g), .. })
-                        if g.first_seq <= stored + 1 && g.last_seq == seq);
-                if seq != stored + 1 && !stands_for_hole {
-                    tracing::warn!(%worker, stored, seq, "a worker's events skip a sequence; stored up to the hole");
-                    break;
-                }
-                if let Ok(record) = item {
-                    this.apply(&worker, &epoch, &record, &mut touched)?;
-                    this.events.fetch_add(1, Relaxed);
-                    let age_ms = postern_time::now_ms().saturating_sub(record.at_ms);
-                    this.lag.observe(age_ms as f64 / 1000.0);
-                }
-                stored = seq;
-            }
-            for message in touched.values_mut() {
-                this.put(&message.facets_before, &mut message.now)?;
-            }
-            this.cursors
-                .insert(keys::cursor(&worker, &epoch), &stored.to_be_bytes())?;
-            Ok::<u64, TrackingError>(stored)
-        })
-        .await
-        .map_err(|e| TrackingError::Corrupt(e.to_string()))??;
-        // Reports and connections are durable before the cursor that acknowledges them.
-        self.received.flush_async().await?;
-        self.conn_db.flush_async().await?;
-        self.db.flush_async().await?;
-        Ok(stored)
+        tokio::task::spawn_blocking(move || this.ingest_blocking(&worker, &epoch, records))
+            .await
+            .map_err(|e| TrackingError::Corrupt(e.to_string()))?
     }
 
-    fn apply(
+    fn ingest_blocking(
         &self,
         worker: &str,
         epoch: &str,
-        record: &Record,
-        touched: &mut HashMap<String, Touched>,
+        records: Vec<Result<Record, u64>>,
+    ) -> Result<u64, TrackingError> {
+        let worker_turn = self
+            .per_worker
+            .lock()
+            .expect("tracking worker locks")
+            .entry(worker.to_string())
+            .or_default()
+            .clone();
+        let _worker = worker_turn.lock().expect("tracking worker lock");
+        let _turn = self.writing.read().expect("tracking write lock");
+        let mut stored = self.stored_seq(worker, epoch)?;
+        let mut kept = Vec::with_capacity(records.len());
+        for item in records {
+            let seq = item.as_ref().map_or_else(|seq| *seq, |r| r.seq);
+            // The worker sends in order; anything at or below the cursor is a replay.
+            if seq <= stored {
+                continue;
+            }
+            let stands_for_hole = matches!(&item,
+                Ok(Record { event: Event::OutboxGap(g), .. })
+                    if g.first_seq <= stored + 1 && g.last_seq == seq);
+            if seq != stored + 1 && !stands_for_hole {
+                tracing::warn!(%worker, stored, seq, "a worker's events skip a sequence; stored up to the hole");
+                break;
+            }
+            if let Ok(record) = item {
+                kept.push(record);
+            }
+            stored = seq;
+        }
+        let touched = self.route(worker, epoch, &kept)?;
+        // Every store the batch touched is durable before the cursor that acknowledges it
+        // (message tracking keeps its trees in the cursor's database: its flush, last, makes
+        // both durable).
+        if touched.tlsrpt {
+            self.tlsrpt.flush()?;
+        }
+        if touched.sts {
+            self.sts.flush()?;
+        }
+        self.cursors
+            .insert(keys::cursor(worker, epoch), &stored.to_be_bytes())?;
+        self.messages.flush()?;
+        Ok(stored)
+    }
+
+    /// Hands each event to the store of its kind.
+    fn route(
+        &self,
+        worker: &str,
+        epoch: &str,
+        records: &[Record],
+    ) -> Result<Touched, TrackingError> {
+        let mut touched = Touched::default();
+        let mut messages = Vec::new();
+        for record in records {
+            match &record.event {
+                Event::OutboxGap(g) => self.gap(worker, epoch, g)?,
+                Event::StartTlsLeftovers(l) => {
+                    tracing::info!(%worker, ip = %l.ip, bytes = l.bytes, "a client sent data after STARTTLS (discarded)");
+                }
+                Event::StsPolicy(p) => {
+                    self.sts.record(worker, p)?;
+                    touched.sts = true;
+                }
+                Event::TlsSession(t) => {
+                    self.tlsrpt.put_session(worker, epoch, record.seq, t)?;
+                    touched.tlsrpt = true;
+                }
+                Event::TlsReportReceived(r) => {
+                    let budget = self.received_budget.load(Relaxed);
+                    crate::reports::received::take_mailed(&*self.tlsrpt, worker, r, budget)?;
+                    touched.tlsrpt = true;
+                }
+                _ => messages.push(record),
+            }
+            self.events.fetch_add(1, Relaxed);
+            let age_ms = postern_time::now_ms().saturating_sub(record.at_ms);
+            self.lag.observe(age_ms as f64 / 1000.0);
+        }
+        let folded = self.messages.fold(worker, epoch, &messages)?;
+        self.foreign.fetch_add(folded.foreign, Relaxed);
+        Ok(touched)
+    }
+
+    /// Counts what a worker's outbox lost. Gaps may overlap (each runs from the worker's last
+    /// acknowledged event): only sequences no earlier gap of the epoch reported count.
+    fn gap(
+        &self,
+        worker: &str,
+        epoch: &str,
+        g: &postern_events::OutboxGap,
     ) -> Result<(), TrackingError> {
-        match &record.event {
-            Event::Connection(c) => {
-                let view = ConnectionView::new(worker, record.policy_version, c);
-                let key = keys::timed(c.started_ms, &c.session);
-                self.connections
-                    .insert(&key, serde_json::to_vec(&view).expect("views serialise"))?;
-                self.conn_by_ip
-                    .insert(keys::indexed(&c.ip, c.started_ms, &c.session), &[])?;
-            }
-            Event::OutboxGap(g) => {
-                tracing::warn!(%worker, first = g.first_seq, last = g.last_seq, "a worker's outbox lost events");
-                // Gaps may overlap (each runs from the worker's last acknowledged event):
-                // count only sequences no earlier gap of the epoch reported.
-                let key = keys::cursor(worker, epoch);
-                let reported = self.gaps.get(&key)?.map_or(0, |v| keys::u64_of(&v));
-                if g.last_seq > reported {
-                    let first = g.first_seq.max(reported + 1);
-                    self.lost.fetch_add(g.last_seq - first + 1, Relaxed);
-                    self.gaps.insert(key, &g.last_seq.to_be_bytes())?;
-                }
-            }
-            Event::StartTlsLeftovers(l) => {
-                tracing::info!(%worker, ip = %l.ip, bytes = l.bytes, "a client sent data after STARTTLS (discarded)");
-            }
-            Event::StsPolicy(p) => {
-                // The newest fetch wins, whichever worker made it.
-                let newer = match self.sts_policy(&p.domain)? {
-                    Some(known) => known.fetched_ms < p.fetched_ms,
-                    None => true,
-                };
-                if newer {
-                    let known = sts::KnownSts::new(worker, p);
-                    self.sts_policies.insert(
-                        p.domain.as_bytes(),
-                        serde_json::to_vec(&known).expect("views serialise"),
-                    )?;
-                }
-            }
-            Event::TlsSession(t) => self.store_session(worker, epoch, record.seq, t)?,
-            Event::TlsReportReceived(r) => {
-                // The operator chose the address: any valid report is kept.
-                match crate::reports::received::read(r.report.as_bytes(), "mail", &r.sender, |_| {
-                    true
-                }) {
-                    Ok(report) => {
-                        let budget = self.received_budget.load(Relaxed);
-                        if self.received.put(report, budget)? == crate::reports::store::Kept::Full {
-                            tracing::warn!(%worker, queue_id = %r.queue_id, sender = %r.sender, "a mailed TLS-RPT report was not stored: the received reports are at their byte budget");
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(%worker, queue_id = %r.queue_id, sender = %r.sender, error = %e, "a mailed TLS-RPT report was not stored");
-                    }
-                }
-            }
-            event => {
-                let Some(id) = event.queue_id().filter(|id| !id.is_empty()) else {
-                    return Ok(());
-                };
-                if !touched.contains_key(id) {
-                    let loaded = match self.messages.get(id)? {
-                        Some(bytes) => record_of(&bytes)?,
-                        None => {
-                            self.count.fetch_add(1, Relaxed);
-                            Stored::new(id, worker, record.at_ms)
-                        }
-                    };
-                    let facets_before = keys::facets(&loaded.summary());
-                    touched.insert(
-                        id.to_string(),
-                        Touched {
-                            facets_before,
-                            now: loaded,
-                        },
-                    );
-                }
-                if let Some(message) = touched.get_mut(id)
-                    && message.now.apply(worker, epoch, record) == Fold::Foreign
-                {
-                    self.foreign.fetch_add(1, Relaxed);
-                    tracing::warn!(%worker, owner = %message.now.view.worker, queue_id = %id, "a tracking event for another worker's message refused");
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes a message, its new timeline entries, its list entry and its index entries. The
-    /// record is stored without its timeline (`s.view.timeline` holds only what this batch
-    /// added, and is taken).
-    fn put(&self, facets_before: &[String], s: &mut Stored) -> Result<(), TrackingError> {
-        let added = std::mem::take(&mut s.view.timeline);
-        let first = s.timeline_total - added.len() as u64;
-        for (n, entry) in (first..).zip(&added) {
-            let entry = serde_json::to_vec(entry).expect("records serialise");
-            self.timeline.insert(keys::numbered(&s.view.id, n), entry)?;
-            if let Some(old) = n.checked_sub(fold::MAX_TIMELINE as u64) {
-                self.timeline.remove(keys::numbered(&s.view.id, old))?;
-            }
-        }
-        self.index(s)?;
-        let listed = Listed {
-            first_ms: s.first_ms,
-            summary: s.summary(),
-        };
-        // Status and marks change as events come: their index entries move with them.
-        let facets = keys::facets(&listed.summary);
-        for gone in facets_before.iter().filter(|f| !facets.contains(f)) {
-            self.by_facet
-                .remove(keys::indexed(gone, s.first_ms, &s.view.id))?;
-        }
-        for facet in &facets {
-            self.by_facet
-                .insert(keys::indexed(facet, s.first_ms, &s.view.id), &[])?;
-        }
-        self.summaries.insert(
-            &s.view.id,
-            serde_json::to_vec(&listed).expect("records serialise"),
-        )?;
-        self.messages.insert(
-            &s.view.id,
-            serde_json::to_vec(s).expect("records serialise"),
-        )?;
-        Ok(())
-    }
-
-    /// Index entries are a set: inserting them again changes nothing.
-    fn index(&self, s: &Stored) -> Result<(), TrackingError> {
-        let (at, id, v) = (s.first_ms, s.view.id.as_str(), &s.view);
-        self.by_time.insert(keys::timed(at, id), &[])?;
-        if !v.sender.is_empty() {
-            self.by_sender
-                .insert(keys::indexed(&v.sender.to_lowercase(), at, id), &[])?;
-        }
-        for r in &v.recipients {
-            self.by_rcpt
-                .insert(keys::indexed(&r.to_lowercase(), at, id), &[])?;
-        }
-        if let Some(m) = &v.message_id {
-            self.by_msgid.insert(keys::indexed(m, at, id), &[])?;
+        tracing::warn!(%worker, first = g.first_seq, last = g.last_seq, "a worker's outbox lost events");
+        let key = keys::cursor(worker, epoch);
+        let reported = self.gaps.get(&key)?.map_or(0, |v| keys::u64_of(&v));
+        if g.last_seq > reported {
+            let first = g.first_seq.max(reported + 1);
+            self.lost.fetch_add(g.last_seq - first + 1, Relaxed);
+            self.gaps.insert(key, &g.last_seq.to_be_bytes())?;
         }
         Ok(())
     }
@@ -398,78 +255,23 @@ impl Tracking {
     /// The newest MTA-STS policy a worker fetched for `domain` (kept until retention finds it
     /// expired).
     pub fn sts_policy(&self, domain: &str) -> Result<Option<sts::KnownSts>, TrackingError> {
-        self.sts_policies
-            .get(domain.as_bytes())?
-            .map(|v| serde_json::from_slice(&v).map_err(|e| TrackingError::Corrupt(e.to_string())))
-            .transpose()
+        self.sts.get(domain)
     }
 
-    /// Forgets the known MTA-STS policies expired at `now_ms` (every domain a worker ever
-    /// fetched one for must not stay for ever); how many went.
-    pub(super) fn prune_known_sts(&self, now_ms: u64) -> Result<u64, TrackingError> {
-        let mut removed = 0;
-        for entry in self.sts_policies.iter() {
-            let (key, value) = entry?;
-            let expired = serde_json::from_slice::<sts::KnownSts>(&value)
-                .map_or(true, |k| !k.valid_at_ms(now_ms));
-            if expired {
-                self.sts_policies.remove(key)?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
-
-    /// A message with its timeline.
-    pub fn message(&self, id: &str) -> Result<Option<Stored>, TrackingError> {
-        let Some(bytes) = self.messages.get(id)? else {
-            return Ok(None);
-        };
-        let mut s = record_of(&bytes)?;
-        let mut entries = std::collections::VecDeque::new();
-        for entry in self.timeline.scan_prefix(keys::prefix(id)) {
-            let (_, value) = entry?;
-            entries.push_back(serde_json::from_slice(&value).map_err(corrupt)?);
-        }
-        // A record written before timelines were kept apart still holds its own.
-        if s.view.timeline.is_empty() {
-            s.view.timeline = entries;
-        }
-        s.view.timeline_dropped = s.timeline_total - s.view.timeline.len() as u64;
-        Ok(Some(s))
-    }
-
-    /// Removes a message's timeline entries.
-    fn remove_timeline(&self, id: &str) -> Result<(), TrackingError> {
-        for entry in self.timeline.scan_prefix(keys::prefix(id)).keys() {
-            self.timeline.remove(entry?)?;
-        }
-        Ok(())
-    }
-
+    /// Makes everything stored durable.
     pub fn flush(&self) -> Result<(), TrackingError> {
-        self.received.flush()?;
-        self.conn_db.flush()?;
-        self.db.flush()?;
+        self.tlsrpt.flush()?;
+        self.sts.flush()?;
+        self.messages.flush()?;
         Ok(())
     }
 
     /// `flush` without blocking the runtime.
-    pub async fn flush_async(&self) -> Result<(), TrackingError> {
-        self.received.flush_async().await?;
-        self.conn_db.flush_async().await?;
-        self.db.flush_async().await?;
-        Ok(())
-    }
-
-    /// Bytes on disk of message tracking (what `tracking.max_bytes` limits).
-    pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
-    }
-
-    /// Bytes on disk of connection records (`tracking.connections_max_bytes`).
-    pub fn connections_size_on_disk(&self) -> u64 {
-        self.conn_db.size_on_disk().unwrap_or(0)
+    pub async fn flush_async(self: &Arc<Self>) -> Result<(), TrackingError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.flush())
+            .await
+            .map_err(|e| TrackingError::Corrupt(e.to_string()))?
     }
 }
 
@@ -477,7 +279,7 @@ impl Tracking {
 mod tests {
     use super::fold::tests::{received, record};
     use super::query::{ConnectionFilter, MessageFilter};
-    use super::view::Status;
+    use super::record::Status;
     use super::*;
 
     fn ok(records: &[Record]) -> Vec<Result<Record, u64>> {
@@ -505,11 +307,14 @@ mod tests {
                 .unwrap(),
             3
         );
-        assert!(t.message("Q005").unwrap().is_none());
+        assert!(t.messages.message("Q005").unwrap().is_none());
         // An unreadable event's sequence counts; a gap standing for 5..=7 fills the hole.
         let batch = vec![Err(4), r(5), gap(7, 6, 7), r(8)];
         assert_eq!(t.ingest("w", "E", batch).await.unwrap(), 8);
-        assert!(t.message("Q005").unwrap().is_some() && t.message("Q008").unwrap().is_some());
+        assert!(
+            t.messages.message("Q005").unwrap().is_some()
+                && t.messages.message("Q008").unwrap().is_some()
+        );
         // A gap that does not reach its own sequence is a hole like any other.
         assert_eq!(
             t.ingest("w", "E", vec![gap(12, 9, 10), r(13)])
@@ -535,7 +340,7 @@ mod tests {
             .collect();
         t.ingest("w", "E", ok(&batch)).await.unwrap();
         t.flush().unwrap();
-        let before = t.size_on_disk();
+        let before = t.messages.size_on_disk();
         let json = |i: usize| {
             format!(
                 r#"{{"organization-name":"O{i}","date-range":{{"start-datetime":"2026-12-06T00:00:00Z","end-datetime":"2026-12-06T23:59:59Z"}},"contact-info":"{}","report-id":"r{i}","policies":[{{"policy":{{"policy-type":"no-policy-found","policy-domain":"ours.test"}},"summary":{{"total-successful-session-count":1,"total-failure-session-count":0}}}}]}}"#,
@@ -545,14 +350,14 @@ mod tests {
         for i in 0..40 {
             let r = crate::reports::received::read(json(i).as_bytes(), "https", "t", |_| true);
             let r = r.unwrap_or_else(|e| panic!("{e}"));
-            t.received.put(r, u64::MAX).unwrap();
+            t.tlsrpt.put_received(r, u64::MAX).unwrap();
         }
         t.flush().unwrap();
-        assert!(t.received.bytes() > 4_000_000);
+        assert_eq!(t.tlsrpt.received(None, 100, None).unwrap().0.len(), 40);
         assert!(
-            t.size_on_disk() < before + 1_000_000,
+            t.messages.size_on_disk() < before + 1_000_000,
             "{} vs {before}",
-            t.size_on_disk()
+            t.messages.size_on_disk()
         );
         let (removed, _) = t.enforce(3650, before + 1_000_000, 2_000).unwrap();
         assert_eq!(removed, 0, "no message went because reports grew");
@@ -582,83 +387,6 @@ mod tests {
         let (messages, connections) = t.enforce_apart(3650, before + 1_000_000, 1, 2_000).unwrap();
         assert_eq!(messages, 0, "no message went because connections grew");
         assert!(connections >= 100, "{connections}");
-    }
-
-    /// A session's policy is stored once per (day, domain, id), and a day's reports are built
-    /// one domain at a time from what is stored.
-    #[tokio::test]
-    async fn tls_sessions_store_their_policy_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = Arc::new(Tracking::open(dir.path()).unwrap());
-        let session = |seq: u64, domain: &str, result: Option<&str>| {
-            Ok(record(
-                seq,
-                Event::TlsSession(postern_events::TlsSession {
-                    domain: domain.into(),
-                    sts: Some(postern_events::SessionPolicy {
-                        id: "20261207".into(),
-                        lines: (0..20).map(|i| format!("mx: mx{i}.{domain}")).collect(),
-                        mx: vec![postern_events::MxPattern::parse(&format!("*.{domain}")).unwrap()],
-                    }),
-                    result: result.map(|r| postern_events::ResultType::parse(r).unwrap()),
-                    sending_ip: Some("192.0.2.1".into()),
-                    receiving_mx: Some(format!("mx.{domain}")),
-                    receiving_ip: Some("198.51.100.7".into()),
-                    at_ms: 86_400_000 * 20_000 + seq,
-                }),
-            ))
-        };
-        let mut batch = Vec::new();
-        for seq in 1..=300 {
-            let domain = if seq % 3 == 0 {
-                "b.example"
-            } else {
-                "a.example"
-            };
-            let result = (seq % 10 == 0).then_some("certificate-expired");
-            batch.push(session(seq, domain, result));
-        }
-        t.ingest("w", "E", batch).await.unwrap();
-        assert_eq!(t.tls_policies.len(), 2, "one policy per domain and id");
-        let day = tlsrpt::day_of(86_400_000 * 20_000);
-        let mut reports = Vec::new();
-        t.tls_sessions_by_domain(&day, |domain, aggregate| {
-            let header = postern_sts::tlsrpt::ReportHeader {
-                organization_name: "o".into(),
-                contact_info: "c@o".into(),
-                report_id: domain.clone(),
-                start_datetime: String::new(),
-                end_datetime: String::new(),
-            };
-            reports.push(aggregate.report(header, &domain));
-        })
-        .unwrap();
-        assert_eq!(reports.len(), 2);
-        assert_eq!(reports[0].session_counts(), (180, 20), "a.example");
-        assert_eq!(reports[1].session_counts(), (90, 10), "b.example");
-        assert_eq!(reports[0].policies[0].policy.policy_string.len(), 20);
-        assert_eq!(reports[0].policies[0].policy.mx_host, ["*.a.example"]);
-    }
-
-    #[test]
-    fn connections_kept_by_an_older_store_move_to_their_own() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let old = sled::open(dir.path()).unwrap();
-            old.open_tree("connections")
-                .unwrap()
-                .insert(b"k", b"v")
-                .unwrap();
-            old.flush().unwrap();
-        }
-        let t = Tracking::open(dir.path()).unwrap();
-        assert_eq!(t.connections.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
-        assert!(
-            !t.db
-                .tree_names()
-                .iter()
-                .any(|n| n.as_ref() == b"connections")
-        );
     }
 
     #[tokio::test]
@@ -704,8 +432,11 @@ mod tests {
         // The same batch again, and an overlapping one: nothing is stored twice.
         assert_eq!(t.ingest("w", "E", ok(&batch)).await.unwrap(), 30);
         assert_eq!(t.ingest("w", "E", ok(&batch[20..])).await.unwrap(), 30);
-        assert_eq!(t.count.load(Relaxed), 30);
-        assert_eq!(t.message("Q007").unwrap().unwrap().view.timeline.len(), 1);
+        assert_eq!(t.messages.count(), 30);
+        assert_eq!(
+            t.messages.message("Q007").unwrap().unwrap().timeline.len(),
+            1
+        );
         // A new epoch of the same worker starts its own sequence.
         assert_eq!(t.stored_seq("w", "F").unwrap(), 0);
 
@@ -716,7 +447,10 @@ mod tests {
                 recipient: Some("B@Y.example".into()),
                 ..Default::default()
             };
-            let (items, next) = t.search_messages(&f, 7, cursor.as_deref()).unwrap();
+            let (items, next) = t
+                .messages
+                .search_messages(&f, 7, cursor.as_deref())
+                .unwrap();
             pages.extend(items.into_iter().map(|m| m.id));
             match next {
                 Some(c) => cursor = Some(query::decode_cursor(&c).unwrap()),
@@ -732,10 +466,11 @@ mod tests {
             until: Some(1_020),
             ..Default::default()
         };
-        let (items, _) = t.search_messages(&tls, 50, None).unwrap();
+        let (items, _) = t.messages.search_messages(&tls, 50, None).unwrap();
         let ids: Vec<&str> = items.iter().map(|m| m.id.as_str()).collect();
         assert_eq!(ids, ["Q020", "Q018", "Q016", "Q014", "Q012", "Q010"]);
         let (none, _) = t
+            .messages
             .search_connections(&ConnectionFilter::default(), 10, None)
             .unwrap();
         assert!(none.is_empty());
@@ -754,6 +489,7 @@ mod tests {
             ..Default::default()
         };
         let (items, _) = t
+            .messages
             .search_messages(&by_status(Status::Delivered), 50, None)
             .unwrap();
         assert_eq!(
@@ -761,6 +497,7 @@ mod tests {
             ["Q020"]
         );
         let (items, _) = t
+            .messages
             .search_messages(&by_status(Status::Queued), 50, None)
             .unwrap();
         assert_eq!(items.len(), 29);
@@ -778,63 +515,56 @@ mod tests {
         // Messages are at 1,001..1,300 ms; one day of retention at day 1 plus 1,150 ms.
         let (removed, _) = t.enforce(1, u64::MAX, 86_400_000 + 1_150).unwrap();
         assert_eq!(removed, 149);
-        assert!(t.message("Q149").unwrap().is_none());
-        assert!(t.message("Q150").unwrap().is_some());
+        assert!(t.messages.message("Q149").unwrap().is_none());
+        assert!(t.messages.message("Q150").unwrap().is_some());
         let f = MessageFilter {
             recipient: Some("b@y.example".into()),
             ..Default::default()
         };
-        let (items, _) = t.search_messages(&f, 500, None).unwrap();
+        let (items, _) = t.messages.search_messages(&f, 500, None).unwrap();
         assert_eq!(items.len(), 151, "index entries went with the messages");
         // Over the size limit: the oldest go, at least a hundred per pass.
         let (removed, _) = t.enforce(3650, 1, 1_300).unwrap();
         assert_eq!(removed, 100);
-        assert!(t.message("Q249").unwrap().is_none());
-        assert!(t.message("Q250").unwrap().is_some());
-        assert_eq!(t.count.load(Relaxed), 51);
+        assert!(t.messages.message("Q249").unwrap().is_none());
+        assert!(t.messages.message("Q250").unwrap().is_some());
+        assert_eq!(t.messages.count(), 51);
     }
 
-    #[tokio::test]
-    async fn a_long_history_keeps_the_record_small_and_the_newest_timeline() {
+    /// A store before issue 24 kept TLS-RPT and MTA-STS knowledge in the messages' database:
+    /// they move to their own at start.
+    #[test]
+    fn tlsrpt_and_sts_kept_by_an_older_store_move_to_their_own() {
         let dir = tempfile::tempdir().unwrap();
-        let t = Arc::new(Tracking::open(dir.path()).unwrap());
-        let deferral = |seq: u64| {
-            record(
-                seq,
-                Event::Deferred(postern_events::Deferred {
-                    queue_id: "Q".into(),
-                    recipient: "b@y".into(),
-                    reason: "451 4.3.0 later".into(),
-                    next_attempt_ms: seq,
-                    violation: None,
-                }),
-            )
-        };
-        t.ingest("w", "E", vec![Ok(record(1, received("Q", true, &["b@y"])))])
-            .await
-            .unwrap();
-        let record_size = || t.messages.get("Q").unwrap().unwrap().len();
-        let small = record_size();
-        // One event per batch, as a message retried for days sends them.
-        for seq in 2..=1_200 {
-            t.ingest("w", "E", vec![Ok(deferral(seq))]).await.unwrap();
+        {
+            let old = sled::open(dir.path()).unwrap();
+            let reports = old.open_tree("tlsrpt/reports").unwrap();
+            reports.insert(b"2026-12-07\0a.example", b"{}").unwrap();
+            old.open_tree("sts_policies")
+                .unwrap()
+                .insert(b"a.example", b"{}")
+                .unwrap();
+            old.flush().unwrap();
         }
-        assert!(record_size() < small + 1024, "{} vs {small}", record_size());
-        let m = t.message("Q").unwrap().unwrap();
-        assert_eq!(m.view.timeline.len(), fold::MAX_TIMELINE);
-        assert_eq!(m.view.timeline_dropped, 1_200 - fold::MAX_TIMELINE as u64);
-        assert_eq!(
-            m.view.timeline.back().unwrap().detail.split(';').next(),
-            Some("<b@y>: 451 4.3.0 later")
+        let t = Tracking::open(dir.path()).unwrap();
+        assert_eq!(t.tlsrpt.reports(None, None).unwrap(), [b"{}".to_vec()]);
+        drop(t);
+        let main = sled::open(dir.path()).unwrap();
+        for name in ["tlsrpt/reports", "sts_policies"] {
+            assert!(
+                !main
+                    .tree_names()
+                    .iter()
+                    .any(|n| n.as_ref() == name.as_bytes())
+            );
+        }
+        let sts = sled::open(dir.path().join("sts")).unwrap();
+        assert!(
+            sts.open_tree("sts_policies")
+                .unwrap()
+                .get(b"a.example")
+                .unwrap()
+                .is_some()
         );
-        assert!(m.view.timeline.front().unwrap().at < m.view.timeline.back().unwrap().at);
-        assert_eq!(
-            t.timeline.scan_prefix(keys::prefix("Q")).count(),
-            fold::MAX_TIMELINE
-        );
-        // Retention takes the timeline with the record.
-        t.remove_message(&keys::timed(m.first_ms, "Q"), "Q")
-            .unwrap();
-        assert_eq!(t.timeline.scan_prefix(keys::prefix("Q")).count(), 0);
     }
 }

@@ -4,9 +4,11 @@
 //! entries, whichever comes first, so a rare filter returns a short page with a cursor rather
 //! than a slow one.
 
-use super::keys;
-use super::view::{ConnectionView, Listed, MessageSummary, Status};
-use super::{Tracking, TrackingError, corrupt};
+use super::super::keys;
+use super::SledMessages;
+use super::record::{ConnectionRecord, Listed, Status, SummaryRecord};
+use crate::tracking::stores::Page;
+use crate::tracking::{TrackingError, corrupt};
 
 /// Index entries examined per page at most.
 pub const SCAN_BUDGET: usize = 20_000;
@@ -144,75 +146,73 @@ fn scan(
     Ok(None)
 }
 
-impl Tracking {
-    fn listed(&self, id: &str) -> Result<Option<Listed>, TrackingError> {
-        self.summaries
-            .get(id)?
-            .map(|b| serde_json::from_slice(&b).map_err(corrupt))
-            .transpose()
-    }
+fn listed(m: &SledMessages, id: &str) -> Result<Option<Listed>, TrackingError> {
+    m.summaries
+        .get(id)?
+        .map(|b| serde_json::from_slice(&b).map_err(corrupt))
+        .transpose()
+}
 
-    /// A page of messages matching `f`, newest first, and the cursor of the next page.
-    pub fn search_messages(
-        &self,
-        f: &MessageFilter,
-        limit: usize,
-        cursor: Option<&[u8]>,
-    ) -> Result<(Vec<MessageSummary>, Option<String>), TrackingError> {
-        if let Some(id) = &f.queue_id {
-            let found = self.listed(id)?.filter(|l| f.matches(l));
-            return Ok((found.map(|l| l.summary).into_iter().collect(), None));
+/// A page of messages matching `f`, newest first, and the cursor of the next page.
+pub(super) fn search_messages(
+    this: &SledMessages,
+    f: &MessageFilter,
+    limit: usize,
+    cursor: Option<&[u8]>,
+) -> Result<Page<SummaryRecord>, TrackingError> {
+    if let Some(id) = &f.queue_id {
+        let found = listed(this, id)?.filter(|l| f.matches(l));
+        return Ok((found.map(|l| l.summary).into_iter().collect(), None));
+    }
+    let (tree, prefix) = if let Some(r) = &f.recipient {
+        (&this.by_rcpt, keys::prefix(&r.to_lowercase()))
+    } else if let Some(s) = &f.sender {
+        (&this.by_sender, keys::prefix(&s.to_lowercase()))
+    } else if let Some(m) = &f.message_id {
+        (&this.by_msgid, keys::prefix(m))
+    } else if let Some(facet) = f.facet() {
+        (&this.by_facet, keys::prefix(&facet))
+    } else {
+        (&this.by_time, Vec::new())
+    };
+    let mut items = Vec::new();
+    let next = scan(tree, &prefix, f.since, f.until, cursor, |_, id| {
+        let Some(listed) = listed(this, id)? else {
+            return Ok(true);
+        };
+        if f.matches(&listed) {
+            items.push(listed.summary);
         }
-        let (tree, prefix) = if let Some(r) = &f.recipient {
-            (&self.by_rcpt, keys::prefix(&r.to_lowercase()))
-        } else if let Some(s) = &f.sender {
-            (&self.by_sender, keys::prefix(&s.to_lowercase()))
-        } else if let Some(m) = &f.message_id {
-            (&self.by_msgid, keys::prefix(m))
-        } else if let Some(facet) = f.facet() {
-            (&self.by_facet, keys::prefix(&facet))
-        } else {
-            (&self.by_time, Vec::new())
-        };
-        let mut items = Vec::new();
-        let next = scan(tree, &prefix, f.since, f.until, cursor, |_, id| {
-            let Some(listed) = self.listed(id)? else {
-                return Ok(true);
-            };
-            if f.matches(&listed) {
-                items.push(listed.summary);
-            }
-            Ok(items.len() < limit)
-        })?;
-        Ok((items, next.map(hex::encode)))
-    }
+        Ok(items.len() < limit)
+    })?;
+    Ok((items, next.map(hex::encode)))
+}
 
-    /// A page of connections matching `f`, newest first, and the cursor of the next page.
-    pub fn search_connections(
-        &self,
-        f: &ConnectionFilter,
-        limit: usize,
-        cursor: Option<&[u8]>,
-    ) -> Result<(Vec<ConnectionView>, Option<String>), TrackingError> {
-        let (tree, prefix) = match &f.ip {
-            Some(ip) => (&self.conn_by_ip, keys::prefix(ip)),
-            None => (&self.connections, Vec::new()),
+/// A page of connections matching `f`, newest first, and the cursor of the next page.
+pub(super) fn search_connections(
+    this: &SledMessages,
+    f: &ConnectionFilter,
+    limit: usize,
+    cursor: Option<&[u8]>,
+) -> Result<Page<ConnectionRecord>, TrackingError> {
+    let (tree, prefix) = match &f.ip {
+        Some(ip) => (&this.conn_by_ip, keys::prefix(ip)),
+        None => (&this.connections, Vec::new()),
+    };
+    let mut items = Vec::new();
+    // The (time, session) part of an index key is the connection's own key.
+    let next = scan(tree, &prefix, f.since, f.until, cursor, |timed, _| {
+        let Some(bytes) = this.connections.get(timed)? else {
+            return Ok(true);
         };
-        let mut items = Vec::new();
-        // The (time, session) part of an index key is the connection's own key.
-        let next = scan(tree, &prefix, f.since, f.until, cursor, |timed, _| {
-            let Some(bytes) = self.connections.get(timed)? else {
-                return Ok(true);
-            };
-            let view: ConnectionView = serde_json::from_slice(&bytes).map_err(corrupt)?;
-            if f.tls_failed.is_none_or(|b| view.tls_failure.is_some() == b)
-                && f.starttls_leftovers
-                    .is_none_or(|b| (view.starttls_leftovers > 0) == b)
-            {
-                items.push(view);
-            }
-            Ok(items.len() < limit)
-        })?;
-        Ok((items, next.map(hex::encode)))
-    }
+        let view: ConnectionRecord = serde_json::from_slice(&bytes).map_err(corrupt)?;
+        if f.tls_failed.is_none_or(|b| view.tls_failure.is_some() == b)
+            && f.starttls_leftovers
+                .is_none_or(|b| (view.starttls_leftovers > 0) == b)
+        {
+            items.push(view);
+        }
+        Ok(items.len() < limit)
+    })?;
+    Ok((items, next.map(hex::encode)))
 }

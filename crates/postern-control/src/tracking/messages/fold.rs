@@ -8,21 +8,13 @@ use std::collections::{BTreeMap, VecDeque};
 use postern_events::{self as ev, Event, Violation};
 use serde::{Deserialize, Serialize};
 
-use super::view::{
-    AttemptView, DeliveryView, Marks, MessageSummary, MessageView, RcptStatus, SourceView, Status,
-    TimelineEntry, TlsView, display,
+use super::record::{
+    AttemptRecord, DeliveryRecord, Marks, MessageRecord, RcptStatus, SourceRecord, Status,
+    SummaryRecord, TimelineRecord, TlsRecord,
 };
 use postern_time::rfc3339_ms as rfc3339;
 
-/// The MTA-STS policy an attempt followed, if one did.
-fn sts(p: &ev::PolicySource) -> Option<&ev::StsApplied> {
-    match p {
-        ev::PolicySource::MtaSts(s) => Some(s),
-        _ => None,
-    }
-}
-
-/// What the store keeps: the view, and what indexing and deduplication need.
+/// What the store keeps: the record, and what indexing and deduplication need.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stored {
     /// Unix ms of the first event: the message's place in time-ordered indexes.
@@ -39,7 +31,8 @@ pub struct Stored {
     /// record (entry `n` under its own key), so a fold never rewrites the whole timeline.
     #[serde(default)]
     pub timeline_total: u64,
-    pub view: MessageView,
+    #[serde(alias = "view")]
+    pub message: MessageRecord,
 }
 
 /// The newest timeline entries kept.
@@ -67,10 +60,10 @@ impl Stored {
             applied: BTreeMap::new(),
             epochs: VecDeque::new(),
             timeline_total: 0,
-            view: MessageView {
+            message: MessageRecord {
                 id: id.to_string(),
                 worker: worker.to_string(),
-                received_at: rfc3339(at_ms),
+                received_ms: at_ms,
                 sender: String::new(),
                 recipients: Vec::new(),
                 subject: None,
@@ -90,12 +83,12 @@ impl Stored {
         }
     }
 
-    pub fn summary(&self) -> MessageSummary {
-        let v = &self.view;
-        MessageSummary {
+    pub fn summary(&self) -> SummaryRecord {
+        let v = &self.message;
+        SummaryRecord {
             id: v.id.clone(),
             worker: v.worker.clone(),
-            received_at: v.received_at.clone(),
+            received_ms: v.received_ms,
             sender: v.sender.clone(),
             recipients: v.recipients.clone(),
             subject: v.subject.clone(),
@@ -106,18 +99,17 @@ impl Stored {
         }
     }
 
-    fn delivery(&mut self, recipient: &str) -> &mut DeliveryView {
-        let v = &mut self.view;
+    fn delivery(&mut self, recipient: &str) -> &mut DeliveryRecord {
+        let v = &mut self.message;
         let i = match v.deliveries.iter().position(|d| d.recipient == recipient) {
             Some(i) => i,
             None => {
-                v.deliveries.push(DeliveryView {
+                v.deliveries.push(DeliveryRecord {
                     recipient: recipient.to_string(),
                     status: RcptStatus::Queued,
                     host: None,
                     ip: None,
                     tls: None,
-                    display: None,
                     reason: None,
                     attempts: VecDeque::new(),
                 });
@@ -128,16 +120,16 @@ impl Stored {
     }
 
     fn add_recipient(&mut self, r: &str) {
-        if !self.view.recipients.iter().any(|x| x == r) {
-            self.view.recipients.push(r.to_string());
+        if !self.message.recipients.iter().any(|x| x == r) {
+            self.message.recipients.push(r.to_string());
         }
     }
 
     fn violated(&mut self, violation: Option<Violation>) {
         if let Some(v) = violation
-            && !self.view.violations.contains(&v)
+            && !self.message.violations.contains(&v)
         {
-            self.view.violations.push(v);
+            self.message.violations.push(v);
         }
     }
 
@@ -150,7 +142,7 @@ impl Stored {
     /// Folds one event in, unless it was folded in before or comes from a worker that does not
     /// own the message (the one whose event made the record: the worker that received it).
     pub fn apply(&mut self, worker: &str, epoch: &str, record: &ev::Record) -> Fold {
-        if worker != self.view.worker {
+        if worker != self.message.worker {
             return Fold::Foreign;
         }
         let key = format!("{worker} {epoch}");
@@ -170,48 +162,43 @@ impl Stored {
             // Any queue event shows the 250 was given, even if its Received was lost.
             self.received = true;
         }
-        let at = rfc3339(record.at_ms);
         let (kind, detail) = match &record.event {
             Event::Received(m) => {
                 self.received = true;
-                let v = &mut self.view;
+                let v = &mut self.message;
                 v.worker = worker.to_string();
                 v.sender = m.sender.clone();
                 v.subject = m.subject.clone();
                 v.message_id = m.message_id.clone();
                 v.size = Some(m.size);
                 v.policy_version = record.policy_version;
-                let tls = m.source.tls.is_some();
-                v.source = Some(SourceView {
-                    display: display(&m.source.helo, &m.source.ip, tls),
+                v.source = Some(SourceRecord {
                     ip: m.source.ip.clone(),
                     helo: m.source.helo.clone(),
-                    tls: m.source.tls.clone().map(TlsView::client),
+                    tls: m.source.tls.clone().map(TlsRecord::client),
                 });
                 for r in &m.recipients {
                     self.add_recipient(r);
                     self.delivery(r);
                 }
-                let from = self.view.source.as_ref().map(|s| s.display.clone());
+                let from = self.message.source.as_ref().map(SourceRecord::display);
                 (
                     "received",
                     format!("from {} size {}", from.unwrap_or_default(), m.size),
                 )
             }
             Event::Rejected(r) => {
-                if self.view.sender.is_empty() {
-                    self.view.sender = r.sender.clone();
+                if self.message.sender.is_empty() {
+                    self.message.sender = r.sender.clone();
                 }
-                if self.view.policy_version == 0 {
-                    self.view.policy_version = record.policy_version;
+                if self.message.policy_version == 0 {
+                    self.message.policy_version = record.policy_version;
                 }
-                if self.view.source.is_none() {
-                    let tls = r.source.tls.is_some();
-                    self.view.source = Some(SourceView {
-                        display: display(&r.source.helo, &r.source.ip, tls),
+                if self.message.source.is_none() {
+                    self.message.source = Some(SourceRecord {
                         ip: r.source.ip.clone(),
                         helo: r.source.helo.clone(),
-                        tls: r.source.tls.clone().map(TlsView::client),
+                        tls: r.source.tls.clone().map(TlsRecord::client),
                     });
                 }
                 self.violated(r.violation);
@@ -221,48 +208,36 @@ impl Stored {
                     d.status = RcptStatus::Rejected;
                     d.reason = Some(r.reply.clone());
                 }
-                self.view.rejections.push(r.reply.clone());
+                self.message.rejections.push(r.reply.clone());
                 ("rejected", r.reply.clone())
             }
             Event::Attempt(a) => {
-                let view = AttemptView {
-                    at: at.clone(),
+                let view = AttemptRecord {
+                    at_ms: record.at_ms,
                     host: a.leg.as_ref().map(|l| l.host.clone()),
                     ip: a.leg.as_ref().map(|l| l.ip.clone()),
                     tls: a
                         .leg
                         .as_ref()
                         .and_then(|l| l.tls.clone())
-                        .map(TlsView::server),
+                        .map(TlsRecord::server),
                     tls_fallback: a.leg.as_ref().is_some_and(|l| l.tls_fallback),
                     reply: a.reply.clone(),
                     violation: a.violation,
-                    policy_source: match &a.policy {
-                        ev::PolicySource::Rule { .. } => "rule",
-                        ev::PolicySource::MtaSts(_) => "mta-sts",
-                        ev::PolicySource::Default => "default",
-                    }
-                    .into(),
-                    sts_policy_id: sts(&a.policy).map(|s| s.id.clone()),
-                    sts_mode: sts(&a.policy).map(|s| s.mode),
-                    sts_failure: sts(&a.policy).and_then(|s| s.failure.clone()),
+                    policy: a.policy.clone(),
                 };
                 self.violated(a.violation);
-                self.view.marks.tls_fallback |= view.tls_fallback;
+                self.message.marks.tls_fallback |= view.tls_fallback;
                 let d = self.delivery(&a.recipient);
                 d.host = view.host.clone();
                 d.ip = view.ip.clone();
                 d.tls = view.tls.clone();
-                d.display = a
-                    .leg
-                    .as_ref()
-                    .map(|l| display(&l.host, &l.ip, l.tls.is_some()));
                 d.reason = Some(a.reply.clone());
                 if d.attempts.len() >= MAX_ATTEMPTS {
                     d.attempts.pop_front();
                 }
                 d.attempts.push_back(view);
-                let to = d.display.clone().unwrap_or_else(|| "no next hop".into());
+                let to = d.display().unwrap_or_else(|| "no next hop".into());
                 ("attempt", format!("<{}> to {to}: {}", a.recipient, a.reply))
             }
             Event::Deferred(x) => {
@@ -291,7 +266,7 @@ impl Stored {
                 d.status = RcptStatus::Bounced;
                 d.reason = Some(x.reason.clone());
                 if x.dsn.is_some() {
-                    self.view.dsn = x.dsn.clone();
+                    self.message.dsn = x.dsn.clone();
                 }
                 let dsn = match &x.dsn {
                     Some(id) => format!("; DSN {id}"),
@@ -300,7 +275,7 @@ impl Stored {
                 ("bounced", format!("<{}>: {}{dsn}", x.recipient, x.reason))
             }
             Event::Deleted(x) => {
-                for d in &mut self.view.deliveries {
+                for d in &mut self.message.deliveries {
                     if matches!(d.status, RcptStatus::Queued | RcptStatus::Deferred) {
                         d.status = RcptStatus::Bounced;
                         d.reason = Some("deleted by an operator".into());
@@ -320,13 +295,13 @@ impl Stored {
             }
         };
         self.timeline_total += 1;
-        let timeline = &mut self.view.timeline;
+        let timeline = &mut self.message.timeline;
         if timeline.len() >= MAX_TIMELINE {
             timeline.pop_front();
-            self.view.timeline_dropped += 1;
+            self.message.timeline_dropped += 1;
         }
-        timeline.push_back(TimelineEntry {
-            at,
+        timeline.push_back(TimelineRecord {
+            at_ms: record.at_ms,
             kind: kind.to_string(),
             worker: worker.to_string(),
             policy_version: record.policy_version,
@@ -340,7 +315,7 @@ impl Stored {
     /// Recomputes the status and the marks (PRODUCT.md 5) from the source and each
     /// recipient's latest leg; `violation` and `tls_fallback` only ever turn on.
     fn refresh(&mut self) {
-        let v = &mut self.view;
+        let v = &mut self.message;
         // The inbound session is a leg (PRODUCT.md 5), of a refused transaction too: a 530's
         // session is marked plaintext.
         let source = v.source.iter().map(|s| s.tls.is_some());
@@ -449,12 +424,12 @@ pub(crate) mod tests {
             m.apply("w", "E", &record(1, received("Q", true, &["b@y", "c@y"]))),
             Fold::Applied
         );
-        assert_eq!(m.view.status, Status::Queued);
+        assert_eq!(m.message.status, Status::Queued);
         let tls_only = Marks {
             tls: true,
             ..Marks::default()
         };
-        assert_eq!(m.view.marks, tls_only);
+        assert_eq!(m.message.marks, tls_only);
         m.apply(
             "w",
             "E",
@@ -499,11 +474,11 @@ pub(crate) mod tests {
                 }),
             ),
         );
-        assert_eq!(m.view.status, Status::Deferred);
-        assert!(m.view.marks.violation && m.view.marks.tls && m.view.marks.plaintext);
-        let d = &m.view.deliveries[0];
+        assert_eq!(m.message.status, Status::Deferred);
+        assert!(m.message.marks.violation && m.message.marks.tls && m.message.marks.plaintext);
+        let d = &m.message.deliveries[0];
         assert_eq!(
-            d.display.as_deref(),
+            d.display().as_deref(),
             Some("mx.y.example [198.51.100.2] (via TLS)")
         );
         assert_eq!(
@@ -511,7 +486,7 @@ pub(crate) mod tests {
             Some(ev::Certificate::None)
         );
         assert_eq!(
-            m.view.source.as_ref().unwrap().display,
+            m.message.source.as_ref().unwrap().display(),
             "client.example [192.0.2.7] (via TLS)"
         );
         // A replay changes nothing.
@@ -549,10 +524,10 @@ pub(crate) mod tests {
                 }),
             ),
         );
-        assert_eq!(m.view.status, Status::Bounced);
-        assert!(m.view.marks.tls_fallback);
-        assert_eq!(m.view.dsn.as_deref(), Some("D"));
-        assert_eq!(m.view.timeline.len(), 7);
+        assert_eq!(m.message.status, Status::Bounced);
+        assert!(m.message.marks.tls_fallback);
+        assert_eq!(m.message.dsn.as_deref(), Some("D"));
+        assert_eq!(m.message.timeline.len(), 7);
     }
 
     #[test]
@@ -575,12 +550,12 @@ pub(crate) mod tests {
                 }),
             ),
         );
-        assert_eq!(m.view.status, Status::Rejected);
-        assert!(m.view.marks.violation);
+        assert_eq!(m.message.status, Status::Rejected);
+        assert!(m.message.marks.violation);
         // Its session was in plaintext: `?plaintext=true&violation=true` finds it.
-        assert!(m.view.marks.plaintext && !m.view.marks.tls);
-        assert_eq!(m.view.sender, "a@strict.example");
-        assert_eq!(m.view.violations, [Violation::MustUseTls]);
+        assert!(m.message.marks.plaintext && !m.message.marks.tls);
+        assert_eq!(m.message.sender, "a@strict.example");
+        assert_eq!(m.message.violations, [Violation::MustUseTls]);
         // A refusal that is not the TLS policy's is no violation, whatever its text says.
         let mut relay = Stored::new("D", "w", 1000);
         relay.apply(
@@ -599,7 +574,7 @@ pub(crate) mod tests {
                 }),
             ),
         );
-        assert!(!relay.view.marks.violation && relay.view.marks.tls);
+        assert!(!relay.message.marks.violation && relay.message.marks.tls);
     }
 
     #[test]
@@ -639,7 +614,7 @@ pub(crate) mod tests {
         fold_until(&mut m, 600);
         let at_600 = size_at(&m);
         fold_until(&mut m, 2_000);
-        let v = &m.view;
+        let v = &m.message;
         assert_eq!(v.timeline.len(), MAX_TIMELINE);
         assert_eq!(v.timeline_dropped, 2_000 - 1 - MAX_TIMELINE as u64);
         assert_eq!(v.deliveries[0].attempts.len(), MAX_ATTEMPTS);

@@ -1,16 +1,21 @@
-//! What tracking shows (PRODUCT.md 5, 6): the REST views of messages and connections, built by
-//! the event fold (`fold.rs`) and read by the queries.
+//! The REST views of tracking (PRODUCT.md 5, 6), made at the API edge from what the stores
+//! keep (`tracking::record`): times as RFC 3339, peers as logs name them. A view can change
+//! without a data migration.
 
 use std::collections::VecDeque;
 
-use postern_events::{self as ev, Certificate, Violation};
-use serde::{Deserialize, Serialize};
+use postern_events::{Certificate, PolicySource, Violation};
+use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::tracking::record::{
+    AttemptRecord, ConnectionRecord, DeliveryRecord, Marks, MessageRecord, RcptStatus,
+    SourceRecord, Status, SummaryRecord, TimelineRecord, TlsRecord,
+};
 use postern_time::rfc3339_ms as rfc3339;
 
 /// A TLS session: `client_certificate` on the inbound leg, `server_certificate` outbound.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct TlsView {
     pub version: String,
     pub cipher: String,
@@ -21,33 +26,7 @@ pub struct TlsView {
     pub server_certificate: Option<Certificate>,
 }
 
-impl TlsView {
-    pub(super) fn client(t: ev::Tls) -> TlsView {
-        TlsView {
-            version: t.version,
-            cipher: t.cipher,
-            key_exchange: t.key_exchange,
-            client_certificate: Some(t.certificate),
-            server_certificate: None,
-        }
-    }
-
-    pub(super) fn server(t: ev::Tls) -> TlsView {
-        TlsView {
-            server_certificate: Some(t.certificate),
-            client_certificate: None,
-            ..TlsView::client(t)
-        }
-    }
-}
-
-/// `name [ip]`, with ` (via TLS)` when encrypted.
-pub(super) fn display(name: &str, ip: &str, tls: bool) -> String {
-    let via = if tls { " (via TLS)" } else { "" };
-    format!("{name} [{ip}]{via}")
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct SourceView {
     pub ip: String,
     pub helo: String,
@@ -56,17 +35,7 @@ pub struct SourceView {
     pub display: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum RcptStatus {
-    Queued,
-    Deferred,
-    Delivered,
-    Bounced,
-    Rejected,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct AttemptView {
     /// RFC 3339.
     pub at: String,
@@ -78,7 +47,7 @@ pub struct AttemptView {
     /// Set when the TLS policy deferred the attempt.
     pub violation: Option<Violation>,
     /// What set the TLS level: `rule`, `mta-sts` or `default`.
-    #[serde(default = "default_source")]
+    #[serde(default)]
     pub policy_source: String,
     /// The MTA-STS policy followed: its record id and mode.
     #[serde(default)]
@@ -90,11 +59,7 @@ pub struct AttemptView {
     pub sts_failure: Option<postern_sts::ResultType>,
 }
 
-fn default_source() -> String {
-    "default".into()
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct DeliveryView {
     pub recipient: String,
     pub status: RcptStatus,
@@ -111,42 +76,7 @@ pub struct DeliveryView {
     pub attempts: VecDeque<AttemptView>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Marks {
-    /// Some leg encrypted.
-    pub tls: bool,
-    /// Some leg in plaintext.
-    pub plaintext: bool,
-    /// A TLS rule refused or deferred it: a 530, a 421 4.7.x, a 4.7.4 or a 4.7.5
-    /// (`violations` says which).
-    pub violation: bool,
-    /// A `may` delivery fell back to plaintext.
-    pub tls_fallback: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Rejected,
-    Deferred,
-    Queued,
-    Bounced,
-    Delivered,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Rejected => "rejected",
-            Status::Deferred => "deferred",
-            Status::Queued => "queued",
-            Status::Bounced => "bounced",
-            Status::Delivered => "delivered",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct TimelineEntry {
     /// RFC 3339.
     pub at: String,
@@ -161,7 +91,7 @@ pub struct TimelineEntry {
 }
 
 /// One message as tracking shows it (`GET /v1/messages/{id}`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct MessageView {
     /// The queue id (the tracking id made at MAIL FROM).
     pub id: String,
@@ -196,7 +126,7 @@ pub struct MessageView {
 }
 
 /// A message in a list (`GET /v1/messages`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct MessageSummary {
     pub id: String,
     pub worker: String,
@@ -210,15 +140,8 @@ pub struct MessageSummary {
     pub policy_version: u64,
 }
 
-/// A message as lists filter and show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Listed {
-    pub first_ms: u64,
-    pub summary: MessageSummary,
-}
-
 /// A connection as tracking shows it (`GET /v1/connections`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ConnectionView {
     pub session: String,
     pub worker: String,
@@ -243,30 +166,142 @@ pub struct ConnectionView {
     pub display: String,
 }
 
-impl ConnectionView {
-    pub fn new(worker: &str, version: u64, c: &ev::Connection) -> ConnectionView {
+impl From<&TlsRecord> for TlsView {
+    fn from(t: &TlsRecord) -> Self {
+        TlsView {
+            version: t.version.clone(),
+            cipher: t.cipher.clone(),
+            key_exchange: t.key_exchange.clone(),
+            client_certificate: t.client_certificate,
+            server_certificate: t.server_certificate,
+        }
+    }
+}
+
+impl From<&SourceRecord> for SourceView {
+    fn from(s: &SourceRecord) -> Self {
+        SourceView {
+            ip: s.ip.clone(),
+            helo: s.helo.clone(),
+            tls: s.tls.as_ref().map(Into::into),
+            display: s.display(),
+        }
+    }
+}
+
+impl From<&AttemptRecord> for AttemptView {
+    fn from(a: &AttemptRecord) -> Self {
+        let sts = match &a.policy {
+            PolicySource::MtaSts(s) => Some(s),
+            _ => None,
+        };
+        AttemptView {
+            at: rfc3339(a.at_ms),
+            host: a.host.clone(),
+            ip: a.ip.clone(),
+            tls: a.tls.as_ref().map(Into::into),
+            tls_fallback: a.tls_fallback,
+            reply: a.reply.clone(),
+            violation: a.violation,
+            policy_source: match a.policy {
+                PolicySource::Rule { .. } => "rule",
+                PolicySource::MtaSts(_) => "mta-sts",
+                PolicySource::Default => "default",
+            }
+            .into(),
+            sts_policy_id: sts.map(|s| s.id.clone()),
+            sts_mode: sts.map(|s| s.mode),
+            sts_failure: sts.and_then(|s| s.failure.clone()),
+        }
+    }
+}
+
+impl From<&DeliveryRecord> for DeliveryView {
+    fn from(d: &DeliveryRecord) -> Self {
+        DeliveryView {
+            recipient: d.recipient.clone(),
+            status: d.status,
+            host: d.host.clone(),
+            ip: d.ip.clone(),
+            tls: d.tls.as_ref().map(Into::into),
+            display: d.display(),
+            reason: d.reason.clone(),
+            attempts: d.attempts.iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<&TimelineRecord> for TimelineEntry {
+    fn from(t: &TimelineRecord) -> Self {
+        TimelineEntry {
+            at: rfc3339(t.at_ms),
+            kind: t.kind.clone(),
+            worker: t.worker.clone(),
+            policy_version: t.policy_version,
+            detail: t.detail.clone(),
+            truncated: t.truncated,
+        }
+    }
+}
+
+impl From<&MessageRecord> for MessageView {
+    fn from(m: &MessageRecord) -> Self {
+        MessageView {
+            id: m.id.clone(),
+            worker: m.worker.clone(),
+            received_at: rfc3339(m.received_ms),
+            sender: m.sender.clone(),
+            recipients: m.recipients.clone(),
+            subject: m.subject.clone(),
+            message_id: m.message_id.clone(),
+            size: m.size,
+            status: m.status,
+            marks: m.marks,
+            policy_version: m.policy_version,
+            source: m.source.as_ref().map(Into::into),
+            rejections: m.rejections.clone(),
+            violations: m.violations.clone(),
+            deliveries: m.deliveries.iter().map(Into::into).collect(),
+            dsn: m.dsn.clone(),
+            timeline: m.timeline.iter().map(Into::into).collect(),
+            timeline_dropped: m.timeline_dropped,
+        }
+    }
+}
+
+impl From<&SummaryRecord> for MessageSummary {
+    fn from(m: &SummaryRecord) -> Self {
+        MessageSummary {
+            id: m.id.clone(),
+            worker: m.worker.clone(),
+            received_at: rfc3339(m.received_ms),
+            sender: m.sender.clone(),
+            recipients: m.recipients.clone(),
+            subject: m.subject.clone(),
+            message_id: m.message_id.clone(),
+            status: m.status,
+            marks: m.marks,
+            policy_version: m.policy_version,
+        }
+    }
+}
+
+impl From<&ConnectionRecord> for ConnectionView {
+    fn from(c: &ConnectionRecord) -> Self {
         ConnectionView {
             session: c.session.clone(),
-            worker: worker.to_string(),
+            worker: c.worker.clone(),
             ip: c.ip.clone(),
             started_at: rfc3339(c.started_ms),
             helo: c.helo.clone(),
-            tls: c.tls.clone().map(TlsView::client),
+            tls: c.tls.as_ref().map(Into::into),
             tls_failure: c.tls_failure.clone(),
             refused: c.refused.clone(),
             messages: c.messages,
             starttls_leftovers: c.starttls_leftovers,
-            refused_count: if c.refused.is_some() {
-                c.refused_count.max(1)
-            } else {
-                0
-            },
-            policy_version: version,
-            display: display(
-                c.helo.as_deref().unwrap_or("unknown"),
-                &c.ip,
-                c.tls.is_some(),
-            ),
+            refused_count: c.refused_count,
+            policy_version: c.policy_version,
+            display: c.display(),
         }
     }
 }
