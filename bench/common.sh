@@ -2,7 +2,8 @@
 # installs Debian's Postfix if missing and stops it, makes a work directory (removed on exit,
 # with Postfix and Postern stopped) holding a throwaway certificate, and starts
 # `postern dev` with `api METHOD PATH BODY` to configure it.
-BIN=target/release/postern
+# POSTERN_BIN: another build to measure (a before/after comparison in one run).
+BIN=${POSTERN_BIN:-target/release/postern}
 LOAD=target/release/smtp-load
 SINK=target/release/smtp-sink
 [ -x "$BIN" ] && [ -x "$LOAD" ] && [ -x "$SINK" ] || { echo "cargo build --release -p postern -p postern-bench first" >&2; exit 2; }

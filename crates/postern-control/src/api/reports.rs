@@ -141,7 +141,7 @@ pub async fn receive_tls_report(
     // Decompressing and parsing half a megabyte is CPU work: off the async threads.
     let report = tokio::task::spawn_blocking(move || {
         let json = received::unpack(gzip, &body)?;
-        received::read(&json, "https", &agent, |d| {
+        received::read(&json, received::Via::Https, &agent, |d| {
             super::published::is_relay_domain(&policy, d)
         })
     })
@@ -188,10 +188,57 @@ pub struct ReceivedQuery {
     pub cursor: Option<String>,
 }
 
+/// A report received about our domains.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ReceivedReport)]
+pub struct ReceivedReportView {
+    /// Ours (a ULID, in order of arrival): no report sent later can take a kept one's place.
+    pub id: String,
+    pub organization_name: String,
+    pub report_id: String,
+    /// RFC 3339, as the report says.
+    pub start_datetime: String,
+    pub end_datetime: String,
+    pub contact_info: String,
+    /// RFC 3339, when it arrived.
+    pub received_at: String,
+    /// `https` or `mail`.
+    pub via: String,
+    /// The reporter's User-Agent (https) or the envelope sender (mail).
+    pub source: String,
+    /// The policy domains it reports on.
+    pub policy_domains: Vec<String>,
+    pub successful_sessions: u64,
+    pub failed_sessions: u64,
+    /// The report as sent.
+    #[schema(value_type = Object)]
+    pub report: serde_json::Value,
+}
+
+impl From<ReceivedReport> for ReceivedReportView {
+    fn from(r: ReceivedReport) -> Self {
+        ReceivedReportView {
+            id: r.id,
+            organization_name: r.organization_name,
+            report_id: r.report_id,
+            start_datetime: r.start_datetime,
+            end_datetime: r.end_datetime,
+            contact_info: r.contact_info,
+            received_at: postern_time::rfc3339_ms(r.received_ms),
+            via: r.via.as_str().into(),
+            source: r.source,
+            policy_domains: r.policy_domains,
+            successful_sessions: r.successful_sessions,
+            failed_sessions: r.failed_sessions,
+            report: r.report,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReceivedList {
     /// Newest first.
-    pub items: Vec<ReceivedReport>,
+    pub items: Vec<ReceivedReportView>,
     /// The next page's cursor; null on the last page.
     pub next_cursor: Option<String>,
 }
@@ -228,5 +275,6 @@ pub async fn list_received_tls_reports(
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?
     .map_err(|e| ApiError::internal(e.to_string()))?;
+    let items = items.into_iter().map(Into::into).collect();
     Ok(Json(ReceivedList { items, next_cursor }))
 }

@@ -8,15 +8,34 @@ use std::io::Read as _;
 
 use postern_sts::tlsrpt::Report;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 /// The largest report accepted, uncompressed (a gzip bomb stops here): the raw JSON kept, and
 /// what a worker's event may carry of a mailed one. RFC 8460 sets no limit; a day's report
 /// from a large sender with hundreds of failure details is tens of kilobytes.
 pub const MAX_REPORT_BYTES: u64 = postern_events::MAX_REPORT as u64;
 
-/// A report received about our domains.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+/// How a report arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    /// `POST /tlsrpt`.
+    Https,
+    /// Mail to `settings.reports.receive_address`.
+    Mail,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Https => "https",
+            Via::Mail => "mail",
+        }
+    }
+}
+
+/// A report received about our domains, as the TLS-RPT store keeps it (the REST view is made
+/// from it at the API edge).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReceivedReport {
     /// Ours (a ULID, in order of arrival): no report sent later can take a kept one's place.
     pub id: String,
@@ -26,10 +45,13 @@ pub struct ReceivedReport {
     pub start_datetime: String,
     pub end_datetime: String,
     pub contact_info: String,
-    /// RFC 3339, when it arrived.
-    pub received_at: String,
-    /// `https` or `mail`.
-    pub via: String,
+    /// When it arrived, unix ms (an RFC 3339 `received_at` in stores before issue 24).
+    #[serde(
+        alias = "received_at",
+        deserialize_with = "crate::tracking::record::ms"
+    )]
+    pub received_ms: u64,
+    pub via: Via,
     /// The reporter's User-Agent (https) or the envelope sender (mail).
     pub source: String,
     /// The policy domains it reports on.
@@ -37,7 +59,6 @@ pub struct ReceivedReport {
     pub successful_sessions: u64,
     pub failed_sessions: u64,
     /// The report as sent.
-    #[schema(value_type = Object)]
     pub report: serde_json::Value,
 }
 
@@ -76,7 +97,7 @@ pub fn unpack(gzip: bool, body: &[u8]) -> Result<Vec<u8>, ReceiveError> {
 /// is one of ours (at least one must be).
 pub fn read(
     json: &[u8],
-    via: &str,
+    via: Via,
     source: &str,
     ours: impl Fn(&str) -> bool,
 ) -> Result<ReceivedReport, ReceiveError> {
@@ -104,8 +125,8 @@ pub fn read(
         start_datetime: report.date_range.start_datetime,
         end_datetime: report.date_range.end_datetime,
         contact_info: report.contact_info,
-        received_at: crate::control::now_rfc3339(),
-        via: via.into(),
+        received_ms: postern_time::now_ms(),
+        via,
         source: source.into(),
         policy_domains: domains,
         report: value,
@@ -122,7 +143,7 @@ pub fn take_mailed(
     r: &postern_events::TlsReportReceived,
     budget: u64,
 ) -> Result<(), crate::tracking::TrackingError> {
-    match read(r.report.as_bytes(), "mail", &r.sender, |_| true) {
+    match read(r.report.as_bytes(), Via::Mail, &r.sender, |_| true) {
         Ok(report) => {
             if store.put_received(report, budget)? == super::store::Kept::Full {
                 tracing::warn!(%worker, queue_id = %r.queue_id, sender = %r.sender, "a mailed TLS-RPT report was not stored: the received reports are at their byte budget");
@@ -143,7 +164,7 @@ mod tests {
 
     #[test]
     fn a_report_about_our_domain_is_read() {
-        let r = read(REPORT.as_bytes(), "https", "192.0.2.7", |d| {
+        let r = read(REPORT.as_bytes(), Via::Https, "192.0.2.7", |d| {
             d == "ours.example"
         })
         .unwrap();
@@ -151,11 +172,11 @@ mod tests {
         assert_eq!(r.policy_domains, ["ours.example"]);
         assert_eq!((r.successful_sessions, r.failed_sessions), (9, 1));
         assert_eq!(
-            read(REPORT.as_bytes(), "https", "x", |_| false).unwrap_err(),
+            read(REPORT.as_bytes(), Via::Https, "x", |_| false).unwrap_err(),
             ReceiveError::NotOurs("[\"ours.example\"]".into())
         );
         assert!(matches!(
-            read(b"{\"organization-name\": 1}", "https", "x", |_| true),
+            read(b"{\"organization-name\": 1}", Via::Https, "x", |_| true),
             Err(ReceiveError::Invalid(_))
         ));
     }

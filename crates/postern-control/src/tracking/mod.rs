@@ -348,7 +348,12 @@ mod tests {
             )
         };
         for i in 0..40 {
-            let r = crate::reports::received::read(json(i).as_bytes(), "https", "t", |_| true);
+            let r = crate::reports::received::read(
+                json(i).as_bytes(),
+                crate::reports::received::Via::Https,
+                "t",
+                |_| true,
+            );
             let r = r.unwrap_or_else(|e| panic!("{e}"));
             t.tlsrpt.put_received(r, u64::MAX).unwrap();
         }

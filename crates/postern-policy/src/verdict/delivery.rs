@@ -137,13 +137,14 @@ impl CompiledPolicy {
             RuleRef::Rule(r) => Some(r.id.clone()),
             RuleRef::Default(_) => None,
         };
-        let consults_mta_sts =
-            rule.is_none() && d.mx && self.settings.delivery.mta_sts && !d.tls_optional;
-        // A `none` policy is as no policy (RFC 8461 5); it is looked at only where it may decide,
-        // except that `evaluate` shows a rule overriding one.
-        let usable = d.mta_sts.filter(|k| {
-            k.policy.mode != Mode::None && d.mx && self.settings.delivery.mta_sts && !d.tls_optional
-        });
+        // MTA-STS covers mail to the MX hosts, when on, except our `TLS-Required: No` reports;
+        // a `none` policy is as no policy (RFC 8461 5). It decides only where no rule did, but
+        // `evaluate` shows a rule overriding it.
+        let eligible = d.mx && self.settings.delivery.mta_sts && !d.tls_optional;
+        let consults_mta_sts = rule.is_none() && eligible;
+        let usable = d
+            .mta_sts
+            .filter(|k| eligible && k.policy.mode != Mode::None);
         let mut plan = DeliveryPlan {
             domain: d.domain.to_string(),
             level: decision.level,

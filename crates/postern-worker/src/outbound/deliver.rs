@@ -122,40 +122,8 @@ pub async fn attempt(
         starttls_refused: false,
     };
     let key = PoolKey::new(target, cx.generation);
-    // A cached connection first; one that fails before RSET is answered is not counted
-    // against the message, which goes on over a new connection.
-    while let Some(mut conn) = cx.pool.and_then(|p| p.take(&key)) {
-        if envelope.smtputf8 && !conn.client.extensions().smtputf8 {
-            // A new session says why this next hop cannot take the message (no downgrade).
-            finish(conn, cx, key.clone());
-            break;
-        }
-        conn.client.reset(envelope.clone(), message.clone());
-        record.local_ip = conn.stream.local_ip();
-        let before = conn.client.replies();
-        record.certificate = conn.tls.as_ref().map(|t| t.certificate);
-        match Driver::new(&mut conn, target, cx, envelope, false, &mut record)
-            .run()
-            .await
-        {
-            Ok(outcome) => {
-                record.greeted = true;
-                record.reused = true;
-                record.tls = conn.tls.clone();
-                record.outcome = outcome;
-                finish(conn, cx, key);
-                return record;
-            }
-            Err(_) if conn.client.replies() == before || conn.reset_refused => {
-                tracing::debug!(host = %target.host, %ip, "a cached connection failed; opening a new one");
-            }
-            Err(stop) => {
-                record.greeted = true;
-                record.reused = true;
-                stopped(&mut record, stop, envelope);
-                return record;
-            }
-        }
+    if reuse(target, cx, envelope, &message, &key, &mut record).await {
+        return record;
     }
     // `may` may need a second, plaintext connection after a TLS failure.
     for plaintext_only in [false, true] {
@@ -191,6 +159,54 @@ pub async fn attempt(
         Reply::new(450, "4.4.0 delivery could not be completed"),
     );
     record
+}
+
+/// Delivers over a cached connection, if one is waiting; whether the attempt is over. One that
+/// fails before RSET is answered is not counted against the message, which goes on over a new
+/// connection.
+async fn reuse(
+    target: &Target,
+    cx: &Context<'_>,
+    envelope: &Envelope,
+    message: &Arc<[u8]>,
+    key: &PoolKey,
+    record: &mut Attempt,
+) -> bool {
+    while let Some(mut conn) = cx.pool.and_then(|p| p.take(key)) {
+        if envelope.smtputf8 && !conn.client.extensions().smtputf8 {
+            // A new session says why this next hop cannot take the message (no downgrade).
+            finish(conn, cx, key.clone());
+            return false;
+        }
+        conn.client.reset(envelope.clone(), message.clone());
+        record.local_ip = conn.stream.local_ip();
+        record.certificate = conn.tls.as_ref().map(|t| t.certificate);
+        let before = conn.client.replies();
+        match Driver::new(&mut conn, target, cx, envelope, false, record)
+            .run()
+            .await
+        {
+            Ok(outcome) => {
+                record.greeted = true;
+                record.reused = true;
+                record.tls = conn.tls.clone();
+                record.outcome = outcome;
+                finish(conn, cx, key.clone());
+                return true;
+            }
+            Err(_) if conn.client.replies() == before || conn.reset_refused => {
+                record.certificate = None;
+                tracing::debug!(host = %target.host, ip = %record.ip, "a cached connection failed; opening a new one");
+            }
+            Err(stop) => {
+                record.greeted = true;
+                record.reused = true;
+                stopped(record, stop, envelope);
+                return true;
+            }
+        }
+    }
+    false
 }
 
 fn stopped(record: &mut Attempt, stop: Stop, envelope: &Envelope) {

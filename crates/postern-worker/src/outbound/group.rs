@@ -6,7 +6,9 @@
 //! this records what it said.
 
 use postern_events::{self as events, Event, Leg, PolicySource, Tls};
-use postern_policy::{DeliveryPlan, Destination, KnownPolicy, NoHostAllowed};
+use postern_policy::{
+    DeliveryPlan, Destination, KnownPolicy, NoHostAllowed, normalize_lookup_domain,
+};
 use postern_smtp::{Envelope, Reply};
 use postern_sts::ResultType;
 
@@ -94,11 +96,12 @@ impl Round<'_> {
         if !key.mx_domain.is_empty() {
             return key.mx_domain.clone();
         }
+        // Normalised as `route` did when it grouped the recipient (its rule is the group's).
         let address = &self.state.recipients[members[0]].address;
         address
             .rsplit_once('@')
-            .map_or("", |(_, d)| d)
-            .to_ascii_lowercase()
+            .and_then(|(_, d)| normalize_lookup_domain(d))
+            .unwrap_or_default()
     }
 
     /// The group's delivery plan; MTA-STS is looked up only when it may decide.
