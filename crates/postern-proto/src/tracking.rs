@@ -11,7 +11,9 @@ fn certificate_to(c: ev::Certificate) -> pb::Certificate {
         ev::Certificate::Verified => pb::Certificate::Verified,
         ev::Certificate::Untrusted => pb::Certificate::Unverified,
         ev::Certificate::NameMismatch => pb::Certificate::NameMismatch,
-        ev::Certificate::Expired => pb::Certificate::Expired,
+        // As UNVERIFIED until every control plane reads EXPIRED (the control plane shows both
+        // as `unverified`; the worker, which judges TLS-RPT results, keeps the difference).
+        ev::Certificate::Expired => pb::Certificate::Unverified,
         ev::Certificate::None => pb::Certificate::None,
     }
 }
@@ -579,11 +581,20 @@ mod tests {
             ev::Certificate::Verified,
             ev::Certificate::Untrusted,
             ev::Certificate::NameMismatch,
-            ev::Certificate::Expired,
             ev::Certificate::None,
         ] {
             assert_eq!(certificate_from(certificate_to(c) as i32), Ok(c));
         }
+        // Expired travels as unverified (what an older control plane reads), and is read back.
+        let expired = certificate_to(ev::Certificate::Expired);
+        assert_eq!(
+            certificate_from(expired as i32),
+            Ok(ev::Certificate::Untrusted)
+        );
+        assert_eq!(
+            certificate_from(pb::Certificate::Expired as i32),
+            Ok(ev::Certificate::Expired)
+        );
         assert!(violation_from(99, "v").is_err());
         let empty = pb::EventRecord::default();
         assert_eq!(

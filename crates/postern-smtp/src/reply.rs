@@ -67,13 +67,15 @@ impl Reply {
     /// agrees with the code's class (RFC 2034 3), is taken out of the text, parsed once here.
     pub fn multi(code: u16, mut lines: Vec<String>) -> Reply {
         let status = lines.first().and_then(|first| {
-            let word = first.split(' ').next()?;
+            let word = first.split([' ', '\t']).next()?;
             let status = EnhancedStatus::parse(word)?;
             (u16::from(status.class()) == code / 100).then_some((status, word.len()))
         });
         if let Some((_, len)) = status {
             let first = &mut lines[0];
-            let rest = first[len..].strip_prefix(' ').unwrap_or(&first[len..]);
+            let rest = first[len..]
+                .strip_prefix([' ', '\t'])
+                .unwrap_or(&first[len..]);
             *first = rest.to_string();
         }
         Reply {

@@ -25,7 +25,7 @@ pub enum ResultType {
     StsPolicyInvalid,
     StsWebpkiInvalid,
     /// A value from another organisation's report that is not one of the above (the IANA
-    /// registry grows): kept as received, at most `MAX_UNREGISTERED` characters.
+    /// registry grows): kept as received, printable ASCII, at most `MAX_UNREGISTERED` bytes.
     Unregistered(String),
 }
 
@@ -70,12 +70,12 @@ impl ResultType {
     }
 
     /// A value read from outside: registered, or an unregistered one if it is a short token of
-    /// letters, digits and `-` (anything else is not a result type).
+    /// printable ASCII without spaces (anything else is not a result type).
     pub fn parse(s: &str) -> Option<ResultType> {
         Self::registered(s).or_else(|| {
             let token = !s.is_empty()
                 && s.len() <= MAX_UNREGISTERED
-                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                && s.bytes().all(|b| b.is_ascii_graphic());
             token.then(|| ResultType::Unregistered(s.to_string()))
         })
     }
@@ -125,7 +125,7 @@ impl utoipa::PartialSchema for ResultType {
             .schema_type(SchemaType::Type(Type::String))
             .description(Some(
                 "A TLS-RPT result type (RFC 8460 4.3): one of the registered values, or a \
-                 token of letters, digits and '-' from another organisation's report.",
+                 token of printable ASCII from another organisation's report.",
             ))
             .into()
     }

@@ -20,7 +20,8 @@ pub struct KnownSts {
     pub mode: Mode,
     pub max_age: u64,
     pub mx: Vec<MxPattern>,
-    /// Unix milliseconds.
+    /// Unix milliseconds (an RFC 3339 `fetched_at` in stores before issue 24).
+    #[serde(alias = "fetched_at", deserialize_with = "super::record::ms")]
     pub fetched_ms: u64,
     /// The worker that fetched it.
     pub worker: String,
@@ -80,8 +81,7 @@ impl SledSts {
     }
 }
 
-/// A stored entry; one written before issue 24 (times as text) is not read, and the next
-/// fetch of its domain replaces it.
+/// A stored entry (one that cannot be read is as none: the next fetch replaces it).
 fn known(bytes: &[u8]) -> Option<KnownSts> {
     serde_json::from_slice(bytes).ok()
 }
@@ -124,5 +124,29 @@ impl StsKnowledge for SledSts {
     fn flush(&self) -> Result<(), TrackingError> {
         self.db.flush()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a store before issue 24 kept (times as RFC 3339) reads as the typed record.
+    #[test]
+    fn a_policy_of_the_previous_format_is_read() {
+        let old = br#"{"domain":"partner.example","id":"20261207","mode":"enforce","max_age":86400,
+            "mx":["*.partner.example"],"fetched_at":"2026-12-07T10:00:00.000Z",
+            "expires_at":"2026-12-08T10:00:00.000Z","worker":"w1"}"#;
+        let k = known(old).expect("read");
+        assert_eq!(k.mode, Mode::Enforce);
+        assert_eq!(
+            k.fetched_ms,
+            postern_time::parse_rfc3339_ms("2026-12-07T10:00:00Z").unwrap()
+        );
+        assert_eq!(
+            postern_time::rfc3339_ms(k.expires_ms()),
+            "2026-12-08T10:00:00.000Z"
+        );
+        assert!(k.policy().allows("mx1.partner.example"));
     }
 }

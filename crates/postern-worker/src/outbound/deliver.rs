@@ -282,7 +282,19 @@ impl Attempt {
             host: &self.host,
             greeted: self.greeted,
             reused: self.reused,
-            certificate: self.certificate,
+            // The verdict counts when the transaction ran in TLS, or when the policy deferred
+            // for the certificate; an attempt lost after its handshake is judged as plaintext
+            // (as before the delivery plan).
+            certificate: self
+                .tls
+                .as_ref()
+                .map(|t| t.certificate)
+                .or(self.certificate.filter(|_| {
+                    matches!(
+                        self.violation,
+                        Some(Violation::CertificateNotTrusted | Violation::CertificateNotVerified)
+                    )
+                })),
             violation: self.violation,
             fallback: self.tls_fallback,
             starttls_refused: self.starttls_refused,

@@ -2,7 +2,8 @@
 //! log line and the metrics), one DSN for the recipients bounced, and the state file, or the
 //! message's removal once every recipient is final.
 
-use postern_events::{self as events, Event};
+use postern_events::{self as events, Event, PolicySource};
+use postern_policy::{CompiledPolicy, RuleRef};
 
 use super::bounce::Bounce;
 use super::maillog;
@@ -70,7 +71,7 @@ impl Round<'_> {
                 leg: r.leg,
                 reply: text.clone(),
                 violation: r.violation,
-                policy: r.policy,
+                policy: own_rule(r.policy, policy, &recipient),
             }),
         );
         match fate {
@@ -205,5 +206,16 @@ impl Round<'_> {
             }
         }
         Some(next)
+    }
+}
+
+/// A rule source names the recipient's own rule (a relay hop's group holds recipients of
+/// several domains, each with its rule).
+fn own_rule(source: PolicySource, policy: &CompiledPolicy, recipient: &str) -> PolicySource {
+    match (source, policy.outbound(recipient).level_rule) {
+        (PolicySource::Rule { .. }, RuleRef::Rule(rule)) => PolicySource::Rule {
+            id: rule.id.clone(),
+        },
+        (source, _) => source,
     }
 }

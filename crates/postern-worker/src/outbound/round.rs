@@ -33,16 +33,19 @@ pub struct GroupKey {
     pub mx_domain: String,
     pub level: Level,
     pub strength: CipherStrength,
-    /// The local outbound rule that set the level, if one did (it beats MTA-STS).
-    pub rule: Option<String>,
+    /// A local outbound rule set the level (it beats MTA-STS). Recipients of different
+    /// domains, and so of different rules, of one relay hop travel together.
+    pub rule: bool,
 }
 
 impl GroupKey {
-    /// What set the level, before any MTA-STS policy is looked up.
+    /// What set the level, before any MTA-STS policy is looked up (`record` names each
+    /// recipient's own rule).
     pub(super) fn source(&self) -> PolicySource {
-        match &self.rule {
-            Some(id) => PolicySource::Rule { id: id.clone() },
-            None => PolicySource::Default,
+        if self.rule {
+            PolicySource::Rule { id: String::new() }
+        } else {
+            PolicySource::Default
         }
     }
 }
@@ -72,10 +75,7 @@ pub fn route(
         } else {
             String::new()
         };
-        let rule = match decision.level_rule {
-            RuleRef::Rule(r) => Some(r.id.clone()),
-            RuleRef::Default(_) => None,
-        };
+        let rule = matches!(decision.level_rule, RuleRef::Rule(_));
         groups
             .entry(GroupKey {
                 hop,
