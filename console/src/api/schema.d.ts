@@ -540,9 +540,8 @@ export interface components {
             /** @description What set the TLS level: `rule`, `mta-sts` or `default`. */
             policy_source?: string;
             reply: string;
-            /** @description What MTA-STS found wrong (a TLS-RPT result type); in `testing` mode the delivery went on. */
-            sts_failure?: string | null;
-            sts_mode?: string | null;
+            sts_failure?: components["schemas"]["ResultType"] | null;
+            sts_mode?: components["schemas"]["StsMode"] | null;
             /** @description The MTA-STS policy followed: its record id and mode. */
             sts_policy_id?: string | null;
             tls?: components["schemas"]["TlsView"] | null;
@@ -850,8 +849,7 @@ export interface components {
             id: string;
             /** Format: int64 */
             max_age: number;
-            /** @description `enforce`, `testing` or `none`. */
-            mode: string;
+            mode: components["schemas"]["StsMode"];
             /** @description The policy's `mx` patterns. */
             mx: string[];
             /** @description The worker that fetched it. */
@@ -1198,6 +1196,8 @@ export interface components {
              */
             tls_rpt: boolean;
         };
+        /** @description A TLS-RPT result type (RFC 8460 4.3): one of the registered values, or a token of printable ASCII from another organisation's report. */
+        ResultType: string;
         /** @enum {string} */
         Role: "admin" | "viewer";
         RollbackRequest: {
@@ -1436,6 +1436,8 @@ export interface components {
         };
         /** @enum {string} */
         Status: "rejected" | "deferred" | "queued" | "bounced" | "delivered";
+        /** @enum {string} */
+        StsMode: "enforce" | "testing" | "none";
         TimelineEntry: {
             /** @description RFC 3339. */
             at: string;
