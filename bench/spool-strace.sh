@@ -2,7 +2,7 @@
 # Shows with strace, for one message, the order of the system calls between its last byte and
 # its reply: the record appended to the spool log (pwrite64 on spool/log/<n>.seg), that
 # segment's fdatasync, and only then the "250 2.0.0 Ok: queued as" written to the client
-# (PRODUCT.md 4). (A message over 256 KiB is instead fsynced, renamed into queue/ and the
+# (docs/src/smtp.md). (A message over 256 KiB is instead fsynced, renamed into queue/ and the
 # directory fsynced.)
 # Usage: bench/spool-strace.sh   (builds nothing: uses target/release/postern or $POSTERN_BIN)
 set -euo pipefail

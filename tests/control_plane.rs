@@ -349,7 +349,7 @@ async fn dev_runs_control_and_worker_and_stops_cleanly() {
     assert!(status.success(), "{status:?}");
 }
 
-/// `postern control` serves its REST API over HTTPS with its certificate (PRODUCT.md 6).
+/// `postern control` serves its REST API over HTTPS with its certificate (docs/src/interfaces.md).
 #[tokio::test]
 async fn control_serves_rest_over_https() {
     let dir = tempfile::tempdir().unwrap();

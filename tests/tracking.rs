@@ -1,4 +1,4 @@
-//! Message tracking end to end (issue 6, PRODUCT.md 5 and 6): real clients send through a real
+//! Message tracking end to end (issue 6, docs/src/tracking.md, interfaces.md): real clients send through a real
 //! worker to real next hops; the worker's events reach the control plane, which finds each
 //! message by the right filters with the right marks. And a control plane stopped during
 //! traffic loses no event and doubles none.
@@ -277,7 +277,7 @@ async fn each_message_is_found_by_the_right_filters_with_the_right_marks() {
         ids(&messages(&r, "?violation=true").await),
         [id.to_string()]
     );
-    // The 530's session was a plaintext leg (PRODUCT.md 5).
+    // The 530's session was a plaintext leg (docs/src/tracking.md).
     assert_eq!(
         ids(&messages(&r, "?plaintext=true&violation=true").await),
         [id.to_string()]

@@ -345,7 +345,7 @@ def compose(path):
         ok(f"compose: {len(services)} services; POSTERN_* variables are flags of their subcommand, required ones set")
 
 
-# Flags without a default (clap `required`), from PRODUCT.md 6 and cli.rs.
+# Flags without a default (clap `required`), from docs/src/interfaces.md and cli.rs.
 REQUIRED = {
     "control": ("data-dir", "http-listen", "grpc-listen", "tls-cert", "tls-key", "client-ca"),
     "worker": ("control", "worker-id", "smtp-listen", "spool-dir", "tls-cert", "tls-key",

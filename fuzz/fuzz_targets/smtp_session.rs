@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 use postern_smtp::{Answer, Event, Limits, Reply, Server, ServerConfig};
 
 fuzz_target!(|data: &[u8]| {
-    // The product's defaults (PRODUCT.md 4); the SMTP crate takes its limits from its caller.
+    // The product's defaults (docs/src/smtp.md); the SMTP crate takes its limits from its caller.
     let limits = Limits {
         max_command_line: 512,
         max_line: 1000,

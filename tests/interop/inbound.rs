@@ -32,7 +32,7 @@ pub enum Expect {
     /// Queued: over this TLS version (None: in plaintext), with this client certificate status,
     /// and with a 256-bit suite when `high`.
     Queued(Option<&'static str>, &'static str, bool),
-    /// This reply, PRODUCT.md 2.2 verbatim (`{}` is the sender in angle brackets).
+    /// This reply, docs/src/policy.md#inbound verbatim (`{}` is the sender in angle brackets).
     Reply(&'static str),
     /// The TLS handshake fails (the server offers no suite the client accepts).
     Handshake,

@@ -2,8 +2,8 @@
 //! OpenSSL, Exim with GnuTLS) and real command-line clients (swaks, openssl s_client,
 //! gnutls-cli, Python's smtplib), as clients and as next hops. Each MTA starts once for the
 //! whole suite, configured for every case up front; the cases then run against them and the
-//! results become the Markdown matrix in the README (`UPDATE_INTEROP_MATRIX=1` rewrites it; a
-//! run that differs from the README fails, like a stale OpenAPI document).
+//! results become the Markdown matrix of the book (`docs/src/interop.md`; `UPDATE_INTEROP_MATRIX=1` rewrites it; a
+//! run that differs from the book fails, like a stale OpenAPI document).
 //!
 //! Since issue 13 it also puts HAProxy (PROXY protocol v1 and v2) in front of a worker; since
 //! issue 15 it delivers to the MTAs as MX hosts under published MTA-STS policies.
@@ -75,7 +75,7 @@ fn missing_prerequisites() -> Vec<String> {
     missing
 }
 
-const README: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
+const MATRIX_PAGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/src/interop.md");
 const BEGIN: &str = "<!-- interop matrix: begin (written by tests/interop) -->\n";
 const END: &str = "<!-- interop matrix: end -->";
 
@@ -113,7 +113,7 @@ async fn interop_lab() {
     let lab = lab::Lab::start(dir, certs, needs).await;
 
     let mut m = matrix::Matrix::default();
-    // INTEROP_SECTIONS=outbound,... runs some sections only (and leaves the README alone).
+    // INTEROP_SECTIONS=outbound,... runs some sections only (and leaves the book alone).
     let only = std::env::var("INTEROP_SECTIONS").ok();
     let wanted = |s: &str| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == s));
     if wanted("inbound") {
@@ -153,17 +153,17 @@ async fn interop_lab() {
     if only.is_some() {
         return;
     }
-    let readme = std::fs::read_to_string(README).unwrap();
+    let readme = std::fs::read_to_string(MATRIX_PAGE).unwrap();
     let (head, rest) = readme
         .split_once(BEGIN)
-        .expect("the README has the matrix markers");
-    let (current, tail) = rest.split_once(END).expect("the README's matrix ends");
+        .expect("the book's interop page has the matrix markers");
+    let (current, tail) = rest.split_once(END).expect("the book's matrix ends");
     if current != table {
         if std::env::var_os("UPDATE_INTEROP_MATRIX").is_some() {
-            std::fs::write(README, format!("{head}{BEGIN}{table}{END}{tail}")).unwrap();
+            std::fs::write(MATRIX_PAGE, format!("{head}{BEGIN}{table}{END}{tail}")).unwrap();
         } else {
             panic!(
-                "the README's interop matrix is stale: run UPDATE_INTEROP_MATRIX=1 cargo test --test interop (as root)"
+                "the book's interop matrix (docs/src/interop.md) is stale: run UPDATE_INTEROP_MATRIX=1 cargo test --test interop (as root)"
             );
         }
     }

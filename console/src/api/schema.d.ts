@@ -643,7 +643,7 @@ export interface components {
             level: components["schemas"]["Level"];
         };
         /**
-         * @description How the worker relays (PRODUCT.md 2.3, 7): where to, how many at once, and the deadline of
+         * @description How the worker relays (docs/src/policy.md#outbound, features.md): where to, how many at once, and the deadline of
          *     every step. Defaults follow Postfix 3.x (`smtp_connect_timeout`, `smtp_helo_timeout`, ...).
          */
         DeliverySettings: {
@@ -1050,7 +1050,7 @@ export interface components {
             /** @description Connected workers that did not answer. */
             unreachable: components["schemas"]["WorkerProblem"][];
         };
-        /** @description Retry schedule and lifetime of deferred mail (PRODUCT.md 2.4). */
+        /** @description Retry schedule and lifetime of deferred mail (docs/src/policy.md#queue-retries-and-bounces). */
         QueueSettings: {
             /**
              * Format: int32
@@ -1358,7 +1358,7 @@ export interface components {
              */
             tracking: components["schemas"]["TrackingSettings"];
         };
-        /** @description SMTP server limits (PRODUCT.md 4). */
+        /** @description SMTP server limits (docs/src/smtp.md). */
         SmtpLimits: {
             /**
              * Format: int32
@@ -1522,7 +1522,7 @@ export interface components {
             max_bytes: number;
             /**
              * Format: int64
-             * @description Each worker's event outbox is kept under this size (PRODUCT.md 5: 1 GiB; at least
+             * @description Each worker's event outbox is kept under this size (docs/src/tracking.md: 1 GiB; at least
              *     16 MiB).
              * @default 1073741824
              */
@@ -1576,7 +1576,7 @@ export interface components {
             version: number;
         };
         /**
-         * @description The kind of a TLS policy violation (PRODUCT.md 5: what the `violation` mark means). Inbound
+         * @description The kind of a TLS policy violation (docs/src/tracking.md: what the `violation` mark means). Inbound
          *     kinds refuse a transaction; outbound kinds defer a delivery.
          * @enum {string}
          */

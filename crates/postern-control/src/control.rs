@@ -229,7 +229,7 @@ impl Control {
         }
     }
 
-    /// Makes a new version whose content is that of `target` (PRODUCT.md 6: rollback).
+    /// Makes a new version whose content is that of `target` (docs/src/interfaces.md: rollback).
     pub async fn rollback(
         self: &Arc<Self>,
         actor: &Actor,

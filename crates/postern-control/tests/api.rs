@@ -1,4 +1,4 @@
-//! The REST API against a real sled store: PRODUCT.md 6 conventions and the bad input of issue 2.
+//! The REST API against a real sled store: docs/src/interfaces.md conventions and the bad input of issue 2.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! Every event is bounded where it is made (DESIGN.md: outside data is hostile where it
+//! Every event is bounded where it is made (docs/src/design.md: outside data is hostile where it
 //! enters): each string field has a cap, and the whole event a budget, so that no event can
 //! grow past what the outbox, the wire and the stores take. A next hop's reply is already cut
 //! by the SMTP client (Postfix keeps 2,048 bytes of a reply); these caps are the last line for

@@ -1,4 +1,4 @@
-//! The tracking event catalogue (PRODUCT.md 5): what a worker reports of every connection,
+//! The tracking event catalogue (docs/src/tracking.md): what a worker reports of every connection,
 //! message and delivery attempt. Typed, one struct per kind (no log strings), pure data: the
 //! worker makes them, `postern-proto` carries them, the control plane indexes them.
 

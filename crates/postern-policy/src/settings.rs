@@ -1,4 +1,4 @@
-//! Settings the control plane distributes with the policy (PRODUCT.md 2.4 and 4), with their
+//! Settings the control plane distributes with the policy (docs/src/policy.md#queue-retries-and-bounces, smtp.md), with their
 //! defaults. A PUT replaces the whole document; fields left out take their defaults.
 
 use std::net::SocketAddr;
@@ -97,7 +97,7 @@ impl Default for ReportSettings {
     }
 }
 
-/// SMTP server limits (PRODUCT.md 4).
+/// SMTP server limits (docs/src/smtp.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
@@ -138,7 +138,7 @@ impl Default for SmtpLimits {
     }
 }
 
-/// Retry schedule and lifetime of deferred mail (PRODUCT.md 2.4).
+/// Retry schedule and lifetime of deferred mail (docs/src/policy.md#queue-retries-and-bounces).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
@@ -158,7 +158,7 @@ impl Default for QueueSettings {
     }
 }
 
-/// How the worker relays (PRODUCT.md 2.3, 7): where to, how many at once, and the deadline of
+/// How the worker relays (docs/src/policy.md#outbound, features.md): where to, how many at once, and the deadline of
 /// every step. Defaults follow Postfix 3.x (`smtp_connect_timeout`, `smtp_helo_timeout`, ...).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -255,7 +255,7 @@ pub struct TrackingSettings {
     /// Connection records are kept apart, under this size of their own (oldest go first), so
     /// that many connections never push message records out. 1 GiB.
     pub connections_max_bytes: u64,
-    /// Each worker's event outbox is kept under this size (PRODUCT.md 5: 1 GiB; at least
+    /// Each worker's event outbox is kept under this size (docs/src/tracking.md: 1 GiB; at least
     /// 16 MiB).
     pub outbox_max_bytes: u64,
 }

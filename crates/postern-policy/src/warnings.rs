@@ -1,5 +1,5 @@
 //! Warnings returned with writes and evaluations: allowed configurations that an operator probably
-//! did not mean, or should know the consequences of (PRODUCT.md 2.2).
+//! did not mean, or should know the consequences of (docs/src/policy.md#inbound).
 
 use serde::{Deserialize, Serialize};
 

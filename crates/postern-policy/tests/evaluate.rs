@@ -1,4 +1,4 @@
-//! Precedence and decisions exactly as PRODUCT.md 2.1-2.3 state them.
+//! Precedence and decisions exactly as docs/src/policy.md (rules and matching, inbound, outbound) states them.
 
 use std::net::IpAddr;
 

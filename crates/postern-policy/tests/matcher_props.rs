@@ -1,5 +1,5 @@
 //! The compiled matcher agrees with a naive reference matcher (a linear scan that applies
-//! PRODUCT.md 2.1 literally) on random policies and random lookups.
+//! docs/src/policy.md#rules-and-matching literally) on random policies and random lookups.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

@@ -1,6 +1,6 @@
 //! The client side (the worker relaying to a next hop), sans-IO like the server: feed it the
 //! server's bytes, take its output, and answer its questions. It reads the greeting and EHLO,
-//! lets the shell decide on STARTTLS from the offered extensions (PRODUCT.md 2.3), and after
+//! lets the shell decide on STARTTLS from the offered extensions (docs/src/policy.md#outbound), and after
 //! the handshake discards anything the server sent after its STARTTLS reply (capabilities come
 //! only from the EHLO inside TLS). Then MAIL, each RCPT, DATA (pipelined when offered) with
 //! dot-stuffing applied; every recipient gets its own reply. A session that ended its

@@ -4,7 +4,7 @@ use crate::address::{Address, parse_path};
 use crate::reply::Reply;
 use crate::text::escaped_ascii;
 
-/// MAIL FROM parameters we support (PRODUCT.md 4: SIZE, BODY=8BITMIME, SMTPUTF8; no DSN).
+/// MAIL FROM parameters we support (docs/src/smtp.md: SIZE, BODY=8BITMIME, SMTPUTF8; no DSN).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MailParams {
     /// The size the client announced.

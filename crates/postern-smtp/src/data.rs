@@ -1,7 +1,7 @@
 //! The DATA phase: lines end only at CRLF, the message ends only at the line `.` that follows a
 //! CRLF, dot-stuffing is undone, and a message with a bare CR, bare LF or NUL, an over-long line,
 //! too many bytes, too large a header block or too many Received headers is read on to its real
-//! end while nothing more of it is kept (PRODUCT.md 4). So nothing can be smuggled: `\n.\n`,
+//! end while nothing more of it is kept (docs/src/smtp.md). So nothing can be smuggled: `\n.\n`,
 //! `\r.\r` and their mixtures are just content, and content with them is refused whole.
 
 /// How a message ended.

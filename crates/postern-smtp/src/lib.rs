@@ -1,4 +1,4 @@
-//! Sans-IO SMTP (DESIGN.md style 1): bytes in, events and reply bytes out; no sockets, no awaits.
+//! Sans-IO SMTP (docs/src/design.md style 1): bytes in, events and reply bytes out; no sockets, no awaits.
 //! The server session frames commands strictly on CRLF (bare CR, bare LF and NUL are errors,
 //! never line ends), reads DATA to the real `<CRLF>.<CRLF>` only, stops at STARTTLS and reports
 //! the bytes it discarded, and asks its shell for every decision it cannot make alone (MAIL FROM

@@ -1,4 +1,4 @@
-//! SMTP replies, and the fixed texts the server uses (PRODUCT.md 4, else Postfix 3.x's).
+//! SMTP replies, and the fixed texts the server uses (docs/src/smtp.md, else Postfix 3.x's).
 
 use std::fmt;
 

@@ -11,7 +11,7 @@ use crate::data::{DataOutcome, DataReader};
 use crate::line::{Line, LineReader};
 use crate::reply::Reply;
 
-/// Session limits (PRODUCT.md 4). No defaults here: the values, and their defaults, are
+/// Session limits (docs/src/smtp.md). No defaults here: the values, and their defaults, are
 /// `/v1/settings`' (postern-policy's `SmtpLimits`).
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -456,7 +456,7 @@ impl Server {
             self.waiting = Some(Waiting::DataEnd);
             return Event::DataEnd(outcome);
         };
-        // The session continues after a refused message (PRODUCT.md 4).
+        // The session continues after a refused message (docs/src/smtp.md).
         self.reset_transaction();
         self.reply(refusal);
         Event::DataEnd(outcome)

@@ -1,4 +1,4 @@
-//! Flags (PRODUCT.md 6). Every flag also reads `POSTERN_<FLAG>`.
+//! Flags (docs/src/interfaces.md). Every flag also reads `POSTERN_<FLAG>`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

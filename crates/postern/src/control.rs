@@ -28,7 +28,7 @@ pub async fn run(args: ControlArgs) -> Result<(), Fatal> {
             .map_err(fatal)?
             .text,
     };
-    // PRODUCT.md 6: the REST listener serves HTTPS when given --tls-cert/--tls-key.
+    // docs/src/interfaces.md: the REST listener serves HTTPS when given --tls-cert/--tls-key.
     let https = Arc::new(postern_tls::server_config_with(cert));
     let http = bind("--http-listen", args.http_listen).await?;
     let grpc = bind("--grpc-listen", args.grpc_listen).await?;
@@ -60,7 +60,7 @@ pub fn fatal(e: impl std::fmt::Display) -> Fatal {
     Fatal(e.to_string())
 }
 
-/// Plain HTTP is accepted on loopback; elsewhere only with --insecure-http (PRODUCT.md 6).
+/// Plain HTTP is accepted on loopback; elsewhere only with --insecure-http (docs/src/interfaces.md).
 pub async fn bind_http(addr: SocketAddr, insecure: bool) -> Result<TcpListener, Fatal> {
     if !addr.ip().is_loopback() && !insecure {
         return Err(Fatal(format!(

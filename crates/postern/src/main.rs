@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// A startup problem: one line naming what is wrong, and exit code 2 (PRODUCT.md 6).
+/// A startup problem: one line naming what is wrong, and exit code 2 (docs/src/interfaces.md).
 #[derive(Debug)]
 pub struct Fatal(pub String);
 

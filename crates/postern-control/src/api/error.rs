@@ -1,5 +1,5 @@
 //! The REST API's one error type, rendered as RFC 9457 problem details with the field errors of
-//! PRODUCT.md 6: 400 not JSON or not the schema, 422 semantic, 401/403/404/412, 500.
+//! docs/src/interfaces.md: 400 not JSON or not the schema, 422 semantic, 401/403/404/412, 500.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

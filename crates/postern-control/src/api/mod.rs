@@ -1,4 +1,4 @@
-//! The REST API (PRODUCT.md 6): routes, the OpenAPI document and the offline docs page.
+//! The REST API (docs/src/interfaces.md): routes, the OpenAPI document and the offline docs page.
 
 mod admin;
 mod config;

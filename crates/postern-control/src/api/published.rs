@@ -56,7 +56,7 @@ pub async fn mta_sts_policy(
 
 /// The host name a request is for, lower case and without a port or a trailing dot: HTTP/2's
 /// `:authority` (which hyper puts in the request URI; there is no `Host` header then), else
-/// the `Host` header (DESIGN.md traps).
+/// the `Host` header (docs/src/design.md traps).
 pub fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<String> {
     let from_header = || {
         headers

@@ -1,5 +1,5 @@
 //! Large values split across keys. sled stores values over ~128 KiB in blob files it never
-//! fsyncs (DESIGN.md "Traps"), so no value we write approaches that: a value is stored as
+//! fsyncs (docs/src/design.md "Traps"), so no value we write approaches that: a value is stored as
 //! `prefix -> chunk count` plus `prefix ++ index -> chunk` of at most 64 KiB each.
 
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};

@@ -1,4 +1,4 @@
-//! Retention (PRODUCT.md 6, `settings.tracking`): messages and connections older than
+//! Retention (docs/src/interfaces.md, `settings.tracking`): messages and connections older than
 //! `retention_days` go, and while the store is over `max_bytes` the oldest go too, a slice at
 //! a time (sled gives space back lazily, so each pass removes a bounded share and the next pass
 //! measures again).

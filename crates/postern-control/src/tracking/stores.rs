@@ -26,7 +26,7 @@ pub struct Folded {
     pub foreign: u64,
 }
 
-/// Messages and connections (PRODUCT.md 5, 6).
+/// Messages and connections (docs/src/tracking.md, interfaces.md).
 pub trait MessageStore: Send + Sync {
     /// Folds a batch of `worker`'s message and connection events of `epoch`, in sequence
     /// order (an event folded in before changes nothing).

@@ -1,4 +1,4 @@
-//! The inbound verdicts: at connect (what to offer), at MAIL FROM (PRODUCT.md 2.2) and at RCPT
+//! The inbound verdicts: at connect (what to offer), at MAIL FROM (docs/src/policy.md#inbound) and at RCPT
 //! TO (3: never an open relay).
 
 use std::net::IpAddr;
@@ -17,7 +17,7 @@ pub struct ConnectVerdict<'a> {
     pub offer_starttls: bool,
     /// Only 256-bit suites in the handshake (an IP rule `encrypt`/`verify` with `high`).
     pub high_only: bool,
-    /// The server prefers 256-bit suites (any enabled `high` rule, PRODUCT.md 2.1).
+    /// The server prefers 256-bit suites (any enabled `high` rule, docs/src/policy.md#rules-and-matching).
     pub prefer_256: bool,
     /// A client certificate is asked for (an IP `verify` rule, or any sender `verify` rule:
     /// the sender is not known at the handshake).
@@ -106,7 +106,7 @@ impl CompiledPolicy {
             };
         };
         // A sender `none` rule: TLS is refused for it when the session was only `may`; a
-        // stricter IP rule wins (PRODUCT.md 2.2).
+        // stricter IP rule wins (docs/src/policy.md#inbound).
         if sender_rule.is_some_and(|r| r.level == Level::None)
             && connect.decision.level == Level::May
         {

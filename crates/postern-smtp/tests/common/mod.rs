@@ -2,7 +2,7 @@
 
 use postern_smtp::Limits;
 
-/// Limits for the conversations: the product's defaults (PRODUCT.md 4), written out because
+/// Limits for the conversations: the product's defaults (docs/src/smtp.md), written out because
 /// this crate takes its limits from the caller.
 pub fn limits() -> Limits {
     Limits {

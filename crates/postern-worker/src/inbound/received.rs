@@ -1,4 +1,4 @@
-//! The one header Postern adds (PRODUCT.md 4): `Received:` with the TLS version and suite.
+//! The one header Postern adds (docs/src/smtp.md): `Received:` with the TLS version and suite.
 
 /// What the Received header records about the session.
 pub struct Trace<'a> {

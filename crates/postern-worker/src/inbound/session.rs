@@ -51,7 +51,7 @@ impl TlsFacts {
     }
 }
 
-/// What tracking reports of the session when it ends (PRODUCT.md 5).
+/// What tracking reports of the session when it ends (docs/src/tracking.md).
 struct Tracked {
     session: String,
     started_ms: u64,
@@ -208,7 +208,7 @@ async fn serve(
                 let verdict =
                     policy.mail_verdict(&connect, &from.0, tls.as_ref().map(TlsFacts::session));
                 let answer = answer(verdict.reply(&from.0));
-                // The tracking id is made at MAIL FROM (PRODUCT.md 5), refused or not.
+                // The tracking id is made at MAIL FROM (docs/src/tracking.md), refused or not.
                 let id = ulid::Ulid::new().to_string();
                 sender = from.0.clone();
                 match &answer {

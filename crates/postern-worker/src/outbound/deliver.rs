@@ -1,4 +1,4 @@
-//! One delivery attempt to one next-hop address, under one outbound decision (PRODUCT.md 2.3):
+//! One delivery attempt to one next-hop address, under one outbound decision (docs/src/policy.md#outbound):
 //! a cached connection first, else a new one (`drive.rs` runs the conversation), then the
 //! `may` fallback to a new plaintext connection; the connection goes back to the pool when it
 //! ended its transaction cleanly. Never fails: whatever happened is in the returned `Attempt`.
@@ -52,7 +52,7 @@ impl From<TlsStep> for Stop {
     }
 }
 
-/// The record of one attempt (PRODUCT.md 5: host, IP, TLS, reply and reason).
+/// The record of one attempt (docs/src/tracking.md: host, IP, TLS, reply and reason).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
     pub host: String,

@@ -294,7 +294,7 @@ async fn handshake(conn: &mut Connection, target: &Target, cx: &Context<'_>) -> 
 }
 
 /// Goes on with the transaction, unless the message needs SMTPUTF8 and the next hop does not
-/// offer it: then every recipient bounces (PRODUCT.md 4; no downgrade exists).
+/// offer it: then every recipient bounces (docs/src/smtp.md; no downgrade exists).
 fn proceed(
     client: &mut Client,
     envelope: &Envelope,

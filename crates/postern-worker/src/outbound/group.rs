@@ -1,7 +1,7 @@
 //! Delivering one group of a round's recipients: route (the connector's hosts), plan (the
 //! delivery plan of postern-policy, with the domain's MTA-STS policy when it may decide), the
 //! hosts the plan allows, then an attempt per address until one is not deferred for every
-//! member (PRODUCT.md 2.3: the next address is tried before deferring), within
+//! member (docs/src/policy.md#outbound: the next address is tried before deferring), within
 //! `mx_address_limit` addresses and `mx_session_limit` sessions. The plan judges each attempt;
 //! this records what it said.
 

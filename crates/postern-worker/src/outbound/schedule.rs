@@ -19,7 +19,7 @@ impl Clock for SystemClock {
 }
 
 /// The delay before attempt `attempts + 1` of a deferred recipient: `first_retry_s`, doubling
-/// to `max_retry_s` (PRODUCT.md 2.4).
+/// to `max_retry_s` (docs/src/policy.md#queue-retries-and-bounces).
 pub fn backoff(attempts: u32, queue: &QueueSettings) -> u64 {
     u64::from(queue.first_retry_s)
         .saturating_mul(1 << attempts.saturating_sub(1).min(20))

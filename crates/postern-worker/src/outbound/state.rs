@@ -43,7 +43,7 @@ pub struct RcptState {
     /// Bounced, and its DSN is not spooled yet (a failed spool write is retried).
     #[serde(default)]
     pub dsn_pending: bool,
-    /// The last attempts, oldest first (PRODUCT.md 5: host, IP, TLS, reply and reason).
+    /// The last attempts, oldest first (docs/src/tracking.md: host, IP, TLS, reply and reason).
     #[serde(default)]
     pub history: Vec<AttemptRecord>,
 }

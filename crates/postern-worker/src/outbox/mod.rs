@@ -1,4 +1,4 @@
-//! The event outbox (PRODUCT.md 5): tracking events wait here, on disk, until the control plane
+//! The event outbox (docs/src/tracking.md): tracking events wait here, on disk, until the control plane
 //! has stored them. Emitting never blocks SMTP: events get their sequence number at once and go
 //! to a writer task that appends them in batches (one fdatasync per batch) to segment files
 //! `outbox/<first seq>.seg` (records: u32 little-endian length, protobuf `EventRecord`). The
@@ -75,7 +75,7 @@ impl State {
 
 pub struct Outbox {
     dir: PathBuf,
-    /// Made when the outbox is created (PRODUCT.md 5).
+    /// Made when the outbox is created (docs/src/tracking.md).
     pub epoch: String,
     tx: mpsc::Sender<Record>,
     rx: Mutex<Option<mpsc::Receiver<Record>>>,

@@ -1,4 +1,4 @@
-//! The crash-safe spool (PRODUCT.md 4). A message is its envelope as one JSON line, then the
+//! The crash-safe spool (docs/src/smtp.md). A message is its envelope as one JSON line, then the
 //! message as received (with our Received header first), and it is durable before the 250.
 //! - Up to `log::INLINE_BYTES` (nearly all mail) it is held in memory while it arrives and then
 //!   appended to the shared message log (`log.rs`), whose syncs the messages that finish
@@ -12,7 +12,7 @@
 //!
 //! On start, whatever is left in `incoming/` was never acknowledged and is removed; every file
 //! in `queue/` is complete. Writes use std::fs on blocking threads, because tokio::fs can hide
-//! ENOSPC (DESIGN.md "Traps"); a full disk anywhere on that path is `452 4.3.1`, any other
+//! ENOSPC (docs/src/design.md "Traps"); a full disk anywhere on that path is `452 4.3.1`, any other
 //! failure `451 4.3.0`. Removals are not synced: one lost in a power cut delivers the message
 //! again, as in Postfix, and costs no sync per delivered message.
 //!

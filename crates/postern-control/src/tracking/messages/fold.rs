@@ -1,4 +1,4 @@
-//! The event fold (PRODUCT.md 5): what the control plane keeps of each message, built from its
+//! The event fold (docs/src/tracking.md): what the control plane keeps of each message, built from its
 //! worker's events one at a time. Pure. Every part of a record is bounded (timeline, attempts,
 //! epochs) and folding touches the event's own recipient and the marks, so the thousandth event
 //! of a message costs what the first did.
@@ -312,11 +312,11 @@ impl Stored {
         Fold::Applied
     }
 
-    /// Recomputes the status and the marks (PRODUCT.md 5) from the source and each
+    /// Recomputes the status and the marks (docs/src/tracking.md) from the source and each
     /// recipient's latest leg; `violation` and `tls_fallback` only ever turn on.
     fn refresh(&mut self) {
         let v = &mut self.message;
-        // The inbound session is a leg (PRODUCT.md 5), of a refused transaction too: a 530's
+        // The inbound session is a leg (docs/src/tracking.md), of a refused transaction too: a 530's
         // session is marked plaintext.
         let source = v.source.iter().map(|s| s.tls.is_some());
         // The leg of a recipient is the attempt that ended it (or the latest).

@@ -1,4 +1,4 @@
-//! Searches (PRODUCT.md 6, `GET /v1/messages` and `GET /v1/connections`): the most selective
+//! Searches (docs/src/interfaces.md, `GET /v1/messages` and `GET /v1/connections`): the most selective
 //! index the filter allows drives a newest-first scan within the time range; the other filters
 //! are checked on each record. A page ends after `limit` matches or after `SCAN_BUDGET` index
 //! entries, whichever comes first, so a rare filter returns a short page with a cursor rather

@@ -1,4 +1,4 @@
-//! What message tracking stores (PRODUCT.md 5): one record per message and per connection,
+//! What message tracking stores (docs/src/tracking.md): one record per message and per connection,
 //! built by the event fold (`fold.rs`). Typed and in milliseconds: the REST views are made
 //! from these at the API edge (`api/tracking_view.rs`), so changing a view changes no stored
 //! data. Records written before times were kept as numbers (RFC 3339 strings, under the old
