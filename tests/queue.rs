@@ -1,4 +1,5 @@
-//! Queue management (issue 5, docs/src/interfaces.md): `GET /v1/queue` with its filters and pages, retry,
+//! Queue management (issue 5, docs/src/interfaces.md): `GET /v1/queue` with its filters and pages,
+//! retry,
 //! flush, delete with and without a DSN, and drain, each a command the control plane sends a
 //! real worker on its policy stream.
 

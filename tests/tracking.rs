@@ -1,4 +1,5 @@
-//! Message tracking end to end (issue 6, docs/src/tracking.md, interfaces.md): real clients send through a real
+//! Message tracking end to end (issue 6, docs/src/tracking.md, interfaces.md): real clients send
+//! through a real
 //! worker to real next hops; the worker's events reach the control plane, which finds each
 //! message by the right filters with the right marks. And a control plane stopped during
 //! traffic loses no event and doubles none.

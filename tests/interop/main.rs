@@ -2,7 +2,8 @@
 //! OpenSSL, Exim with GnuTLS) and real command-line clients (swaks, openssl s_client,
 //! gnutls-cli, Python's smtplib), as clients and as next hops. Each MTA starts once for the
 //! whole suite, configured for every case up front; the cases then run against them and the
-//! results become the Markdown matrix of the book (`docs/src/interop.md`; `UPDATE_INTEROP_MATRIX=1` rewrites it; a
+//! results become the Markdown matrix of the book (`docs/src/interop.md`; `UPDATE_INTEROP_MATRIX=1`
+//! rewrites it; a
 //! run that differs from the book fails, like a stale OpenAPI document).
 //!
 //! Since issue 13 it also puts HAProxy (PROXY protocol v1 and v2) in front of a worker; since

@@ -3,7 +3,8 @@
 //! for another name or expired, where STARTTLS is not offered or cannot start (no certificate:
 //! Exim answers 454, Postfix fails the handshake), or where TLS is limited to
 //! TLS 1.2. Delivered cells are checked in the next hop's own log (TLS or plaintext, and the
-//! version) and in tracking; deferred cells by the deferral text of docs/src/policy.md#outbound in tracking
+//! version) and in tracking; deferred cells by the deferral text of docs/src/policy.md#outbound in
+//! tracking
 //! and by the next hop never having received the message.
 
 use std::net::Ipv4Addr;

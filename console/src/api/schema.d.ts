@@ -643,7 +643,8 @@ export interface components {
             level: components["schemas"]["Level"];
         };
         /**
-         * @description How the worker relays (docs/src/policy.md#outbound, features.md): where to, how many at once, and the deadline of
+         * @description How the worker relays (docs/src/policy.md#outbound, features.md): where to, how many at once,
+         *     and the deadline of
          *     every step. Defaults follow Postfix 3.x (`smtp_connect_timeout`, `smtp_helo_timeout`, ...).
          */
         DeliverySettings: {
@@ -668,7 +669,8 @@ export interface components {
             connect_timeout_s: number;
             /**
              * Format: int32
-             * @description How long an unused connection waits for the next message (`smtp_connection_cache_time_limit`, 2).
+             * @description How long an unused connection waits for the next message
+             *     (`smtp_connection_cache_time_limit`, 2).
              * @default 2
              */
             connection_idle_s: number;
@@ -1576,7 +1578,8 @@ export interface components {
             version: number;
         };
         /**
-         * @description The kind of a TLS policy violation (docs/src/tracking.md: what the `violation` mark means). Inbound
+         * @description The kind of a TLS policy violation (docs/src/tracking.md: what the `violation` mark means).
+         *     Inbound
          *     kinds refuse a transaction; outbound kinds defer a delivery.
          * @enum {string}
          */

@@ -1,4 +1,5 @@
-//! Commands to workers' queues (docs/src/policy.md#queue-retries-and-bounces, interfaces.md: `/v1/queue`, drain) in the control plane's own
+//! Commands to workers' queues (docs/src/policy.md#queue-retries-and-bounces, interfaces.md:
+//! `/v1/queue`, drain) in the control plane's own
 //! terms. The REST handlers build them; the gRPC stream (`grpc.rs`) is the only code that turns
 //! them into protobuf and the answers back.
 

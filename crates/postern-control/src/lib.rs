@@ -1,5 +1,6 @@
 //! Postern's control plane: policy, settings, versions, tokens and the audit log in sled,
-//! served over REST (docs/src/interfaces.md). Workers get their policy from here (gRPC, later issues).
+//! served over REST (docs/src/interfaces.md). Workers get their policy from here (gRPC, later
+//! issues).
 
 #![forbid(unsafe_code)]
 

@@ -160,7 +160,8 @@ impl State {
         (rules, docs)
     }
 
-    /// docs/src/policy.md#inbound: after `ops`, would an enabled inbound `verify` rule (or default) stand
+    /// docs/src/policy.md#inbound: after `ops`, would an enabled inbound `verify` rule (or default)
+    /// stand
     /// while `/v1/trust` is empty? Returns what is wrong, if so.
     pub fn trust_conflict_after(&self, ops: &[Op]) -> Option<String> {
         let trust_empty_after = ops

@@ -1,4 +1,5 @@
-//! The REST API against a real sled store: docs/src/interfaces.md conventions and the bad input of issue 2.
+//! The REST API against a real sled store: docs/src/interfaces.md conventions and the bad input of
+//! issue 2.
 
 mod common;
 

@@ -108,7 +108,8 @@ impl CompiledPolicy {
             outbound: RuleIndex::build(&policy.outbound),
             trusted: RuleIndex::build(&trusted_rules),
             relay: RuleIndex::build(&relay_rules),
-            // docs/src/policy.md#rules-and-matching: any enabled `high` rule, whatever its level, makes the server
+            // docs/src/policy.md#rules-and-matching: any enabled `high` rule, whatever its level,
+            // makes the server
             // (inbound) prefer 256-bit suites.
             any_high: policy
                 .inbound

@@ -1,4 +1,5 @@
-//! Domain normalisation (docs/src/policy.md#rules-and-matching): lowercase A-labels (punycode) without a trailing dot.
+//! Domain normalisation (docs/src/policy.md#rules-and-matching): lowercase A-labels (punycode)
+//! without a trailing dot.
 //! Rules are normalised strictly (an operator's typo is an error); addresses seen in SMTP are
 //! normalised leniently (a domain we cannot normalise simply matches no rule).
 

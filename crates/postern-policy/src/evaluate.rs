@@ -1,4 +1,5 @@
-//! Decisions (docs/src/policy.md#inbound, policy.md#outbound): the connect-time decision from the client IP, the MAIL FROM
+//! Decisions (docs/src/policy.md#inbound, policy.md#outbound): the connect-time decision from the
+//! client IP, the MAIL FROM
 //! decision where a sender-domain rule can only tighten it, and the outbound decision from the
 //! recipient domain; plus `evaluate`, which explains them for the REST API.
 

@@ -1,5 +1,6 @@
 //! Postern's TLS policy domain, with no I/O: the rules operators write, their validation and
-//! normalisation (docs/src/policy.md#rules-and-matching), relay control (3), settings (2.4, 4), and the compiled form the
+//! normalisation (docs/src/policy.md#rules-and-matching), relay control (3), settings (2.4, 4), and
+//! the compiled form the
 //! workers and the control plane's `evaluate` use to decide (2.2, 2.3).
 
 #![forbid(unsafe_code)]

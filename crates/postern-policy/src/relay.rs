@@ -1,4 +1,5 @@
-//! Relay control (docs/src/policy.md#relay-control): the domains the gateway accepts mail for, with their next hops,
+//! Relay control (docs/src/policy.md#relay-control): the domains the gateway accepts mail for, with
+//! their next hops,
 //! and the networks allowed to relay anywhere.
 
 use std::fmt;

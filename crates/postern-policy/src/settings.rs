@@ -1,4 +1,5 @@
-//! Settings the control plane distributes with the policy (docs/src/policy.md#queue-retries-and-bounces, smtp.md), with their
+//! Settings the control plane distributes with the policy
+//! (docs/src/policy.md#queue-retries-and-bounces, smtp.md), with their
 //! defaults. A PUT replaces the whole document; fields left out take their defaults.
 
 use std::net::SocketAddr;
@@ -158,7 +159,8 @@ impl Default for QueueSettings {
     }
 }
 
-/// How the worker relays (docs/src/policy.md#outbound, features.md): where to, how many at once, and the deadline of
+/// How the worker relays (docs/src/policy.md#outbound, features.md): where to, how many at once,
+/// and the deadline of
 /// every step. Defaults follow Postfix 3.x (`smtp_connect_timeout`, `smtp_helo_timeout`, ...).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -195,7 +197,8 @@ pub struct DeliverySettings {
     pub connection_reuse_time_s: u32,
     /// Messages per connection at most (`smtp_connection_reuse_count_limit`; 0 means no reuse).
     pub connection_reuse_count: u32,
-    /// How long an unused connection waits for the next message (`smtp_connection_cache_time_limit`, 2).
+    /// How long an unused connection waits for the next message
+    /// (`smtp_connection_cache_time_limit`, 2).
     pub connection_idle_s: u32,
     /// Apply the MTA-STS policies recipient domains publish (RFC 8461) where no local outbound
     /// rule matches; a local rule for a domain exempts it.

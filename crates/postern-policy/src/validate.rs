@@ -59,7 +59,8 @@ pub fn validate_rules(rules: &[Rule]) -> Vec<FieldError> {
     errors
 }
 
-/// docs/src/policy.md#inbound: an inbound `verify` rule (or default) cannot be enabled while no CA is trusted,
+/// docs/src/policy.md#inbound: an inbound `verify` rule (or default) cannot be enabled while no CA
+/// is trusted,
 /// since no client certificate could ever verify. Returns what is wrong, if anything.
 pub fn trust_conflict(policy: &Policy) -> Option<String> {
     if !policy.trust.ca_pems.is_empty() {

@@ -1,4 +1,5 @@
-//! Precedence and decisions exactly as docs/src/policy.md (rules and matching, inbound, outbound) states them.
+//! Precedence and decisions exactly as docs/src/policy.md (rules and matching, inbound, outbound)
+//! states them.
 
 use std::net::IpAddr;
 

@@ -1,5 +1,6 @@
 //! The gRPC wire contract (generated from `proto/postern/v1`) and the one place where wire types
-//! turn into domain types (`postern-policy`, `postern-events`; docs/src/design.md style 3): `From` towards the wire, `TryFrom` back, with a
+//! turn into domain types (`postern-policy`, `postern-events`; docs/src/design.md style 3): `From`
+//! towards the wire, `TryFrom` back, with a
 //! typed error for anything invalid, never a panic. Proto types go no further than this crate's
 //! users' edges.
 

@@ -5,6 +5,7 @@
 pub struct Address(pub String);
 
 impl Address {
+    /// Whether this is the null sender `<>`.
     pub fn is_null(&self) -> bool {
         self.0.is_empty()
     }
@@ -14,6 +15,7 @@ impl Address {
         format!("<{}>", self.0)
     }
 
+    /// The part after the last `@`; `None` without one, or when it is empty.
     pub fn domain(&self) -> Option<&str> {
         self.0
             .rsplit_once('@')

@@ -1,6 +1,7 @@
 //! The client side (the worker relaying to a next hop), sans-IO like the server: feed it the
 //! server's bytes, take its output, and answer its questions. It reads the greeting and EHLO,
-//! lets the shell decide on STARTTLS from the offered extensions (docs/src/policy.md#outbound), and after
+//! lets the shell decide on STARTTLS from the offered extensions (docs/src/policy.md#outbound), and
+//! after
 //! the handshake discards anything the server sent after its STARTTLS reply (capabilities come
 //! only from the EHLO inside TLS). Then MAIL, each RCPT, DATA (pipelined when offered) with
 //! dot-stuffing applied; every recipient gets its own reply. A session that ended its
@@ -16,10 +17,15 @@ use crate::text::printable;
 /// What the next hop said in EHLO.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Extensions {
+    /// STARTTLS was offered.
     pub starttls: bool,
+    /// PIPELINING was offered: commands are sent in groups.
     pub pipelining: bool,
+    /// 8BITMIME was offered (`BODY=8BITMIME` is sent for 8-bit mail).
     pub eight_bit_mime: bool,
+    /// SMTPUTF8 was offered.
     pub smtputf8: bool,
+    /// The SIZE limit the server announced, if any.
     pub size: Option<u64>,
 }
 
@@ -46,10 +52,15 @@ impl Extensions {
 /// The envelope of one delivery attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
+    /// The reverse path, without angle brackets (empty for `<>`).
     pub from: String,
+    /// The forward paths, in order.
     pub recipients: Vec<String>,
+    /// The message size in bytes (sent as `SIZE=` when the server offers it).
     pub size: u64,
+    /// The message holds 8-bit bytes.
     pub eight_bit: bool,
+    /// The message needs SMTPUTF8.
     pub smtputf8: bool,
 }
 
@@ -59,10 +70,18 @@ pub enum ClientEvent {
     /// Write the pending output, then read more.
     NeedInput,
     /// EHLO (or HELO) answered: decide with `start_tls`, `proceed` or `quit`.
-    Greeted { extensions: Extensions, tls: bool },
+    Greeted {
+        /// What the server offered.
+        extensions: Extensions,
+        /// The greeting came inside TLS.
+        tls: bool,
+    },
     /// The server agreed to STARTTLS; anything it sent after that reply was `discarded`. Run the
     /// handshake, then call `tls_started`.
-    StartTls { discarded: usize },
+    StartTls {
+        /// Bytes that followed the 220, thrown away.
+        discarded: usize,
+    },
     /// STARTTLS was refused with this reply.
     StartTlsRefused(Reply),
     /// A reused session refused RSET: it cannot carry the message (start a new one).
@@ -104,6 +123,8 @@ enum State {
     Closed,
 }
 
+/// The sans-IO SMTP client: one session with a next hop, fed bytes with `receive`, asked what to do
+/// with `poll`, its bytes to send taken with `take_output`.
 pub struct Client {
     helo_name: String,
     envelope: Envelope,
@@ -148,6 +169,7 @@ impl Client {
         }
     }
 
+    /// Bytes read from the server.
     pub fn receive(&mut self, bytes: &[u8]) {
         if !matches!(self.state, State::Closed | State::Idle) {
             self.input.extend_from_slice(bytes);
@@ -219,10 +241,12 @@ impl Client {
         self.state = State::Closed;
     }
 
+    /// Bytes to write to the server.
     pub fn take_output(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.output)
     }
 
+    /// What the server offered in its last EHLO reply.
     pub fn extensions(&self) -> &Extensions {
         &self.extensions
     }
@@ -395,6 +419,7 @@ impl Client {
         Some(Ok(Reply::multi(code.expect("at least one line"), lines)))
     }
 
+    /// What the shell must do next.
     pub fn poll(&mut self) -> ClientEvent {
         loop {
             if matches!(self.state, State::Closed | State::Idle) {

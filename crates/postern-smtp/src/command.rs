@@ -9,22 +9,36 @@ use crate::text::escaped_ascii;
 pub struct MailParams {
     /// The size the client announced.
     pub size: Option<u64>,
+    /// `BODY=8BITMIME` was given.
     pub eight_bit: bool,
+    /// `SMTPUTF8` was given.
     pub smtputf8: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// A command line, parsed.
 pub enum Command {
+    /// `EHLO <name>`.
     Ehlo(String),
+    /// `HELO <name>`.
     Helo(String),
+    /// `MAIL FROM:<path> [params]`.
     Mail(Address, MailParams),
+    /// `RCPT TO:<path>`.
     Rcpt(Address),
+    /// `DATA`.
     Data,
+    /// `RSET`.
     Rset,
+    /// `NOOP`.
     Noop,
+    /// `QUIT`.
     Quit,
+    /// `STARTTLS`.
     StartTls,
+    /// `VRFY <text>` (answered `252`, as Postfix does without a local recipient table).
     Vrfy(String),
+    /// `HELP`.
     Help,
 }
 

@@ -7,6 +7,7 @@
 /// How a message ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DataOutcome {
+    /// The real `<CRLF>.<CRLF>` ended a message within every limit.
     Complete,
     /// A bare CR, bare LF or NUL: `550 5.6.0`.
     Bare,
@@ -37,6 +38,8 @@ impl DataOutcome {
 }
 
 #[derive(Debug, Clone)]
+/// Reads a message after DATA, line by line to its end, undoing dot-stuffing and enforcing the
+/// line, size, header and `Received:` limits.
 pub struct DataReader {
     max_line: usize,
     max_size: u64,
@@ -56,6 +59,8 @@ fn find_crlf(buf: &[u8]) -> Option<usize> {
 }
 
 impl DataReader {
+    /// A reader with these limits: line length, message size, header block size, `Received:`
+    /// headers.
     pub fn new(max_line: usize, max_size: u64, max_header: u64, max_received: u32) -> Self {
         DataReader {
             max_line,

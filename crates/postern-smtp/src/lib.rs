@@ -1,4 +1,5 @@
-//! Sans-IO SMTP (docs/src/design.md style 1): bytes in, events and reply bytes out; no sockets, no awaits.
+//! Sans-IO SMTP (docs/src/design.md style 1): bytes in, events and reply bytes out; no sockets, no
+//! awaits.
 //! The server session frames commands strictly on CRLF (bare CR, bare LF and NUL are errors,
 //! never line ends), reads DATA to the real `<CRLF>.<CRLF>` only, stops at STARTTLS and reports
 //! the bytes it discarded, and asks its shell for every decision it cannot make alone (MAIL FROM
@@ -9,6 +10,7 @@
 //! at our limits (it caps at 4096), and DATA must reject bare CR/LF/NUL (it passes them on).
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod address;
 mod client;

@@ -6,6 +6,7 @@
 /// One framed line, without its CRLF.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Line {
+    /// A well-formed line, without its CRLF.
     Ok(Vec<u8>),
     /// The line held a bare CR, a bare LF or a NUL.
     Bare,
@@ -14,6 +15,7 @@ pub enum Line {
 }
 
 #[derive(Debug, Clone)]
+/// Frames input strictly on CRLF, within a line-length limit.
 pub struct LineReader {
     /// Longest line accepted, CRLF included.
     max: usize,
@@ -26,6 +28,7 @@ fn find_crlf(buf: &[u8]) -> Option<usize> {
 }
 
 impl LineReader {
+    /// A reader accepting lines of at most `max` bytes, CRLF included.
     pub fn new(max: usize) -> Self {
         LineReader {
             max,

@@ -40,6 +40,7 @@ impl fmt::Display for EnhancedStatus {
 /// (multi-line replies use `-`). On the wire the status starts the first line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
+    /// The three-digit reply code.
     pub code: u16,
     /// RFC 2034: it agrees with the code's class.
     pub status: Option<EnhancedStatus>,
@@ -101,73 +102,96 @@ impl Reply {
         self.to_string().trim_end().replace("\r\n", " ")
     }
 
+    /// The wire form: CRLF-terminated lines.
     pub fn to_bytes(&self) -> Vec<u8> {
         self.to_string().into_bytes()
     }
 
+    /// `250 2.0.0 Ok`.
     pub fn ok() -> Reply {
         Reply::new(250, "2.0.0 Ok")
     }
+    /// `221 2.0.0 Bye`.
     pub fn bye() -> Reply {
         Reply::new(221, "2.0.0 Bye")
     }
+    /// `503 5.5.1 Error: send HELO/EHLO first`.
     pub fn send_helo_first() -> Reply {
         Reply::new(503, "5.5.1 Error: send HELO/EHLO first")
     }
+    /// `502 5.5.2 Error: command not recognized`.
     pub fn not_recognized() -> Reply {
         Reply::new(502, "5.5.2 Error: command not recognized")
     }
+    /// `502 5.5.1 Error: command not implemented`.
     pub fn not_implemented() -> Reply {
         Reply::new(502, "5.5.1 Error: command not implemented")
     }
+    /// `500 5.5.2 Error: bare <CR> or <LF> received`.
     pub fn bare_line_end() -> Reply {
         Reply::new(500, "5.5.2 Error: bare <CR> or <LF> received")
     }
+    /// `500 5.5.2 Error: line too long` (a command line).
     pub fn command_too_long() -> Reply {
         Reply::new(500, "5.5.2 Error: line too long")
     }
+    /// `220 2.0.0 Ready to start TLS`.
     pub fn ready_to_start_tls() -> Reply {
         Reply::new(220, "2.0.0 Ready to start TLS")
     }
+    /// `354 End data with <CR><LF>.<CR><LF>`.
     pub fn start_data() -> Reply {
         Reply::new(354, "End data with <CR><LF>.<CR><LF>")
     }
+    /// `550 5.6.0 Error: bare <CR>, <LF> or <NUL> received` (in DATA).
     pub fn data_bare() -> Reply {
         Reply::new(550, "5.6.0 Error: bare <CR>, <LF> or <NUL> received")
     }
+    /// `552 5.3.4 Error: line too long` (a text line, after the final dot).
     pub fn data_line_too_long() -> Reply {
         Reply::new(552, "5.3.4 Error: line too long")
     }
+    /// `552 5.3.4 Error: message file too big` (after DATA).
     pub fn data_too_big() -> Reply {
         Reply::new(552, "5.3.4 Error: message file too big")
     }
+    /// `552 5.3.4 Message size exceeds fixed limit` (at MAIL, from `SIZE=`).
     pub fn size_exceeds_limit() -> Reply {
         Reply::new(552, "5.3.4 Message size exceeds fixed limit")
     }
+    /// `452 4.5.3 Error: too many recipients`.
     pub fn too_many_recipients() -> Reply {
         Reply::new(452, "4.5.3 Error: too many recipients")
     }
+    /// `554 5.4.0 Error: too many hops` (too many `Received:` headers).
     pub fn too_many_hops() -> Reply {
         Reply::new(554, "5.4.0 Error: too many hops")
     }
+    /// `555 5.5.4 Unsupported option` (a MAIL or RCPT parameter we do not support).
     pub fn unsupported_option() -> Reply {
         Reply::new(555, "5.5.4 Unsupported option")
     }
+    /// `421 4.7.0 <hostname> Error: too many errors`.
     pub fn too_many_errors(hostname: &str) -> Reply {
         Reply::new(421, format!("4.7.0 {hostname} Error: too many errors"))
     }
+    /// `421 4.4.2 <hostname> Error: timeout exceeded`.
     pub fn timeout(hostname: &str) -> Reply {
         Reply::new(421, format!("4.4.2 {hostname} Error: timeout exceeded"))
     }
+    /// `421 4.7.0 <hostname> Error: too many connections`.
     pub fn too_many_connections(hostname: &str) -> Reply {
         Reply::new(421, format!("4.7.0 {hostname} Error: too many connections"))
     }
+    /// `250 2.0.0 Ok: queued as <id>`.
     pub fn queued(id: &str) -> Reply {
         Reply::new(250, format!("2.0.0 Ok: queued as {id}"))
     }
+    /// `452 4.3.1 Insufficient system storage`.
     pub fn storage_full() -> Reply {
         Reply::new(452, "4.3.1 Insufficient system storage")
     }
+    /// `451 4.3.0 Error: queue file write error`.
     pub fn local_error() -> Reply {
         Reply::new(451, "4.3.0 Error: queue file write error")
     }

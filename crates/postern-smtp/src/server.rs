@@ -15,19 +15,30 @@ use crate::reply::Reply;
 /// `/v1/settings`' (postern-policy's `SmtpLimits`).
 #[derive(Debug, Clone)]
 pub struct Limits {
+    /// Longest command line, CRLF included.
     pub max_command_line: usize,
+    /// Longest text line in DATA, CRLF included.
     pub max_line: usize,
+    /// Largest message, in bytes (advertised with SIZE).
     pub max_message_size: u64,
+    /// Largest header block, in bytes.
     pub max_header_size: u64,
+    /// Recipients per message.
     pub max_recipients: u32,
+    /// Errors before the session is closed.
     pub max_hard_errors: u32,
+    /// Commands allowed before MAIL FROM.
     pub max_commands_before_mail: u32,
+    /// `Received:` headers before a message is refused as looping.
     pub max_received_headers: u32,
 }
 
 #[derive(Debug, Clone)]
+/// What a session is set up with.
 pub struct ServerConfig {
+    /// The name in the banner, the EHLO reply and 421 texts.
     pub hostname: String,
+    /// The session limits.
     pub limits: Limits,
     /// Whether EHLO offers STARTTLS (the connect-time policy level is not `none`).
     pub offer_starttls: bool,
@@ -39,9 +50,17 @@ pub enum Event {
     /// Write the pending output, then read more input.
     NeedInput,
     /// Decide on this sender; answer `Accept` (250), `Reject` or `Close`.
-    Mail { from: Address, params: MailParams },
+    Mail {
+        /// The reverse path.
+        from: Address,
+        /// Its parameters.
+        params: MailParams,
+    },
     /// Decide on this recipient.
-    Rcpt { to: Address },
+    Rcpt {
+        /// The forward path.
+        to: Address,
+    },
     /// Message bytes to spool (dot-unstuffed, CRLF line ends).
     Data(Vec<u8>),
     /// The message ended. `Complete`: spool it and answer with the reply (250 queued as, or an
@@ -49,7 +68,10 @@ pub enum Event {
     DataEnd(DataOutcome),
     /// Write the pending output (the 220), then run the TLS handshake and call `tls_started`.
     /// `discarded` bytes that arrived after the STARTTLS line were thrown away.
-    StartTls { discarded: usize },
+    StartTls {
+        /// Bytes that followed the STARTTLS line.
+        discarded: usize,
+    },
     /// Write the pending output and close the connection.
     Close,
 }
@@ -74,6 +96,8 @@ enum Waiting {
 }
 
 #[derive(Debug)]
+/// The sans-IO SMTP server: one session, fed bytes with `receive`, asked what to do with `poll`,
+/// its replies taken with `take_output`.
 pub struct Server {
     config: ServerConfig,
     input: Vec<u8>,
@@ -105,6 +129,7 @@ pub struct Server {
 const CHUNK: usize = 64 * 1024;
 
 impl Server {
+    /// A session that greets with the banner.
     pub fn new(config: ServerConfig) -> Server {
         Server {
             lines: LineReader::new(config.limits.max_command_line),
@@ -136,6 +161,7 @@ impl Server {
         self.reply(banner);
     }
 
+    /// Bytes read from the client (ignored once the session is closed).
     pub fn receive(&mut self, bytes: &[u8]) {
         if !self.closed {
             // Lines already parsed are removed here, once per read rather than once per line.
@@ -149,22 +175,27 @@ impl Server {
         std::mem::take(&mut self.output)
     }
 
+    /// The HELO or EHLO name, since the last greeting.
     pub fn helo(&self) -> Option<&str> {
         self.helo.as_deref()
     }
 
+    /// The client greeted with EHLO.
     pub fn esmtp(&self) -> bool {
         self.esmtp
     }
 
+    /// The sender of the transaction in progress.
     pub fn sender(&self) -> Option<&Address> {
         self.mail.as_ref().map(|(a, _)| a)
     }
 
+    /// The recipients accepted so far in the transaction.
     pub fn recipients(&self) -> &[Address] {
         &self.recipients
     }
 
+    /// The MAIL FROM parameters of the transaction in progress.
     pub fn mail_params(&self) -> Option<&MailParams> {
         self.mail.as_ref().map(|(_, p)| p)
     }
@@ -175,6 +206,7 @@ impl Server {
         self.limits_hit
     }
 
+    /// STARTTLS completed.
     pub fn is_tls(&self) -> bool {
         self.tls
     }

@@ -1,4 +1,5 @@
-//! Client certificates for inbound `verify` (docs/src/design.md "Traps"): rustls's stock verifier fails
+//! Client certificates for inbound `verify` (docs/src/design.md "Traps"): rustls's stock verifier
+//! fails
 //! the whole handshake on an untrusted certificate, but a certificate is requested at connect and
 //! judged only at MAIL FROM. So the handshake accepts any chain (signatures are still checked
 //! by webpki, so the client proves it holds the key), and `check_chain` runs the real webpki

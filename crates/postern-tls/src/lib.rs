@@ -1,5 +1,6 @@
 //! TLS plumbing shared by the control plane, the workers and the binary: the one rustls crypto
-//! provider (aws-lc-rs, docs/src/design.md "Traps"), reading certificate files with errors that name
+//! provider (aws-lc-rs, docs/src/design.md "Traps"), reading certificate files with errors that
+//! name
 //! them, the PKI `postern dev` and the tests generate, and certificate name checks.
 
 #![forbid(unsafe_code)]

@@ -1,4 +1,5 @@
-//! Server certificates for outbound delivery (docs/src/policy.md#outbound). The handshake accepts any
+//! Server certificates for outbound delivery (docs/src/policy.md#outbound). The handshake accepts
+//! any
 //! certificate whose key signed the handshake, and the chain is judged afterwards, so the
 //! shell can tell the three outcomes apart: `verify` defers with "not trusted" or "not
 //! verified" (trusted chain, wrong name) texts, `encrypt` and `may` record the result only.

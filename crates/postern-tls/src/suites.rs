@@ -1,5 +1,6 @@
 //! Cipher suites: IANA names for what the product shows (rustls's own names are
-//! `TLS13_AES_256_GCM_SHA384` and `TLSv1_3`), cipher strength (docs/src/policy.md#rules-and-matching: `high` is
+//! `TLS13_AES_256_GCM_SHA384` and `TLSv1_3`), cipher strength
+//! (docs/src/policy.md#rules-and-matching: `high` is
 //! AES-256-GCM and ChaCha20-Poly1305 only), and a provider per strength.
 
 use rustls::crypto::CryptoProvider;
@@ -57,7 +58,8 @@ pub fn is_256_bit(suite: CipherSuite) -> bool {
 }
 
 /// The aws-lc-rs provider restricted to 256-bit suites (`high_only`) or all of them, with the
-/// 256-bit suites first when `prefer_256` (docs/src/policy.md#rules-and-matching: any enabled high rule).
+/// 256-bit suites first when `prefer_256` (docs/src/policy.md#rules-and-matching: any enabled high
+/// rule).
 pub fn provider(high_only: bool, prefer_256: bool) -> CryptoProvider {
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     provider

@@ -1,5 +1,6 @@
 //! Delivery attempts against real next hops on loopback (our sans-IO server behind real sockets
-//! and real TLS, or a scripted one): the outbound levels of docs/src/policy.md#outbound and their texts.
+//! and real TLS, or a scripted one): the outbound levels of docs/src/policy.md#outbound and their
+//! texts.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -151,7 +151,8 @@ pub struct ControlArgs {
     /// POST /tlsrpt, with limits of its own; without it they are not served.
     #[arg(long, env = "POSTERN_PUBLIC_LISTEN")]
     pub public_listen: Option<SocketAddr>,
-    /// Server certificate (PEM) for gRPC, the REST API and the public listener (which then serve HTTPS).
+    /// Server certificate (PEM) for gRPC, the REST API and the public listener (which then serve
+    /// HTTPS).
     #[arg(long, env = "POSTERN_TLS_CERT")]
     pub tls_cert: PathBuf,
     /// Private key (PEM) of --tls-cert.

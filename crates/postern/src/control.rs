@@ -60,7 +60,8 @@ pub fn fatal(e: impl std::fmt::Display) -> Fatal {
     Fatal(e.to_string())
 }
 
-/// Plain HTTP is accepted on loopback; elsewhere only with --insecure-http (docs/src/interfaces.md).
+/// Plain HTTP is accepted on loopback; elsewhere only with --insecure-http
+/// (docs/src/interfaces.md).
 pub async fn bind_http(addr: SocketAddr, insecure: bool) -> Result<TcpListener, Fatal> {
     if !addr.ip().is_loopback() && !insecure {
         return Err(Fatal(format!(

@@ -1,4 +1,5 @@
-//! `/v1/queue` and `/v1/workers/{id}/drain` (docs/src/policy.md#queue-retries-and-bounces, interfaces.md): the queues live on the workers,
+//! `/v1/queue` and `/v1/workers/{id}/drain` (docs/src/policy.md#queue-retries-and-bounces,
+//! interfaces.md): the queues live on the workers,
 //! so each request is a command on the workers' policy streams, answered by each of them.
 
 use std::sync::Arc;

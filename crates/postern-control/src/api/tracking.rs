@@ -1,4 +1,5 @@
-//! `/v1/messages` and `/v1/connections` (docs/src/tracking.md, interfaces.md): searches over what the workers
+//! `/v1/messages` and `/v1/connections` (docs/src/tracking.md, interfaces.md): searches over what
+//! the workers
 //! reported, newest first, with cursors.
 
 use std::sync::Arc;

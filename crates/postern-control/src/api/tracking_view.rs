@@ -1,4 +1,5 @@
-//! The REST views of tracking (docs/src/tracking.md, interfaces.md), made at the API edge from what the stores
+//! The REST views of tracking (docs/src/tracking.md, interfaces.md), made at the API edge from what
+//! the stores
 //! keep (`tracking::record`): times as RFC 3339, peers as logs name them. A view can change
 //! without a data migration.
 

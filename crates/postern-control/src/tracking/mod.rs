@@ -1,4 +1,5 @@
-//! Tracking (docs/src/tracking.md, interfaces.md): workers' events, routed to the store that keeps their kind
+//! Tracking (docs/src/tracking.md, interfaces.md): workers' events, routed to the store that keeps
+//! their kind
 //! (`stores.rs`): message tracking (`messages`), TLS-RPT (`tlsrpt`) and MTA-STS knowledge
 //! (`sts`). `Tracking` itself keeps only the ingest log: per worker epoch, the highest sequence
 //! stored (the cursor a batch is acknowledged with) and the events its outbox reported lost.

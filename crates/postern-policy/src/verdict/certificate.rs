@@ -4,7 +4,8 @@
 use std::fmt;
 
 /// A peer's certificate (the client's inbound, the next hop's outbound). Users see three values
-/// (docs/src/smtp.md, interfaces.md: verified, unverified, none); the two ways of being unverified are kept
+/// (docs/src/smtp.md, interfaces.md: verified, unverified, none); the two ways of being unverified
+/// are kept
 /// apart because outbound `verify` defers them with different texts (and TLS reporting tells
 /// them apart).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

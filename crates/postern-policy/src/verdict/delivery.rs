@@ -1,4 +1,5 @@
-//! The delivery plan (docs/src/policy.md#outbound, RFC 8461 5, RFC 8689): for one recipient domain and
+//! The delivery plan (docs/src/policy.md#outbound, RFC 8461 5, RFC 8689): for one recipient domain
+//! and
 //! next hop, which entry decides the outbound TLS level (a local rule, then the domain's
 //! MTA-STS policy, then the default), what it overrode, the level and strength the worker
 //! delivers under, which MX hosts it may use, and what an attempt's facts mean for the

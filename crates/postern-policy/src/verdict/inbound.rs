@@ -1,4 +1,5 @@
-//! The inbound verdicts: at connect (what to offer), at MAIL FROM (docs/src/policy.md#inbound) and at RCPT
+//! The inbound verdicts: at connect (what to offer), at MAIL FROM (docs/src/policy.md#inbound) and
+//! at RCPT
 //! TO (3: never an open relay).
 
 use std::net::IpAddr;
@@ -17,7 +18,8 @@ pub struct ConnectVerdict<'a> {
     pub offer_starttls: bool,
     /// Only 256-bit suites in the handshake (an IP rule `encrypt`/`verify` with `high`).
     pub high_only: bool,
-    /// The server prefers 256-bit suites (any enabled `high` rule, docs/src/policy.md#rules-and-matching).
+    /// The server prefers 256-bit suites (any enabled `high` rule,
+    /// docs/src/policy.md#rules-and-matching).
     pub prefer_256: bool,
     /// A client certificate is asked for (an IP `verify` rule, or any sender `verify` rule:
     /// the sender is not known at the handshake).

@@ -1,4 +1,5 @@
-//! Typed verdicts for every TLS and relay decision (docs/src/policy.md#inbound, policy.md#outbound, policy.md#relay-control). Each is a pure
+//! Typed verdicts for every TLS and relay decision (docs/src/policy.md#inbound, policy.md#outbound,
+//! policy.md#relay-control). Each is a pure
 //! function of the compiled policy and what the session has established; a verdict carries its
 //! reply code and enhanced status as numbers and its text, so the worker maps it to a reply and
 //! does I/O only, `evaluate` shows the same values, and tracking records the kind, never text to
@@ -50,7 +51,8 @@ impl fmt::Display for VerdictReply {
     }
 }
 
-/// The kind of a TLS policy violation (docs/src/tracking.md: what the `violation` mark means). Inbound
+/// The kind of a TLS policy violation (docs/src/tracking.md: what the `violation` mark means).
+/// Inbound
 /// kinds refuse a transaction; outbound kinds defer a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

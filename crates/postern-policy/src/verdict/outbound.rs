@@ -1,5 +1,6 @@
 //! The outbound verdicts: what the worker does at each TLS step towards a next hop, by the
-//! outbound level (docs/src/policy.md#outbound), with Postfix's deferral texts. Under `encrypt` and `verify`
+//! outbound level (docs/src/policy.md#outbound), with Postfix's deferral texts. Under `encrypt` and
+//! `verify`
 //! every TLS failure defers (the worker tries the next MX first); under `may` a refused STARTTLS
 //! or a failed handshake falls back at once to a new plaintext connection, which is recorded.
 

@@ -1,4 +1,5 @@
-//! Every row of docs/src/policy.md#inbound (connect, MAIL FROM), 3 (RCPT) and 2.3 (the outbound TLS steps),
+//! Every row of docs/src/policy.md#inbound (connect, MAIL FROM), 3 (RCPT) and 2.3 (the outbound TLS
+//! steps),
 //! as verdicts and their replies, without sockets.
 
 use std::net::IpAddr;

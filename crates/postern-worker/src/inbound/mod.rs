@@ -1,4 +1,5 @@
-//! The inbound SMTP listener (docs/src/policy.md#inbound, policy.md#relay-control, smtp.md): accepts connections within the session
+//! The inbound SMTP listener (docs/src/policy.md#inbound, policy.md#relay-control, smtp.md):
+//! accepts connections within the session
 //! limits, runs each session on the policy version current when it connected, and on shutdown
 //! stops accepting and gives sessions in flight a grace period.
 

@@ -51,7 +51,8 @@ impl TlsConfigs {
             builder.with_no_client_auth()
         };
         let mut config = builder.with_cert_resolver(self.cert.clone());
-        // docs/src/policy.md#rules-and-matching: with any enabled high rule the server prefers 256-bit suites.
+        // docs/src/policy.md#rules-and-matching: with any enabled high rule the server prefers
+        // 256-bit suites.
         config.ignore_client_order = prefer_256;
         // SMTP clients do not resume sessions; tickets would cost a write after every handshake.
         config.send_tls13_tickets = 0;

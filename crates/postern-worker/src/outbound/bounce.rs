@@ -1,4 +1,5 @@
-//! DSN production (docs/src/policy.md#queue-retries-and-bounces): failed recipients are reported to the sender in one DSN,
+//! DSN production (docs/src/policy.md#queue-retries-and-bounces): failed recipients are reported to
+//! the sender in one DSN,
 //! queued like any message with the null sender. A message from `<>` (a DSN itself) gets none:
 //! it is dropped, and said so.
 

@@ -1,4 +1,5 @@
-//! One delivery attempt to one next-hop address, under one outbound decision (docs/src/policy.md#outbound):
+//! One delivery attempt to one next-hop address, under one outbound decision
+//! (docs/src/policy.md#outbound):
 //! a cached connection first, else a new one (`drive.rs` runs the conversation), then the
 //! `may` fallback to a new plaintext connection; the connection goes back to the pool when it
 //! ended its transaction cleanly. Never fails: whatever happened is in the returned `Attempt`.

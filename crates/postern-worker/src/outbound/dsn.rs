@@ -1,4 +1,5 @@
-//! Delivery status notifications (docs/src/policy.md#queue-retries-and-bounces, RFC 3464): one per message per delivery
+//! Delivery status notifications (docs/src/policy.md#queue-retries-and-bounces, RFC 3464): one per
+//! message per delivery
 //! round, from `MAILER-DAEMON@<hostname>` with the null envelope sender, a human-readable part,
 //! the delivery-status part and the original headers only. Each DSN has its own Message-ID (its
 //! own queue id); `Diagnostic-Code` is `smtp;` only for a next hop's reply, and our own reasons

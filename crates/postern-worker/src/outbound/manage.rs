@@ -1,4 +1,5 @@
-//! Operators' queue commands (docs/src/interfaces.md): list, retry one now, flush a destination, delete
+//! Operators' queue commands (docs/src/interfaces.md): list, retry one now, flush a destination,
+//! delete
 //! with or without a DSN. They act on the queue's in-memory schedule and on the spool; a message
 //! in a delivery round is retried or deleted when its round ends.
 

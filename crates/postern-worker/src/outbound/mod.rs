@@ -1,4 +1,5 @@
-//! Outbound delivery (docs/src/policy.md#outbound, policy.md#queue-retries-and-bounces): next-hop resolution, delivery attempts under the
+//! Outbound delivery (docs/src/policy.md#outbound, policy.md#queue-retries-and-bounces): next-hop
+//! resolution, delivery attempts under the
 //! outbound levels with a deadline on every step, connection reuse, the queue with its
 //! schedule, per-message state, delivery rounds, retries and bounces.
 

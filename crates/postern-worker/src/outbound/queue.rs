@@ -1,4 +1,5 @@
-//! The delivery queue (docs/src/policy.md#outbound, policy.md#queue-retries-and-bounces): every spooled message is delivered from the spool
+//! The delivery queue (docs/src/policy.md#outbound, policy.md#queue-retries-and-bounces): every
+//! spooled message is delivered from the spool
 //! in rounds (`round.rs`), scheduled in memory (`schedule.rs`) from the spool listing at start,
 //! the ids of new messages, and each round's next due time. Connections are bounded twice: per
 //! destination, then overall, and a round waiting for its destination's slot holds no global

@@ -1,4 +1,5 @@
-//! One delivery round of one message (docs/src/policy.md#outbound), owned by a `Round` from its load to its
+//! One delivery round of one message (docs/src/policy.md#outbound), owned by a `Round` from its
+//! load to its
 //! save: the due recipients are routed into groups by (next hop, effective level, strength,
 //! deciding rule) (an MX next hop is the recipient domain's MX hosts, so it also splits by
 //! domain); each group is delivered (`group.rs`: plan, hosts, attempt, judge) and each

@@ -1,4 +1,5 @@
-//! Where mail for a domain goes (docs/src/policy.md#outbound, policy.md#relay-control, features.md): a relay domain's next hop (`host:port`,
+//! Where mail for a domain goes (docs/src/policy.md#outbound, policy.md#relay-control,
+//! features.md): a relay domain's next hop (`host:port`,
 //! `[ip]:port` or `mx`), else MX records (by preference, each host's A and AAAA addresses) with
 //! the domain's own addresses when it has no MX (RFC 5321 5.1), or the smart host. A domain
 //! that does not exist and a null MX (RFC 7505) are final; an MX list that names this worker

@@ -1,4 +1,5 @@
-//! The event outbox (docs/src/tracking.md): tracking events wait here, on disk, until the control plane
+//! The event outbox (docs/src/tracking.md): tracking events wait here, on disk, until the control
+//! plane
 //! has stored them. Emitting never blocks SMTP: events get their sequence number at once and go
 //! to a writer task that appends them in batches (one fdatasync per batch) to segment files
 //! `outbox/<first seq>.seg` (records: u32 little-endian length, protobuf `EventRecord`). The

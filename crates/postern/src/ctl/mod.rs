@@ -1,4 +1,5 @@
-//! `postern ctl`: the command-line client of the REST API (docs/src/interfaces.md), with the same tokens
+//! `postern ctl`: the command-line client of the REST API (docs/src/interfaces.md), with the same
+//! tokens
 //! and roles as every other client. Each subcommand is one or two API calls; what it prints
 //! is the API's answer (`--output json`) or a table of it.
 

@@ -1,4 +1,5 @@
-//! The event fold (docs/src/tracking.md): what the control plane keeps of each message, built from its
+//! The event fold (docs/src/tracking.md): what the control plane keeps of each message, built from
+//! its
 //! worker's events one at a time. Pure. Every part of a record is bounded (timeline, attempts,
 //! epochs) and folding touches the event's own recipient and the marks, so the thousandth event
 //! of a message costs what the first did.
@@ -316,7 +317,8 @@ impl Stored {
     /// recipient's latest leg; `violation` and `tls_fallback` only ever turn on.
     fn refresh(&mut self) {
         let v = &mut self.message;
-        // The inbound session is a leg (docs/src/tracking.md), of a refused transaction too: a 530's
+        // The inbound session is a leg (docs/src/tracking.md), of a refused transaction too: a
+        // 530's
         // session is marked plaintext.
         let source = v.source.iter().map(|s| s.tls.is_some());
         // The leg of a recipient is the attempt that ended it (or the latest).

@@ -1,4 +1,5 @@
-//! Message tracking on sled (docs/src/tracking.md, interfaces.md): workers' events folded into one record per
+//! Message tracking on sled (docs/src/tracking.md, interfaces.md): workers' events folded into one
+//! record per
 //! message and per connection, in a sled database of its own (`<data-dir>/tracking`, with
 //! connections in `<data-dir>/tracking/connections`), with an index for every search: time,
 //! sender, recipient, Message-ID, status, worker and marks (messages), and time and IP

@@ -1,4 +1,5 @@
-//! Searches (docs/src/interfaces.md, `GET /v1/messages` and `GET /v1/connections`): the most selective
+//! Searches (docs/src/interfaces.md, `GET /v1/messages` and `GET /v1/connections`): the most
+//! selective
 //! index the filter allows drives a newest-first scan within the time range; the other filters
 //! are checked on each record. A page ends after `limit` matches or after `SCAN_BUDGET` index
 //! entries, whichever comes first, so a rare filter returns a short page with a cursor rather
@@ -103,7 +104,8 @@ impl MessageFilter {
 }
 
 /// Newest-first keys of `tree` under `prefix` within [since, until], after `cursor`; calls
-/// `visit` with each key's (time, id) part and id until it returns false or the budget is spent. Returns the
+/// `visit` with each key's (time, id) part and id until it returns false or the budget is spent.
+/// Returns the
 /// cursor to continue from, if the scan stopped early.
 fn scan(
     tree: &sled::Tree,
