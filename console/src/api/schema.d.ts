@@ -639,7 +639,9 @@ export interface components {
         };
         /** @description The entry used when no rule matches. */
         DefaultRule: {
+            /** @description The cipher suites accepted where the level requires TLS (default `medium`). */
             cipher_strength?: components["schemas"]["CipherStrength"];
+            /** @description The TLS level required when no rule matches. */
             level: components["schemas"]["Level"];
         };
         /**
@@ -1056,16 +1058,19 @@ export interface components {
         QueueSettings: {
             /**
              * Format: int32
+             * @description Seconds before the first retry of deferred mail; the delay then doubles (default 300).
              * @default 300
              */
             first_retry_s: number;
             /**
              * Format: int32
+             * @description Seconds from arrival after which undelivered mail bounces (default 432000, 5 days).
              * @default 432000
              */
             lifetime_s: number;
             /**
              * Format: int32
+             * @description Longest delay between retries in seconds; at least `first_retry_s` (default 3600).
              * @default 3600
              */
             max_retry_s: number;
@@ -1133,7 +1138,9 @@ export interface components {
             /** @description `https` or `mail`. */
             via: string;
         };
+        /** @description Relay control: the domains the gateway accepts mail for and the networks trusted to relay. */
         Relay: {
+            /** @description Domains the gateway accepts mail for, each with its next hop. */
             domains?: components["schemas"]["RelayDomain"][];
             /**
              * @description Clients in these networks may relay to any domain.
@@ -1143,6 +1150,7 @@ export interface components {
              */
             networks?: string[];
         };
+        /** @description A domain the gateway accepts mail for, and where that mail goes. */
         RelayDomain: {
             /**
              * @description `example.com`, or `.example.com` for its subdomains.
@@ -1220,10 +1228,15 @@ export interface components {
         };
         /** @description A stored rule. Ids are made by the server. */
         Rule: {
+            /** @description The cipher suites accepted where the level requires TLS. */
             cipher_strength: components["schemas"]["CipherStrength"];
+            /** @description A note for operators; it does not affect matching. */
             comment: string;
+            /** @description Disabled rules are kept but match nothing. */
             enabled: boolean;
+            /** @description The rule's id, made by the server (a ULID). */
             id: string;
+            /** @description The TLS level required of the peers the rule matches. */
             level: components["schemas"]["Level"];
             /**
              * @description `192.0.2.0/24`, `2001:db8::1/128` (inbound only), `example.com` or `.example.com`.
@@ -1233,12 +1246,21 @@ export interface components {
         };
         /** @description A rule as an operator writes it: the server normalises `match` and makes the id. */
         RuleInput: {
+            /** @description The cipher suites accepted where the level requires TLS (default `medium`). */
             cipher_strength?: components["schemas"]["CipherStrength"];
+            /** @description A note for operators, at most 1024 octets (default empty). */
             comment?: string;
-            /** @default true */
+            /**
+             * @description Disabled rules are kept but match nothing (default `true`).
+             * @default true
+             */
             enabled: boolean;
+            /** @description The TLS level required of the peers the rule matches. */
             level: components["schemas"]["Level"];
-            /** @example .example.com */
+            /**
+             * @description An IP or CIDR (inbound only), `example.com`, or `.example.com` for its subdomains.
+             * @example .example.com
+             */
             match: string;
         };
         RuleList: {
@@ -1277,8 +1299,10 @@ export interface components {
             /** @description A 256-bit suite was negotiated. */
             high_cipher?: boolean;
         };
+        /** @description The settings `/v1/settings` holds, distributed to the workers with the policy. */
         Settings: {
             /**
+             * @description How the worker relays mail to next hops.
              * @default {
              *       "command_timeout_s": 300,
              *       "concurrency": 100,
@@ -1307,6 +1331,7 @@ export interface components {
              */
             postmaster: string | null;
             /**
+             * @description The MTA-STS policy served for the relay domains.
              * @default {
              *       "max_age": 604800,
              *       "mode": null,
@@ -1315,6 +1340,7 @@ export interface components {
              */
             published_mta_sts: components["schemas"]["PublishedSts"];
             /**
+             * @description Retries and lifetime of deferred mail.
              * @default {
              *       "first_retry_s": 300,
              *       "lifetime_s": 432000,
@@ -1323,6 +1349,7 @@ export interface components {
              */
             queue: components["schemas"]["QueueSettings"];
             /**
+             * @description TLS-RPT reports: those sent about deliveries, and those received about our domains.
              * @default {
              *       "contact": null,
              *       "organization_name": "",
@@ -1333,6 +1360,7 @@ export interface components {
              */
             reports: components["schemas"]["ReportSettings"];
             /**
+             * @description Limits of the inbound SMTP server.
              * @default {
              *       "command_timeout_s": 300,
              *       "max_command_line": 512,
@@ -1351,6 +1379,7 @@ export interface components {
              */
             smtp: components["schemas"]["SmtpLimits"];
             /**
+             * @description Retention and size limits of message tracking.
              * @default {
              *       "connections_max_bytes": 1073741824,
              *       "max_bytes": 10737418240,
@@ -1364,61 +1393,73 @@ export interface components {
         SmtpLimits: {
             /**
              * Format: int32
+             * @description Seconds a client may take to send each command (default 300).
              * @default 300
              */
             command_timeout_s: number;
             /**
              * Format: int32
+             * @description Longest command line in octets, CRLF included (at least 512; default 512).
              * @default 512
              */
             max_command_line: number;
             /**
              * Format: int32
+             * @description Commands allowed before MAIL FROM; past them the session is closed (default 100).
              * @default 100
              */
             max_commands_before_mail: number;
             /**
              * Format: int32
+             * @description Errors in a session before it is closed (default 20).
              * @default 20
              */
             max_hard_errors: number;
             /**
              * Format: int64
+             * @description Largest header block of a message in bytes (default 1048576, 1 MiB).
              * @default 1048576
              */
             max_header_size: number;
             /**
              * Format: int32
+             * @description Longest text line in DATA in octets, CRLF included (at least 1000; default 1000).
              * @default 1000
              */
             max_line: number;
             /**
              * Format: int64
+             * @description Largest message in bytes, advertised with SIZE (default 26214400, 25 MiB).
              * @default 26214400
              */
             max_message_size: number;
             /**
              * Format: int32
+             * @description `Received:` headers before a message is refused as looping (default 50).
              * @default 50
              */
             max_received_headers: number;
             /**
              * Format: int32
+             * @description Recipients per message at most (default 1000).
              * @default 1000
              */
             max_recipients: number;
             /**
              * Format: int32
+             * @description Concurrent sessions per worker at most (default 1000).
              * @default 1000
              */
             max_sessions: number;
             /**
              * Format: int32
+             * @description Concurrent sessions from one client IP at most (default 50).
              * @default 50
              */
             max_sessions_per_ip: number;
             /**
              * Format: int32
+             * @description Seconds a session may last in all (default 1800, 30 minutes).
              * @default 1800
              */
             session_timeout_s: number;
@@ -1438,7 +1479,10 @@ export interface components {
         };
         /** @enum {string} */
         Status: "rejected" | "deferred" | "queued" | "bounced" | "delivered";
-        /** @enum {string} */
+        /**
+         * @description A policy's `mode` (RFC 8461 5).
+         * @enum {string}
+         */
         StsMode: "enforce" | "testing" | "none";
         TimelineEntry: {
             /** @description RFC 3339. */
@@ -1508,6 +1552,7 @@ export interface components {
             comment?: string;
             role: components["schemas"]["Role"];
         };
+        /** @description Retention and size limits of message tracking (docs/src/tracking.md). */
         TrackingSettings: {
             /**
              * Format: int64
@@ -1536,6 +1581,7 @@ export interface components {
              */
             retention_days: number;
         };
+        /** @description Trusted CAs (`/v1/trust`): roots for client and, beside webpki-roots, server certificates. */
         Trust: {
             /** @description PEM-encoded CA certificates; one certificate per entry. */
             ca_pems?: string[];
@@ -1584,9 +1630,11 @@ export interface components {
          * @enum {string}
          */
         Violation: "must_use_tls" | "cipher_too_weak" | "unverified_client_certificate" | "must_not_use_tls" | "tls_not_offered" | "starttls_refused" | "handshake_failed" | "certificate_not_trusted" | "certificate_not_verified";
+        /** @description A configuration that is allowed but probably not meant, or has consequences to know. */
         Warning: {
             /** @description Stable machine-readable code, e.g. `sender_rule_none`. */
             code: string;
+            /** @description An explanation for people. */
             detail: string;
         };
         /** @description The token a request was made with: what a client (the console, `postern ctl`) may offer. */

@@ -19,8 +19,11 @@ use crate::validate::validate_rules;
 /// worker can refuse (NACK) a snapshot that does not compile and keep its last good one.
 #[derive(Debug)]
 pub struct CompiledPolicy {
+    /// The policy version this was compiled from.
     pub version: u64,
+    /// The policy document the lookups index into.
     pub policy: Policy,
+    /// The settings distributed with this version.
     pub settings: Settings,
     pub(crate) inbound: RuleIndex,
     pub(crate) outbound: RuleIndex,
@@ -35,6 +38,8 @@ pub struct CompiledPolicy {
 }
 
 impl CompiledPolicy {
+    /// Validates `policy` and `settings` and builds the lookup tables for version `version`.
+    /// Errors point into the snapshot: `/inbound/items/0/match`, `/relay/...`, `/settings/...`.
     pub fn compile(
         version: u64,
         policy: Policy,

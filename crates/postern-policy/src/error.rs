@@ -8,10 +8,12 @@ use std::fmt;
 pub struct FieldError {
     /// JSON pointer to the offending field, e.g. `/items/3/match`.
     pub pointer: String,
+    /// What is wrong with the field, for people.
     pub detail: String,
 }
 
 impl FieldError {
+    /// An error at `pointer` (a JSON pointer) saying `detail`.
     pub fn new(pointer: impl Into<String>, detail: impl Into<String>) -> Self {
         FieldError {
             pointer: pointer.into(),
@@ -37,6 +39,7 @@ impl fmt::Display for FieldError {
 pub struct ValidationErrors(pub Vec<FieldError>);
 
 impl ValidationErrors {
+    /// A single error at `pointer` saying `detail`.
     pub fn one(pointer: impl Into<String>, detail: impl Into<String>) -> Self {
         ValidationErrors(vec![FieldError::new(pointer, detail)])
     }

@@ -15,16 +15,20 @@ use crate::warnings::{Warning, rule_warnings};
 /// Which entry produced a decision: a rule, or the list's default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuleRef<'a> {
+    /// The default of this direction's rule list.
     Default(Direction),
+    /// This rule.
     Rule(&'a Rule),
 }
 
 /// A level and strength with the entries that produced them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision<'a> {
+    /// The TLS level required.
     pub level: Level,
     /// The strength enforced: always `Medium` below `encrypt`, where strength is not enforced.
     pub cipher_strength: CipherStrength,
+    /// The entry that set the level.
     pub level_rule: RuleRef<'a>,
     /// The entry that set the strength; `None` below `encrypt`.
     pub strength_rule: Option<RuleRef<'a>>,
@@ -192,8 +196,11 @@ impl CompiledPolicy {
 /// A hypothetical peer to evaluate the policy for.
 #[derive(Debug, Clone, Copy)]
 pub struct Query<'a> {
+    /// Which rule list to evaluate.
     pub direction: Direction,
+    /// Inbound: the client's address; without one, no IP rule matches.
     pub client_ip: Option<IpAddr>,
+    /// Inbound: the MAIL FROM address, whose domain may match a sender-domain rule.
     pub sender: Option<&'a str>,
     /// Inbound: the recipient (relay control); outbound: the recipient whose domain decides.
     pub recipient: Option<&'a str>,
@@ -209,11 +216,13 @@ pub struct Evaluation<'a> {
     pub decision: Decision<'a>,
     /// Inbound: STARTTLS is offered in EHLO. Outbound: the worker will try STARTTLS.
     pub starttls_offered: bool,
+    /// Inbound: a client certificate is requested in the handshake. Outbound: always false.
     pub request_client_cert: bool,
     /// Inbound: the connect-time decision, from the client IP alone.
     pub connect: Option<Decision<'a>>,
     /// Inbound: the sender-domain rule that matched, if any.
     pub sender_rule: Option<&'a Rule>,
+    /// What the operator should know about the rules that decided.
     pub warnings: Vec<Warning>,
     /// Inbound, with a sender: the MAIL FROM verdict in a plaintext session.
     pub mail_plaintext: Option<MailVerdict>,

@@ -19,8 +19,10 @@ pub enum Level {
 }
 
 impl Level {
+    /// Every level, from loosest to strictest.
     pub const ALL: [Level; 4] = [Level::None, Level::May, Level::Encrypt, Level::Verify];
 
+    /// The name in rules and JSON: `none`, `may`, `encrypt` or `verify`.
     pub fn as_str(self) -> &'static str {
         match self {
             Level::None => "none",
@@ -52,6 +54,7 @@ pub enum CipherStrength {
 }
 
 impl CipherStrength {
+    /// The name in rules and JSON: `medium` or `high`.
     pub fn as_str(self) -> &'static str {
         match self {
             CipherStrength::Medium => "medium",

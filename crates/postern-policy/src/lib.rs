@@ -4,6 +4,7 @@
 //! workers and the control plane's `evaluate` use to decide (2.2, 2.3).
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod compiled;
 mod domain;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::normalize_domain;
 
+/// What a rule matches, normalised; (de)serialised as a string like `10.0.0.0/8` or `.a.com`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum Match {
@@ -40,6 +41,7 @@ impl Match {
         }
     }
 
+    /// Whether this matches addresses (an IP or CIDR) rather than domains.
     pub fn is_ip(&self) -> bool {
         matches!(self, Match::Net(_))
     }

@@ -11,14 +11,19 @@ use crate::trust::Trust;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Rule {
+    /// The rule's id, made by the server (a ULID).
     pub id: String,
     /// `192.0.2.0/24`, `2001:db8::1/128` (inbound only), `example.com` or `.example.com`.
     #[serde(rename = "match")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, example = "example.com"))]
     pub matches: Match,
+    /// The TLS level required of the peers the rule matches.
     pub level: Level,
+    /// The cipher suites accepted where the level requires TLS.
     pub cipher_strength: CipherStrength,
+    /// Disabled rules are kept but match nothing.
     pub enabled: bool,
+    /// A note for operators; it does not affect matching.
     pub comment: String,
 }
 
@@ -27,15 +32,20 @@ pub struct Rule {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RuleInput {
+    /// An IP or CIDR (inbound only), `example.com`, or `.example.com` for its subdomains.
     #[serde(rename = "match")]
     #[cfg_attr(feature = "openapi", schema(example = ".example.com"))]
     pub matches: String,
+    /// The TLS level required of the peers the rule matches.
     pub level: Level,
+    /// The cipher suites accepted where the level requires TLS (default `medium`).
     #[serde(default)]
     pub cipher_strength: CipherStrength,
+    /// Disabled rules are kept but match nothing (default `true`).
     #[serde(default = "enabled_by_default")]
     #[cfg_attr(feature = "openapi", schema(default = true))]
     pub enabled: bool,
+    /// A note for operators, at most 1024 octets (default empty).
     #[serde(default)]
     pub comment: String,
 }
@@ -49,7 +59,9 @@ fn enabled_by_default() -> bool {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DefaultRule {
+    /// The TLS level required when no rule matches.
     pub level: Level,
+    /// The cipher suites accepted where the level requires TLS (default `medium`).
     #[serde(default)]
     pub cipher_strength: CipherStrength,
 }
@@ -66,11 +78,17 @@ impl Default for DefaultRule {
 /// Everything a worker enforces except settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
+    /// Applies to clients that no inbound rule matches.
     pub inbound_default: DefaultRule,
+    /// Applies to recipient domains that no outbound rule matches.
     pub outbound_default: DefaultRule,
+    /// Rules for clients: by IP at connect, by sender domain at MAIL FROM.
     pub inbound: Vec<Rule>,
+    /// Rules for deliveries, by recipient domain.
     pub outbound: Vec<Rule>,
+    /// Relay domains with their next hops, and the networks trusted to relay.
     pub relay: Relay,
+    /// The CAs trusted for `verify`.
     pub trust: Trust,
 }
 
@@ -79,11 +97,14 @@ pub struct Policy {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
+    /// Clients connecting to a worker.
     Inbound,
+    /// The worker relaying mail to next hops.
     Outbound,
 }
 
 impl Direction {
+    /// The name as serialised: `inbound` or `outbound`.
     pub fn as_str(self) -> &'static str {
         match self {
             Direction::Inbound => "inbound",
@@ -93,6 +114,7 @@ impl Direction {
 }
 
 impl Policy {
+    /// The rule list of `direction`.
     pub fn rules(&self, direction: Direction) -> &Vec<Rule> {
         match direction {
             Direction::Inbound => &self.inbound,
@@ -100,6 +122,7 @@ impl Policy {
         }
     }
 
+    /// The rule list of `direction`, for changing it.
     pub fn rules_mut(&mut self, direction: Direction) -> &mut Vec<Rule> {
         match direction {
             Direction::Inbound => &mut self.inbound,
@@ -107,6 +130,7 @@ impl Policy {
         }
     }
 
+    /// The default of `direction`'s rule list.
     pub fn default_rule(&self, direction: Direction) -> DefaultRule {
         match direction {
             Direction::Inbound => self.inbound_default,
@@ -114,6 +138,7 @@ impl Policy {
         }
     }
 
+    /// The default of `direction`'s rule list, for changing it.
     pub fn default_rule_mut(&mut self, direction: Direction) -> &mut DefaultRule {
         match direction {
             Direction::Inbound => &mut self.inbound_default,

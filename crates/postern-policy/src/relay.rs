@@ -12,10 +12,12 @@ use crate::domain::normalize_domain;
 use crate::error::FieldError;
 use crate::matching::Match;
 
+/// Relay control: the domains the gateway accepts mail for and the networks trusted to relay.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Relay {
+    /// Domains the gateway accepts mail for, each with its next hop.
     #[serde(default)]
     pub domains: Vec<RelayDomain>,
     /// Clients in these networks may relay to any domain.
@@ -24,6 +26,7 @@ pub struct Relay {
     pub networks: Vec<String>,
 }
 
+/// A domain the gateway accepts mail for, and where that mail goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
@@ -42,12 +45,23 @@ pub enum NextHop {
     /// Look up the recipient domain's MX records.
     Mx,
     /// A host name, resolved with A/AAAA; also the reference name for `verify`.
-    Host { host: String, port: u16 },
+    Host {
+        /// The host name, normalised.
+        host: String,
+        /// The TCP port.
+        port: u16,
+    },
     /// An address literal, `[ip]:port`.
-    Ip { ip: IpAddr, port: u16 },
+    Ip {
+        /// The address; an IPv4-mapped IPv6 address is stored as IPv4.
+        ip: IpAddr,
+        /// The TCP port.
+        port: u16,
+    },
 }
 
 impl NextHop {
+    /// Parses `mx`, `host:port` or `[ip]:port`, normalising the host name or address.
     pub fn parse(s: &str) -> Result<NextHop, String> {
         if s.eq_ignore_ascii_case("mx") {
             return Ok(NextHop::Mx);

@@ -9,17 +9,24 @@ use serde::{Deserialize, Serialize};
 use crate::error::FieldError;
 use crate::relay::NextHop;
 
+/// The settings `/v1/settings` holds, distributed to the workers with the policy.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
+    /// Limits of the inbound SMTP server.
     pub smtp: SmtpLimits,
+    /// Retries and lifetime of deferred mail.
     pub queue: QueueSettings,
+    /// How the worker relays mail to next hops.
     pub delivery: DeliverySettings,
     /// Where `RCPT TO:<postmaster>` goes; null means `postmaster@<the worker's hostname>`.
     pub postmaster: Option<String>,
+    /// Retention and size limits of message tracking.
     pub tracking: TrackingSettings,
+    /// TLS-RPT reports: those sent about deliveries, and those received about our domains.
     pub reports: ReportSettings,
+    /// The MTA-STS policy served for the relay domains.
     pub published_mta_sts: PublishedSts,
 }
 
@@ -103,17 +110,29 @@ impl Default for ReportSettings {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct SmtpLimits {
+    /// Longest command line in octets, CRLF included (at least 512; default 512).
     pub max_command_line: u32,
+    /// Longest text line in DATA in octets, CRLF included (at least 1000; default 1000).
     pub max_line: u32,
+    /// Largest message in bytes, advertised with SIZE (default 26214400, 25 MiB).
     pub max_message_size: u64,
+    /// Largest header block of a message in bytes (default 1048576, 1 MiB).
     pub max_header_size: u64,
+    /// Recipients per message at most (default 1000).
     pub max_recipients: u32,
+    /// Errors in a session before it is closed (default 20).
     pub max_hard_errors: u32,
+    /// Commands allowed before MAIL FROM; past them the session is closed (default 100).
     pub max_commands_before_mail: u32,
+    /// Seconds a client may take to send each command (default 300).
     pub command_timeout_s: u32,
+    /// Seconds a session may last in all (default 1800, 30 minutes).
     pub session_timeout_s: u32,
+    /// Concurrent sessions per worker at most (default 1000).
     pub max_sessions: u32,
+    /// Concurrent sessions from one client IP at most (default 50).
     pub max_sessions_per_ip: u32,
+    /// `Received:` headers before a message is refused as looping (default 50).
     pub max_received_headers: u32,
     /// How long SIGTERM waits for sessions in flight.
     pub shutdown_grace_s: u32,
@@ -144,8 +163,11 @@ impl Default for SmtpLimits {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct QueueSettings {
+    /// Seconds before the first retry of deferred mail; the delay then doubles (default 300).
     pub first_retry_s: u32,
+    /// Longest delay between retries in seconds; at least `first_retry_s` (default 3600).
     pub max_retry_s: u32,
+    /// Seconds from arrival after which undelivered mail bounces (default 432000, 5 days).
     pub lifetime_s: u32,
 }
 
@@ -247,6 +269,7 @@ impl DeliverySettings {
     }
 }
 
+/// Retention and size limits of message tracking (docs/src/tracking.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::FieldError;
 
+/// Trusted CAs (`/v1/trust`): roots for client and, beside webpki-roots, server certificates.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]

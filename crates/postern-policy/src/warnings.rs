@@ -7,11 +7,13 @@ use crate::level::{CipherStrength, Level};
 use crate::matching::Match;
 use crate::model::{DefaultRule, Direction, Rule};
 
+/// A configuration that is allowed but probably not meant, or has consequences to know.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Warning {
     /// Stable machine-readable code, e.g. `sender_rule_none`.
     pub code: String,
+    /// An explanation for people.
     pub detail: String,
 }
 

@@ -17,19 +17,24 @@ pub const MIN_LIFETIME_S: u64 = 60;
 /// A policy as fetched: its record id, the policy, its text and when it was fetched (unix s).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cached {
+    /// The `id` of the `_mta-sts` record the policy was fetched under.
     pub id: String,
+    /// The parsed policy file.
     pub policy: Policy,
     /// The body as served (TLS-RPT reports quote its lines).
     pub text: String,
+    /// When the policy was fetched (unix s).
     pub fetched_at: u64,
 }
 
 impl Cached {
+    /// When it expires (unix s): `fetched_at` plus `max_age`, but at least `MIN_LIFETIME_S`.
     pub fn expires_at(&self) -> u64 {
         self.fetched_at
             .saturating_add(self.policy.max_age.max(MIN_LIFETIME_S))
     }
 
+    /// Whether it has not yet expired at `now` (unix s).
     pub fn valid_at(&self, now: u64) -> bool {
         now < self.expires_at()
     }
@@ -63,6 +68,9 @@ pub enum Step {
     NoPolicy,
 }
 
+/// What to do at `now` (unix s), given the cached policy, the TXT lookup and the last failed
+/// fetch: fetch for a new `id`, a missing or expired policy or one past half its `max_age`
+/// (not within `FAILURE_BACKOFF_S` of a failure); else use the cached policy if valid.
 pub fn next_step(now: u64, cached: Option<&Cached>, txt: &Txt, last_failure: Option<u64>) -> Step {
     let valid = cached.filter(|c| c.valid_at(now));
     let backing_off = last_failure.is_some_and(|f| now < f.saturating_add(FAILURE_BACKOFF_S));

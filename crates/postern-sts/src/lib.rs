@@ -1,9 +1,10 @@
-//! MTA-STS (RFC 8461) and TLS-RPT (RFC 8460, `tlsrpt`) without I/O: the `_mta-sts` TXT record, the policy file, MX patterns,
-//! the cache's state machine (when to fetch, what to use when DNS or HTTPS fails) and where a
-//! published policy stands against the operator's own rules. The worker does the DNS and the
-//! HTTPS and asks this crate what they mean.
+//! MTA-STS (RFC 8461) and TLS-RPT (RFC 8460, `tlsrpt`) without I/O: the `_mta-sts` TXT record, the
+//! policy file, MX patterns, the cache's state machine (when to fetch, what to use when DNS or
+//! HTTPS fails) and where a published policy stands against the operator's own rules. The worker
+//! does the DNS and the HTTPS and asks this crate what they mean.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod cache;
 mod policy;

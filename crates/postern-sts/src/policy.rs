@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 /// RFC 8461 3.2: max_age is at most a year.
 pub const MAX_AGE_LIMIT: u64 = 31_557_600;
 
+/// A policy's `mode` (RFC 8461 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = StsMode))]
 #[serde(rename_all = "lowercase")]
@@ -21,6 +22,7 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The wire name: `enforce`, `testing` or `none`.
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Enforce => "enforce",
@@ -29,6 +31,7 @@ impl Mode {
         }
     }
 
+    /// The mode whose wire name is `s` (case-sensitive); `None` for anything else.
     pub fn parse(s: &str) -> Option<Mode> {
         [Mode::Enforce, Mode::Testing, Mode::None]
             .into_iter()
@@ -48,6 +51,8 @@ impl std::fmt::Display for Mode {
 pub struct MxPattern(String);
 
 impl MxPattern {
+    /// Parses an `mx` value: lowercased, a trailing dot dropped; the name must have two or more
+    /// labels of letters, digits, `-` and `_` (not starting or ending with `-`).
     pub fn parse(text: &str) -> Result<MxPattern, PolicyError> {
         let lower = text.trim_end_matches('.').to_ascii_lowercase();
         let name = lower.strip_prefix("*.").unwrap_or(&lower);
@@ -65,6 +70,7 @@ impl MxPattern {
         Ok(MxPattern(lower))
     }
 
+    /// The pattern, lowercased and without a trailing dot (e.g. `*.example.net`).
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -81,10 +87,14 @@ impl MxPattern {
     }
 }
 
+/// A valid policy file (RFC 8461 3.2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
+    /// `mode`: how strictly the policy is applied.
     pub mode: Mode,
+    /// `max_age`: how long (seconds) the policy may be cached, at most `MAX_AGE_LIMIT`.
     pub max_age: u64,
+    /// `mx`: the patterns of the allowed MX hosts; empty only in mode `none`.
     pub mx: Vec<MxPattern>,
 }
 
@@ -92,24 +102,34 @@ pub struct Policy {
 /// are cut and escaped: they came from the network.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
+    /// A non-empty line (numbered from 1) without `:`.
     #[error("invalid MTA-STS policy: line {0} has no ':'")]
     NoColon(usize),
+    /// A `version` other than `STSv1`, or a second one (the value, quoted).
     #[error("invalid MTA-STS policy: version {0} (only STSv1, once)")]
     Version(String),
+    /// A `mode` other than `enforce`, `testing` or `none` (the value, quoted).
     #[error("invalid MTA-STS policy: mode {0}")]
     Mode(String),
+    /// A `max_age` that is not a decimal number up to `MAX_AGE_LIMIT` (the value, quoted).
     #[error("invalid MTA-STS policy: max_age {0} (0 to {MAX_AGE_LIMIT})")]
     MaxAge(String),
+    /// `mode` or `max_age` given twice (the field's name).
     #[error("invalid MTA-STS policy: {0} given twice")]
     Repeated(&'static str),
+    /// An `mx` value that is neither a host name nor `*.` and one (the value, quoted).
     #[error("invalid MTA-STS policy: mx pattern {0} is not a host name or *.name")]
     MxPattern(String),
+    /// A field name that is empty, over 32 characters or not of letters, digits, `_`, `-`, `.`.
     #[error("invalid MTA-STS policy: malformed field name {0}")]
     FieldName(String),
+    /// No `mode` or no `max_age`.
     #[error("invalid MTA-STS policy: version, mode and max_age are required")]
     Missing,
+    /// No `version` line.
     #[error("invalid MTA-STS policy: no version")]
     NoVersion,
+    /// Mode `enforce` or `testing` without any `mx` line.
     #[error("invalid MTA-STS policy: mode {} without an mx", .0.as_str())]
     NoMx(Mode),
 }
@@ -121,6 +141,8 @@ fn quoted(text: &str) -> String {
 }
 
 impl Policy {
+    /// Parses a policy file strictly: LF or CRLF lines, fields in any order, extension fields
+    /// ignored; any error means the policy is invalid.
     pub fn parse(text: &str) -> Result<Policy, PolicyError> {
         let mut version = false;
         let (mut mode, mut max_age, mut mx) = (None, None, Vec::new());

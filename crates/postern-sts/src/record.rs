@@ -5,15 +5,20 @@
 /// A valid `_mta-sts` record: the id that tells a cached policy is current.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StsRecord {
+    /// The `id`: 1 to 32 letters and digits; a new one means the policy changed.
     pub id: String,
 }
 
+/// Why there is no usable `_mta-sts` record; each means no policy.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
+    /// No TXT record begins with `v=STSv1;`.
     #[error("no v=STSv1 record")]
     None,
+    /// More than one record begins with `v=STSv1;` (how many).
     #[error("{0} v=STSv1 records (exactly one is allowed)")]
     Several(usize),
+    /// The one `v=STSv1` record is malformed (why, with the record quoted).
     #[error("invalid v=STSv1 record: {0}")]
     Invalid(String),
 }

@@ -29,20 +29,26 @@ pub fn filename(submitter: &str, policy_domain: &str, start_s: u64, end_s: u64) 
 pub struct ReportMail<'a> {
     /// The From address (the report's contact).
     pub from: &'a str,
+    /// The To address (a `mailto:` `rua` of the policy domain).
     pub to: &'a str,
     /// The submitter's domain (`TLS-Report-Submitter`).
     pub submitter: &'a str,
+    /// The domain the report is about (`TLS-Report-Domain`).
     pub policy_domain: &'a str,
+    /// The report's `report-id`, quoted in the Subject.
     pub report_id: &'a str,
     /// RFC 5322 date.
     pub date: &'a str,
     /// Without angle brackets.
     pub message_id: &'a str,
+    /// Start of the reported period (unix s), for the file name and the MIME boundary.
     pub start_s: u64,
+    /// End of the reported period (unix s), for the file name and the MIME boundary.
     pub end_s: u64,
 }
 
 impl ReportMail<'_> {
+    /// The Subject RFC 8460 suggests: `Report Domain: … Submitter: … Report-ID: <…>`.
     pub fn subject(&self) -> String {
         format!(
             "Report Domain: {} Submitter: {} Report-ID: <{}>",

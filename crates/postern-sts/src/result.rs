@@ -11,18 +11,29 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ResultType {
     // Negotiation failures (4.3.2.1).
+    /// `starttls-not-supported`: the MX host did not offer STARTTLS.
     StartTlsNotSupported,
+    /// `certificate-host-mismatch`: the certificate does not name the MX host.
     CertificateHostMismatch,
+    /// `certificate-expired`: the certificate has expired.
     CertificateExpired,
+    /// `certificate-not-trusted`: the certificate does not chain to a trusted root.
     CertificateNotTrusted,
+    /// `validation-failure`: a negotiation failure of another kind.
     ValidationFailure,
     // DANE policy failures (4.3.2.2).
+    /// `tlsa-invalid`: none of the TLSA records is valid.
     TlsaInvalid,
+    /// `dnssec-invalid`: no valid DNSSEC-signed records could be obtained.
     DnssecInvalid,
+    /// `dane-required`: DANE was required but no TLSA records were found.
     DaneRequired,
     // MTA-STS policy failures (4.3.2.3).
+    /// `sts-policy-fetch-error`: the MTA-STS policy could not be fetched.
     StsPolicyFetchError,
+    /// `sts-policy-invalid`: the fetched MTA-STS policy is not valid.
     StsPolicyInvalid,
+    /// `sts-webpki-invalid`: the policy host's certificate failed validation.
     StsWebpkiInvalid,
     /// A value from another organisation's report that is not one of the above (the IANA
     /// registry grows): kept as received, printable ASCII, at most `MAX_UNREGISTERED` bytes.
@@ -33,6 +44,7 @@ pub enum ResultType {
 pub const MAX_UNREGISTERED: usize = 64;
 
 impl ResultType {
+    /// Every registered result type, in RFC 8460 4.3.2's order.
     pub const REGISTERED: [ResultType; 11] = [
         ResultType::StartTlsNotSupported,
         ResultType::CertificateHostMismatch,
@@ -47,6 +59,7 @@ impl ResultType {
         ResultType::StsWebpkiInvalid,
     ];
 
+    /// The wire name (an unregistered value as received).
     pub fn as_str(&self) -> &str {
         match self {
             ResultType::StartTlsNotSupported => "starttls-not-supported",
@@ -139,12 +152,16 @@ impl utoipa::ToSchema for ResultType {}
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum PolicyType {
+    /// `tlsa`: a DANE TLSA policy.
     Tlsa,
+    /// `sts`: an MTA-STS policy.
     Sts,
+    /// `no-policy-found`: no policy applied.
     NoPolicyFound,
 }
 
 impl PolicyType {
+    /// The wire name: `tlsa`, `sts` or `no-policy-found`.
     pub fn as_str(self) -> &'static str {
         match self {
             PolicyType::Tlsa => "tlsa",

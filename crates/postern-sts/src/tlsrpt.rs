@@ -13,7 +13,9 @@ use crate::result::{PolicyType, ResultType};
 /// envelope and a header, or an `https:` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rua {
+    /// A `mailto:` address, percent-decoded and checked to be an RFC 5321 mailbox.
     Mailto(String),
+    /// An `https:` URL with a host, at most 2048 characters long.
     Https(url::Url),
 }
 
@@ -30,7 +32,9 @@ impl std::fmt::Display for Rua {
 /// with its reason (for a log line: the text is escaped and cut, it came from DNS).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Destinations {
+    /// The addresses to send reports to, in record order, at most `MAX_RUA`.
     pub ruas: Vec<Rua>,
+    /// Each address left out, quoted, with the reason.
     pub ignored: Vec<String>,
 }
 
@@ -42,12 +46,16 @@ pub const MAX_RUA: usize = 5;
 /// The most characters of a published value quoted in an error or log line.
 const QUOTE: usize = 120;
 
+/// Why a domain's `_smtp._tls` TXT records give no report destination.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TlsRptError {
+    /// No TXT record begins with `v=TLSRPTv1`.
     #[error("no v=TLSRPTv1 record")]
     None,
+    /// More than one record begins with `v=TLSRPTv1` (how many).
     #[error("{0} v=TLSRPTv1 records (exactly one is allowed)")]
     Several(usize),
+    /// The one record is malformed or has no usable `rua` (why, with the record quoted).
     #[error("invalid v=TLSRPTv1 record: {0}")]
     Invalid(String),
 }
@@ -143,9 +151,12 @@ fn quoted(text: &str) -> String {
 pub enum Applied {
     /// An MTA-STS policy: its lines (as served) and its mx patterns.
     Sts {
+        /// The policy file's lines as served (the report's `policy-string`).
         lines: Vec<String>,
+        /// The policy's `mx` patterns (the report's `mx-host`).
         mx: Vec<String>,
     },
+    /// No policy applied (`no-policy-found`).
     NoPolicyFound,
 }
 
@@ -153,10 +164,15 @@ pub enum Applied {
 /// failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
+    /// The policy the session was made under.
     pub applied: Applied,
+    /// `None` for a success, else the failure's `result-type`.
     pub result: Option<ResultType>,
+    /// Our IP address (`sending-mta-ip`), if known.
     pub sending_ip: Option<String>,
+    /// The MX host name (`receiving-mx-hostname`), if known.
     pub receiving_mx: Option<String>,
+    /// The MX host's IP address (`receiving-ip`), if known.
     pub receiving_ip: Option<String>,
 }
 
@@ -164,10 +180,15 @@ pub struct Session {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Report {
+    /// `organization-name`: who sends the report.
     pub organization_name: String,
+    /// `date-range`: the period the report covers.
     pub date_range: DateRange,
+    /// `contact-info`: how to reach the sender.
     pub contact_info: String,
+    /// `report-id`: the report's unique identifier.
     pub report_id: String,
+    /// `policies`: one entry per applied policy.
     pub policies: Vec<PolicyResult>,
 }
 
@@ -183,60 +204,86 @@ impl Report {
     }
 }
 
+/// `date-range`: the period a report covers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct DateRange {
+    /// `start-datetime` (RFC 3339).
     pub start_datetime: String,
+    /// `end-datetime` (RFC 3339).
     pub end_datetime: String,
 }
 
+/// One entry of `policies`: a policy, its session counts and its failures.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct PolicyResult {
+    /// `policy`: the policy applied.
     pub policy: PolicyDescription,
+    /// `summary`: the session counts.
     pub summary: Summary,
+    /// `failure-details`: the failed sessions, grouped; omitted when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failure_details: Vec<FailureDetail>,
 }
 
+/// `policy`: which policy applied, for which domain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct PolicyDescription {
+    /// `policy-type`: `sts`, `tlsa` or `no-policy-found`.
     pub policy_type: PolicyType,
+    /// `policy-string`: the policy's lines; omitted when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policy_string: Vec<String>,
+    /// `policy-domain`: the recipient domain.
     pub policy_domain: String,
+    /// `mx-host`: the policy's MX patterns; omitted when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mx_host: Vec<String>,
 }
 
+/// `summary`: a policy's session counts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Summary {
+    /// `total-successful-session-count`: sessions that succeeded.
     pub total_successful_session_count: u64,
+    /// `total-failure-session-count`: sessions that failed.
     pub total_failure_session_count: u64,
 }
 
+/// One entry of `failure-details`: sessions that failed alike, to the same hosts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct FailureDetail {
+    /// `result-type`: why the sessions failed.
     pub result_type: ResultType,
+    /// `sending-mta-ip`: our IP address; omitted if unknown.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sending_mta_ip: Option<String>,
+    /// `receiving-mx-hostname`: the MX host name; omitted if unknown.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub receiving_mx_hostname: Option<String>,
+    /// `receiving-ip`: the MX host's IP address; omitted if unknown.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub receiving_ip: Option<String>,
+    /// `failed-session-count`: how many sessions failed so.
     pub failed_session_count: u64,
 }
 
 /// Who sends the report and which day (UTC, RFC 3339) it covers.
 #[derive(Debug, Clone)]
 pub struct ReportHeader {
+    /// The report's `organization-name`.
     pub organization_name: String,
+    /// The report's `contact-info`.
     pub contact_info: String,
+    /// The report's `report-id`.
     pub report_id: String,
+    /// `start-datetime`: the start of the day covered (RFC 3339, UTC).
     pub start_datetime: String,
+    /// `end-datetime`: the end of the day covered (RFC 3339, UTC).
     pub end_datetime: String,
 }
 
@@ -251,6 +298,7 @@ pub struct Aggregate {
 }
 
 impl Aggregate {
+    /// Counts one session: a success, or a failure by result type, IP addresses and MX name.
     pub fn add(&mut self, s: Session) {
         let (ok, failures) = self.by_policy.entry(s.applied).or_default();
         match s.result {

@@ -26,6 +26,7 @@ pub struct RequestClientCert {
 }
 
 impl RequestClientCert {
+    /// A verifier that names the subjects of `roots` (trusted CAs, DER) in its request.
     pub fn new(roots: &[CertificateDer<'_>]) -> Self {
         RequestClientCert {
             algorithms: rustls::crypto::aws_lc_rs::default_provider()

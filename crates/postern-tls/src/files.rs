@@ -8,24 +8,34 @@ use std::path::Path;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+/// Why a PEM file given by a command-line flag cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
+    /// The file could not be read.
     #[error("cannot read {flag} {path}: {source}")]
     Read {
+        /// The command-line flag that named the file (`--tls-cert`).
         flag: String,
+        /// The file's path.
         path: String,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The file was read but does not hold what the flag needs.
     #[error("{flag} {path}: {detail}")]
     Invalid {
+        /// The command-line flag that named the file (`--tls-cert`).
         flag: String,
+        /// The file's path.
         path: String,
+        /// What is wrong with its contents.
         detail: String,
     },
 }
 
 /// A PEM file's text, checked to hold what `flag` needs.
 pub struct PemFile {
+    /// The whole PEM text.
     pub text: String,
 }
 

@@ -4,6 +4,7 @@
 //! them, the PKI `postern dev` and the tests generate, and certificate name checks.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod clientcert;
 pub mod files;

@@ -12,7 +12,9 @@ use rcgen::{
 /// A certificate and its private key, in PEM.
 #[derive(Debug, Clone)]
 pub struct Issued {
+    /// The certificate, PEM.
     pub cert_pem: String,
+    /// Its private key, PEM.
     pub key_pem: String,
 }
 
@@ -29,8 +31,10 @@ impl Issued {
     }
 }
 
+/// A certificate authority that issues server and client certificates.
 pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
+    /// The CA's self-signed certificate, PEM.
     pub cert_pem: String,
 }
 
@@ -45,6 +49,7 @@ fn named(common_name: &str, names: &[&str]) -> Result<CertificateParams, rcgen::
 }
 
 impl Ca {
+    /// A new CA with a fresh key and a self-signed certificate named `common_name`.
     pub fn new(common_name: &str) -> Result<Ca, rcgen::Error> {
         let mut params = named(common_name, &[])?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -102,29 +107,41 @@ impl Ca {
 /// control plane's certificate, and one client certificate per worker.
 #[derive(Debug, Clone)]
 pub struct Layout {
+    /// The CA certificate, `ca.pem`.
     pub ca: PathBuf,
+    /// The CA's private key, `ca.key` (mode 0600).
     pub ca_key: PathBuf,
+    /// The control plane's certificate, `control.pem`.
     pub control_cert: PathBuf,
+    /// The control plane's private key, `control.key` (mode 0600).
     pub control_key: PathBuf,
     dir: PathBuf,
 }
 
+/// Why a `postern pki` command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
+    /// A file `init` would write is already there (its path).
     #[error("{0} exists; refusing to overwrite it (move it away to start again)")]
     Exists(String),
+    /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {
+        /// The file or directory's path.
         path: String,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// Making or loading a certificate or key failed.
     #[error("{0}")]
     Certificate(#[from] rcgen::Error),
+    /// The worker id is not a DNS-style name (letters, digits, `-` and `.`).
     #[error("'{0}' is not a worker id (letters, digits, '-' and '.', as in a DNS name)")]
     WorkerId(String),
 }
 
 impl Layout {
+    /// The layout under `dir`; nothing is read or written.
     pub fn new(dir: &Path) -> Layout {
         Layout {
             ca: dir.join("ca.pem"),
@@ -223,12 +240,19 @@ fn write_pair(issued: &Issued, cert: &Path, key: &Path) -> std::io::Result<()> {
 /// The files `postern dev` uses, under `<data-dir>/tls`.
 #[derive(Debug, Clone)]
 pub struct DevPki {
+    /// The dev CA certificate, `ca.pem`.
     pub ca: PathBuf,
+    /// The control plane's certificate, `control.pem`.
     pub control_cert: PathBuf,
+    /// The control plane's private key, `control.key`.
     pub control_key: PathBuf,
+    /// The dev worker's client certificate, `worker.pem`.
     pub worker_cert: PathBuf,
+    /// The dev worker's private key, `worker.key`.
     pub worker_key: PathBuf,
+    /// The SMTP listener's server certificate, `smtp.pem`.
     pub smtp_cert: PathBuf,
+    /// The SMTP listener's private key, `smtp.key`.
     pub smtp_key: PathBuf,
 }
 
@@ -236,6 +260,7 @@ impl DevPki {
     /// The worker id the dev worker certificate is issued for.
     pub const WORKER_ID: &'static str = "dev-worker";
 
+    /// The paths under `dir`; nothing is read or written.
     pub fn paths(dir: &Path) -> DevPki {
         DevPki {
             ca: dir.join("ca.pem"),

@@ -19,6 +19,7 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// What the files looked like when last loaded (modification times and lengths).
 type Stamp = Option<(SystemTime, u64, SystemTime, u64)>;
 
+/// A server certificate that follows its PEM files; a rustls `ResolvesServerCert`.
 #[derive(Debug)]
 pub struct ReloadingCert {
     cert: PathBuf,

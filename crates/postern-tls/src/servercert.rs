@@ -19,6 +19,7 @@ pub struct AcceptAnyServerCert {
 }
 
 impl AcceptAnyServerCert {
+    /// A verifier using aws-lc-rs's signature algorithms.
     pub fn new() -> Self {
         AcceptAnyServerCert {
             algorithms: rustls::crypto::aws_lc_rs::default_provider()

@@ -46,6 +46,7 @@ impl Certificate {
         }
     }
 
+    /// Whether the certificate verified.
     pub fn is_verified(self) -> bool {
         self == Certificate::Verified
     }

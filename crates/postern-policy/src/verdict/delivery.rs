@@ -19,7 +19,10 @@ use crate::level::{CipherStrength, Level};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PolicySource {
     /// A local outbound rule for the domain, by id (empty in events from before ids were sent).
-    Rule { id: String },
+    Rule {
+        /// The rule's id.
+        id: String,
+    },
     /// The domain's published MTA-STS policy.
     MtaSts(StsApplied),
     /// The outbound default.
@@ -41,7 +44,9 @@ pub struct StsApplied {
 /// A candidate the deciding entry beat, in precedence order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Overridden {
+    /// The domain's MTA-STS policy.
     MtaSts,
+    /// The outbound default.
     Default,
 }
 
@@ -49,7 +54,9 @@ pub enum Overridden {
 /// record of the last fetch): valid now, or absent.
 #[derive(Debug, Clone, Copy)]
 pub struct KnownPolicy<'a> {
+    /// The `id` of the `_mta-sts` record the policy was fetched under.
     pub id: &'a str,
+    /// The policy itself.
     pub policy: &'a Policy,
 }
 
@@ -71,10 +78,15 @@ pub struct Destination<'a> {
 /// How one delivery goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryPlan {
+    /// The recipient domain.
     pub domain: String,
+    /// The outbound TLS level the delivery goes under.
     pub level: Level,
+    /// The cipher strength the delivery goes under (`medium` below `encrypt`).
     pub strength: CipherStrength,
+    /// Which entry set the level.
     pub source: PolicySource,
+    /// What the deciding entry overrode, in precedence order.
     pub overridden: Vec<Overridden>,
     /// The MTA-STS policy followed (enforced, or in `testing`).
     pub sts: Option<Policy>,
@@ -90,11 +102,14 @@ pub struct DeliveryPlan {
 pub struct NoHostAllowed {
     /// The MX host names refused, for TLS-RPT (one failed session each).
     pub names: Vec<String>,
+    /// The `451 4.7.5` reply the recipients get.
     pub reply: Reply,
+    /// The source as tracked, with MTA-STS's `validation-failure`.
     pub source: PolicySource,
 }
 
 impl NoHostAllowed {
+    /// The violation a delivery deferred this way is tracked as.
     pub const VIOLATION: Violation = Violation::CertificateNotVerified;
 }
 

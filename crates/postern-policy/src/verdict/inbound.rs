@@ -13,6 +13,7 @@ use crate::level::{CipherStrength, Level};
 /// What a session is offered, from the client's address alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectVerdict<'a> {
+    /// The connect-time decision, from the client IP alone.
     pub decision: Decision<'a>,
     /// STARTTLS in the EHLO reply (not under `none`).
     pub offer_starttls: bool,
@@ -27,6 +28,7 @@ pub struct ConnectVerdict<'a> {
 }
 
 impl CompiledPolicy {
+    /// What a client at `ip` is offered at connect; without an address, the default decides.
     pub fn connect_verdict(&self, ip: Option<IpAddr>) -> ConnectVerdict<'_> {
         let decision = self.inbound_connect(ip);
         ConnectVerdict {
@@ -45,20 +47,27 @@ impl CompiledPolicy {
 pub struct SessionTls {
     /// A 256-bit suite was negotiated.
     pub high: bool,
+    /// How the client's certificate was judged.
     pub client_certificate: Certificate,
 }
 
 /// The MAIL FROM verdict: accept, or a refusal (`530` in plaintext; `421` and close in TLS).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MailVerdict {
+    /// The transaction goes on.
     Accept,
+    /// `530 5.7.0`: the level requires TLS and the session is in plaintext.
     MustUseTls,
+    /// `421 4.7.0`: `high` is required but no 256-bit suite was negotiated.
     CipherTooWeak,
+    /// `421 4.7.1`: `verify` is required but the client certificate did not verify.
     UnverifiedClientCertificate,
+    /// `421 4.7.0`: a sender `none` rule refuses TLS where the connect-time level is `may`.
     MustNotUseTls,
 }
 
 impl MailVerdict {
+    /// The violation the refusal is tracked as; `None` for `Accept`.
     pub fn violation(self) -> Option<Violation> {
         match self {
             MailVerdict::Accept => None,
@@ -130,12 +139,14 @@ impl CompiledPolicy {
 /// The RCPT TO verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RcptVerdict {
+    /// The recipient is accepted.
     Accept,
     /// `554 5.7.1 <rcpt>: Relay access denied`.
     RelayDenied,
 }
 
 impl RcptVerdict {
+    /// The reply refusing `recipient`; `None` for `Accept`.
     pub fn reply(self, recipient: &str) -> Option<VerdictReply> {
         match self {
             RcptVerdict::Accept => None,

@@ -31,10 +31,13 @@ pub use postern_smtp::EnhancedStatus;
 /// A reply a verdict maps to: `code status text`; `close` ends the session after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerdictReply {
+    /// The SMTP reply code, e.g. `530`.
     pub code: u16,
+    /// The enhanced status code, e.g. `5.7.0`.
     pub status: EnhancedStatus,
     /// Without the code and the status.
     pub text: String,
+    /// Whether the session ends after this reply.
     pub close: bool,
 }
 
@@ -80,6 +83,7 @@ pub enum Violation {
 }
 
 impl Violation {
+    /// Every kind of violation.
     pub const ALL: [Violation; 9] = [
         Violation::MustUseTls,
         Violation::CipherTooWeak,
@@ -92,6 +96,7 @@ impl Violation {
         Violation::CertificateNotVerified,
     ];
 
+    /// The name as serialised, e.g. `must_use_tls`.
     pub fn as_str(self) -> &'static str {
         match self {
             Violation::MustUseTls => "must_use_tls",
@@ -106,6 +111,7 @@ impl Violation {
         }
     }
 
+    /// The enhanced status code of the reply or deferral it causes.
     pub fn status(self) -> EnhancedStatus {
         match self {
             Violation::MustUseTls => EnhancedStatus(5, 7, 0),

@@ -9,8 +9,10 @@ use std::fmt;
 use super::{Certificate, EnhancedStatus, Violation};
 use crate::level::Level;
 
+/// What the worker does next at a TLS step of an outbound session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TlsStep {
+    /// Send STARTTLS and go on inside TLS.
     StartTls,
     /// Go on in plaintext on this connection.
     Plain,
@@ -23,7 +25,9 @@ pub enum TlsStep {
 /// A delivery deferred by the TLS policy: its kind and its text (without the status).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deferral {
+    /// The kind of violation.
     pub violation: Violation,
+    /// The reply text, without the status.
     pub text: String,
 }
 
@@ -36,6 +40,7 @@ fn defer(violation: Violation, text: impl Into<String>) -> TlsStep {
 }
 
 impl Deferral {
+    /// The enhanced status code of the violation.
     pub fn status(&self) -> EnhancedStatus {
         self.violation.status()
     }
