@@ -60,7 +60,7 @@ fn corrupt(e: impl std::fmt::Display) -> TrackingError {
 
 /// The stores a batch touched, to be made durable before its cursor.
 #[derive(Default)]
-struct Touched {
+struct Dirty {
     tlsrpt: bool,
     sts: bool,
 }
@@ -201,8 +201,8 @@ impl Tracking {
         worker: &str,
         epoch: &str,
         records: &[Record],
-    ) -> Result<Touched, TrackingError> {
-        let mut touched = Touched::default();
+    ) -> Result<Dirty, TrackingError> {
+        let mut touched = Dirty::default();
         let mut messages = Vec::new();
         for record in records {
             match &record.event {

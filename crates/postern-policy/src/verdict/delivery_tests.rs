@@ -9,14 +9,15 @@ use crate::{
     Settings, Trust,
 };
 
-fn compiled(rules: &[(&str, Level)], mta_sts: bool) -> CompiledPolicy {
+/// Outbound `rules` over the outbound default `default`, MTA-STS on or off.
+fn compiled_over(default: Level, rules: &[(&str, Level)], mta_sts: bool) -> CompiledPolicy {
     let rules = Rules {
         inbound_default: DefaultRule {
             level: Level::May,
             cipher_strength: CipherStrength::Medium,
         },
         outbound_default: DefaultRule {
-            level: Level::May,
+            level: default,
             cipher_strength: CipherStrength::Medium,
         },
         inbound: vec![],
@@ -37,6 +38,11 @@ fn compiled(rules: &[(&str, Level)], mta_sts: bool) -> CompiledPolicy {
     let mut settings = Settings::default();
     settings.delivery.mta_sts = mta_sts;
     CompiledPolicy::compile(1, rules, settings).unwrap()
+}
+
+/// The same over the default `may`.
+fn compiled(rules: &[(&str, Level)], mta_sts: bool) -> CompiledPolicy {
+    compiled_over(Level::May, rules, mta_sts)
 }
 
 fn sts(mode: Mode) -> Policy {
@@ -147,10 +153,7 @@ fn mta_sts_covers_only_mx_delivery_and_only_when_enabled() {
 
 #[test]
 fn a_tls_optional_report_goes_at_most_at_may_but_a_rule_is_never_lowered() {
-    let mut p = compiled(&[("ruled.example", Level::Verify)], true);
-    let mut rules = p.policy.clone();
-    rules.outbound_default.level = Level::Verify;
-    p = CompiledPolicy::compile(2, rules, p.settings.clone()).unwrap();
+    let p = compiled_over(Level::Verify, &[("ruled.example", Level::Verify)], true);
     let report = plan(&p, "partner.example", true, true, Some(&sts(Mode::Enforce)));
     assert_eq!(
         (report.level, &report.source),
@@ -297,10 +300,7 @@ fn every_result_type_an_attempt_can_earn() {
 
 #[test]
 fn plaintext_at_level_none_is_not_the_servers_fault() {
-    let mut p = compiled(&[], true);
-    let mut rules = p.policy.clone();
-    rules.outbound_default.level = Level::None;
-    p = CompiledPolicy::compile(2, rules, p.settings.clone()).unwrap();
+    let p = compiled_over(Level::None, &[], true);
     let testing = plan(
         &p,
         "partner.example",

@@ -3,7 +3,7 @@
 //! message's removal once every recipient is final.
 
 use postern_events::{self as events, Event, PolicySource};
-use postern_policy::{CompiledPolicy, RuleRef};
+use postern_policy::RuleRef;
 
 use super::bounce::Bounce;
 use super::maillog;
@@ -30,7 +30,8 @@ impl Round<'_> {
         );
         let recipient = state.recipients[i].address.clone();
         let metrics = &queue.policy.metrics;
-        let level = policy.outbound(&recipient).level;
+        let decision = policy.outbound(&recipient);
+        let level = decision.level;
         match fate {
             Fate::Delivered => {
                 measure::recipient(metrics, "delivered", level);
@@ -71,7 +72,7 @@ impl Round<'_> {
                 leg: r.leg,
                 reply: text.clone(),
                 violation: r.violation,
-                policy: own_rule(r.policy, policy, &recipient),
+                policy: own_rule(r.policy, decision.level_rule),
             }),
         );
         match fate {
@@ -211,8 +212,8 @@ impl Round<'_> {
 
 /// A rule source names the recipient's own rule (a relay hop's group holds recipients of
 /// several domains, each with its rule).
-fn own_rule(source: PolicySource, policy: &CompiledPolicy, recipient: &str) -> PolicySource {
-    match (source, policy.outbound(recipient).level_rule) {
+fn own_rule(source: PolicySource, rule: RuleRef<'_>) -> PolicySource {
+    match (source, rule) {
         (PolicySource::Rule { .. }, RuleRef::Rule(rule)) => PolicySource::Rule {
             id: rule.id.clone(),
         },
