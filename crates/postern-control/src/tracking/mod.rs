@@ -196,12 +196,7 @@ impl Tracking {
     }
 
     /// Hands each event to the store of its kind.
-    fn route(
-        &self,
-        worker: &str,
-        epoch: &str,
-        records: &[Record],
-    ) -> Result<Dirty, TrackingError> {
+    fn route(&self, worker: &str, epoch: &str, records: &[Record]) -> Result<Dirty, TrackingError> {
         let mut touched = Dirty::default();
         let mut messages = Vec::new();
         for record in records {
