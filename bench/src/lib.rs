@@ -6,6 +6,7 @@ use std::sync::Arc;
 use postern_control::Control;
 use postern_control::grpc::GrpcTls;
 use postern_control::store::SledStore;
+use postern_control::tracking::{Location, Tracking};
 use postern_tls::pki::Ca;
 
 /// A control plane serving REST (plain HTTP) and gRPC on loopback.
@@ -20,10 +21,20 @@ pub struct Plane {
 }
 
 pub async fn plane() -> Plane {
+    plane_with(None).await
+}
+
+/// A control plane whose tracking is at `tracking` (SQLite in its directory if none).
+pub async fn plane_with(tracking: Option<Location>) -> Plane {
     let dir = tempfile::tempdir().unwrap();
+    let location = tracking.unwrap_or_else(|| Location::Sqlite(dir.path().join("tracking.sqlite")));
+    let tracking = tokio::task::spawn_blocking(move || Tracking::connect(&location))
+        .await
+        .unwrap()
+        .unwrap();
     let control = Control::open(
         Arc::new(SledStore::open(&dir.path().join("db")).unwrap()),
-        Arc::new(postern_control::tracking::Tracking::open(&dir.path().join("tracking")).unwrap()),
+        Arc::new(tracking),
     )
     .unwrap();
     control.initialise().await.unwrap();

@@ -66,7 +66,6 @@ async fn a_megabyte_event_and_the_ten_after_it_arrive_once_in_order() {
 
     let tracking = &plane.control.tracking;
     let big = tracking
-        .messages
         .message("BIG")
         .unwrap()
         .expect("the big event arrived");
@@ -77,7 +76,6 @@ async fn a_megabyte_event_and_the_ten_after_it_arrive_once_in_order() {
     let mut firsts = vec![big.received_ms];
     for i in 0..10 {
         let m = tracking
-            .messages
             .message(&format!("SMALL{i}"))
             .unwrap()
             .unwrap_or_else(|| panic!("SMALL{i} arrived"));

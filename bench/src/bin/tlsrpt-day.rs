@@ -1,7 +1,7 @@
 //! Issue 23 point 7: a day of TLS-RPT sessions builds within bounded memory. Stores `sessions`
 //! TlsSession events (default 1,000,000: a thousand domains of a thousand sessions each, every
 //! session naming its domain's MTA-STS policy of 20 lines) through the control plane's tracking
-//! ingest into sled on disk, then builds every domain's report the way `POST
+//! ingest into SQLite on disk, then builds every domain's report the way `POST
 //! /v1/reports/tls/build` does (one domain at a time), and prints the process's RSS and peak
 //! RSS (VmHWM) after storing and after building, the time each took and the disk used.
 //! Run: `cargo run --release -p postern-bench --bin tlsrpt-day -- [sessions] [domains]`
@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use postern_control::tracking::{Tracking, tlsrpt};
+use postern_control::tracking::{Tracking, day_of};
 use postern_events::{self as ev, Event};
 
 /// (VmRSS, VmHWM) in MiB.
@@ -35,7 +35,7 @@ async fn main() {
         .unwrap_or(1_000_000);
     let domains: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1_000);
     let dir = tempfile::tempdir().unwrap();
-    let t = Arc::new(Tracking::open(dir.path()).unwrap());
+    let t = Arc::new(Tracking::open(&dir.path().join("tracking.sqlite")).unwrap());
     let day_ms = 86_400_000 * 20_500;
     let started = Instant::now();
     let mut seq = 0;
@@ -72,12 +72,11 @@ async fn main() {
     let stored_in = started.elapsed();
     let (rss_stored, hwm_stored) = rss();
     let built = Instant::now();
-    let day = tlsrpt::day_of(day_ms);
+    let day = day_of(day_ms);
     let (mut reports, mut counted) = (0u64, 0u64);
     let tracking = t.clone();
     tokio::task::spawn_blocking(move || {
         tracking
-            .tlsrpt
             .sessions_by_domain(&day, &mut |domain, aggregate| {
                 let header = postern_sts_header(&domain);
                 let report = aggregate.report(header, &domain);
@@ -94,11 +93,15 @@ async fn main() {
     .await
     .unwrap();
     let (rss_built, hwm_built) = rss();
-    t.flush().unwrap();
+    let disk: u64 = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.metadata().map_or(0, |m| m.len()))
+        .sum();
     println!(
         "stored {sessions} sessions of {domains} domains in {:.1} s; disk {} MiB",
         stored_in.as_secs_f64(),
-        t.tlsrpt.size_on_disk() / (1024 * 1024)
+        disk / (1024 * 1024)
     );
     println!(
         "RSS after storing {rss_stored} MiB (peak {hwm_stored}); after building {rss_built} MiB (peak {hwm_built})"

@@ -372,8 +372,8 @@ impl Control {
             tracking_events: self.tracking.events.load(Relaxed),
             tracking_lost: self.tracking.lost.load(Relaxed),
             tracking_foreign: self.tracking.foreign.load(Relaxed),
-            tracking_messages: self.tracking.messages.count(),
-            tracking_bytes: self.tracking.messages.size_on_disk(),
+            tracking_messages: self.tracking.count(),
+            tracking_bytes: self.tracking.size_on_disk(),
             tracking_lag: self.tracking.lag.clone(),
         }
     }

@@ -54,7 +54,7 @@ impl Api {
     pub async fn open(dir: tempfile::TempDir) -> Api {
         let store = SledStore::open(&dir.path().join("db")).unwrap();
         let tracking =
-            postern_control::tracking::Tracking::open(&dir.path().join("tracking")).unwrap();
+            postern_control::tracking::Tracking::open(&dir.path().join("tracking.sqlite")).unwrap();
         let control = Control::open(Arc::new(store), Arc::new(tracking)).unwrap();
         let token_file = dir.path().join("admin-token");
         control.bootstrap_admin_token(&token_file).await.unwrap();

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use postern_control::tracking::Location;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,10 +51,34 @@ pub enum Command {
     /// The command-line client of the REST API. Exit codes: 0 done, 1 refused by the API
     /// (4xx: the problem is printed), 2 bad usage or no token, 3 API unreachable or failing.
     Ctl(crate::ctl::CtlArgs),
+    /// Tracking's database: copy a sled tracking store (releases before SQL) into it.
+    #[command(subcommand)]
+    Tracking(TrackingCommand),
     /// Shell completions for `postern` (bash, zsh, fish, elvish, powershell) on standard output.
     Completions { shell: clap_complete::Shell },
     /// The man page of `postern` (roff) on standard output.
     Man,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrackingCommand {
+    /// Copies the sled tracking store in DIR (a data directory's `tracking/`, as releases
+    /// before SQL kept it) into the tracking database: messages, connections, TLS-RPT sessions
+    /// and reports, MTA-STS knowledge, and the workers' cursors. What is stored already is kept:
+    /// run it again to finish an import that stopped. Run it with the control plane stopped
+    /// (sled allows one process per store).
+    ImportSled {
+        dir: PathBuf,
+        /// The data directory whose SQLite tracking database receives it.
+        #[arg(long, env = "POSTERN_DATA_DIR", default_value = "./postern-data")]
+        data_dir: PathBuf,
+        #[arg(long, env = "POSTERN_DATABASE_URL", hide_env_values = true, value_parser = database_url)]
+        database_url: Option<Location>,
+    },
+}
+
+fn database_url(s: &str) -> Result<Location, String> {
+    Location::postgres(s)
 }
 
 #[derive(Debug, Args)]
@@ -105,6 +130,10 @@ pub enum PkiCommand {
 pub struct DevArgs {
     #[arg(long, env = "POSTERN_DATA_DIR", default_value = "./postern-data")]
     pub data_dir: PathBuf,
+    /// Tracking in PostgreSQL (`postgres://user:password@host/db`, or `host=... dbname=...`),
+    /// shared by control planes; without it, tracking is a SQLite database under --data-dir.
+    #[arg(long, env = "POSTERN_DATABASE_URL", hide_env_values = true, value_parser = database_url)]
+    pub database_url: Option<Location>,
     /// SMTP listener of the dev worker.
     #[arg(long, env = "POSTERN_SMTP_LISTEN", default_value = "127.0.0.1:2525")]
     pub smtp_listen: SocketAddr,
@@ -143,6 +172,10 @@ pub struct DevArgs {
 pub struct ControlArgs {
     #[arg(long, env = "POSTERN_DATA_DIR")]
     pub data_dir: PathBuf,
+    /// Tracking in PostgreSQL (`postgres://user:password@host/db`, or `host=... dbname=...`),
+    /// shared by control planes; without it, tracking is a SQLite database under --data-dir.
+    #[arg(long, env = "POSTERN_DATABASE_URL", hide_env_values = true, value_parser = database_url)]
+    pub database_url: Option<Location>,
     #[arg(long, env = "POSTERN_HTTP_LISTEN")]
     pub http_listen: SocketAddr,
     #[arg(long, env = "POSTERN_GRPC_LISTEN")]

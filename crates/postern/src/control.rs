@@ -8,7 +8,7 @@ use std::sync::Arc;
 use postern_control::Control;
 use postern_control::grpc::GrpcTls;
 use postern_control::store::SledStore;
-use postern_control::tracking::Tracking;
+use postern_control::tracking::{Location, Tracking};
 use postern_tls::files;
 use postern_tls::reload::ReloadingCert;
 use tokio::net::TcpListener;
@@ -36,7 +36,7 @@ pub async fn run(args: ControlArgs) -> Result<(), Fatal> {
         Some(addr) => Some(bind("--public-listen", addr).await?),
         None => None,
     };
-    let control = open(&args.data_dir).await?;
+    let control = open(&args.data_dir, args.database_url.as_ref()).await?;
     let shutdown = crate::shutdown_on_signal();
     let listeners = Listeners {
         http,
@@ -77,8 +77,23 @@ pub async fn bind(flag: &str, addr: SocketAddr) -> Result<TcpListener, Fatal> {
         .map_err(|e| Fatal(format!("cannot listen on {flag} {addr}: {e}")))
 }
 
+/// Where tracking lives: `--database-url`, else SQLite under the data directory.
+pub fn tracking_location(data_dir: &Path, url: Option<&Location>) -> Location {
+    url.cloned()
+        .unwrap_or_else(|| Location::Sqlite(data_dir.join("tracking.sqlite")))
+}
+
+/// Opens the tracking database (off the async threads: PostgreSQL's client blocks).
+pub async fn open_tracking(location: Location) -> Result<Tracking, Fatal> {
+    let describe = location.describe();
+    tokio::task::spawn_blocking(move || Tracking::connect(&location))
+        .await
+        .map_err(fatal)?
+        .map_err(|e| Fatal(format!("cannot open tracking ({describe}): {e}")))
+}
+
 /// Opens the store, writes version 1 and the first admin token on first start.
-pub async fn open(data_dir: &Path) -> Result<Arc<Control>, Fatal> {
+pub async fn open(data_dir: &Path, database_url: Option<&Location>) -> Result<Arc<Control>, Fatal> {
     crate::private_dir("--data-dir", data_dir)?;
     let db = data_dir.join("db");
     let store = SledStore::open(&db).map_err(|e| {
@@ -87,13 +102,13 @@ pub async fn open(data_dir: &Path) -> Result<Arc<Control>, Fatal> {
             db.display()
         ))
     })?;
-    let tracking_dir = data_dir.join("tracking");
-    let tracking = Tracking::open(&tracking_dir).map_err(|e| {
-        Fatal(format!(
-            "cannot open the tracking store in {}: {e}",
-            tracking_dir.display()
-        ))
-    })?;
+    let tracking = open_tracking(tracking_location(data_dir, database_url)).await?;
+    tracing::info!(database = %tracking.describe(), messages = tracking.count(), "tracking open");
+    // Releases before SQL kept tracking in sled; this one no longer reads it.
+    let sled = data_dir.join("tracking");
+    if sled.join("conf").exists() {
+        tracing::warn!(store = %sled.display(), "a sled tracking store from an earlier release is not read: `postern tracking import-sled {}` copies its history into the tracking database", sled.display());
+    }
     let control = Control::open(Arc::new(store), Arc::new(tracking))
         .map_err(|e| Fatal(format!("cannot load the store in {}: {e}", db.display())))?;
     control
@@ -141,6 +156,10 @@ pub async fn serve(
         control.clone(),
         shutdown.clone(),
     ));
+    tokio::spawn(postern_control::tracking::run_health(
+        control.tracking.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(postern_control::reports::run(control.clone()));
     let public_task = public.map(|listener| {
         tokio::spawn(postern_control::run_public(
@@ -173,7 +192,6 @@ pub async fn serve(
             .map_err(|e| Fatal(format!("public listener: {e}")))?;
     }
     control.store().flush().map_err(fatal)?;
-    control.tracking.flush().map_err(fatal)?;
     tracing::info!("control plane stopped");
     Ok(())
 }

@@ -54,7 +54,7 @@ pub async fn run(args: DevArgs) -> Result<(), Fatal> {
         smtp_key: pki.smtp_key.clone(),
     })
     .map_err(fatal)?;
-    let control = open(&args.data_dir).await?;
+    let control = open(&args.data_dir, args.database_url.as_ref()).await?;
     seed_relay(&control).await?;
     let tls = GrpcTls::from_pem(
         &read(&pki.control_cert)?,

@@ -81,6 +81,11 @@ fn main() -> ExitCode {
                     ExitCode::from(e.exit_code())
                 }
             },
+            cli::Command::Tracking(cli::TrackingCommand::ImportSled {
+                dir,
+                data_dir,
+                database_url,
+            }) => exit(import_sled(dir, data_dir, database_url).await),
             cli::Command::Completions { shell } => {
                 let mut command = <cli::Cli as clap::CommandFactory>::command();
                 clap_complete::generate(shell, &mut command, "postern", &mut std::io::stdout());
@@ -195,5 +200,35 @@ fn pki(command: cli::PkiCommand) -> Result<(), Fatal> {
             );
         }
     }
+    Ok(())
+}
+
+/// `postern tracking import-sled`: progress on standard error, the totals on standard output.
+async fn import_sled(
+    dir: std::path::PathBuf,
+    data_dir: std::path::PathBuf,
+    url: Option<postern_control::tracking::Location>,
+) -> Result<(), Fatal> {
+    let location = control::tracking_location(&data_dir, url.as_ref());
+    let tracking = control::open_tracking(location).await?;
+    let describe = tracking.describe();
+    let done = tokio::task::spawn_blocking(move || {
+        let mut progress = |what: &str, n: u64| eprintln!("postern: {what}: {n}");
+        postern_control::tracking::import::import_sled(&dir, &tracking, &mut progress)
+            .map_err(|e| Fatal(format!("import from {}: {e}", dir.display())))
+    })
+    .await
+    .map_err(|e| Fatal(e.to_string()))??;
+    println!(
+        "imported into {describe}: {} messages ({} new), {} connections, {} TLS-RPT sessions, {} TLS-RPT reports built, {} received, {} MTA-STS policies, {} cursors",
+        done.messages,
+        done.new_messages,
+        done.connections,
+        done.tls_sessions,
+        done.tls_reports,
+        done.received_reports,
+        done.sts_policies,
+        done.cursors
+    );
     Ok(())
 }

@@ -357,9 +357,10 @@ pub async fn evaluate(
     let plan = match (req.direction, postern_policy::domain_of_address(recipient)) {
         (Direction::Outbound, Some(domain)) => {
             let domain = postern_policy::normalize_lookup_domain(domain).unwrap_or_default();
-            let known = c
-                .tracking
-                .sts_policy(&domain)
+            let (tracking, lookup) = (c.tracking.clone(), domain.clone());
+            let known = tokio::task::spawn_blocking(move || tracking.sts_policy(&lookup))
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?
                 .map_err(|e| ApiError::unavailable(e.to_string()))?
                 .filter(|k| k.valid_at_ms(postern_time::now_ms()));
             let policy = known.as_ref().map(KnownSts::policy);

@@ -21,6 +21,13 @@ pub async fn readyz(State(c): State<Arc<Control>>) -> impl IntoResponse {
     if let Err(e) = c.healthy() {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", e));
     }
+    // Workers keep their events while tracking is down: not ready, but nothing is lost.
+    if let Some(why) = c.tracking.down() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("tracking unavailable ({}): {why}\n", c.tracking.describe()),
+        );
+    }
     match c.store().versions(None, 1) {
         Ok(_) => (StatusCode::OK, "ready\n".to_string()),
         Err(e) => (

@@ -153,15 +153,11 @@ pub async fn receive_tls_report(
     let failed = |e: crate::tracking::TrackingError| ApiError::internal(e.to_string());
     let budget = c.read().settings.reports.received_max_bytes;
     let store = c.tracking.clone();
-    let kept = tokio::task::spawn_blocking(move || {
-        let kept = store.tlsrpt.put_received(report, budget)?;
-        store.tlsrpt.flush()?;
-        Ok::<_, crate::tracking::TrackingError>(kept)
-    })
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))?
-    .map_err(failed)?;
-    if kept == crate::reports::store::Kept::Full {
+    let kept = tokio::task::spawn_blocking(move || store.put_received(report, budget))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(failed)?;
+    if kept == crate::tracking::sql::received::Kept::Full {
         return Err(ApiError::unavailable(
             "the received reports have spent their byte budget; try again when older ones have gone",
         ));
@@ -268,9 +264,7 @@ pub async fn list_received_tls_reports(
     }
     let store = c.tracking.clone();
     let (items, next_cursor) = tokio::task::spawn_blocking(move || {
-        store
-            .tlsrpt
-            .received(q.organization.as_deref(), limit, page.cursor.as_deref())
+        store.received(q.organization.as_deref(), limit, page.cursor.as_deref())
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?

@@ -148,9 +148,7 @@ pub async fn list_messages(
     };
     let tracking = c.tracking.clone();
     let (items, next_cursor) = tokio::task::spawn_blocking(move || {
-        tracking
-            .messages
-            .search_messages(&filter, limit, cursor.as_deref())
+        tracking.search_messages(&filter, limit, cursor.as_deref())
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?
@@ -170,7 +168,7 @@ pub async fn get_message(
 ) -> Result<Json<MessageView>, ApiError> {
     let tracking = c.tracking.clone();
     let id = p.id.clone();
-    let found = tokio::task::spawn_blocking(move || tracking.messages.message(&id))
+    let found = tokio::task::spawn_blocking(move || tracking.message(&id))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(storage)?;
@@ -207,9 +205,7 @@ pub async fn list_connections(
     };
     let tracking = c.tracking.clone();
     let (items, next_cursor) = tokio::task::spawn_blocking(move || {
-        tracking
-            .messages
-            .search_connections(&filter, limit, cursor.as_deref())
+        tracking.search_connections(&filter, limit, cursor.as_deref())
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?

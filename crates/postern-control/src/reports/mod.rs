@@ -4,6 +4,5 @@
 
 pub mod received;
 pub mod sent;
-pub mod store;
 
 pub use sent::{ReportError, TlsReportView, build, day_range, list, run};

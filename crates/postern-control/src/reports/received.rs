@@ -7,6 +7,8 @@
 use std::io::Read as _;
 
 use postern_sts::tlsrpt::Report;
+
+use crate::tracking::sql::received::Kept;
 use serde::{Deserialize, Serialize};
 
 /// The largest report accepted, uncompressed (a gzip bomb stops here): the raw JSON kept, and
@@ -138,14 +140,13 @@ pub fn read(
 /// that is not valid, or finds the budget spent, is logged and dropped; only a store failure
 /// fails (the batch is then not acknowledged).
 pub fn take_mailed(
-    store: &dyn crate::tracking::stores::TlsRptStore,
     worker: &str,
     r: &postern_events::TlsReportReceived,
-    budget: u64,
+    put: impl FnOnce(ReceivedReport) -> Result<Kept, crate::tracking::TrackingError>,
 ) -> Result<(), crate::tracking::TrackingError> {
     match read(r.report.as_bytes(), Via::Mail, &r.sender, |_| true) {
         Ok(report) => {
-            if store.put_received(report, budget)? == super::store::Kept::Full {
+            if put(report)? == Kept::Full {
                 tracing::warn!(%worker, queue_id = %r.queue_id, sender = %r.sender, "a mailed TLS-RPT report was not stored: the received reports are at their byte budget");
             }
         }

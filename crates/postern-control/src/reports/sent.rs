@@ -73,7 +73,7 @@ pub enum ReportError {
 pub fn day_range(date: &str) -> Result<(u64, u64), ReportError> {
     let start = postern_time::parse_rfc3339_ms(&format!("{date}T00:00:00Z"))
         .map_err(|_| ReportError::Date(date.into()))?;
-    if crate::tracking::tlsrpt::day_of(start) != date {
+    if crate::tracking::day_of(start) != date {
         return Err(ReportError::Date(date.into()));
     }
     Ok((start, start + 86_400_000 - 1))
@@ -117,18 +117,16 @@ pub async fn build(
         );
         tokio::task::spawn_blocking(move || {
             let mut reports = Vec::new();
-            tracking
-                .tlsrpt
-                .sessions_by_domain(&day, &mut |domain, aggregate| {
-                    let header = ReportHeader {
-                        organization_name: organization.clone(),
-                        contact_info: contact.clone(),
-                        report_id: format!("{day}_{domain}@{submitter}"),
-                        start_datetime: postern_time::rfc3339_s(start / 1000),
-                        end_datetime: postern_time::rfc3339_s(end / 1000),
-                    };
-                    reports.push((domain.clone(), aggregate.report(header, &domain)));
-                })?;
+            tracking.sessions_by_domain(&day, &mut |domain, aggregate| {
+                let header = ReportHeader {
+                    organization_name: organization.clone(),
+                    contact_info: contact.clone(),
+                    report_id: format!("{day}_{domain}@{submitter}"),
+                    start_datetime: postern_time::rfc3339_s(start / 1000),
+                    end_datetime: postern_time::rfc3339_s(end / 1000),
+                };
+                reports.push((domain.clone(), aggregate.report(header, &domain)));
+            })?;
             Ok::<_, TrackingError>(reports)
         })
         .await
@@ -187,8 +185,11 @@ pub async fn build(
             (v.policy_domain.clone(), bytes)
         })
         .collect();
-    c.tracking.tlsrpt.put_reports(date, &stored)?;
-    c.tracking.flush_async().await?;
+    let tracking = c.tracking.clone();
+    let date = date.to_string();
+    tokio::task::spawn_blocking(move || tracking.put_reports(&date, &stored))
+        .await
+        .map_err(|e| TrackingError::Corrupt(e.to_string()))??;
     Ok(views)
 }
 
@@ -247,7 +248,6 @@ pub fn list(
     domain: Option<&str>,
 ) -> Result<Vec<TlsReportView>, TrackingError> {
     c.tracking
-        .tlsrpt
         .reports(date, domain)?
         .iter()
         .map(|v| serde_json::from_slice(v).map_err(|e| TrackingError::Corrupt(e.to_string())))
@@ -267,8 +267,7 @@ pub async fn run(c: Arc<Control>) {
     loop {
         tick.tick().await;
         let enabled = c.read().settings.reports.tls_rpt;
-        let yesterday =
-            crate::tracking::tlsrpt::day_of(postern_time::now_ms().saturating_sub(86_400_000));
+        let yesterday = crate::tracking::day_of(postern_time::now_ms().saturating_sub(86_400_000));
         match list(&c, Some(&yesterday), None) {
             Ok(stored) if due(enabled, &stored) => {}
             Ok(_) => continue,

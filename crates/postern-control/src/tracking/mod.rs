@@ -1,78 +1,130 @@
-//! Tracking (docs/src/tracking.md, interfaces.md): workers' events, routed to the store that keeps
-//! their kind
-//! (`stores.rs`): message tracking (`messages`), TLS-RPT (`tlsrpt`) and MTA-STS knowledge
-//! (`sts`). `Tracking` itself keeps only the ingest log: per worker epoch, the highest sequence
-//! stored (the cursor a batch is acknowledged with) and the events its outbox reported lost.
+//! Tracking (docs/src/tracking.md, interfaces.md): workers' events, stored in SQL (`sql/`):
+//! SQLite in the data directory by default, PostgreSQL with `--database-url`. Message events
+//! fold into one record per message, connections into one per session; TLS-RPT sessions,
+//! received reports and MTA-STS knowledge are kept beside them, in the same database.
 //!
-//! Ingest is idempotent: each message remembers the (epoch, seq) of the events folded into it,
-//! TLS-RPT sessions are keyed by them, and each worker epoch's cursor skips what was stored, so
-//! a replay after a crash or a reconnect changes nothing. A batch is acknowledged only after
-//! every store it touched is durable.
+//! Ingest is exactly once: each worker epoch has a cursor (the highest sequence stored), read
+//! and moved in the same transaction as the batch it acknowledges, so a replay after a crash,
+//! a reconnect or a second control plane changes nothing, and a batch is acknowledged only
+//! once its transaction committed.
 
-mod keys;
-pub mod messages;
+pub mod fold;
+pub mod import;
+pub mod query;
+pub mod record;
 mod retention;
-pub mod stores;
+pub mod sql;
 pub mod sts;
-pub mod tlsrpt;
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use postern_events::{Event, Record};
+use postern_sts::tlsrpt::Aggregate;
 
-pub use messages::{fold, query, record};
-pub use retention::run as run_retention;
-use stores::{MessageStore, StsKnowledge, TlsRptStore};
+pub use retention::{run as run_retention, run_health};
+pub use sql::Location;
+pub use sql::tlsrpt::day_of;
+
+use crate::reports::received::ReceivedReport;
+use query::{ConnectionFilter, MessageFilter};
+use record::{ConnectionRecord, MessageRecord, SummaryRecord};
+use sql::received::Kept;
+use sql::{Db, Engine, cursors, messages, received, tlsrpt};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrackingError {
-    #[error("tracking store: {0}")]
+    #[error("tracking database (SQLite): {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("tracking database (PostgreSQL): {0}")]
+    Postgres(#[from] postgres::Error),
+    #[error("tracking store (sled, being imported): {0}")]
     Sled(#[from] sled::Error),
+    #[error("tracking database unavailable: {0}")]
+    Unavailable(String),
+    #[error(
+        "the tracking database has schema version {found}, newer than this postern's {known}: run a postern at least as new as the one that wrote it"
+    )]
+    Newer { found: u32, known: u32 },
     #[error("tracking store: a stored record is unreadable: {0}")]
     Corrupt(String),
 }
 
-/// Moves tree `name` of `from` (where an older store kept it) into `to`.
-fn migrate(from: &sled::Db, to: &sled::Db, name: &str) -> Result<(), TrackingError> {
-    if !from
-        .tree_names()
-        .iter()
-        .any(|n| n.as_ref() == name.as_bytes())
-    {
-        return Ok(());
+impl TrackingError {
+    /// Whether the database could not be reached or used at all (as opposed to one statement
+    /// failing): `/readyz` says so while it lasts.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            TrackingError::Unavailable(_) => true,
+            TrackingError::Postgres(e) => {
+                e.is_closed()
+                    || e.as_db_error().is_none_or(|d| {
+                        let code = d.code().code();
+                        // connection_exception, operator_intervention (shutdown),
+                        // insufficient_resources (disk full), system_error
+                        ["08", "57", "53", "58"].iter().any(|c| code.starts_with(c))
+                    })
+            }
+            TrackingError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::DiskFull
+                    | rusqlite::ErrorCode::SystemIoFailure
+                    | rusqlite::ErrorCode::CannotOpen
+                    | rusqlite::ErrorCode::ReadOnly
+            ),
+            _ => false,
+        }
     }
-    let (old, new) = (from.open_tree(name)?, to.open_tree(name)?);
-    for entry in old.iter() {
-        let (k, v) = entry?;
-        new.insert(k, v)?;
+
+    /// A new row's key was taken: the batch is tried again with other keys.
+    fn is_key_clash(&self) -> bool {
+        match self {
+            TrackingError::Postgres(e) => {
+                e.as_db_error().is_some_and(|d| d.code().code() == "23505")
+            }
+            TrackingError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            }
+            _ => false,
+        }
     }
-    to.flush()?;
-    from.drop_tree(name)?;
-    Ok(())
 }
 
 fn corrupt(e: impl std::fmt::Display) -> TrackingError {
     TrackingError::Corrupt(e.to_string())
 }
 
-/// The stores a batch touched, to be made durable before its cursor.
-#[derive(Default)]
-struct Dirty {
-    tlsrpt: bool,
-    sts: bool,
+/// A page of records and the cursor of the next page.
+pub type Page<T> = (Vec<T>, Option<String>);
+
+/// What folding a batch did, for the counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Folded {
+    /// Events refused because their message belongs to another worker.
+    pub foreign: u64,
+    /// Messages stored for the first time.
+    pub added: u64,
+}
+
+/// A batch's events after its cursor, in order, and the cursor they bring it to.
+struct Accepted {
+    records: Vec<Record>,
+    stored: u64,
 }
 
 pub struct Tracking {
-    /// worker \0 epoch -> highest sequence stored (u64 big-endian).
-    cursors: sled::Tree,
-    /// worker \0 epoch -> the last sequence a gap event reported lost (big-endian).
-    gaps: sled::Tree,
-    pub messages: Box<dyn MessageStore>,
-    pub tlsrpt: Box<dyn TlsRptStore>,
-    pub sts: Box<dyn StsKnowledge>,
+    pub(crate) db: Db,
+    keys: messages::Keys,
+    pub(crate) ids: received::Ids,
+    /// PostgreSQL's day partitions made (or found made) by this process.
+    days: Mutex<HashSet<u64>>,
+    /// Messages stored, and bytes on disk of message tracking: counted at open and by each
+    /// retention pass (the metrics read them without a query).
+    pub(crate) count: AtomicU64,
+    bytes: AtomicU64,
     /// `settings.reports.received_max_bytes`, kept here by retention.
     pub received_budget: AtomicU64,
     /// Counts, for metrics and benchmarks.
@@ -82,31 +134,28 @@ pub struct Tracking {
     pub foreign: AtomicU64,
     /// Seconds from an event's creation on its worker to its storage here.
     pub lag: prometheus_client::metrics::histogram::Histogram,
-    /// Retention passes exclude ingest (both read, change and write whole records and their
-    /// index entries); ingest batches of different workers touch different messages and run
-    /// side by side, those of one worker (an old and a new stream) one after the other.
-    writing: std::sync::RwLock<()>,
-    per_worker: std::sync::Mutex<HashMap<String, Arc<std::sync::Mutex<()>>>>,
 }
 
 impl Tracking {
-    /// The sled stores under `path`: messages in `path`, connections, TLS-RPT, received reports
-    /// and MTA-STS knowledge each in a database of their own below it.
+    /// Tracking in the SQLite database `path` (created if missing).
     pub fn open(path: &Path) -> Result<Tracking, TrackingError> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(256 * 1024 * 1024)
-            .open()?;
-        let conn_db = sled::Config::new()
-            .path(path.join("connections"))
-            .cache_capacity(64 * 1024 * 1024)
-            .open()?;
-        Ok(Tracking {
-            cursors: db.open_tree("cursors")?,
-            gaps: db.open_tree("gaps")?,
-            tlsrpt: Box::new(tlsrpt::SledTlsRpt::open(path, &db)?),
-            sts: Box::new(sts::SledSts::open(&path.join("sts"), &db)?),
-            messages: Box::new(messages::SledMessages::open(db.clone(), conn_db)?),
+        Self::connect(&Location::Sqlite(path.to_path_buf()))
+    }
+
+    /// Tracking at `location`, its schema brought up to date.
+    pub fn connect(location: &Location) -> Result<Tracking, TrackingError> {
+        Self::over(Db::open(location)?)
+    }
+
+    /// Tracking over an open database.
+    pub fn over(db: Db) -> Result<Tracking, TrackingError> {
+        let t = Tracking {
+            db,
+            keys: messages::Keys::new(),
+            ids: received::Ids::default(),
+            days: Mutex::default(),
+            count: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
             received_budget: AtomicU64::new(1 << 30),
             events: AtomicU64::new(0),
             lost: AtomicU64::new(0),
@@ -114,30 +163,85 @@ impl Tracking {
             lag: prometheus_client::metrics::histogram::Histogram::new(
                 crate::metrics::INGEST_BUCKETS,
             ),
-            writing: std::sync::RwLock::new(()),
-            per_worker: std::sync::Mutex::default(),
-        })
+        };
+        t.measure()?;
+        Ok(t)
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.db.engine
+    }
+
+    /// Where tracking lives, as logs may show it (no password).
+    pub fn describe(&self) -> String {
+        self.db.location.describe()
+    }
+
+    /// Counts messages and measures the disk they take (at open and after retention).
+    fn measure(&self) -> Result<(), TrackingError> {
+        let (count, (bytes, _)) = self.db.read(|c| {
+            let n = c
+                .one_int("SELECT count(*) FROM messages", &[])?
+                .unwrap_or(0);
+            Ok((n as u64, sql::retention::sizes(c)?))
+        })?;
+        self.count.store(count, Relaxed);
+        self.bytes.store(bytes, Relaxed);
+        Ok(())
+    }
+
+    /// Messages stored.
+    pub fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+
+    /// Bytes on disk of message tracking (what `tracking.max_bytes` limits), as last measured.
+    pub fn size_on_disk(&self) -> u64 {
+        self.bytes.load(Relaxed)
+    }
+
+    /// Bytes on disk of the whole tracking database, measured now: SQLite's file and its
+    /// write-ahead log, or PostgreSQL's database.
+    pub fn disk_bytes(&self) -> Result<u64, TrackingError> {
+        match &self.db.location {
+            Location::Sqlite(path) => {
+                let mut wal = path.as_os_str().to_owned();
+                wal.push("-wal");
+                let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+                Ok(size(path) + size(Path::new(&wal)))
+            }
+            Location::Postgres(_) => Ok(self
+                .db
+                .read(|c| {
+                    c.one_int(
+                        "SELECT CAST(pg_database_size(current_database()) AS BIGINT)",
+                        &[],
+                    )
+                })?
+                .unwrap_or(0) as u64),
+        }
+    }
+
+    /// Why the database cannot be used, while it cannot.
+    pub fn down(&self) -> Option<String> {
+        self.db.down()
     }
 
     /// The highest sequence of `epoch` stored for `worker`.
     pub fn stored_seq(&self, worker: &str, epoch: &str) -> Result<u64, TrackingError> {
-        Ok(self
-            .cursors
-            .get(keys::cursor(worker, epoch))?
-            .map_or(0, |v| keys::u64_of(&v)))
+        Ok(self.db.read(|c| cursors::get(c, worker, epoch))?.0)
     }
 
     /// Stores a batch of `worker`'s events of `epoch` (in sequence order; `Err(seq)` for an
-    /// event that could not be read, whose sequence still counts) and makes it durable;
-    /// returns the highest sequence stored with none missing before it. A batch that skips a
-    /// sequence is stored up to the hole only, unless a gap event stands for the hole.
+    /// event that could not be read, whose sequence still counts) in one transaction; returns
+    /// the highest sequence stored with none missing before it. A batch that skips a sequence
+    /// is stored up to the hole only, unless a gap event stands for the hole.
     pub async fn ingest(
         self: &Arc<Self>,
         worker: &str,
         epoch: &str,
         records: Vec<Result<Record, u64>>,
     ) -> Result<u64, TrackingError> {
-        // The stores block: a batch of a thousand events is tens of milliseconds of them.
         let (this, worker, epoch) = (self.clone(), worker.to_string(), epoch.to_string());
         tokio::task::spawn_blocking(move || this.ingest_blocking(&worker, &epoch, records))
             .await
@@ -150,422 +254,234 @@ impl Tracking {
         epoch: &str,
         records: Vec<Result<Record, u64>>,
     ) -> Result<u64, TrackingError> {
-        let worker_turn = self
-            .per_worker
-            .lock()
-            .expect("tracking worker locks")
-            .entry(worker.to_string())
-            .or_default()
-            .clone();
-        let _worker = worker_turn.lock().expect("tracking worker lock");
-        let _turn = self.writing.read().expect("tracking write lock");
-        let mut stored = self.stored_seq(worker, epoch)?;
-        let mut kept = Vec::with_capacity(records.len());
-        for item in records {
-            let seq = item.as_ref().map_or_else(|seq| *seq, |r| r.seq);
-            // The worker sends in order; anything at or below the cursor is a replay.
-            if seq <= stored {
-                continue;
+        let mut days: Vec<u64> = records
+            .iter()
+            .flatten()
+            .flat_map(|r| match &r.event {
+                Event::Connection(c) => [r.at_ms, c.started_ms],
+                _ => [r.at_ms, r.at_ms],
+            })
+            .map(|ms| ms / 86_400_000)
+            .collect();
+        days.sort_unstable();
+        days.dedup();
+        sql::retention::ensure_days(&self.db, &mut self.days.lock().expect("days lock"), &days)?;
+        let mut tries = 0;
+        loop {
+            let result = self.db.write(|c| {
+                if c.engine() == Engine::Postgres {
+                    // One worker's batches, through whichever control plane, one at a time.
+                    c.execute(
+                        "SELECT pg_advisory_xact_lock(hashtext($1))",
+                        &[sql::P::from(worker)],
+                    )?;
+                }
+                let (stored, reported) = cursors::get(c, worker, epoch)?;
+                let accepted = accept(worker, stored, &records);
+                let (folded, lost, reported) = self.route(c, worker, epoch, reported, &accepted)?;
+                cursors::set(c, worker, epoch, accepted.stored, reported)?;
+                Ok((accepted, folded, lost))
+            });
+            match result {
+                Ok((accepted, folded, lost)) => {
+                    self.count.fetch_add(folded.added, Relaxed);
+                    self.foreign.fetch_add(folded.foreign, Relaxed);
+                    self.lost.fetch_add(lost, Relaxed);
+                    self.events
+                        .fetch_add(accepted.records.len() as u64, Relaxed);
+                    let now = postern_time::now_ms();
+                    for r in &accepted.records {
+                        self.lag
+                            .observe(now.saturating_sub(r.at_ms) as f64 / 1000.0);
+                    }
+                    return Ok(accepted.stored);
+                }
+                Err(e) if e.is_key_clash() && tries < 3 => tries += 1,
+                Err(e) => return Err(e),
             }
-            let stands_for_hole = matches!(&item,
-                Ok(Record { event: Event::OutboxGap(g), .. })
-                    if g.first_seq <= stored + 1 && g.last_seq == seq);
-            if seq != stored + 1 && !stands_for_hole {
-                tracing::warn!(%worker, stored, seq, "a worker's events skip a sequence; stored up to the hole");
-                break;
-            }
-            if let Ok(record) = item {
-                kept.push(record);
-            }
-            stored = seq;
         }
-        let touched = self.route(worker, epoch, &kept)?;
-        // Every store the batch touched is durable before the cursor that acknowledges it
-        // (message tracking keeps its trees in the cursor's database: its flush, last, makes
-        // both durable).
-        if touched.tlsrpt {
-            self.tlsrpt.flush()?;
-        }
-        if touched.sts {
-            self.sts.flush()?;
-        }
-        self.cursors
-            .insert(keys::cursor(worker, epoch), &stored.to_be_bytes())?;
-        self.messages.flush()?;
-        Ok(stored)
     }
 
-    /// Hands each event to the store of its kind.
-    fn route(&self, worker: &str, epoch: &str, records: &[Record]) -> Result<Dirty, TrackingError> {
-        let mut touched = Dirty::default();
-        let mut messages = Vec::new();
-        for record in records {
+    /// Hands each event to what keeps its kind, in the batch's transaction; returns what the
+    /// fold did, the events newly reported lost, and the cursor's new gap mark.
+    fn route(
+        &self,
+        c: &mut sql::Conn,
+        worker: &str,
+        epoch: &str,
+        mut reported: u64,
+        accepted: &Accepted,
+    ) -> Result<(Folded, u64, u64), TrackingError> {
+        let mut lost = 0;
+        let mut message_events = Vec::new();
+        for record in &accepted.records {
             match &record.event {
-                Event::OutboxGap(g) => self.gap(worker, epoch, g)?,
+                Event::OutboxGap(g) => {
+                    tracing::warn!(%worker, first = g.first_seq, last = g.last_seq, "a worker's outbox lost events");
+                    // Gaps may overlap (each runs from the worker's last acknowledged event):
+                    // only sequences no earlier gap of the epoch reported count.
+                    if g.last_seq > reported {
+                        lost += g.last_seq - g.first_seq.max(reported + 1) + 1;
+                        reported = g.last_seq;
+                    }
+                }
                 Event::StartTlsLeftovers(l) => {
                     tracing::info!(%worker, ip = %l.ip, bytes = l.bytes, "a client sent data after STARTTLS (discarded)");
                 }
-                Event::StsPolicy(p) => {
-                    self.sts.record(worker, p)?;
-                    touched.sts = true;
-                }
-                Event::TlsSession(t) => {
-                    self.tlsrpt.put_session(worker, epoch, record.seq, t)?;
-                    touched.tlsrpt = true;
-                }
+                Event::StsPolicy(p) => sql::sts::record(c, worker, p)?,
+                Event::TlsSession(t) => tlsrpt::put_session(c, worker, epoch, record.seq, t)?,
                 Event::TlsReportReceived(r) => {
                     let budget = self.received_budget.load(Relaxed);
-                    crate::reports::received::take_mailed(&*self.tlsrpt, worker, r, budget)?;
-                    touched.tlsrpt = true;
+                    crate::reports::received::take_mailed(worker, r, |report| {
+                        received::put(c, &self.ids, report, budget)
+                    })?;
                 }
-                _ => messages.push(record),
+                _ => message_events.push(record),
             }
-            self.events.fetch_add(1, Relaxed);
-            let age_ms = postern_time::now_ms().saturating_sub(record.at_ms);
-            self.lag.observe(age_ms as f64 / 1000.0);
         }
-        let folded = self.messages.fold(worker, epoch, &messages)?;
-        self.foreign.fetch_add(folded.foreign, Relaxed);
-        Ok(touched)
+        let folded = messages::fold(c, &self.keys, worker, epoch, &message_events)?;
+        Ok((folded, lost, reported))
     }
 
-    /// Counts what a worker's outbox lost. Gaps may overlap (each runs from the worker's last
-    /// acknowledged event): only sequences no earlier gap of the epoch reported count.
-    fn gap(
+    /// A message with its newest timeline entries.
+    pub fn message(&self, id: &str) -> Result<Option<MessageRecord>, TrackingError> {
+        self.db.read(|c| messages::message(c, id))
+    }
+
+    pub fn search_messages(
         &self,
-        worker: &str,
-        epoch: &str,
-        g: &postern_events::OutboxGap,
-    ) -> Result<(), TrackingError> {
-        tracing::warn!(%worker, first = g.first_seq, last = g.last_seq, "a worker's outbox lost events");
-        let key = keys::cursor(worker, epoch);
-        let reported = self.gaps.get(&key)?.map_or(0, |v| keys::u64_of(&v));
-        if g.last_seq > reported {
-            let first = g.first_seq.max(reported + 1);
-            self.lost.fetch_add(g.last_seq - first + 1, Relaxed);
-            self.gaps.insert(key, &g.last_seq.to_be_bytes())?;
-        }
-        Ok(())
+        f: &MessageFilter,
+        limit: usize,
+        cursor: Option<&[u8]>,
+    ) -> Result<Page<SummaryRecord>, TrackingError> {
+        self.db
+            .read(|c| messages::search_messages(c, f, limit, cursor))
+    }
+
+    pub fn search_connections(
+        &self,
+        f: &ConnectionFilter,
+        limit: usize,
+        cursor: Option<&[u8]>,
+    ) -> Result<Page<ConnectionRecord>, TrackingError> {
+        self.db
+            .read(|c| messages::search_connections(c, f, limit, cursor))
     }
 
     /// The newest MTA-STS policy a worker fetched for `domain` (kept until retention finds it
     /// expired).
     pub fn sts_policy(&self, domain: &str) -> Result<Option<sts::KnownSts>, TrackingError> {
-        self.sts.get(domain)
+        self.db.read(|c| sql::sts::get(c, domain))
     }
 
-    /// Makes everything stored durable.
-    pub fn flush(&self) -> Result<(), TrackingError> {
-        self.tlsrpt.flush()?;
-        self.sts.flush()?;
-        self.messages.flush()?;
-        Ok(())
+    /// The TLS-RPT sessions of `day` (`YYYY-MM-DD`), one domain's aggregate at a time.
+    pub fn sessions_by_domain(
+        &self,
+        day: &str,
+        each: &mut dyn FnMut(String, Aggregate),
+    ) -> Result<(), TrackingError> {
+        self.db.read(|c| tlsrpt::sessions_by_domain(c, day, each))
     }
 
-    /// `flush` without blocking the runtime.
-    pub async fn flush_async(self: &Arc<Self>) -> Result<(), TrackingError> {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.flush())
-            .await
-            .map_err(|e| TrackingError::Corrupt(e.to_string()))?
+    /// Stores built TLS-RPT reports, (domain, JSON) each, replacing that day's earlier ones.
+    pub fn put_reports(
+        &self,
+        date: &str,
+        reports: &[(String, Vec<u8>)],
+    ) -> Result<(), TrackingError> {
+        self.db.write(|c| tlsrpt::put_reports(c, date, reports))
+    }
+
+    /// Built TLS-RPT reports, newest day first, optionally of one day or one domain.
+    pub fn reports(
+        &self,
+        date: Option<&str>,
+        domain: Option<&str>,
+    ) -> Result<Vec<Vec<u8>>, TrackingError> {
+        self.db.read(|c| tlsrpt::reports(c, date, domain))
+    }
+
+    /// Keeps a received report within `budget` bytes (a duplicate is kept once).
+    pub fn put_received(&self, report: ReceivedReport, budget: u64) -> Result<Kept, TrackingError> {
+        self.db
+            .write(|c| received::put(c, &self.ids, report, budget))
+    }
+
+    /// Received reports, newest first, of `organization` if given, after `cursor`.
+    pub fn received(
+        &self,
+        organization: Option<&str>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<ReceivedReport>, TrackingError> {
+        self.db
+            .read(|c| received::page(c, organization, limit, cursor))
+    }
+
+    /// `enforce_apart` with one budget for messages and connections.
+    pub fn enforce(
+        &self,
+        retention_days: u32,
+        max_bytes: u64,
+        now: u64,
+    ) -> Result<(u64, u64), TrackingError> {
+        self.enforce_apart(retention_days, max_bytes, max_bytes, now)
+    }
+
+    /// One retention pass over everything at `now` (unix ms): (messages, connections) removed.
+    pub fn enforce_apart(
+        &self,
+        retention_days: u32,
+        max_bytes: u64,
+        connections_max_bytes: u64,
+        now: u64,
+    ) -> Result<(u64, u64), TrackingError> {
+        let cutoff = now.saturating_sub(u64::from(retention_days) * 86_400_000);
+        let removed = sql::retention::enforce(
+            &self.db,
+            cutoff,
+            max_bytes,
+            connections_max_bytes,
+            self.count(),
+        )?;
+        // Partitions may have gone: they are made again if late events need them.
+        self.days.lock().expect("days lock").clear();
+        self.db.write(|c| {
+            tlsrpt::prune(c, &day_of(cutoff))?;
+            received::prune(c, cutoff)?;
+            sql::sts::prune(c, now)
+        })?;
+        self.measure()?;
+        Ok(removed)
     }
 }
 
+/// The events of a batch after `stored`, in order, up to the first hole (an unreadable event's
+/// sequence counts; a gap event stands for the hole it reports).
+fn accept(worker: &str, mut stored: u64, records: &[Result<Record, u64>]) -> Accepted {
+    let mut kept = Vec::with_capacity(records.len());
+    for item in records {
+        let seq = item.as_ref().map_or_else(|seq| *seq, |r| r.seq);
+        // The worker sends in order; anything at or below the cursor is a replay.
+        if seq <= stored {
+            continue;
+        }
+        let stands_for_hole = matches!(item,
+            Ok(Record { event: Event::OutboxGap(g), .. })
+                if g.first_seq <= stored + 1 && g.last_seq == seq);
+        if seq != stored + 1 && !stands_for_hole {
+            tracing::warn!(%worker, stored, seq, "a worker's events skip a sequence; stored up to the hole");
+            break;
+        }
+        if let Ok(record) = item {
+            kept.push(record.clone());
+        }
+        stored = seq;
+    }
+    Accepted {
+        records: kept,
+        stored,
+    }
+}
 #[cfg(test)]
-mod tests {
-    use super::fold::tests::{received, record};
-    use super::query::{ConnectionFilter, MessageFilter};
-    use super::record::Status;
-    use super::*;
-
-    fn ok(records: &[Record]) -> Vec<Result<Record, u64>> {
-        records.iter().cloned().map(Ok).collect()
-    }
-
-    #[tokio::test]
-    async fn only_the_contiguous_sequence_is_acknowledged() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = Arc::new(Tracking::open(dir.path()).unwrap());
-        let r = |i: u64| Ok(record(i, received(&format!("Q{i:03}"), false, &["b@y"])));
-        let gap = |seq, first_seq, last_seq| {
-            Ok(record(
-                seq,
-                Event::OutboxGap(postern_events::OutboxGap {
-                    first_seq,
-                    last_seq,
-                }),
-            ))
-        };
-        // 4 is missing: stored up to 3 only, and 5 is not stored.
-        assert_eq!(
-            t.ingest("w", "E", vec![r(1), r(2), r(3), r(5)])
-                .await
-                .unwrap(),
-            3
-        );
-        assert!(t.messages.message("Q005").unwrap().is_none());
-        // An unreadable event's sequence counts; a gap standing for 5..=7 fills the hole.
-        let batch = vec![Err(4), r(5), gap(7, 6, 7), r(8)];
-        assert_eq!(t.ingest("w", "E", batch).await.unwrap(), 8);
-        assert!(
-            t.messages.message("Q005").unwrap().is_some()
-                && t.messages.message("Q008").unwrap().is_some()
-        );
-        // A gap that does not reach its own sequence is a hole like any other.
-        assert_eq!(
-            t.ingest("w", "E", vec![gap(12, 9, 10), r(13)])
-                .await
-                .unwrap(),
-            8
-        );
-        assert_eq!(
-            t.lost.load(Relaxed),
-            2,
-            "only the gap that was stored counts"
-        );
-    }
-
-    /// Received reports are stored apart: however much they take, the size retention of
-    /// message tracking never counts them.
-    #[tokio::test]
-    async fn reports_never_push_messages_out() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = Arc::new(Tracking::open(dir.path()).unwrap());
-        let batch: Vec<Record> = (1..=50)
-            .map(|i| record(i, received(&format!("Q{i:03}"), false, &["b@y"])))
-            .collect();
-        t.ingest("w", "E", ok(&batch)).await.unwrap();
-        t.flush().unwrap();
-        let before = t.messages.size_on_disk();
-        let json = |i: usize| {
-            format!(
-                r#"{{"organization-name":"O{i}","date-range":{{"start-datetime":"2026-12-06T00:00:00Z","end-datetime":"2026-12-06T23:59:59Z"}},"contact-info":"{}","report-id":"r{i}","policies":[{{"policy":{{"policy-type":"no-policy-found","policy-domain":"ours.test"}},"summary":{{"total-successful-session-count":1,"total-failure-session-count":0}}}}]}}"#,
-                "c".repeat(100_000)
-            )
-        };
-        for i in 0..40 {
-            let r = crate::reports::received::read(
-                json(i).as_bytes(),
-                crate::reports::received::Via::Https,
-                "t",
-                |_| true,
-            );
-            let r = r.unwrap_or_else(|e| panic!("{e}"));
-            t.tlsrpt.put_received(r, u64::MAX).unwrap();
-        }
-        t.flush().unwrap();
-        assert_eq!(t.tlsrpt.received(None, 100, None).unwrap().0.len(), 40);
-        assert!(
-            t.messages.size_on_disk() < before + 1_000_000,
-            "{} vs {before}",
-            t.messages.size_on_disk()
-        );
-        let (removed, _) = t.enforce(3650, before + 1_000_000, 2_000).unwrap();
-        assert_eq!(removed, 0, "no message went because reports grew");
-
-        // Nor because connections grew: they are measured and trimmed on their own.
-        let connections: Vec<Record> = (51..=2_050)
-            .map(|i| {
-                record(
-                    i,
-                    Event::Connection(postern_events::Connection {
-                        session: format!("S{i}"),
-                        ip: "192.0.2.9".into(),
-                        started_ms: 1_000 + i,
-                        helo: Some("h".repeat(200)),
-                        tls: None,
-                        tls_failure: None,
-                        refused: None,
-                        messages: 0,
-                        starttls_leftovers: 0,
-                        refused_count: 0,
-                    }),
-                )
-            })
-            .collect();
-        t.ingest("w", "E", ok(&connections)).await.unwrap();
-        t.flush().unwrap();
-        let (messages, connections) = t.enforce_apart(3650, before + 1_000_000, 1, 2_000).unwrap();
-        assert_eq!(messages, 0, "no message went because connections grew");
-        assert!(connections >= 100, "{connections}");
-    }
-
-    #[tokio::test]
-    async fn known_mta_sts_policies_go_when_expired() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = Arc::new(Tracking::open(dir.path()).unwrap());
-        let policy = |seq: u64, domain: &str, max_age: u64| {
-            Ok(record(
-                seq,
-                Event::StsPolicy(postern_events::StsPolicy {
-                    domain: domain.into(),
-                    id: "1".into(),
-                    mode: postern_events::Mode::Enforce,
-                    max_age,
-                    mx: vec![postern_events::MxPattern::parse("mx.x").unwrap()],
-                    fetched_ms: 1_000,
-                }),
-            ))
-        };
-        let batch = vec![
-            policy(1, "short.example", 60),
-            policy(2, "long.example", 86_400),
-        ];
-        t.ingest("w", "E", batch).await.unwrap();
-        t.enforce(3650, u64::MAX, 1_000 + 61_000).unwrap();
-        assert!(t.sts_policy("short.example").unwrap().is_none());
-        assert!(t.sts_policy("long.example").unwrap().is_some());
-    }
-
-    #[tokio::test]
-    async fn ingest_is_idempotent_and_searches_page_newest_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = Arc::new(Tracking::open(dir.path()).unwrap());
-        let batch: Vec<Record> = (1..=30)
-            .map(|i| {
-                record(
-                    i,
-                    received(&format!("Q{i:03}"), i % 2 == 0, &["b@y.example"]),
-                )
-            })
-            .collect();
-        assert_eq!(t.ingest("w", "E", ok(&batch)).await.unwrap(), 30);
-        // The same batch again, and an overlapping one: nothing is stored twice.
-        assert_eq!(t.ingest("w", "E", ok(&batch)).await.unwrap(), 30);
-        assert_eq!(t.ingest("w", "E", ok(&batch[20..])).await.unwrap(), 30);
-        assert_eq!(t.messages.count(), 30);
-        assert_eq!(
-            t.messages.message("Q007").unwrap().unwrap().timeline.len(),
-            1
-        );
-        // A new epoch of the same worker starts its own sequence.
-        assert_eq!(t.stored_seq("w", "F").unwrap(), 0);
-
-        let mut pages = Vec::new();
-        let mut cursor = None;
-        loop {
-            let f = MessageFilter {
-                recipient: Some("B@Y.example".into()),
-                ..Default::default()
-            };
-            let (items, next) = t
-                .messages
-                .search_messages(&f, 7, cursor.as_deref())
-                .unwrap();
-            pages.extend(items.into_iter().map(|m| m.id));
-            match next {
-                Some(c) => cursor = Some(query::decode_cursor(&c).unwrap()),
-                None => break,
-            }
-        }
-        let expected: Vec<String> = (1..=30).rev().map(|i| format!("Q{i:03}")).collect();
-        assert_eq!(pages, expected, "newest first, each once");
-        let tls = MessageFilter {
-            tls: Some(true),
-            status: Some(Status::Queued),
-            since: Some(1_010),
-            until: Some(1_020),
-            ..Default::default()
-        };
-        let (items, _) = t.messages.search_messages(&tls, 50, None).unwrap();
-        let ids: Vec<&str> = items.iter().map(|m| m.id.as_str()).collect();
-        assert_eq!(ids, ["Q020", "Q018", "Q016", "Q014", "Q012", "Q010"]);
-        let (none, _) = t
-            .messages
-            .search_connections(&ConnectionFilter::default(), 10, None)
-            .unwrap();
-        assert!(none.is_empty());
-
-        // Q020 is delivered: its status entry moves from queued to delivered.
-        let delivered = Event::Delivered(postern_events::Delivered {
-            queue_id: "Q020".into(),
-            recipient: "b@y.example".into(),
-            reply: "250 ok".into(),
-        });
-        t.ingest("w", "E", vec![Ok(record(31, delivered))])
-            .await
-            .unwrap();
-        let by_status = |status| MessageFilter {
-            status: Some(status),
-            ..Default::default()
-        };
-        let (items, _) = t
-            .messages
-            .search_messages(&by_status(Status::Delivered), 50, None)
-            .unwrap();
-        assert_eq!(
-            items.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
-            ["Q020"]
-        );
-        let (items, _) = t
-            .messages
-            .search_messages(&by_status(Status::Queued), 50, None)
-            .unwrap();
-        assert_eq!(items.len(), 29);
-        assert!(items.iter().all(|m| m.id != "Q020"));
-    }
-
-    #[tokio::test]
-    async fn retention_removes_by_age_then_by_size() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = Arc::new(Tracking::open(dir.path()).unwrap());
-        let batch: Vec<Record> = (1..=300)
-            .map(|i| record(i, received(&format!("Q{i:03}"), false, &["b@y.example"])))
-            .collect();
-        t.ingest("w", "E", ok(&batch)).await.unwrap();
-        // Messages are at 1,001..1,300 ms; one day of retention at day 1 plus 1,150 ms.
-        let (removed, _) = t.enforce(1, u64::MAX, 86_400_000 + 1_150).unwrap();
-        assert_eq!(removed, 149);
-        assert!(t.messages.message("Q149").unwrap().is_none());
-        assert!(t.messages.message("Q150").unwrap().is_some());
-        let f = MessageFilter {
-            recipient: Some("b@y.example".into()),
-            ..Default::default()
-        };
-        let (items, _) = t.messages.search_messages(&f, 500, None).unwrap();
-        assert_eq!(items.len(), 151, "index entries went with the messages");
-        // Over the size limit: the oldest go, at least a hundred per pass.
-        let (removed, _) = t.enforce(3650, 1, 1_300).unwrap();
-        assert_eq!(removed, 100);
-        assert!(t.messages.message("Q249").unwrap().is_none());
-        assert!(t.messages.message("Q250").unwrap().is_some());
-        assert_eq!(t.messages.count(), 51);
-    }
-
-    /// A store before issue 24 kept TLS-RPT and MTA-STS knowledge in the messages' database:
-    /// they move to their own at start.
-    #[test]
-    fn tlsrpt_and_sts_kept_by_an_older_store_move_to_their_own() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let old = sled::open(dir.path()).unwrap();
-            let reports = old.open_tree("tlsrpt/reports").unwrap();
-            reports.insert(b"2026-12-07\0a.example", b"{}").unwrap();
-            old.open_tree("sts_policies")
-                .unwrap()
-                .insert(b"a.example", b"{}")
-                .unwrap();
-            old.flush().unwrap();
-        }
-        let t = Tracking::open(dir.path()).unwrap();
-        assert_eq!(t.tlsrpt.reports(None, None).unwrap(), [b"{}".to_vec()]);
-        drop(t);
-        let main = sled::open(dir.path()).unwrap();
-        for name in ["tlsrpt/reports", "sts_policies"] {
-            assert!(
-                !main
-                    .tree_names()
-                    .iter()
-                    .any(|n| n.as_ref() == name.as_bytes())
-            );
-        }
-        let sts = sled::open(dir.path().join("sts")).unwrap();
-        assert!(
-            sts.open_tree("sts_policies")
-                .unwrap()
-                .get(b"a.example")
-                .unwrap()
-                .is_some()
-        );
-    }
-}
+mod tests;

@@ -1,18 +1,19 @@
-//! Retention (docs/src/interfaces.md, `settings.tracking`): messages and connections older than
-//! `retention_days` go, and while the store is over `max_bytes` the oldest go too, a slice at
-//! a time (sled gives space back lazily, so each pass removes a bounded share and the next pass
-//! measures again).
+//! The control plane's tracking tasks: retention (docs/src/interfaces.md, `settings.tracking`)
+//! every `EVERY`, and a probe of the database every `PROBE` so that `/readyz` says at once
+//! when it cannot be reached, and when it can again.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{Tracking, TrackingError};
+use super::Tracking;
 use crate::control::Control;
 
 /// How often retention runs.
 pub const EVERY: Duration = Duration::from_secs(60);
+/// How often the database is probed.
+pub const PROBE: Duration = Duration::from_secs(2);
 
 pub async fn run(
     tracking: Arc<Tracking>,
@@ -57,32 +58,26 @@ pub async fn run(
     }
 }
 
-impl Tracking {
-    /// `enforce_apart` with one budget for messages and connections.
-    pub fn enforce(
-        &self,
-        retention_days: u32,
-        max_bytes: u64,
-        now: u64,
-    ) -> Result<(u64, u64), TrackingError> {
-        self.enforce_apart(retention_days, max_bytes, max_bytes, now)
-    }
-
-    /// One retention pass over every store at `now` (unix ms): (messages, connections) removed.
-    pub fn enforce_apart(
-        &self,
-        retention_days: u32,
-        max_bytes: u64,
-        connections_max_bytes: u64,
-        now: u64,
-    ) -> Result<(u64, u64), TrackingError> {
-        let _turn = self.writing.write().expect("tracking write lock");
-        let cutoff = now.saturating_sub(u64::from(retention_days) * 86_400_000);
-        let removed = self
-            .messages
-            .enforce(cutoff, max_bytes, connections_max_bytes)?;
-        self.tlsrpt.prune(cutoff)?;
-        self.sts.prune(now)?;
-        Ok(removed)
+/// Probes the database until shutdown; each failure and each recovery is logged once.
+pub async fn run_health(tracking: Arc<Tracking>, mut shutdown: watch::Receiver<bool>) {
+    let mut was_down = false;
+    loop {
+        let t = tracking.clone();
+        let probe = tokio::task::spawn_blocking(move || t.db.probe()).await;
+        match probe {
+            Ok(Err(e)) if !was_down => {
+                tracing::error!(error = %e, "the tracking database cannot be reached; workers keep their events until it can");
+                was_down = true;
+            }
+            Ok(Ok(())) if was_down => {
+                tracing::info!("the tracking database answers again");
+                was_down = false;
+            }
+            _ => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PROBE) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
     }
 }

@@ -2,14 +2,9 @@
 //! event per fetch), the newest per domain, for `POST /v1/policy/evaluate`. Kept typed (mode,
 //! patterns, times in milliseconds); the REST view is made at the API edge.
 
-use std::path::Path;
-
 use postern_events::{Mode, MxPattern, StsPolicy};
 use postern_sts::Policy;
 use serde::{Deserialize, Serialize};
-
-use super::TrackingError;
-use super::stores::StsKnowledge;
 
 /// A domain's MTA-STS policy, as a worker last fetched it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,71 +55,10 @@ impl KnownSts {
     }
 }
 
-/// MTA-STS knowledge in a sled database of its own (`<tracking>/sts`): domain -> `KnownSts`.
-pub struct SledSts {
-    db: sled::Db,
-    policies: sled::Tree,
-}
-
-impl SledSts {
-    /// Opens the store under `path`, moving in what `main` kept before issue 24.
-    pub fn open(path: &Path, main: &sled::Db) -> Result<SledSts, TrackingError> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(8 * 1024 * 1024)
-            .open()?;
-        super::migrate(main, &db, "sts_policies")?;
-        Ok(SledSts {
-            policies: db.open_tree("sts_policies")?,
-            db,
-        })
-    }
-}
-
 /// A stored entry (one that cannot be read is as none: the next fetch replaces it).
+#[cfg(test)]
 fn known(bytes: &[u8]) -> Option<KnownSts> {
     serde_json::from_slice(bytes).ok()
-}
-
-impl StsKnowledge for SledSts {
-    fn record(&self, worker: &str, p: &StsPolicy) -> Result<(), TrackingError> {
-        // The newest fetch wins, whichever worker made it.
-        let newer = self
-            .get(&p.domain)?
-            .is_none_or(|k| k.fetched_ms < p.fetched_ms);
-        if newer {
-            let known = KnownSts::new(worker, p);
-            self.policies.insert(
-                p.domain.as_bytes(),
-                serde_json::to_vec(&known).expect("records serialise"),
-            )?;
-        }
-        Ok(())
-    }
-
-    fn get(&self, domain: &str) -> Result<Option<KnownSts>, TrackingError> {
-        Ok(self
-            .policies
-            .get(domain.as_bytes())?
-            .and_then(|v| known(&v)))
-    }
-
-    fn prune(&self, now_ms: u64) -> Result<u64, TrackingError> {
-        let mut removed = 0;
-        for entry in self.policies.iter() {
-            let (key, value) = entry?;
-            if known(&value).is_none_or(|k| !k.valid_at_ms(now_ms)) {
-                self.policies.remove(key)?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
-
-    fn flush(&self) -> Result<(), TrackingError> {
-        self.db.flush()?;
-        Ok(())
-    }
 }
 
 #[cfg(test)]

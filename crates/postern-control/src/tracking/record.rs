@@ -268,13 +268,6 @@ pub struct SummaryRecord {
     pub policy_version: u64,
 }
 
-/// A list entry: the summary and the message's place in time-ordered indexes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Listed {
-    pub first_ms: u64,
-    pub summary: SummaryRecord,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnectionRecord {
     pub session: String,
