@@ -112,8 +112,9 @@ pub fn import_sled(
     let mut batch = Vec::new();
     let mut flush = |batch: &mut Vec<Stored>, done: &mut Imported| {
         let n = batch.len() as u64;
-        let fresh =
-            t.db.write(|c| messages::import_messages(c, std::mem::take(batch)))?;
+        t.partitions_for(batch.iter().map(|s| s.first_ms))?;
+        let fresh = t.db.write(|c| messages::import_messages(c, batch))?;
+        batch.clear();
         t.count
             .fetch_add(fresh, std::sync::atomic::Ordering::Relaxed);
         done.messages += n;
@@ -139,6 +140,7 @@ pub fn import_sled(
                 let (_, v) = entry?;
                 batch.push(serde_json::from_slice(&v).map_err(corrupt)?);
             }
+            t.partitions_for(batch.iter().map(|c| c.started_ms))?;
             t.db.write(|c| messages::import_connections(c, &batch))?;
             done.connections += batch.len() as u64;
             progress("connections", done.connections);
@@ -196,7 +198,7 @@ pub fn import_sled(
         for entry in db.open_tree("reports")?.iter() {
             let (_, v) = entry?;
             let r: ReceivedReport = serde_json::from_slice(&v).map_err(corrupt)?;
-            t.db.write(|c| received::put(c, &t.ids, r, u64::MAX))?;
+            t.db.write(|c| received::put(c, &t.ids, r.clone(), u64::MAX))?;
             done.received_reports += 1;
         }
         progress("TLS-RPT reports received", done.received_reports);

@@ -254,18 +254,10 @@ impl Tracking {
         epoch: &str,
         records: Vec<Result<Record, u64>>,
     ) -> Result<u64, TrackingError> {
-        let mut days: Vec<u64> = records
-            .iter()
-            .flatten()
-            .flat_map(|r| match &r.event {
-                Event::Connection(c) => [r.at_ms, c.started_ms],
-                _ => [r.at_ms, r.at_ms],
-            })
-            .map(|ms| ms / 86_400_000)
-            .collect();
-        days.sort_unstable();
-        days.dedup();
-        sql::retention::ensure_days(&self.db, &mut self.days.lock().expect("days lock"), &days)?;
+        self.partitions_for(records.iter().flatten().flat_map(|r| match &r.event {
+            Event::Connection(c) => [r.at_ms, c.started_ms],
+            _ => [r.at_ms, r.at_ms],
+        }))?;
         let mut tries = 0;
         loop {
             let result = self.db.write(|c| {
@@ -300,6 +292,17 @@ impl Tracking {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Makes sure rows of these times (unix ms) have somewhere to go (PostgreSQL's partitions).
+    pub(crate) fn partitions_for(
+        &self,
+        times: impl IntoIterator<Item = u64>,
+    ) -> Result<(), TrackingError> {
+        let mut days: Vec<u64> = times.into_iter().map(|ms| ms / 86_400_000).collect();
+        days.sort_unstable();
+        days.dedup();
+        sql::retention::ensure_days(&self.db, &mut self.days.lock().expect("days lock"), &days)
     }
 
     /// Hands each event to what keeps its kind, in the batch's transaction; returns what the
@@ -404,7 +407,7 @@ impl Tracking {
     /// Keeps a received report within `budget` bytes (a duplicate is kept once).
     pub fn put_received(&self, report: ReceivedReport, budget: u64) -> Result<Kept, TrackingError> {
         self.db
-            .write(|c| received::put(c, &self.ids, report, budget))
+            .write(|c| received::put(c, &self.ids, report.clone(), budget))
     }
 
     /// Received reports, newest first, of `organization` if given, after `cursor`.

@@ -704,3 +704,211 @@ fn an_older_schema_is_migrated_and_a_newer_one_refused() {
 }
 
 use sql::schema;
+
+/// A sled tracking store as releases before SQL wrote it: its trees and their JSON records.
+fn sled_store(dir: &std::path::Path) {
+    let main = sled::open(dir).unwrap();
+    let messages = main.open_tree("messages").unwrap();
+    let timeline = main.open_tree("messages/timeline").unwrap();
+    // A message with a long timeline beside its record, and one (older) holding it inline.
+    let mut long = fold::Stored::new("LONG", "w", 5_000);
+    long.apply(
+        "w",
+        "E",
+        &record(1, received("LONG", true, &["b@y.example"])),
+    );
+    for seq in 2..=40 {
+        long.apply(
+            "w",
+            "E",
+            &record(
+                seq,
+                Event::Deferred(postern_events::Deferred {
+                    queue_id: "LONG".into(),
+                    recipient: "b@y.example".into(),
+                    reason: "451 4.3.0 later".into(),
+                    next_attempt_ms: seq,
+                    violation: None,
+                }),
+            ),
+        );
+    }
+    for (n, entry) in long.message.timeline.drain(..).enumerate() {
+        let mut key = b"LONG\0".to_vec();
+        key.extend_from_slice(&(n as u64).to_be_bytes());
+        timeline.insert(key, json(&entry)).unwrap();
+    }
+    messages.insert("LONG", json(&long)).unwrap();
+    let mut inline = fold::Stored::new("INLINE", "w", 6_000);
+    inline.apply(
+        "w",
+        "E",
+        &at(41, 6_000, received("INLINE", false, &["c@y.example"])),
+    );
+    messages.insert("INLINE", json(&inline)).unwrap();
+    let cursors = main.open_tree("cursors").unwrap();
+    cursors.insert(b"w\0E", &41u64.to_be_bytes()).unwrap();
+    main.open_tree("gaps")
+        .unwrap()
+        .insert(b"w\0E", &3u64.to_be_bytes())
+        .unwrap();
+    main.flush().unwrap();
+
+    let conn_db = sled::open(dir.join("connections")).unwrap();
+    let connections = conn_db.open_tree("connections").unwrap();
+    for i in 0..3u64 {
+        let c = record::ConnectionRecord::new(
+            "w",
+            1,
+            &postern_events::Connection {
+                session: format!("S{i}"),
+                ip: "192.0.2.44".into(),
+                started_ms: 7_000 + i,
+                helo: Some("h.example".into()),
+                tls: None,
+                tls_failure: None,
+                refused: None,
+                messages: 1,
+                starttls_leftovers: 0,
+                refused_count: 0,
+            },
+        );
+        connections.insert(format!("k{i}"), json(&c)).unwrap();
+    }
+    conn_db.flush().unwrap();
+
+    let tls_db = sled::open(dir.join("tlsrpt")).unwrap();
+    let mut key = b"1970-01-01\0a.example\0w\0E\0".to_vec();
+    key.extend_from_slice(&9u64.to_be_bytes());
+    let session = sql::tlsrpt::StoredSession {
+        domain: "a.example".into(),
+        policy_id: Some("p1".into()),
+        sts: None,
+        result: None,
+        sending_ip: Some("192.0.2.1".into()),
+        receiving_mx: Some("mx.a.example".into()),
+        receiving_ip: None,
+    };
+    tls_db
+        .open_tree("tlsrpt/sessions")
+        .unwrap()
+        .insert(key, json(&session))
+        .unwrap();
+    let policy = sql::tlsrpt::StoredPolicy {
+        lines: vec!["version: STSv1".into(), "mode: enforce".into()],
+        mx: vec![postern_events::MxPattern::parse("mx.a.example").unwrap()],
+    };
+    tls_db
+        .open_tree("tlsrpt/policies")
+        .unwrap()
+        .insert("1970-01-01\0a.example\0p1", json(&policy))
+        .unwrap();
+    tls_db
+        .open_tree("tlsrpt/reports")
+        .unwrap()
+        .insert("1970-01-01\0a.example", &b"{\"built\":1}"[..])
+        .unwrap();
+    tls_db.flush().unwrap();
+
+    let received_db = sled::open(dir.join("received")).unwrap();
+    let mut r = report("Big Mail", 3);
+    r.id = ulid::Ulid::from_parts(1_765_065_600_000, 1).to_string();
+    received_db
+        .open_tree("reports")
+        .unwrap()
+        .insert(r.id.as_bytes(), json(&r))
+        .unwrap();
+    received_db.flush().unwrap();
+
+    let sts_db = sled::open(dir.join("sts")).unwrap();
+    let known = sts::KnownSts {
+        domain: "partner.example".into(),
+        id: "20261207".into(),
+        mode: postern_events::Mode::Enforce,
+        max_age: 86_400,
+        mx: vec![postern_events::MxPattern::parse("*.partner.example").unwrap()],
+        fetched_ms: 1_000,
+        worker: "w".into(),
+    };
+    sts_db
+        .open_tree("sts_policies")
+        .unwrap()
+        .insert("partner.example", json(&known))
+        .unwrap();
+    sts_db.flush().unwrap();
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap()
+}
+
+#[test]
+fn a_sled_store_is_imported_once_with_everything_it_held() {
+    let sled_dir = tempfile::tempdir().unwrap();
+    sled_store(sled_dir.path());
+    each_engine(|t| {
+        let mut heard = Vec::new();
+        let done = import::import_sled(sled_dir.path(), t, &mut |what, _| {
+            heard.push(what.to_string())
+        })
+        .unwrap();
+        assert_eq!(
+            done,
+            import::Imported {
+                messages: 2,
+                new_messages: 2,
+                connections: 3,
+                tls_sessions: 1,
+                tls_reports: 1,
+                received_reports: 1,
+                sts_policies: 1,
+                cursors: 1,
+            }
+        );
+        assert!(heard.contains(&"messages".to_string()));
+        let long = t.message("LONG").unwrap().unwrap();
+        assert_eq!(long.timeline.len(), 40);
+        assert_eq!(long.status, Status::Deferred);
+        assert_eq!(t.message("INLINE").unwrap().unwrap().timeline.len(), 1);
+        let f = MessageFilter {
+            recipient: Some("b@y.example".into()),
+            ..Default::default()
+        };
+        assert_eq!(ids(&t.search_messages(&f, 10, None).unwrap().0), ["LONG"]);
+        let f = ConnectionFilter {
+            ip: Some("192.0.2.44".into()),
+            ..Default::default()
+        };
+        assert_eq!(t.search_connections(&f, 10, None).unwrap().0.len(), 3);
+        let mut domains = Vec::new();
+        t.sessions_by_domain("1970-01-01", &mut |d, a| {
+            let header = postern_sts::tlsrpt::ReportHeader {
+                organization_name: "o".into(),
+                contact_info: "c".into(),
+                report_id: "r".into(),
+                start_datetime: String::new(),
+                end_datetime: String::new(),
+            };
+            let report = a.report(header, &d);
+            assert_eq!(report.policies[0].policy.policy_string.len(), 2);
+            domains.push(d);
+        })
+        .unwrap();
+        assert_eq!(domains, ["a.example"]);
+        assert_eq!(t.reports(None, None).unwrap(), [b"{\"built\":1}".to_vec()]);
+        assert_eq!(t.received(None, 10, None).unwrap().0.len(), 1);
+        assert!(t.sts_policy("partner.example").unwrap().is_some());
+        assert_eq!(t.stored_seq("w", "E").unwrap(), 41);
+
+        // Again: nothing twice.
+        let again = import::import_sled(sled_dir.path(), t, &mut |_, _| {}).unwrap();
+        assert_eq!(again.new_messages, 0);
+        assert_eq!(t.count(), 2);
+        assert_eq!(t.search_connections(&f, 10, None).unwrap().0.len(), 3);
+        assert_eq!(t.received(None, 10, None).unwrap().0.len(), 1);
+        // A worker replaying what the old store acknowledged changes nothing.
+        let replay = vec![Ok(record(41, received("INLINE", false, &["c@y.example"])))];
+        assert_eq!(t.ingest_blocking("w", "E", replay).unwrap(), 41);
+        assert_eq!(t.message("INLINE").unwrap().unwrap().timeline.len(), 1);
+    });
+}

@@ -318,16 +318,16 @@ pub fn import_connections(
 
 /// Inserts whole messages made elsewhere (the sled import), timelines and all, unless a
 /// message of the same id is stored; how many were new.
-pub fn import_messages(c: &mut Conn, messages: Vec<Stored>) -> Result<u64, TrackingError> {
+pub fn import_messages(c: &mut Conn, messages: &[Stored]) -> Result<u64, TrackingError> {
     let ids: Vec<&str> = messages.iter().map(|s| s.message.id.as_str()).collect();
     let known = load(c, &ids)?;
     let fresh: Vec<Touched> = messages
-        .into_iter()
+        .iter()
         .filter(|s| !known.contains_key(&s.message.id))
         .map(|s| Touched {
             row: Row {
                 key: stable_key(s.first_ms, &s.message.id),
-                stored: s,
+                stored: s.clone(),
             },
             new: true,
             subject_before: None,
@@ -549,25 +549,64 @@ pub fn search_messages(
 ) -> Result<Page<SummaryRecord>, TrackingError> {
     let engine = c.engine();
     let mut w = Where::default();
-    // The most selective index drives the scan; its key column orders the page.
     let subject = f.subject.as_deref().filter(|s| !s.is_empty());
     let indexed_subject = subject.filter(|s| s.chars().count() >= 3);
-    let (from, key) = if let Some(r) = &f.recipient {
-        w.add("r.rcpt = lower($)", P::from(r.as_str()));
-        ("recipients r JOIN messages m ON m.key = r.key", "r.key")
-    } else if let (Some(s), Engine::Sqlite) = (indexed_subject, engine) {
-        // A phrase of the subject's trigrams: the substring itself.
-        w.add(
-            "s.subject MATCH $",
-            P::T(format!("\"{}\"", s.replace('"', "\"\""))),
-        );
-        ("subjects s JOIN messages m ON m.key = s.rowid", "s.rowid")
-    } else {
-        ("messages m", "m.key")
+    // The rarest filter's index drives the scan, newest first; the others are written so that
+    // no index serves them (`+x`, `x || ''`), so neither planner can pick a commoner one and
+    // read its whole range.
+    let driver = [
+        f.queue_id.is_some().then_some("id"),
+        f.message_id.is_some().then_some("message_id"),
+        f.recipient.is_some().then_some("recipient"),
+        f.sender.is_some().then_some("sender"),
+        indexed_subject.is_some().then_some("subject"),
+        f.worker.is_some().then_some("worker"),
+        (f.violation == Some(true)).then_some("violation"),
+        f.status.is_some().then_some("status"),
+        f.plaintext.is_some().then_some("plaintext"),
+        f.tls.is_some().then_some("tls"),
+    ]
+    .into_iter()
+    .flatten()
+    .next();
+    let text = |name: &str, indexed: &str| {
+        if driver == Some(name) {
+            indexed.to_string()
+        } else {
+            indexed.replacen(" = ", " || '' = ", 1)
+        }
     };
+    let int = |name: &str, indexed: &str| {
+        if driver == Some(name) {
+            indexed.to_string()
+        } else {
+            format!("+{indexed}")
+        }
+    };
+    let (from, key) = match (driver, engine) {
+        (Some("recipient"), _) => ("recipients r JOIN messages m ON m.key = r.key", "r.key"),
+        (Some("subject"), Engine::Sqlite) => {
+            ("subjects s JOIN messages m ON m.key = s.rowid", "s.rowid")
+        }
+        _ => ("messages m", "m.key"),
+    };
+    if let Some(r) = &f.recipient {
+        if driver == Some("recipient") {
+            w.add("r.rcpt = lower($)", P::from(r.as_str()));
+        } else {
+            w.add(
+                "m.key IN (SELECT key FROM recipients WHERE rcpt = lower($))",
+                P::from(r.as_str()),
+            );
+        }
+    }
     if let Some(s) = subject {
         match engine {
-            Engine::Sqlite if indexed_subject.is_some() && key == "s.rowid" => {}
+            // A phrase of the subject's trigrams: the substring itself.
+            Engine::Sqlite if driver == Some("subject") => w.add(
+                "s.subject MATCH $",
+                P::T(format!("\"{}\"", s.replace('"', "\"\""))),
+            ),
             Engine::Sqlite => w.add(
                 "instr(lower(m.subject), lower($)) > 0",
                 P::from(s.to_string()),
@@ -576,29 +615,35 @@ pub fn search_messages(
         }
     }
     if let Some(s) = &f.sender {
-        w.add("lower(m.sender) = lower($)", P::from(s.as_str()));
+        w.add(
+            &text("sender", "lower(m.sender) = lower($)"),
+            P::from(s.as_str()),
+        );
     }
     if let Some(q) = &f.queue_id {
-        w.add("m.id = $", P::from(q.as_str()));
+        w.add(&text("id", "m.id = $"), P::from(q.as_str()));
     }
     if let Some(m) = &f.message_id {
-        w.add("m.message_id = $", P::from(m.as_str()));
-    }
-    if let Some(st) = f.status {
-        w.add("(m.state & 7) = $", P::I(status_code(st)));
+        w.add(&text("message_id", "m.message_id = $"), P::from(m.as_str()));
     }
     if let Some(wk) = &f.worker {
-        w.add("m.worker = $", P::from(wk.as_str()));
+        w.add(&text("worker", "m.worker = $"), P::from(wk.as_str()));
+    }
+    if let Some(st) = f.status {
+        w.add(&int("status", "(m.state & 7) = $"), P::I(status_code(st)));
     }
     if let Some(b) = f.tls {
-        w.add("((m.state >> 3) & 1) = $", P::I(b.into()));
+        w.add(&int("tls", "((m.state >> 3) & 1) = $"), P::I(b.into()));
     }
     if let Some(b) = f.plaintext {
-        w.add("((m.state >> 4) & 1) = $", P::I(b.into()));
+        w.add(
+            &int("plaintext", "((m.state >> 4) & 1) = $"),
+            P::I(b.into()),
+        );
     }
     match f.violation {
-        Some(true) => w.fixed("(m.state & 32) <> 0"),
-        Some(false) => w.fixed("(m.state & 32) = 0"),
+        Some(true) => w.fixed(&int("violation", "(m.state & 32) <> 0")),
+        Some(false) => w.fixed("+(m.state & 32) = 0"),
         None => {}
     }
     bounds(&mut w, key, f.since, f.until, cursor_key(cursor));

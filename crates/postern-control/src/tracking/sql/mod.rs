@@ -464,37 +464,51 @@ impl Db {
         self.down.lock().expect("down lock").clone()
     }
 
-    /// `f` on the writer connection, in one transaction.
+    /// `f` on the writer connection, in one transaction. A connection kept from before is only
+    /// found broken (the server restarted, say) when used: `f` is then run once more, on a new
+    /// one (nothing was committed on the broken one).
     pub fn write<T>(
         &self,
-        f: impl FnOnce(&mut Conn) -> Result<T, TrackingError>,
+        mut f: impl FnMut(&mut Conn) -> Result<T, TrackingError>,
     ) -> Result<T, TrackingError> {
         let mut writer = self.writer.lock().expect("writer lock");
-        let result = (|| {
+        let mut kept = writer.is_some();
+        let result = loop {
             if writer.as_ref().is_none_or(Conn::is_broken) {
                 *writer = None;
-                *writer = Some(self.connect(true)?);
+                match self.connect(true) {
+                    Ok(c) => *writer = Some(c),
+                    Err(e) => break Err(e),
+                }
             }
             let conn = writer.as_mut().expect("connected");
-            let r = conn.transaction(f);
-            if conn.is_broken() {
-                *writer = None;
+            let r = conn.transaction(&mut f);
+            if !conn.is_broken() {
+                break r;
             }
-            r
-        })();
+            *writer = None;
+            if !std::mem::take(&mut kept) {
+                break r;
+            }
+        };
         self.outcome(result)
     }
 
-    /// `f` on a reader connection (statements outside a transaction each see a committed state).
+    /// `f` on a reader connection (statements outside a transaction each see a committed
+    /// state); run once more on a new connection if a pooled one turns out broken.
     pub fn read<T>(
         &self,
-        f: impl FnOnce(&mut Conn) -> Result<T, TrackingError>,
+        mut f: impl FnMut(&mut Conn) -> Result<T, TrackingError>,
     ) -> Result<T, TrackingError> {
-        let pooled = self.readers.lock().expect("readers lock").pop();
-        let result = (|| {
-            let mut conn = match pooled {
+        let mut pooled = self.readers.lock().expect("readers lock").pop();
+        let result = loop {
+            let was_pooled = pooled.is_some();
+            let mut conn = match pooled.take() {
                 Some(c) if !c.is_broken() => c,
-                _ => self.connect(false)?,
+                _ => match self.connect(false) {
+                    Ok(c) => c,
+                    Err(e) => break Err(e),
+                },
             };
             let r = f(&mut conn);
             if !conn.is_broken() {
@@ -502,15 +516,30 @@ impl Db {
                 if readers.len() < READERS {
                     readers.push(conn);
                 }
+                break r;
             }
-            r
-        })();
+            if !was_pooled {
+                break r;
+            }
+        };
         self.outcome(result)
     }
 
     /// Checks the database answers (the health probe).
     pub fn probe(&self) -> Result<(), TrackingError> {
         self.read(|c| c.batch("SELECT 1"))
+    }
+}
+
+impl Drop for Db {
+    /// PostgreSQL's blocking client closes its connection by blocking on a runtime of its own,
+    /// which it cannot do on an async thread: the connections are closed on a thread of theirs.
+    fn drop(&mut self) {
+        let mut conns = std::mem::take(&mut *self.readers.lock().expect("readers lock"));
+        conns.extend(self.writer.lock().expect("writer lock").take());
+        if conns.iter().any(|c| c.engine() == Engine::Postgres) {
+            let _ = std::thread::spawn(move || drop(conns)).join();
+        }
     }
 }
 
