@@ -87,6 +87,17 @@ impl Postern {
     }
 
     pub fn control_on(data_dir: &Path, pki: &Pki, grpc: &str) -> Postern {
+        Postern::control_with(data_dir, pki, grpc, None)
+    }
+
+    /// `postern control` with tracking in the PostgreSQL database `database_url` if given
+    /// (through POSTERN_DATABASE_URL, as operators pass a password), else in SQLite.
+    pub fn control_with(
+        data_dir: &Path,
+        pki: &Pki,
+        grpc: &str,
+        database_url: Option<&str>,
+    ) -> Postern {
         let args = [
             "control",
             "--data-dir",
@@ -104,7 +115,11 @@ impl Postern {
             "--client-ca",
             &pki.path("ca.pem"),
         ];
-        let mut p = Postern::start(&args, data_dir, "grpc=");
+        let env: Vec<(&str, &str)> = database_url
+            .map(|url| ("POSTERN_DATABASE_URL", url))
+            .into_iter()
+            .collect();
+        let mut p = Postern::start_env(&args, data_dir, "grpc=", &env);
         // `postern control` serves its REST API over HTTPS with the gRPC certificate.
         p.base = p.base.replacen("http://", "https://", 1);
         p.public = p

@@ -679,7 +679,11 @@ fn an_older_schema_is_migrated_and_a_newer_one_refused() {
             s.message.subject = Some("Quarterly figures".into());
             // Rows as the previous version wrote them (in its day partitions, on PostgreSQL).
             sql::retention::ensure_days(&t.db, &mut Default::default(), &[0]).unwrap();
-            let sql = format!("{} VALUES {}", messages::INSERT, sql::Conn::values(1, 8));
+            let sql = format!(
+                "{} VALUES {}",
+                messages::INSERT,
+                sql::Conn::values(1, messages::COLUMN_COUNT)
+            );
             t.db.write(|c| c.execute(&sql, &messages::row(messages::key_at(5_000), &s)))
                 .unwrap();
         }

@@ -63,6 +63,14 @@ impl Default for Keys {
     }
 }
 
+/// The 64-bit hash of `value` in lower case that lookups by it go through (the first eight
+/// bytes of its SHA-256: the same in every release, as it is stored).
+pub fn hash(value: &str) -> i64 {
+    use sha2::Digest as _;
+    let h = sha2::Sha256::digest(value.to_lowercase().as_bytes());
+    i64::from_be_bytes(h[..8].try_into().expect("8 bytes"))
+}
+
 /// A key for what is imported, the same each time (`n` from the id): importing twice keeps one.
 pub fn stable_key(ms: u64, id: &str) -> i64 {
     use sha2::Digest as _;
@@ -195,13 +203,15 @@ fn load(c: &mut Conn, ids: &[&str]) -> Result<HashMap<String, Row>, TrackingErro
     let mut found = HashMap::new();
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
-            "SELECT {COLUMNS} FROM messages m WHERE m.id IN ({})",
+            "SELECT {COLUMNS} FROM messages m WHERE m.id_hash IN ({})",
             Conn::list(1, chunk.len())
         );
-        let params: Vec<P> = chunk.iter().map(|id| P::from(*id)).collect();
+        let params: Vec<P> = chunk.iter().map(|id| P::I(hash(id))).collect();
         c.query(&sql, &params, &mut |r| {
             let row = row_of(r)?;
-            found.insert(row.stored.message.id.clone(), row);
+            if chunk.contains(&row.stored.message.id.as_str()) {
+                found.insert(row.stored.message.id.clone(), row);
+            }
             Ok(())
         })?;
     }
@@ -362,7 +372,7 @@ fn write(c: &mut Conn, touched: Vec<Touched>) -> Result<u64, TrackingError> {
         }
         let m = &s.message;
         for r in &m.recipients[t.recipients_before.min(m.recipients.len())..] {
-            recipients.push(vec![P::from(r.as_str()), P::I(key)]);
+            recipients.push(vec![P::I(hash(r)), P::I(key)]);
         }
         if m.subject != t.subject_before {
             if !t.new && t.subject_before.is_some() {
@@ -381,24 +391,24 @@ fn write(c: &mut Conn, touched: Vec<Touched>) -> Result<u64, TrackingError> {
     }
     let added = new.len() as u64;
     // A new message's key clashing with a stored one fails the batch: never an overwrite.
-    insert(c, INSERT, 8, "", new)?;
+    insert(c, INSERT, COLUMN_COUNT, "", new)?;
     insert(
         c,
         INSERT,
-        8,
+        COLUMN_COUNT,
         "ON CONFLICT (key) DO UPDATE SET worker = excluded.worker, sender = excluded.sender,
          subject = excluded.subject, message_id = excluded.message_id, state = excluded.state,
-         record = excluded.record",
+         record = excluded.record, sender_hash = excluded.sender_hash,
+         message_id_hash = excluded.message_id_hash",
         changed,
     )?;
-    for chunk in recipients.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "INSERT INTO recipients (rcpt, key) VALUES {} ON CONFLICT DO NOTHING",
-            lowered_values(chunk.len())
-        );
-        let params: Vec<P> = chunk.iter().flatten().cloned().collect();
-        c.execute(&sql, &params)?;
-    }
+    insert(
+        c,
+        "INSERT INTO recipients (hash, key)",
+        2,
+        "ON CONFLICT DO NOTHING",
+        recipients,
+    )?;
     insert(
         c,
         "INSERT INTO timeline (message, first, entries)",
@@ -413,17 +423,29 @@ fn write(c: &mut Conn, touched: Vec<Touched>) -> Result<u64, TrackingError> {
         )?;
     }
     if engine == Engine::Sqlite {
-        for (key, _) in subjects_gone {
-            c.execute("DELETE FROM subjects WHERE rowid = $1", &[P::I(key)])?;
+        for (key, subject) in subjects_gone {
+            unindex_subject(c, key, &subject)?;
         }
         insert(c, "INSERT INTO subjects (rowid, subject)", 2, "", subjects)?;
     }
     Ok(added)
 }
 
-/// The head of a message row's insert; `row` gives its eight values.
+/// Removes a message's subject from SQLite's contentless search index (which needs the text
+/// it indexed).
+pub fn unindex_subject(c: &mut Conn, key: i64, subject: &str) -> Result<(), TrackingError> {
+    c.execute(
+        "INSERT INTO subjects (subjects, rowid, subject) VALUES ('delete', $1, $2)",
+        &[P::I(key), P::from(subject)],
+    )?;
+    Ok(())
+}
+
+/// The head of a message row's insert; `row` gives its `COLUMN_COUNT` values.
 pub const INSERT: &str =
-    "INSERT INTO messages (key, id, worker, sender, subject, message_id, state, record)";
+    "INSERT INTO messages (key, id, worker, sender, subject, message_id, state,
+    record, id_hash, sender_hash, message_id_hash)";
+pub const COLUMN_COUNT: usize = 11;
 
 pub fn row(key: i64, s: &Stored) -> Vec<P> {
     let m = &s.message;
@@ -436,25 +458,21 @@ pub fn row(key: i64, s: &Stored) -> Vec<P> {
         P::from(m.message_id.clone()),
         P::I(state(m)),
         P::B(packed(s)),
+        P::I(hash(&m.id)),
+        P::I(hash(&m.sender)),
+        m.message_id.as_deref().map_or(P::N, |id| P::I(hash(id))),
     ]
-}
-
-/// `(lower($1), $2), (lower($3), $4), ...`: recipients are indexed in lower case.
-fn lowered_values(rows: usize) -> String {
-    (0..rows)
-        .map(|r| format!("(lower(${}), ${})", 2 * r + 1, 2 * r + 2))
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// A message with its timeline (the newest `MAX_TIMELINE` entries).
 pub fn message(c: &mut Conn, id: &str) -> Result<Option<MessageRecord>, TrackingError> {
     let rows = c.rows(
-        &format!("SELECT {COLUMNS} FROM messages m WHERE m.id = $1"),
-        &[P::from(id)],
+        &format!("SELECT {COLUMNS} FROM messages m WHERE m.id_hash = $1"),
+        &[P::I(hash(id))],
         row_of,
     )?;
-    let Some(Row { key, mut stored }) = rows.into_iter().next() else {
+    let found = rows.into_iter().find(|r| r.stored.message.id == id);
+    let Some(Row { key, mut stored }) = found else {
         return Ok(None);
     };
     let mut older: VecDeque<TimelineRecord> = VecDeque::new();
@@ -563,8 +581,8 @@ pub fn search_messages(
         f.worker.is_some().then_some("worker"),
         (f.violation == Some(true)).then_some("violation"),
         f.status.is_some().then_some("status"),
-        f.plaintext.is_some().then_some("plaintext"),
-        f.tls.is_some().then_some("tls"),
+        (f.plaintext == Some(true)).then_some("plaintext"),
+        (f.tls == Some(false)).then_some("no_tls"),
     ]
     .into_iter()
     .flatten()
@@ -576,6 +594,7 @@ pub fn search_messages(
             indexed.replacen(" = ", " || '' = ", 1)
         }
     };
+    // Exact lookups go through hashes (`hash`); the values are compared below.
     let int = |name: &str, indexed: &str| {
         if driver == Some(name) {
             indexed.to_string()
@@ -592,11 +611,11 @@ pub fn search_messages(
     };
     if let Some(r) = &f.recipient {
         if driver == Some("recipient") {
-            w.add("r.rcpt = lower($)", P::from(r.as_str()));
+            w.add("r.hash = $", P::I(hash(r)));
         } else {
             w.add(
-                "m.key IN (SELECT key FROM recipients WHERE rcpt = lower($))",
-                P::from(r.as_str()),
+                "m.key IN (SELECT key FROM recipients WHERE hash = $)",
+                P::I(hash(r)),
             );
         }
     }
@@ -615,16 +634,13 @@ pub fn search_messages(
         }
     }
     if let Some(s) = &f.sender {
-        w.add(
-            &text("sender", "lower(m.sender) = lower($)"),
-            P::from(s.as_str()),
-        );
+        w.add(&int("sender", "m.sender_hash = $"), P::I(hash(s)));
     }
     if let Some(q) = &f.queue_id {
-        w.add(&text("id", "m.id = $"), P::from(q.as_str()));
+        w.add(&int("id", "m.id_hash = $"), P::I(hash(q)));
     }
     if let Some(m) = &f.message_id {
-        w.add(&text("message_id", "m.message_id = $"), P::from(m.as_str()));
+        w.add(&int("message_id", "m.message_id_hash = $"), P::I(hash(m)));
     }
     if let Some(wk) = &f.worker {
         w.add(&text("worker", "m.worker = $"), P::from(wk.as_str()));
@@ -632,14 +648,15 @@ pub fn search_messages(
     if let Some(st) = f.status {
         w.add(&int("status", "(m.state & 7) = $"), P::I(status_code(st)));
     }
-    if let Some(b) = f.tls {
-        w.add(&int("tls", "((m.state >> 3) & 1) = $"), P::I(b.into()));
+    match f.tls {
+        Some(false) => w.fixed(&int("no_tls", "(m.state & 8) = 0")),
+        Some(true) => w.fixed("+(m.state & 8) <> 0"),
+        None => {}
     }
-    if let Some(b) = f.plaintext {
-        w.add(
-            &int("plaintext", "((m.state >> 4) & 1) = $"),
-            P::I(b.into()),
-        );
+    match f.plaintext {
+        Some(true) => w.fixed(&int("plaintext", "(m.state & 16) <> 0")),
+        Some(false) => w.fixed("+(m.state & 16) = 0"),
+        None => {}
     }
     match f.violation {
         Some(true) => w.fixed(&int("violation", "(m.state & 32) <> 0")),
@@ -658,7 +675,27 @@ pub fn search_messages(
         rows.truncate(limit);
         cursor_of(rows.last().expect("a row").key)
     });
-    Ok((rows.iter().map(|r| r.stored.summary()).collect(), next))
+    // What the hashes found is what was asked for (a 64-bit clash drops a row, never adds one).
+    let same = |want: &Option<String>, have: &str| {
+        want.as_ref()
+            .is_none_or(|w| w.to_lowercase() == have.to_lowercase())
+    };
+    let items = rows
+        .iter()
+        .map(|r| r.stored.summary())
+        .filter(|m| {
+            same(&f.sender, &m.sender)
+                && same(&f.queue_id, &m.id)
+                && f.message_id
+                    .as_ref()
+                    .is_none_or(|id| m.message_id.as_ref() == Some(id))
+                && f.recipient.as_ref().is_none_or(|r| {
+                    let r = r.to_lowercase();
+                    m.recipients.iter().any(|x| x.to_lowercase() == r)
+                })
+        })
+        .collect();
+    Ok((items, next))
 }
 
 /// A page of connections matching `f`, newest first, and the cursor of the next page.

@@ -84,6 +84,8 @@ pub enum P {
     B(Vec<u8>),
     /// NULL or text.
     OT(Option<String>),
+    /// NULL (an integer column's).
+    N,
 }
 
 impl From<i64> for P {
@@ -129,7 +131,7 @@ impl rusqlite::ToSql for P {
             P::I(v) => ToSqlOutput::Borrowed(ValueRef::Integer(*v)),
             P::T(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
             P::B(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
-            P::OT(None) => ToSqlOutput::Borrowed(ValueRef::Null),
+            P::OT(None) | P::N => ToSqlOutput::Borrowed(ValueRef::Null),
             P::OT(Some(s)) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
         })
     }
@@ -145,6 +147,7 @@ fn pg_value(p: &P, ty: &Type) -> Box<dyn ToSql + Sync> {
         P::T(s) => Box::new(s.clone()),
         P::B(b) => Box::new(b.clone()),
         P::OT(s) => Box::new(s.clone()),
+        P::N => Box::new(None::<i64>),
     }
 }
 
@@ -440,6 +443,11 @@ impl Db {
                 client.batch_execute(&format!(
                     "SET statement_timeout = {STATEMENT_TIMEOUT_MS}; SET lock_timeout = {STATEMENT_TIMEOUT_MS}"
                 ))?;
+                if !writer {
+                    // A search's plan depends on its values (a subject pattern's trigrams, which
+                    // filter is rare): never the generic plan of a prepared statement.
+                    client.batch_execute("SET plan_cache_mode = force_custom_plan")?;
+                }
                 Ok(Conn::Pg {
                     client: Box::new(client),
                     prepared: HashMap::new(),

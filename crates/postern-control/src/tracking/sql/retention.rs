@@ -145,15 +145,12 @@ fn remove_messages(db: &Db, below: i64, most: u64) -> Result<u64, TrackingError>
                 let key = P::I(row.key);
                 for r in &row.stored.message.recipients {
                     c.execute(
-                        "DELETE FROM recipients WHERE rcpt = lower($1) AND key = $2",
-                        &[P::from(r.as_str()), key.clone()],
+                        "DELETE FROM recipients WHERE hash = $1 AND key = $2",
+                        &[P::I(super::messages::hash(r)), key.clone()],
                     )?;
                 }
-                if row.stored.message.subject.is_some() {
-                    c.execute(
-                        "DELETE FROM subjects WHERE rowid = $1",
-                        std::slice::from_ref(&key),
-                    )?;
+                if let Some(subject) = &row.stored.message.subject {
+                    super::messages::unindex_subject(c, row.key, subject)?;
                 }
                 c.execute(
                     "DELETE FROM timeline WHERE message = $1",

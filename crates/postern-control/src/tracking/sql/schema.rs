@@ -2,11 +2,17 @@
 //! migration, applied in order at start in a transaction of its own; a database of a newer
 //! version than this build knows is refused, never written.
 //!
+//! Exact-match lookups (queue id, sender, recipient, Message-ID) go through 64-bit hashes of the
+//! value in lower case (`messages::hash`): eight bytes in an index instead of the address, and
+//! the value itself is compared on the row found.
+//!
 //! Messages and connections are keyed by time: `key = ms << 20 | n`, where `n` tells apart
 //! what shares a millisecond. Key order is time order, so every index ends in the key and
 //! serves "newest first" and time ranges by itself, and a day is a key range (PostgreSQL's
 //! partitions, `retention.rs`). `state` packs a message's status (bits 0-2) and marks (tls 3,
-//! plaintext 4, violation 5, tls_fallback 6); a connection's TLS failure (bit 0) and
+//! plaintext 4, violation 5, tls_fallback 6); the marks are indexed on their rare side (no TLS,
+//! some plaintext, a violation), the common side being most of the newest messages in time
+//! order; a connection's TLS failure (bit 0) and
 //! leftovers (bit 1). Records are packed JSON (`pack.rs`).
 
 use super::{Conn, Engine, P};
@@ -21,17 +27,19 @@ CREATE TABLE cursors (worker TEXT NOT NULL, epoch TEXT NOT NULL, seq INTEGER NOT
     lost INTEGER NOT NULL, PRIMARY KEY (worker, epoch)) WITHOUT ROWID;
 CREATE TABLE messages (key INTEGER PRIMARY KEY, id TEXT NOT NULL, worker TEXT NOT NULL,
     sender TEXT NOT NULL, subject TEXT, message_id TEXT, state INTEGER NOT NULL,
-    record BLOB NOT NULL);
-CREATE UNIQUE INDEX messages_id ON messages (id);
-CREATE INDEX messages_sender ON messages (lower(sender), key);
-CREATE INDEX messages_message_id ON messages (message_id, key) WHERE message_id IS NOT NULL;
+    record BLOB NOT NULL, id_hash INTEGER NOT NULL, sender_hash INTEGER NOT NULL,
+    message_id_hash INTEGER);
+CREATE INDEX messages_id ON messages (id_hash);
+CREATE INDEX messages_sender ON messages (sender_hash, key);
+CREATE INDEX messages_message_id ON messages (message_id_hash, key)
+    WHERE message_id_hash IS NOT NULL;
 CREATE INDEX messages_status ON messages ((state & 7), key);
-CREATE INDEX messages_tls ON messages (((state >> 3) & 1), key);
-CREATE INDEX messages_plaintext ON messages (((state >> 4) & 1), key);
+CREATE INDEX messages_no_tls ON messages (key) WHERE (state & 8) = 0;
+CREATE INDEX messages_plaintext ON messages (key) WHERE (state & 16) <> 0;
 CREATE INDEX messages_violation ON messages (key) WHERE (state & 32) <> 0;
 CREATE INDEX messages_worker ON messages (worker, key);
-CREATE TABLE recipients (rcpt TEXT NOT NULL, key INTEGER NOT NULL,
-    PRIMARY KEY (rcpt, key)) WITHOUT ROWID;
+CREATE TABLE recipients (hash INTEGER NOT NULL, key INTEGER NOT NULL,
+    PRIMARY KEY (hash, key)) WITHOUT ROWID;
 CREATE TABLE timeline (message INTEGER NOT NULL, first INTEGER NOT NULL, entries BLOB NOT NULL,
     PRIMARY KEY (message, first)) WITHOUT ROWID;
 CREATE TABLE connections (key INTEGER PRIMARY KEY, ip TEXT NOT NULL, state INTEGER NOT NULL,
@@ -52,10 +60,10 @@ CREATE TABLE sts_policies (domain TEXT PRIMARY KEY, fetched_ms INTEGER NOT NULL,
 ";
 
 /// Version 2: subject search over the whole retention (FTS5 trigrams: any substring of three
-/// characters or more, any case, from the index).
+/// characters or more, any case, from the index). Contentless: the subject is the message
+/// row's, and an entry is deleted by giving it again (`messages::unindex_subject`).
 const SQLITE_2: &str = "
-CREATE VIRTUAL TABLE subjects USING fts5(subject, content='', contentless_delete=1,
-    tokenize='trigram');
+CREATE VIRTUAL TABLE subjects USING fts5(subject, content='', columnsize=0, tokenize='trigram');
 INSERT INTO subjects (rowid, subject) SELECT key, subject FROM messages WHERE subject IS NOT NULL;
 ";
 
@@ -64,16 +72,18 @@ CREATE TABLE cursors (worker TEXT NOT NULL, epoch TEXT NOT NULL, seq BIGINT NOT 
     lost BIGINT NOT NULL, PRIMARY KEY (worker, epoch));
 CREATE TABLE messages (key BIGINT NOT NULL, id TEXT NOT NULL, worker TEXT NOT NULL,
     sender TEXT NOT NULL, subject TEXT, message_id TEXT, state SMALLINT NOT NULL,
-    record BYTEA NOT NULL, PRIMARY KEY (key)) PARTITION BY RANGE (key);
-CREATE INDEX messages_id ON messages (id);
-CREATE INDEX messages_sender ON messages (lower(sender), key);
-CREATE INDEX messages_message_id ON messages (message_id, key) WHERE message_id IS NOT NULL;
+    record BYTEA NOT NULL, id_hash BIGINT NOT NULL, sender_hash BIGINT NOT NULL,
+    message_id_hash BIGINT, PRIMARY KEY (key)) PARTITION BY RANGE (key);
+CREATE INDEX messages_id ON messages (id_hash);
+CREATE INDEX messages_sender ON messages (sender_hash, key);
+CREATE INDEX messages_message_id ON messages (message_id_hash, key)
+    WHERE message_id_hash IS NOT NULL;
 CREATE INDEX messages_status ON messages ((state & 7), key);
-CREATE INDEX messages_tls ON messages (((state >> 3) & 1), key);
-CREATE INDEX messages_plaintext ON messages (((state >> 4) & 1), key);
+CREATE INDEX messages_no_tls ON messages (key) WHERE (state & 8) = 0;
+CREATE INDEX messages_plaintext ON messages (key) WHERE (state & 16) <> 0;
 CREATE INDEX messages_violation ON messages (key) WHERE (state & 32) <> 0;
 CREATE INDEX messages_worker ON messages (worker, key);
-CREATE TABLE recipients (rcpt TEXT NOT NULL, key BIGINT NOT NULL, PRIMARY KEY (rcpt, key))
+CREATE TABLE recipients (hash BIGINT NOT NULL, key BIGINT NOT NULL, PRIMARY KEY (hash, key))
     PARTITION BY RANGE (key);
 CREATE TABLE timeline (message BIGINT NOT NULL, first BIGINT NOT NULL, entries BYTEA NOT NULL,
     PRIMARY KEY (message, first)) PARTITION BY RANGE (message);
