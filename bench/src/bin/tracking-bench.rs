@@ -200,6 +200,25 @@ async fn main() {
         disk as f64 / total as f64
     );
 
+    if plane.control.tracking.engine() == postern_control::tracking::sql::Engine::Postgres {
+        // A day over is compacted by retention; here, today's partition is, to show the
+        // figure of every day but the current one.
+        let tracking = plane.control.tracking.clone();
+        let started = Instant::now();
+        let disk = tokio::task::spawn_blocking(move || {
+            tracking.compact(u64::MAX).unwrap();
+            tracking.disk_bytes().unwrap()
+        })
+        .await
+        .unwrap();
+        println!(
+            "disk once the day is compacted ({:.0} s): {:.0} MB = {:.2} GB per million ({:.0} bytes per message)",
+            started.elapsed().as_secs_f64(),
+            disk as f64 / 1e6,
+            disk as f64 / total as f64 / 1e3,
+            disk as f64 / total as f64
+        );
+    }
     let http = reqwest::Client::new();
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = move || {

@@ -222,6 +222,16 @@ impl Tracking {
         }
     }
 
+    /// Compacts PostgreSQL's partitions of the days before `before_day` (days since 1970) not
+    /// compacted yet (retention does it for every day that is over); how many days.
+    pub fn compact(&self, before_day: u64) -> Result<u64, TrackingError> {
+        let n = sql::retention::compact(&self.db, before_day)?;
+        if n > 0 {
+            self.measure()?;
+        }
+        Ok(n)
+    }
+
     /// Why the database cannot be used, while it cannot.
     pub fn down(&self) -> Option<String> {
         self.db.down()
@@ -449,6 +459,7 @@ impl Tracking {
         )?;
         // Partitions may have gone: they are made again if late events need them.
         self.days.lock().expect("days lock").clear();
+        self.compact(now / 86_400_000)?;
         self.db.write(|c| {
             tlsrpt::prune(c, &day_of(cutoff))?;
             received::prune(c, cutoff)?;

@@ -533,6 +533,24 @@ impl Db {
         self.outcome(result)
     }
 
+    /// `f` on a connection of its own, outside any transaction (long maintenance statements
+    /// that must not hold the writer, and cannot run in a transaction).
+    pub fn maintenance<T>(
+        &self,
+        f: impl FnOnce(&mut Conn) -> Result<T, TrackingError>,
+    ) -> Result<T, TrackingError> {
+        let mut conn = self.connect(false)?;
+        if let Conn::Pg { client, .. } = &mut conn {
+            // A rebuild of a day's indexes takes minutes.
+            client.batch_execute("SET statement_timeout = 0")?;
+        }
+        let r = f(&mut conn);
+        if conn.engine() == Engine::Postgres {
+            let _ = std::thread::spawn(move || drop(conn)).join();
+        }
+        r
+    }
+
     /// Checks the database answers (the health probe).
     pub fn probe(&self) -> Result<(), TrackingError> {
         self.read(|c| c.batch("SELECT 1"))

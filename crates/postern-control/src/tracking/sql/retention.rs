@@ -75,7 +75,11 @@ fn drop_day(c: &mut Conn, day: u64, tables: &[&str]) -> Result<(), TrackingError
         .iter()
         .map(|t| format!("DROP TABLE IF EXISTS {t}_p{day};"))
         .collect();
-    c.batch(&ddl)
+    c.batch(&ddl)?;
+    if tables.contains(&"messages") {
+        c.execute("DELETE FROM compacted WHERE day = $1", &[P::from(day)])?;
+    }
+    Ok(())
 }
 
 /// Bytes on disk of `tables`' partitions of `day` (PostgreSQL).
@@ -177,6 +181,48 @@ fn remove_connections(db: &Db, below: i64, most: u64) -> Result<u64, TrackingErr
             &[P::I(below), P::from(most)],
         )
     })
+}
+
+/// Compacts the PostgreSQL partitions of days before `before_day` not compacted yet: their
+/// indexes are rebuilt (`REINDEX CONCURRENTLY`: ingest and searches go on), on a connection of
+/// their own, outside any transaction. How many days were compacted.
+pub fn compact(db: &Db, before_day: u64) -> Result<u64, TrackingError> {
+    if db.engine != Engine::Postgres {
+        return Ok(0);
+    }
+    let (days, done) = db.read(|c| {
+        Ok((
+            partition_days(c, "messages")?,
+            c.rows("SELECT day FROM compacted", &[], |r| r.int(0))?,
+        ))
+    })?;
+    let mut compacted = 0;
+    for day in days
+        .into_iter()
+        .filter(|d| *d < before_day && !done.contains(&(*d as i64)))
+    {
+        db.maintenance(|c| {
+            // One statement at a time: several in one call would be one transaction.
+            for (table, _) in PARTITIONED {
+                let name = format!("{table}_p{day}");
+                // (A size budget may have dropped some of the day's tables.)
+                let exists = c.one_int(
+                    "SELECT count(*) FROM pg_class WHERE relname = $1",
+                    &[P::T(name.clone())],
+                )?;
+                if exists.unwrap_or(0) > 0 {
+                    c.batch(&format!("REINDEX TABLE CONCURRENTLY {name}"))?;
+                    c.batch(&format!("ANALYZE {name}"))?;
+                }
+            }
+            c.execute(
+                "INSERT INTO compacted (day) VALUES ($1) ON CONFLICT DO NOTHING",
+                &[P::from(day)],
+            )
+        })?;
+        compacted += 1;
+    }
+    Ok(compacted)
 }
 
 /// One pass: messages and connections from before `cutoff_ms`, then the oldest while over
