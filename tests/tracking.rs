@@ -611,3 +611,86 @@ async fn refused_connections_are_counted_not_recorded_one_by_one() {
     assert!(records.len() <= 2, "one record a minute: {records:#?}");
     held.get_mut().write_all(b"QUIT\r\n").await.unwrap();
 }
+
+/// Upgrading from sled (docs/src/tracking.md#upgrading-from-sled): a tracking store as the
+/// previous release wrote it is copied by `postern tracking import-sled` into the data
+/// directory's SQLite database, once however often it runs, and `postern dev` serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sled_store_of_the_previous_release_is_imported_and_served() {
+    let data = tempfile::tempdir().unwrap();
+    let store = data.path().join("tracking");
+    {
+        let db = sled::open(&store).unwrap();
+        let record = r#"{"first_ms":1765100000000,"received":true,"applied":{"mx1 E":2},
+            "epochs":["mx1 E"],"timeline_total":2,"message":{"id":"01OLDSLED","worker":"mx1",
+            "received_ms":1765100000000,"sender":"ann@sender.example",
+            "recipients":["bob@partner.example"],"subject":"From the sled days",
+            "message_id":"1@sender.example","size":120,"status":"delivered",
+            "marks":{"tls":true,"plaintext":false,"violation":false,"tls_fallback":false},
+            "policy_version":3,"source":{"ip":"192.0.2.7","helo":"client.example","tls":null},
+            "rejections":[],"violations":[],"deliveries":[{"recipient":"bob@partner.example",
+            "status":"delivered","host":"mx.partner.example","ip":"198.51.100.2","tls":null,
+            "reason":"250 ok","attempts":[]}],"dsn":null,"timeline":[],"timeline_dropped":0}}"#;
+        db.open_tree("messages")
+            .unwrap()
+            .insert("01OLDSLED", record)
+            .unwrap();
+        let timeline = db.open_tree("messages/timeline").unwrap();
+        for (n, kind) in ["received", "delivered"].iter().enumerate() {
+            let mut key = b"01OLDSLED\0".to_vec();
+            key.extend_from_slice(&(n as u64).to_be_bytes());
+            let entry = format!(
+                r#"{{"at_ms":{},"kind":"{kind}","worker":"mx1","policy_version":3,"detail":"{kind}"}}"#,
+                1_765_100_000_000u64 + n as u64
+            );
+            timeline.insert(key, entry.as_bytes()).unwrap();
+        }
+        db.open_tree("cursors")
+            .unwrap()
+            .insert(b"mx1\0E", &2u64.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let import = || {
+        let out = std::process::Command::new(support::BIN)
+            .args(["tracking", "import-sled"])
+            .arg(&store)
+            .arg("--data-dir")
+            .arg(data.path())
+            .env_remove("POSTERN_DATABASE_URL")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    assert!(import().contains("1 messages (1 new)"));
+    assert!(
+        import().contains("1 messages (0 new)"),
+        "the second import adds nothing"
+    );
+    let not_sled = std::process::Command::new(support::BIN)
+        .args(["tracking", "import-sled", "/nonexistent", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(!not_sled.status.success());
+    assert!(String::from_utf8_lossy(&not_sled.stderr).contains("not a sled tracking store"));
+
+    let postern = Postern::dev(data.path(), "localhost");
+    let (code, m) = postern
+        .call(Method::GET, "/v1/messages/01OLDSLED", None, None)
+        .await;
+    assert_eq!(code, 200, "{m}");
+    assert_eq!(m["sender"], "ann@sender.example");
+    assert_eq!(m["status"], "delivered");
+    assert_eq!(timeline_kinds(&m), ["received", "delivered"]);
+    let (_, found) = postern
+        .call(Method::GET, "/v1/messages?subject=sled%20days", None, None)
+        .await;
+    assert_eq!(ids(found["items"].as_array().unwrap()), ["01OLDSLED"]);
+}
