@@ -19,8 +19,7 @@ use crate::tracking::{TrackingError, corrupt};
 const DICTIONARY_1: &[u8] = include_bytes!("dictionary-1.json");
 const RAW: u8 = 0;
 const ZSTD_1: u8 = 1;
-/// zstd's default: higher levels gain little on records this small, and cost ingest time.
-const LEVEL: i32 = 3;
+const LEVEL: i32 = 6;
 /// No record is larger (a message's inline timeline and attempts are bounded).
 const MAX_UNPACKED: usize = 16 << 20;
 

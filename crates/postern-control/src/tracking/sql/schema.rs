@@ -64,11 +64,9 @@ CREATE TABLE sts_policies (domain TEXT PRIMARY KEY, fetched_ms INTEGER NOT NULL,
 
 /// Version 2: subject search over the whole retention (FTS5 trigrams: any substring of three
 /// characters or more, any case, from the index). Contentless: the subject is the message
-/// row's, and an entry is deleted by giving it again (`messages::unindex_subject`). Segments are
-/// merged eight at a time rather than four: less merging for each ingest batch's segment.
+/// row's, and an entry is deleted by giving it again (`messages::unindex_subject`).
 const SQLITE_2: &str = "
 CREATE VIRTUAL TABLE subjects USING fts5(subject, content='', columnsize=0, tokenize='trigram');
-INSERT INTO subjects (subjects, rank) VALUES ('automerge', 8);
 INSERT INTO subjects (rowid, subject) SELECT key, subject FROM messages WHERE subject IS NOT NULL;
 ";
 
