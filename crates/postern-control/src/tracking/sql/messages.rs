@@ -201,7 +201,12 @@ struct Touched {
 /// The rows of messages `ids` (those stored).
 fn load(c: &mut Conn, ids: &[&str]) -> Result<HashMap<String, Row>, TrackingError> {
     let mut found = HashMap::new();
-    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+    // As `insert`: one prepared lookup a message on SQLite, a list per statement on PostgreSQL.
+    let per_statement = match c.engine() {
+        Engine::Sqlite => 1,
+        Engine::Postgres => ROWS_PER_STATEMENT,
+    };
+    for chunk in ids.chunks(per_statement) {
         let sql = format!(
             "SELECT {COLUMNS} FROM messages m WHERE m.id_hash IN ({})",
             Conn::list(1, chunk.len())
@@ -218,7 +223,9 @@ fn load(c: &mut Conn, ids: &[&str]) -> Result<HashMap<String, Row>, TrackingErro
     Ok(found)
 }
 
-/// Multi-row `INSERT`s of `rows` (each `cols` parameters), `ROWS_PER_STATEMENT` at a time.
+/// `INSERT`s of `rows` (each `cols` parameters). PostgreSQL takes them `ROWS_PER_STATEMENT` to
+/// a statement (one round trip each); SQLite, in process, one statement a row, prepared once
+/// (a statement of hundreds of rows costs more to parse than its rows to insert).
 pub fn insert(
     c: &mut Conn,
     head: &str,
@@ -226,6 +233,13 @@ pub fn insert(
     tail: &str,
     rows: Vec<Vec<P>>,
 ) -> Result<(), TrackingError> {
+    if c.engine() == Engine::Sqlite {
+        let sql = format!("{head} VALUES {} {tail}", Conn::values(1, cols));
+        for row in rows {
+            c.execute(&sql, &row)?;
+        }
+        return Ok(());
+    }
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let chunk: Vec<Vec<P>> = rows.by_ref().take(ROWS_PER_STATEMENT).collect();
