@@ -1,4 +1,5 @@
-//! Postern's control plane: policy, settings, versions, tokens and the audit log in sled,
+//! Postern's control plane: policy, settings, versions, tokens and the audit log in sled, tracking
+//! in SQL (`tracking`),
 //! served over REST (docs/src/interfaces.md). Workers get their policy from here (gRPC, later
 //! issues).
 

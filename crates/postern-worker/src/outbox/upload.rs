@@ -20,7 +20,7 @@ const BATCH: usize = 1000;
 /// Batches sent and not yet answered.
 const IN_FLIGHT: usize = 4;
 /// A batch that is not full waits this long for more events: each batch costs the control
-/// plane a flush, and tracking may lag a moment behind the mail.
+/// plane a transaction (a commit to disk), and tracking may lag a moment behind the mail.
 const LINGER: Duration = Duration::from_millis(250);
 
 /// Keeps uploading until `shutdown` turns true.
