@@ -64,6 +64,7 @@ pub async fn list_tls_reports(
     }
     let domain = q.domain.map(|d| d.to_ascii_lowercase());
     let items = reports::list(&c, q.date.as_deref(), domain.as_deref())
+        .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(Json(TlsReportList { items }))
 }

@@ -241,14 +241,20 @@ async fn send_one(
     });
 }
 
-/// The stored reports, newest day first.
-pub fn list(
+/// The stored reports, newest day first (read off the async threads: the database blocks).
+pub async fn list(
     c: &Control,
     date: Option<&str>,
     domain: Option<&str>,
 ) -> Result<Vec<TlsReportView>, TrackingError> {
-    c.tracking
-        .reports(date, domain)?
+    let (tracking, date, domain) = (
+        c.tracking.clone(),
+        date.map(String::from),
+        domain.map(String::from),
+    );
+    tokio::task::spawn_blocking(move || tracking.reports(date.as_deref(), domain.as_deref()))
+        .await
+        .map_err(|e| TrackingError::Corrupt(e.to_string()))??
         .iter()
         .map(|v| serde_json::from_slice(v).map_err(|e| TrackingError::Corrupt(e.to_string())))
         .collect()
@@ -268,7 +274,7 @@ pub async fn run(c: Arc<Control>) {
         tick.tick().await;
         let enabled = c.read().settings.reports.tls_rpt;
         let yesterday = crate::tracking::day_of(postern_time::now_ms().saturating_sub(86_400_000));
-        match list(&c, Some(&yesterday), None) {
+        match list(&c, Some(&yesterday), None).await {
             Ok(stored) if due(enabled, &stored) => {}
             Ok(_) => continue,
             Err(e) => {
