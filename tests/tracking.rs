@@ -621,19 +621,22 @@ async fn a_sled_store_of_the_previous_release_is_imported_and_served() {
     let store = data.path().join("tracking");
     {
         let db = sled::open(&store).unwrap();
-        let record = r#"{"first_ms":1765100000000,"received":true,"applied":{"mx1 E":2},
+        // A day ago: within retention.
+        let at = postern_time::now_ms() - 86_400_000;
+        let record = r#"{"first_ms":AT,"received":true,"applied":{"mx1 E":2},
             "epochs":["mx1 E"],"timeline_total":2,"message":{"id":"01OLDSLED","worker":"mx1",
-            "received_ms":1765100000000,"sender":"ann@sender.example",
+            "received_ms":AT,"sender":"ann@sender.example",
             "recipients":["bob@partner.example"],"subject":"From the sled days",
             "message_id":"1@sender.example","size":120,"status":"delivered",
             "marks":{"tls":true,"plaintext":false,"violation":false,"tls_fallback":false},
             "policy_version":3,"source":{"ip":"192.0.2.7","helo":"client.example","tls":null},
             "rejections":[],"violations":[],"deliveries":[{"recipient":"bob@partner.example",
             "status":"delivered","host":"mx.partner.example","ip":"198.51.100.2","tls":null,
-            "reason":"250 ok","attempts":[]}],"dsn":null,"timeline":[],"timeline_dropped":0}}"#;
+            "reason":"250 ok","attempts":[]}],"dsn":null,"timeline":[],"timeline_dropped":0}}"#
+            .replace("AT", &at.to_string());
         db.open_tree("messages")
             .unwrap()
-            .insert("01OLDSLED", record)
+            .insert("01OLDSLED", record.as_bytes())
             .unwrap();
         let timeline = db.open_tree("messages/timeline").unwrap();
         for (n, kind) in ["received", "delivered"].iter().enumerate() {
@@ -641,7 +644,7 @@ async fn a_sled_store_of_the_previous_release_is_imported_and_served() {
             key.extend_from_slice(&(n as u64).to_be_bytes());
             let entry = format!(
                 r#"{{"at_ms":{},"kind":"{kind}","worker":"mx1","policy_version":3,"detail":"{kind}"}}"#,
-                1_765_100_000_000u64 + n as u64
+                at + n as u64
             );
             timeline.insert(key, entry.as_bytes()).unwrap();
         }

@@ -141,7 +141,7 @@ pub fn import_sled(
                 batch.push(serde_json::from_slice(&v).map_err(corrupt)?);
             }
             t.partitions_for(batch.iter().map(|c| c.started_ms))?;
-            t.db.write(|c| messages::import_connections(c, &batch))?;
+            t.db.write(|c| messages::put_connections(c, &batch))?;
             done.connections += batch.len() as u64;
             progress("connections", done.connections);
         }

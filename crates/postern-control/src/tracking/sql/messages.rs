@@ -71,7 +71,8 @@ pub fn hash(value: &str) -> i64 {
     i64::from_be_bytes(h[..8].try_into().expect("8 bytes"))
 }
 
-/// A key for what is imported, the same each time (`n` from the id): importing twice keeps one.
+/// A key made from a row's time and name (an imported message's id, a connection's session):
+/// the same each time, so the row is stored once however often it comes.
 pub fn stable_key(ms: u64, id: &str) -> i64 {
     use sha2::Digest as _;
     let h = sha2::Sha256::digest(id.as_bytes());
@@ -267,12 +268,11 @@ pub fn fold(
     ids.dedup();
     let mut loaded = load(c, &ids)?;
     let mut touched: HashMap<String, Touched> = HashMap::new();
-    let mut connections = Vec::new();
+    let mut connections: Vec<ConnectionRecord> = Vec::new();
     let mut folded = Folded::default();
     for record in records {
         if let Event::Connection(conn) = &record.event {
-            let stored = ConnectionRecord::new(worker, record.policy_version, conn);
-            connections.push(connection_row(keys.make(conn.started_ms), &stored));
+            connections.push(ConnectionRecord::new(worker, record.policy_version, conn));
             continue;
         }
         let Some(id) = record.event.queue_id().filter(|id| !id.is_empty()) else {
@@ -302,14 +302,34 @@ pub fn fold(
         }
     }
     folded.added = write(c, touched.into_values().collect())?;
+    put_connections(c, &connections)?;
+    Ok(folded)
+}
+
+/// Stores connection records. A session's record is sent again as it changes (a refused
+/// address's count of the minute grows): its key is made from its start and session, and the
+/// newest record replaces the one before. (Two sessions of one millisecond whose keys clash,
+/// one chance in a million, keep the first unless they are of the same address.)
+pub fn put_connections(c: &mut Conn, records: &[ConnectionRecord]) -> Result<(), TrackingError> {
+    // One row per key in a statement: the last record of a session in the batch.
+    let mut rows: Vec<(i64, &ConnectionRecord)> = Vec::new();
+    for r in records {
+        let key = stable_key(r.started_ms, &r.session);
+        match rows.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = r,
+            None => rows.push((key, r)),
+        }
+    }
     insert(
         c,
         "INSERT INTO connections (key, ip, state, record)",
         4,
-        "",
-        connections,
-    )?;
-    Ok(folded)
+        "ON CONFLICT (key) DO UPDATE SET state = excluded.state, record = excluded.record
+         WHERE connections.ip = excluded.ip",
+        rows.into_iter()
+            .map(|(k, r)| connection_row(k, r))
+            .collect(),
+    )
 }
 
 fn connection_row(key: i64, r: &ConnectionRecord) -> Vec<P> {
@@ -320,24 +340,6 @@ fn connection_row(key: i64, r: &ConnectionRecord) -> Vec<P> {
         P::I(state),
         P::B(pack(r)),
     ]
-}
-
-/// Inserts connections made elsewhere (the sled import), each once.
-pub fn import_connections(
-    c: &mut Conn,
-    connections: &[ConnectionRecord],
-) -> Result<(), TrackingError> {
-    let rows = connections
-        .iter()
-        .map(|r| connection_row(stable_key(r.started_ms, &r.session), r))
-        .collect();
-    insert(
-        c,
-        "INSERT INTO connections (key, ip, state, record)",
-        4,
-        "ON CONFLICT DO NOTHING",
-        rows,
-    )
 }
 
 /// Inserts whole messages made elsewhere (the sled import), timelines and all, unless a
