@@ -69,7 +69,12 @@ pub fn put(
         report.id = ids.next();
     }
     let record = pack(&report);
-    let size = (report.id.len() + record.len()) as u64;
+    // The budget counts the report as JSON, not as packed: what a reporter makes us keep
+    // cannot grow past it by compressing well, and the disk taken is never more.
+    let json_len = serde_json::to_vec(&report)
+        .expect("reports serialise")
+        .len();
+    let size = (report.id.len() + json_len) as u64;
     let kept = c
         .one_int(
             "SELECT CAST(coalesce(sum(bytes), 0) AS BIGINT) FROM received_reports",
