@@ -880,10 +880,7 @@ export interface components {
         MessageList: {
             /** @description Newest first. */
             items: components["schemas"]["MessageSummary"][];
-            /**
-             * @description Null on the last page. A page may be short (even empty) with a cursor when the search
-             *     examined its budget of index entries: follow the cursor to go on.
-             */
+            /** @description Null on the last page; every page before it is full (`limit` items). */
             next_cursor?: string | null;
         };
         /** @description A message in a list (`GET /v1/messages`). */

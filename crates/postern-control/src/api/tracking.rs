@@ -51,8 +51,7 @@ pub struct MessageQuery {
 pub struct MessageList {
     /// Newest first.
     pub items: Vec<MessageSummary>,
-    /// Null on the last page. A page may be short (even empty) with a cursor when the search
-    /// examined its budget of index entries: follow the cursor to go on.
+    /// Null on the last page; every page before it is full (`limit` items).
     pub next_cursor: Option<String>,
 }
 
