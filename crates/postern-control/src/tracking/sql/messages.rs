@@ -313,11 +313,15 @@ pub fn fold(
 pub fn put_connections(c: &mut Conn, records: &[ConnectionRecord]) -> Result<(), TrackingError> {
     // One row per key in a statement: the last record of a session in the batch.
     let mut rows: Vec<(i64, &ConnectionRecord)> = Vec::new();
+    let mut at: HashMap<i64, usize> = HashMap::new();
     for r in records {
         let key = stable_key(r.started_ms, &r.session);
-        match rows.iter_mut().find(|(k, _)| *k == key) {
-            Some(slot) => slot.1 = r,
-            None => rows.push((key, r)),
+        match at.get(&key) {
+            Some(&i) => rows[i].1 = r,
+            None => {
+                at.insert(key, rows.len());
+                rows.push((key, r));
+            }
         }
     }
     insert(

@@ -151,6 +151,15 @@ fn pg_value(p: &P, ty: &Type) -> Box<dyn ToSql + Sync> {
     }
 }
 
+/// `params` as the types `statement` expects.
+fn pg_values(params: &[P], statement: &postgres::Statement) -> Vec<Box<dyn ToSql + Sync>> {
+    params
+        .iter()
+        .zip(statement.params())
+        .map(|(p, t)| pg_value(p, t))
+        .collect()
+}
+
 /// A row's columns, by index.
 pub trait Get {
     fn int(&self, i: usize) -> Result<i64, TrackingError>;
@@ -253,11 +262,7 @@ impl Conn {
             }
             Conn::Pg { client, prepared } => {
                 let s = Self::pg_statement(client, prepared, sql)?;
-                let values: Vec<Box<dyn ToSql + Sync>> = params
-                    .iter()
-                    .zip(s.params())
-                    .map(|(p, t)| pg_value(p, t))
-                    .collect();
+                let values = pg_values(params, &s);
                 let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|b| b.as_ref()).collect();
                 Ok(client.execute(&s, &refs)?)
             }
@@ -283,11 +288,7 @@ impl Conn {
             Conn::Pg { client, prepared } => {
                 use postgres::fallible_iterator::FallibleIterator as _;
                 let s = Self::pg_statement(client, prepared, sql)?;
-                let values: Vec<Box<dyn ToSql + Sync>> = params
-                    .iter()
-                    .zip(s.params())
-                    .map(|(p, t)| pg_value(p, t))
-                    .collect();
+                let values = pg_values(params, &s);
                 let refs = values.iter().map(|b| b.as_ref() as &(dyn ToSql + Sync));
                 let mut rows = client.query_raw(&s, refs)?;
                 while let Some(row) = rows.next()? {

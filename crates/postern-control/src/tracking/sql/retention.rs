@@ -70,6 +70,15 @@ fn partition_days(c: &mut Conn, table: &str) -> Result<Vec<u64>, TrackingError> 
     Ok(days)
 }
 
+/// Whether PostgreSQL has a table (a partition) of this name.
+fn exists(c: &mut Conn, name: &str) -> Result<bool, TrackingError> {
+    let n = c.one_int(
+        "SELECT count(*) FROM pg_class WHERE relname = $1",
+        &[P::from(name)],
+    )?;
+    Ok(n.unwrap_or(0) > 0)
+}
+
 fn drop_day(c: &mut Conn, day: u64, tables: &[&str]) -> Result<(), TrackingError> {
     let ddl: String = tables
         .iter()
@@ -206,11 +215,7 @@ pub fn compact(db: &Db, before_day: u64) -> Result<u64, TrackingError> {
             for (table, _) in PARTITIONED {
                 let name = format!("{table}_p{day}");
                 // (A size budget may have dropped some of the day's tables.)
-                let exists = c.one_int(
-                    "SELECT count(*) FROM pg_class WHERE relname = $1",
-                    &[P::T(name.clone())],
-                )?;
-                if exists.unwrap_or(0) > 0 {
+                if exists(c, &name)? {
                     c.batch(&format!("REINDEX TABLE CONCURRENTLY {name}"))?;
                     c.batch(&format!("ANALYZE {name}"))?;
                 }
@@ -262,11 +267,7 @@ pub fn enforce(
             // (A failed statement would abort the transaction: the partition is looked up first.)
             let count_in = |c: &mut Conn, table: &str, day: u64| {
                 let name = format!("{table}_p{day}");
-                let exists = c.one_int(
-                    "SELECT count(*) FROM pg_class WHERE relname = $1",
-                    &[P::T(name.clone())],
-                )?;
-                if exists.unwrap_or(0) == 0 {
+                if !exists(c, &name)? {
                     return Ok(0);
                 }
                 c.one_int(&format!("SELECT count(*) FROM {name}"), &[])
